@@ -1,4 +1,5 @@
-"""Writes notebooks/*.ipynb from the cell sources below (clean: no outputs). Run: python tools/make_notebooks.py
+"""Writes notebooks/*.ipynb from the cell sources below and in tools/nb_*.py (clean: no outputs).
+Run: python tools/make_notebooks.py   (each tools/nb_NN.py defines NAME and CELLS, built with md()/code() from here)
 
 Notebooks stay thin: a `parameters` cell of literals, then calls into genrobust and displays of what they return.
 """
@@ -23,6 +24,8 @@ def code(s, tags=None):
 def write(name, cells):
     nb = nbf.v4.new_notebook()
     nb.cells = cells
+    for i, c in enumerate(nb.cells):
+        c.id = f"cell-{i:02d}"  # stable ids: regenerating a notebook changes nothing unless its cells change
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     path = ROOT / "notebooks" / f"{name}.ipynb"
@@ -142,3 +145,14 @@ path = gr.report.write_calibration_metrics(cfg, cal)
 print("metrics written to", path)
 """),
 ])
+
+
+if __name__ == "__main__":
+    import importlib.util
+    import sys
+    sys.modules.setdefault("make_notebooks", sys.modules[__name__])
+    for extra in sorted((ROOT / "tools").glob("nb_*.py")):
+        spec = importlib.util.spec_from_file_location(extra.stem, extra)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        write(mod.NAME, mod.CELLS)
