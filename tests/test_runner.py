@@ -1,0 +1,71 @@
+"""Batch runs: the local executor end to end (real subprocesses), SLURM job parameters, CLI errors."""
+import subprocess
+import sys
+
+import pytest
+
+from genrobust import runner, train
+from genrobust.config import ConfigError, apply_overrides, get_profile
+
+TINY = {"data.synthetic_train_per_class": 48, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
+        "train.batch_size": 32, "train.epochs": 1, "train.classes": (0, 1), "softmax.epochs": 1,
+        "softmax.batch_size": 32, "softmax.width": 0.5}
+
+
+def test_local_executor_trains_classes_and_softmax_in_subprocesses(tmp_runs):
+    p = apply_overrides(get_profile("smoke"), TINY)
+    rows, soft = runner.train_all(p, softmax=True, executor="local", workers=2, progress=False)
+    assert [r["k"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["metrics"][-1]["epoch"] == 1 and r["checkpoint"].endswith("best.pt")
+    assert soft["metrics"][-1]["epoch"] == 1
+    # the jobs ran as separate processes: submitit left their logs
+    logs = list((tmp_runs / "runs" / "jobs").glob("*_log.out"))
+    assert len(logs) == 3
+    # and a second call reuses them (no new jobs)
+    rows2, _ = runner.train_all(p, softmax=True, executor="local", workers=2, progress=False)
+    assert rows2 == rows and len(list((tmp_runs / "runs" / "jobs").glob("*_log.out"))) == 3
+
+
+def test_failed_job_is_reported(tmp_runs):
+    p = apply_overrides(get_profile("smoke"), {**TINY, "train.batch_size": 512, "train.classes": (0,)})
+    with pytest.raises(runner.RunError, match="job 0 failed"):
+        runner.train_all(p, executor="local", workers=1, progress=False)
+
+
+def test_slurm_parameters_build_a_valid_submission(tmp_path):
+    params = runner.slurm_parameters(partition="gpu", gpus=1, time_min=600, cpus=8, mem_gb=32)
+    text = runner.sbatch_script(params, tmp_path)
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=600",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --job-name=genrobust", "#SBATCH --mem=32GB"):
+        assert line in text, line
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        runner.sbatch_script({**params, "slurm_gpus_per_nod": 2}, tmp_path)
+    with pytest.raises(ConfigError):
+        runner.slurm_parameters(gpus=-1)
+
+
+def test_cli_slurm_dry_run_prints_the_script(tmp_runs):
+    r = subprocess.run([sys.executable, "-m", "genrobust", "train", "--profile", "paper", "--executor", "slurm",
+                        "--partition", "a100", "--gpus", "1", "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "#SBATCH --partition=a100" in r.stdout
+
+
+def test_resolve_profile_maps_notebook_parameters():
+    p = runner.resolve_profile("smoke", epochs=3, width=1.0, objective="combined", eps1=0.2, classes=[2])
+    assert (p.train.epochs, p.model.width, p.train.objective, p.train.eps1, p.train.classes) == (3, 1.0, "combined",
+                                                                                                  0.2, (2,))
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        runner.resolve_profile("smoke", epoch=3)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["reproduce", "--profile", "bogus"], "unknown profile 'bogus'"),
+    (["notebook", "99_nothing", "--profile", "smoke"], "no notebook"),
+    (["train", "--profile", "smoke", "-p", "epochs", "-1"], "train.epochs"),
+])
+def test_cli_bad_input_is_one_line_and_nonzero(args, needle, tmp_runs):
+    r = subprocess.run([sys.executable, "-m", "genrobust", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1

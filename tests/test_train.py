@@ -1,0 +1,112 @@
+"""Training loop: train-if-missing, resume after kill -9, NaN guard, selection, calibration."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from genrobust import calibrate, objectives, train
+from genrobust.config import apply_overrides, get_profile
+from genrobust.results import read_jsonl
+
+TINY = {"data.synthetic_train_per_class": 64, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
+        "train.batch_size": 32, "train.epochs": 2}
+
+
+def tiny_profile(**extra):
+    return apply_overrides(get_profile("smoke"), {**TINY, **extra})
+
+
+def test_lr_schedules():
+    f = lambda sched, s: train.lr_factor(sched, s, 100, 10, 5, 0.1)  # noqa: E731
+    assert f("constant", 50) == 1.0
+    assert f("step", 49) == 1.0 and f("step", 50) == pytest.approx(0.1)  # paper: 0.1 -> 0.01 after epoch 1500
+    assert f("onecycle", 0) == 0.0 and f("onecycle", 20) == pytest.approx(1.0) and f("onecycle", 100) == 0.0
+    assert f("cosine", 0) == 1.0 and f("cosine", 100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_train_binary_then_reuse(tmp_runs):
+    p = tiny_profile()
+    res = train.train_binary(p, 3, progress=False)
+    assert res["epochs"] == 2 and [m["epoch"] for m in res["metrics"]] == [1, 2]
+    assert res["select_key"] == "val_adv_auroc" and 1 <= res["best_epoch"] <= 2
+    assert res["provenance"]["data_source"]["synthetic"] is True
+    run_dir = train.run_dir_for(train.binary_run_config(p, 3))
+    stamp = (run_dir / "result.json").stat().st_mtime_ns
+    again = train.train_binary(p, 3, progress=False)  # finished: reused, not retrained
+    assert again == res and (run_dir / "result.json").stat().st_mtime_ns == stamp
+    assert train.binary_result(p, 3) == res
+    # a different config is a different run
+    assert train.binary_result(apply_overrides(p, {"train.seed": 1}), 3) is None
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_runs, monkeypatch):
+    p = tiny_profile(**{"train.epochs": 3})
+    real = objectives.out_distribution_loss
+    calls = {"n": 0}
+    steps_per_epoch = 64 // 16  # 64 positives, 16 per half-batch
+
+    def poisoned(model, x_pos, x_neg, cfg, g):
+        calls["n"] += 1
+        loss, stats = real(model, x_pos, x_neg, cfg, g)
+        return (loss * float("nan"), stats) if calls["n"] > steps_per_epoch else (loss, stats)
+
+    monkeypatch.setitem(objectives.BINARY_OBJECTIVES, "out", poisoned)
+    monkeypatch.setattr(train, "BINARY_OBJECTIVES", objectives.BINARY_OBJECTIVES)
+    with pytest.raises(train.TrainingDiverged, match="lower the learning rate"):
+        train.train_binary(p, 0, progress=False)
+    run_dir = train.run_dir_for(train.binary_run_config(p, 0))
+    last = torch.load(run_dir / "last.pt", weights_only=False)
+    assert last["epoch"] == 0  # epoch 1 (0-based 0) completed and kept
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert not (run_dir / "result.json").exists()
+
+
+RESUME_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from genrobust import train
+from genrobust.config import apply_overrides, get_profile
+p = apply_overrides(get_profile("smoke"), {TINY!r})
+train.train_binary(p, 1, progress=False)
+"""
+
+
+def test_kill_9_then_resume_loses_at_most_one_epoch(tmp_runs):
+    over = {**TINY, "data.synthetic_train_per_class": 200, "train.epochs": 6}
+    p = apply_overrides(get_profile("smoke"), over)
+    run_dir = train.run_dir_for(train.binary_run_config(p, 1))
+    script = RESUME_SCRIPT.replace("{TINY!r}", repr(over))
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_jsonl(run_dir / "metrics.jsonl")) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # kill -9 at an arbitrary point of epoch 3
+    proc.wait()
+    done_before = len(read_jsonl(run_dir / "metrics.jsonl"))
+    assert 2 <= done_before < 6, "the run should have been killed mid-way"
+    assert not (run_dir / "result.json").exists()
+    resumed_from = torch.load(run_dir / "last.pt", weights_only=False)["epoch"] + 1
+    assert resumed_from >= done_before - 1  # at most the epoch in progress is lost
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
+    res = json.loads((run_dir / "result.json").read_text())
+    epochs = [m["epoch"] for m in res["metrics"]]
+    assert epochs[-1] == 6 and sorted(set(epochs)) == [1, 2, 3, 4, 5, 6]
+    assert len(epochs) - 6 <= 1  # at most one epoch was repeated
+
+
+def test_fit_calibration_recovers_offsets():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (4000,), generator=g)
+    bias = torch.tensor([1.0, -1.0, 0.5, 0.0, -0.5])
+    s = 2.0 * torch.nn.functional.one_hot(y, 5).float() + torch.randn(4000, 5, generator=g) - bias
+    c, hist = calibrate.fit_calibration(s[:3000], y[:3000], s[3000:], y[3000:], lr=0.05, max_steps=3000, patience=200)
+    # c is identified up to a constant: compare centred values
+    assert torch.allclose(c - c.mean(), bias - bias.mean(), atol=0.15)
+    assert calibrate.accuracy(s[3000:] + c, y[3000:]) > calibrate.accuracy(s[3000:], y[3000:]) + 0.05
+    assert hist[-1]["select_loss"] <= hist[0]["select_loss"]
