@@ -110,3 +110,30 @@ def test_fit_calibration_recovers_offsets():
     assert torch.allclose(c - c.mean(), bias - bias.mean(), atol=0.15)
     assert calibrate.accuracy(s[3000:] + c, y[3000:]) > calibrate.accuracy(s[3000:], y[3000:]) + 0.05
     assert hist[-1]["select_loss"] <= hist[0]["select_loss"]
+
+
+def test_import_robustness_library_checkpoint(tmp_runs):
+    """A file laid out like MadryLab robustness's CIFAR ResNet50 checkpoints maps onto our ResNet50 exactly."""
+    from genrobust.models import create_model
+    from genrobust.results import load_classifier
+    torch.manual_seed(0)
+    theirs = create_model("resnet50", 10, 1.0).eval()
+    mean, std = torch.tensor([0.4914, 0.4822, 0.4465]), torch.tensor([0.2023, 0.1994, 0.2010])
+    sd = {}
+    for k, v in theirs.state_dict().items():
+        sd[f"module.model.{k}"] = v
+        sd[f"module.attacker.model.{k}"] = v
+    sd["module.normalizer.new_mean"] = mean.view(3, 1, 1)
+    sd["module.normalizer.new_std"] = std.view(3, 1, 1)
+    torch.save({"model": sd, "epoch": 150}, tmp_runs / "cifar_l2_0_5.pt")
+    p = apply_overrides(get_profile("paper"), {"softmax.checkpoint": str(tmp_runs / "cifar_l2_0_5.pt")})
+    res = train.train_softmax(p, data=object())  # data unused for an import
+    clf = load_classifier(res["checkpoint"])
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        theirs.normalize.mean.copy_(mean.view(1, 3, 1, 1))
+        theirs.normalize.std.copy_(std.view(1, 3, 1, 1))
+        assert torch.allclose(clf(x), theirs(x), atol=1e-5)
+    torch.save({"model": {"conv.weight": torch.zeros(1)}}, tmp_runs / "other.pt")
+    with pytest.raises(ValueError, match="module.model"):
+        train.robustness_state_dict(tmp_runs / "other.pt")

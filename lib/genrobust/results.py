@@ -242,6 +242,9 @@ def load_classifier(path, device="cpu") -> torch.nn.Module:
     elif ckpt["kind"] == "softmax":
         model = create_model(cfg["name"], cfg.get("num_outputs", 10), cfg["width"])
         model.load_state_dict(ckpt["state"]["model"])
+        if "normalize" in cfg:  # e.g. an imported robustness-library model keeps its own constants
+            model.normalize.mean.copy_(torch.tensor(cfg["normalize"]["mean"]).view(1, 3, 1, 1))
+            model.normalize.std.copy_(torch.tensor(cfg["normalize"]["std"]).view(1, 3, 1, 1))
     else:
         raise ResultsError(f"{path}: a single binary model d_k is not a classifier; build a GenerativeClassifier "
                            "from all K (genrobust.calibrate) and load that")

@@ -293,13 +293,61 @@ def _class_batches(x, y, batch_size, g):
         yield x[idx], y[idx]
 
 
+def robustness_state_dict(path) -> tuple[dict, dict]:
+    """Map a MadryLab `robustness` CIFAR-10 checkpoint (e.g. the published L2 eps 0.5 ResNet50) to our ResNet50.
+
+    Their file holds {'model': state dict of an AttackerModel, ...} with keys 'module.model.<layer>' (the
+    classifier), 'module.attacker.model.<layer>' (a copy) and 'module.normalizer.new_mean/new_std'. Their CIFAR
+    ResNet uses the same layer names as ours (conv1, bn1, layer1-4 of Bottleneck blocks with `shortcut`, linear).
+    Returns (state dict for create_model('resnet50', 10), {'mean': [...], 'std': [...]}) — their normalization
+    constants, which differ slightly from ours and must be kept."""
+    ckpt = load_torch(path)
+    sd = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: not a robustness-library checkpoint (no 'model' state dict)")
+    prefix = next((p for p in ("module.model.", "model.") if any(k.startswith(p) for k in sd)), None)
+    if prefix is None:
+        raise ValueError(f"{path}: no 'module.model.*' keys; expected a robustness-library CIFAR checkpoint")
+    state = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    norm = {}
+    for name in ("mean", "std"):
+        t = sd.get(f"module.normalizer.new_{name}", sd.get(f"normalizer.new_{name}"))
+        if t is None:
+            raise ValueError(f"{path}: missing normalizer.new_{name}; is this a robustness-library checkpoint?")
+        norm[name] = t.reshape(-1).tolist()
+    return state, norm
+
+
+def import_robustness_checkpoint(path, run_dir: Path, run_config: dict, data_source=None) -> dict:
+    """Convert a robustness-library ResNet50 file into our checkpoint format (loadable by load_classifier)."""
+    state, norm = robustness_state_dict(path)
+    model = create_model("resnet50", 10, 1.0)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: state dict does not match our ResNet50 (missing {missing[:3]}..., unexpected "
+                         f"{unexpected[:3]}...); only CIFAR-10 ResNet50 robustness checkpoints are supported")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir / "best.pt", kind="softmax", state={"model": model.state_dict()},
+                    config={"name": "resnet50", "width": 1.0, "num_outputs": 10, "normalize": norm},
+                    imported_from=str(path))
+    result = {"best_epoch": None, "best_metric": None, "select_key": None, "epochs": 0, "metrics": [],
+              "checkpoint": str(run_dir / "best.pt"), "parameters": count_parameters(model),
+              "imported_from": str(path),
+              "provenance": provenance(run_config, data_source=data_source, wall_time_s=0.0)}
+    write_json(run_dir / "result.json", result)
+    return read_json(run_dir / "result.json")
+
+
 def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None, progress=True) -> dict:
-    """Madry PGD-AT softmax baseline (train-if-missing)."""
+    """Madry PGD-AT softmax baseline (train-if-missing), or the import of a published robustness-library
+    checkpoint when ``softmax.checkpoint`` is set."""
     cfg = profile.softmax
     run_config = softmax_run_config(profile)
     run_dir = run_dir_for(run_config)
     if (run_dir / "result.json").exists():
         return read_json(run_dir / "result.json")
+    if cfg.checkpoint:
+        return import_robustness_checkpoint(cfg.checkpoint, run_dir, run_config)
     device = torch.device(device) if device else default_device()
     data = data or prepare_data(profile.data, progress=progress)
     model = create_model(cfg.model, 10, cfg.width)
