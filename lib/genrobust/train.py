@@ -228,6 +228,14 @@ def _select_split(data: Prepared, select_on: str, n: int | None, seed: int):
     return x, y
 
 
+def _seeded_model(name: str, num_outputs: int, width: float, seed: int) -> torch.nn.Module:
+    """create_model with weights drawn from ``seed`` (not the global RNG), so a run's initialization is a
+    function of its config: two runs with the same config start from the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(name, num_outputs, width)
+
+
 def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, device=None, progress=True) -> dict:
     """Train d_k (train-if-missing). Returns the run's result.json content."""
     run_config = binary_run_config(profile, k)
@@ -237,7 +245,7 @@ def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, devi
     device = torch.device(device) if device else default_device()
     data = data or prepare_data(profile.data, progress=progress)
     cfg: TrainConfig = profile.train
-    model = create_model(profile.model.name, 1, profile.model.width)
+    model = _seeded_model(profile.model.name, 1, profile.model.width, cfg.seed * 1000 + k)
     objective = BINARY_OBJECTIVES[cfg.objective]
     batches = lambda g: gdata.BinaryBatches(data.train_x, data.train_y, k, cfg.batch_size, generator=g)  # noqa: E731
     steps_per_epoch = len(batches(torch.Generator()))
@@ -350,7 +358,7 @@ def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None
         return import_robustness_checkpoint(cfg.checkpoint, run_dir, run_config)
     device = torch.device(device) if device else default_device()
     data = data or prepare_data(profile.data, progress=progress)
-    model = create_model(cfg.model, 10, cfg.width)
+    model = _seeded_model(cfg.model, 10, cfg.width, cfg.seed)
     steps_per_epoch = len(data.train_y) // cfg.batch_size
 
     def step_loss(model, batch, g):

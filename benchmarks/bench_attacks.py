@@ -1,0 +1,147 @@
+"""Benchmark: our L2 PGD (genrobust.attacks.pgd_untargeted) vs torchattacks' PGDL2, and the cost of notebook 03.
+
+Usage:
+    python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--eps 0.5] [--repeats 3] [--threads 1]
+    python benchmarks/bench_attacks.py --estimate cpu [--clean-acc 0.7] [--robust 0.5]
+
+Default mode: the same model (the cpu profile's softmax ResNet18, width 0.8, random init, eval mode, frozen
+parameters), batch, steps, eps and step size 2.5 * eps / steps, no random start, for both; timed alternately,
+median of ``--repeats``. Prints images/s of each, the ratio (ours must not be slower), and the largest difference
+between the two adversarial batches (same algorithm: it should be ~0).
+
+torchattacks is not a dependency of genrobust: install it with ``pip install --no-deps torchattacks`` (its declared
+dependencies pin an old ``requests``; it runs without them). ``make bench`` does this.
+
+--estimate PROFILE: per-image cost of every attack run notebook 03 plans for the profile (genrobust.evaluate.
+plan_runs), measured on randomly initialised models of the profile's sizes (channels-last copies, as evaluate does)
+with a tiny eps, so that no attack succeeds and every one spends its whole budget (the all-robust upper bound);
+iteration budgets are probed at a fraction and scaled linearly. Prints per-run s/image, the notebook's total
+single-thread CPU time for an assumed clean accuracy (only clean-correct images are attacked), an expected value
+with a robust fraction for the attacks that stop early on broken examples (APGD-T / FAB-T targets, Square queries),
+and the wall time on 2 cores (x 1/2: the brief's scaling; two threads give somewhat less).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from genrobust import attacks as A
+from genrobust.config import get_profile
+from genrobust.evaluate import AUTOATTACK_ATTACKS, _attack_copy, plan_runs, run_attack
+from genrobust.models import GenerativeClassifier, create_model
+
+
+def _frozen(model):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def compare(args) -> None:
+    import torchattacks
+
+    torch.manual_seed(0)
+    model = _frozen(create_model("resnet18", 10, 0.8))
+    x = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    step = A.default_step_size(args.eps, args.steps)
+    ours = lambda: A.pgd_untargeted(model, x, y, eps=args.eps, norm="l2", steps=args.steps, step_size=step)  # noqa: E731
+    ta = torchattacks.PGDL2(model, eps=args.eps, alpha=step, steps=args.steps, random_start=False)
+    theirs = lambda: ta(x, y)  # noqa: E731
+    ours(), theirs()  # warm-up
+    wall = {"ours": [], "theirs": []}
+    cpu = {"ours": [], "theirs": []}
+    for i in range(args.repeats):
+        # alternate the order, so that drifting background load does not favour either
+        for name, fn in (("ours", ours), ("theirs", theirs))[::1 if i % 2 == 0 else -1]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    diff = (ours() - theirs()).abs().max().item()
+    ips = {k: {m: args.batch / statistics.median(v[k]) for m, v in (("wall", wall), ("cpu", cpu))} for k in wall}
+    print(f"L2 PGD, resnet18 width 0.8 (7.2M params), batch {args.batch}, {args.steps} steps, eps {args.eps}, "
+          f"step {step:.4g}, {torch.get_num_threads()} thread(s), median of {args.repeats}")
+    print(f"  {'':34s} {'images/s (wall)':>16s} {'images/s (CPU time)':>20s}")
+    print(f"  {'genrobust.attacks.pgd_untargeted':34s} {ips['ours']['wall']:16.2f} {ips['ours']['cpu']:20.2f}")
+    print(f"  {'torchattacks.PGDL2 ' + torchattacks.__version__:34s} {ips['theirs']['wall']:16.2f} "
+          f"{ips['theirs']['cpu']:20.2f}")
+    rw, rc = ips["ours"]["wall"] / ips["theirs"]["wall"], ips["ours"]["cpu"] / ips["theirs"]["cpu"]
+    # The verdict uses CPU time: on a shared machine wall time mostly measures the other processes' load.
+    print(f"  {'ratio ours / torchattacks':34s} {rw:16.2f} {rc:20.2f}  "
+          f"({'OK: not slower' if rc >= 0.97 else 'SLOWER'}, by CPU time)")
+    print(f"  max |x_adv ours - x_adv theirs|: {diff:.2e} (same algorithm; float rounding differs)")
+
+
+def _probe(run, ecfg):
+    """A cheaper run with the same per-iteration cost, and the factor that scales its time to the real run."""
+    if run.attack in AUTOATTACK_ATTACKS:
+        f = 10
+        small = dataclasses.replace(ecfg, aa_apgd_iters=max(1, ecfg.aa_apgd_iters // f),
+                                    aa_fab_iters=max(1, ecfg.aa_fab_iters // f),
+                                    aa_square_queries=max(1, ecfg.aa_square_queries // f))
+        return dataclasses.replace(run, eps=1e-4), small, f
+    f = max(1, run.steps // 5)
+    return dataclasses.replace(run, eps=1e-4, steps=max(1, run.steps // f)), ecfg, run.steps / max(1, run.steps // f)
+
+
+def estimate(args) -> None:
+    cfg = get_profile(args.estimate)
+    e = cfg.eval
+    torch.manual_seed(0)
+    models = {"generative": GenerativeClassifier([create_model(cfg.model.name, 1, cfg.model.width) for _ in range(10)]),
+              "softmax": create_model(cfg.softmax.model, 10, cfg.softmax.width)}
+    x = torch.rand(args.probe, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    print(f"profile {cfg.name}: n_test {e.n_test}, n_strong {e.n_strong}, steps {e.steps}, restarts {e.restarts}, "
+          f"AutoAttack apgd {e.aa_apgd_iters} it, {e.aa_targets} targets, fab {e.aa_fab_iters} it, "
+          f"square {e.aa_square_queries} q; assumed clean accuracy {args.clean_acc}, robust fraction {args.robust}; "
+          f"{torch.get_num_threads()} thread(s), probe batch {args.probe}")
+    total_ub = total_exp = 0.0
+    for kind in e.classifiers:
+        work = _attack_copy(_frozen(models[kind]), e.channels_last)
+        with torch.no_grad():
+            y = work(x).argmax(1)
+        for run in plan_runs(kind, e, e.n_test):
+            probe, pcfg, factor = _probe(run, e)
+            g = torch.Generator().manual_seed(0)
+            c0 = time.process_time()
+            run_attack(work, x, y, probe, ecfg=pcfg, generator=g)
+            per_img = (time.process_time() - c0) * factor / len(x)
+            n_att = args.clean_acc * run.n
+            ub = per_img * n_att
+            # Early stopping on broken examples: later targets / queries run only on the still-robust ones.
+            shrink = {"apgd-t": (1 + (e.aa_targets - 1) * args.robust) / e.aa_targets,
+                      "fab-t": (1 + (e.aa_targets - 1) * args.robust) / e.aa_targets,
+                      "square": args.robust}.get(run.attack, 1.0)
+            total_ub += ub
+            total_exp += ub * shrink
+            print(f"  {kind:10s} {run.attack:15s} {run.role:13s} eps {run.eps:5g} n {run.n:5d}: "
+                  f"{per_img:7.3f} s/img -> {ub:7.1f} s (expected {ub * shrink:7.1f} s)")
+    print(f"total single-thread CPU: upper bound {total_ub / 60:.1f} min, expected {total_exp / 60:.1f} min; "
+          f"on 2 cores: {total_ub / 120:.1f} / {total_exp / 120:.1f} min")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--eps", type=float, default=0.5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable numbers on a shared machine)")
+    ap.add_argument("--estimate", default=None, metavar="PROFILE", help="estimate notebook 03's attack cost instead")
+    ap.add_argument("--clean-acc", type=float, default=0.7, help="--estimate: assumed clean accuracy")
+    ap.add_argument("--robust", type=float, default=0.5, help="--estimate: assumed robust fraction of attacked images")
+    ap.add_argument("--probe", type=int, default=16, help="--estimate: images per probe")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    estimate(args) if args.estimate else compare(args)
+
+
+if __name__ == "__main__":
+    main()

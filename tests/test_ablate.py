@@ -1,0 +1,205 @@
+"""Ablations (Figs. 5-8): sweep points and their sharing, AUROC scores and the paired bootstrap, claim verdicts,
+the runtime estimate, and one tiny sweep end to end (inline executor, isolated runs/results)."""
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from genrobust import ablate, evaluate, models, plots, report
+from genrobust.config import ConfigError, apply_overrides, get_profile, to_dict
+
+# the smoke ablation, shrunk further: 3 train steps per run, 16 test images per side
+TINY = {"data.synthetic_train_per_class": 72, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
+        "train.batch_size": 32, "train.epochs": 1, "executor": "inline", "ablation.n_boot": 200}
+
+
+def tiny(**extra):
+    return apply_overrides(get_profile("smoke"), {**TINY, **extra})
+
+
+def test_sweep_points_cover_figures_and_share_runs():
+    cfg = tiny()
+    pts = ablate.sweep_points(cfg)
+    a = cfg.ablation
+    assert [p.figure for p in pts].count("fig5") == len(a.widths) * len(a.weight_decays) * len(a.seeds)
+    spec = ablate.eval_spec(cfg)
+    paths = {pt: ablate.eval_path(ablate.point_profile(cfg, pt), spec) for pt in pts}
+    # the base (width 0.5, wd 1e-4, eps 0.3, crop_flip, Eq. 3) appears in all four figures: one run
+    base = {paths[pt] for pt in pts if pt.setting in ("width 0.5, wd 1e-4", "train eps 0.3", "crop+flip",
+                                                      ablate.OBJECTIVE_NAMES["out"])}
+    assert len(base) == 1
+    assert len(set(paths.values())) == 7 and len(pts) == 10
+    p = ablate.point_profile(cfg, next(pt for pt in pts if pt.setting == "width 1.0, no wd"))
+    assert (p.model.width, p.train.weight_decay, p.train.classes, p.train.eps) == (1.0, 0.0, (0,), 0.3)
+    p = ablate.point_profile(cfg, next(pt for pt in pts if pt.figure == "fig8" and "Eq. 9" in pt.setting))
+    assert (p.train.objective, p.train.weight_decay, p.model.width) == ("combined", 1e-4, 0.5)
+    # seeds are separate runs
+    two = tiny(**{"ablation.seeds": (0, 1)})
+    assert len(ablate.sweep_points(two)) == 20
+    assert len({ablate.eval_path(ablate.point_profile(two, pt), spec) for pt in ablate.sweep_points(two)}) == 14
+
+
+def test_ablation_config_validation_and_notebook_names():
+    cfg = ablate.resolve_profile("smoke", widths=[0.25, 0.5], train_per_class=50, epochs=3, workers=1)
+    assert cfg.ablation.widths == (0.25, 0.5) and cfg.workers == 1
+    b = ablate.base_profile(cfg)
+    assert (b.data.train_per_class, b.train.epochs, b.train.weight_decay) == (50, 3, 1e-4)
+    assert b.train.classes == (0,)
+    with pytest.raises(ConfigError, match="ablation.widths"):
+        ablate.resolve_profile("smoke", widths=[0.5, 0.5])
+    with pytest.raises(ConfigError, match="ablation.augmentations"):
+        ablate.resolve_profile("smoke", augmentations=["mixup"])
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        ablate.resolve_profile("smoke", width_list=[0.5])
+
+
+def test_binary_auroc_scores_match_binary_auroc():
+    torch.manual_seed(0)
+    model = models.create_model("small_cnn", 1, 0.5).eval()
+    x = torch.rand(24, 3, 32, 32)
+    scores = evaluate.binary_auroc_scores(model, x[:12], x[12:], (0.0, 0.5), steps=2, seed=3)
+    ref = evaluate.binary_auroc(model, x[:12], x[12:], (0.0, 0.5), steps=2, seed=3)
+    assert {e: evaluate.auroc(*scores[e]) for e in scores} == ref
+    # the adversarial scenario pushes positives down and negatives up
+    assert scores[0.5][0].mean() < scores[0.0][0].mean() and scores[0.5][1].mean() > scores[0.0][1].mean()
+
+
+def test_bootstrap_auroc_is_roc_auc_on_each_resample_and_paired():
+    rng = np.random.default_rng(1)
+    p, q = rng.integers(0, 5, 30).astype(float), rng.integers(0, 4, 20).astype(float)  # many ties
+    q2 = q + rng.normal(0, 0.5, 20)
+    boot = evaluate.bootstrap_auroc([(p, q), (p, q2), (p, q)], n_boot=50, seed=7)
+    assert boot.shape == (50, 3)
+    np.testing.assert_array_equal(boot[:, 0], boot[:, 2])  # same resamples for every pair
+    # each resample is a vector of draw counts: AUROC with those counts as sample weights
+    r = np.random.default_rng(7)
+    w_pos = r.multinomial(30, np.full(30, 1 / 30), size=50)
+    w_neg = r.multinomial(20, np.full(20, 1 / 20), size=50)
+    for b in range(3):
+        ref = roc_auc_score(np.r_[np.ones(30), np.zeros(20)], np.r_[p, q2], sample_weight=np.r_[w_pos[b], w_neg[b]])
+        assert boot[b, 1] == pytest.approx(ref, abs=1e-12)
+    with pytest.raises(ValueError, match="same positives"):
+        evaluate.bootstrap_auroc([(p, q), (p[:5], q)])
+
+
+def _record(fig, setting, seed, pos, neg, eps=(0.0, 0.5)):
+    """A scored point with given (per eps) score arrays."""
+    return {"figure": fig, "setting": setting, "seed": seed, "eps": list(eps), "run": f"{setting}-{seed}",
+            "auroc": [evaluate.auroc(torch.as_tensor(p), torch.as_tensor(n)) for p, n in zip(pos, neg)],
+            "scores_pos": [list(map(float, p)) for p in pos], "scores_neg": [list(map(float, n)) for n in neg]}
+
+
+def test_compare_verdicts():
+    rng = np.random.default_rng(0)
+    n = 200
+    base_pos, base_neg = rng.normal(1, 1, n), rng.normal(0, 1, n)
+
+    def rec(setting, seed, shift):  # shift > 0 separates the adversarial scenario better
+        return _record("fig8", setting, seed, [base_pos + 1, base_pos + shift], [base_neg, base_neg])
+
+    hi, lo = ablate.OBJECTIVE_NAMES["combined"], ablate.OBJECTIVE_NAMES["out"]
+    comp = ablate.Comparison("fig8_combined", "adv", hi, lo)
+    assert ablate.compare([rec(hi, 0, 1.0), rec(lo, 0, 0.0)], comp)["verdict"] == "supported"
+    assert ablate.compare([rec(hi, 0, 0.0), rec(lo, 0, 1.0)], comp)["verdict"] == "contradicted"
+    # a constant shift of every positive is a paired, strictly better ranking: supported even when tiny
+    assert ablate.compare([rec(hi, 0, 0.01), rec(lo, 0, 0.0)], comp)["verdict"] == "supported"
+    # independent noise of the same size on both settings: within the CI
+    noisy = [_record("fig8", s, 0, [base_pos, base_pos + rng.normal(0, 0.3, n)], [base_neg, base_neg])
+             for s in (hi, lo)]
+    r = ablate.compare(noisy, comp)
+    assert r["verdict"] == "inconclusive" and r["ci"][0] < 0 < r["ci"][1], r
+    # two seeds pointing different ways: inconclusive whatever the pooled CI says
+    recs = [rec(hi, 0, 1.5), rec(lo, 0, 0.0), rec(hi, 1, 0.0), rec(lo, 1, 0.3)]
+    r = ablate.compare(recs, comp)
+    assert r["verdict"] == "inconclusive" and "seeds disagree" in r["why"] and len(r["seed_diffs"]) == 2
+    # clean metric uses eps 0 only: identical there -> difference exactly 0
+    r = ablate.compare([rec(hi, 0, 1.0), rec(lo, 0, 0.0)], ablate.Comparison("fig8_combined", "clean", lo, hi))
+    assert r["diff"] == 0 and r["verdict"] == "inconclusive"
+
+
+def test_claims_not_testable_with_one_value():
+    cfg = tiny(**{"ablation.weight_decays": (1e-4,), "ablation.train_eps": (0.3,)})
+    comps = ablate.comparisons(cfg)
+    assert comps["fig5_weight_decay"] == [] and comps["fig6_train_eps"] == []
+    assert len(comps["fig5_capacity"]) == 1 and len(comps["fig8_combined"]) == 2
+
+
+def test_sanity_checks_flag_auroc_rising_with_eps():
+    ok = {"figure": "fig6", "setting": "a", "seed": 0, "eps": [0.0, 0.5, 1.0], "auroc": [0.9, 0.8, 0.7]}
+    bad = {**ok, "setting": "b", "auroc": [0.9, 0.7, 0.8]}
+    assert ablate.sanity_checks([ok]) == []
+    (msg,) = ablate.sanity_checks([ok, bad])
+    assert "fig6 / b" in msg and "rises" in msg
+
+
+def test_runtime_estimate_cpu_fits_the_budget():
+    cpu = get_profile("cpu")
+    # 300 img/s per job at width 0.125 (measured with 2 jobs side by side), width cost exponent 1.6 (measured)
+    est = ablate.estimate_runtime(cpu, images_per_s=300, width_exponent=1.6)
+    assert est["n_jobs"] == 24 and est["slots"] == 2
+    assert est["wall_s"] <= 60 * 60, est["wall_s"]
+    # one base job by hand: 1000 positives // 64 = 15 steps x 128 images x 6 epochs, 2 units per image (2-step PGD
+    # on the half that are negatives + the update), at 300 images/s = 600 units/s
+    row = est["jobs"][(est["jobs"].setting == "train eps 0.1") & (est["jobs"].seed == 0)].iloc[0]
+    assert row.train_s == pytest.approx(6 * 15 * 128 * 2 / 600, abs=0.1)
+    wide = est["jobs"][(est["jobs"].setting == "width 0.5, no wd") & (est["jobs"].seed == 0)].iloc[0]
+    assert wide.train_s == pytest.approx(4 ** 1.6 * row.train_s, rel=1e-2)
+    # the FLOP rule (exponent 2) errs long
+    assert ablate.estimate_runtime(cpu, images_per_s=300)["wall_s"] > est["wall_s"]
+
+
+def test_sweep_end_to_end_inline(tmp_runs, monkeypatch):
+    cfg = tiny(**{"ablation.widths": (0.5, 1.0), "ablation.augmentations": ("crop_flip",)})
+    records = ablate.run_sweep(cfg, progress=False)
+    assert len(records) == 9 and len({r["run"] for r in records}) == 6
+    r = records[0]
+    assert r["n_pos"] == r["n_neg"] == 16 and r["eps"] == [0.0, 0.5]
+    assert all(0.0 <= a <= 1.0 for rec in records for a in rec["auroc"])
+    table = ablate.points_table(records, n_boot=200)
+    assert ((table.ci_lo <= table.auroc + 1e-9) & (table.auroc <= table.ci_hi + 1e-9)).all()
+    claims = ablate.evaluate_claims(cfg, records)
+    assert set(claims) == set(ablate.comparisons(cfg))
+    assert claims["fig7_augmentation"]["verdict"] == "not tested"
+    for c in claims.values():
+        assert c["verdict"] in ("supported", "contradicted", "inconclusive", "not tested")
+    text = ablate.conclusion(cfg, claims, "fig6")
+    assert "Paper (Figure 6)" in text and "SYNTHETIC" in text
+    fig = plots.ablation_auroc(table, "fig5", path=tmp_runs / "fig5.png")
+    assert (tmp_runs / "fig5.png").stat().st_size > 0 and len(fig.axes[0].get_lines()) >= 4
+    est = ablate.estimate_runtime(cfg, images_per_s=350)
+    path = report.write_ablation_metrics(cfg, records, table, claims, estimate=est, checks=[], wall_time_s=1.0)
+    saved = json.loads(open(path).read())
+    assert path.endswith("smoke/05_ablations.json")
+    assert saved["provenance"]["config"]["ablation"]["widths"] == [0.5, 1.0]
+    assert saved["provenance"]["data_source"]["synthetic"] is True
+    assert "scores_pos" not in saved["points"][0] and len(saved["points"][0]["ci_lo"]) == 2
+    # a second call trains and scores nothing
+    monkeypatch.setattr("genrobust.train.train_binary", lambda *a, **k: pytest.fail("retrained"))
+    again = ablate.run_sweep(cfg, progress=False)
+    assert [x["auroc"] for x in again] == [x["auroc"] for x in records]
+
+
+def test_job_function_is_picklable_and_seeds_the_init(tmp_runs):
+    cfg = tiny()
+    assert pickle.loads(pickle.dumps(ablate._ablation_job)) is ablate._ablation_job
+    spec = ablate.eval_spec(cfg)
+    pt = ablate.sweep_points(cfg)[0]
+    torch.manual_seed(123)  # what ran before must not matter
+    a = ablate._ablation_job(to_dict(ablate.point_profile(cfg, pt)), spec)
+    state = torch.get_rng_state()
+    ablate.eval_path(ablate.point_profile(cfg, pt), spec).unlink()
+    shutil.rmtree(tmp_runs / "runs" / "binary")
+    torch.manual_seed(456)
+    before = torch.get_rng_state()
+    b = ablate._ablation_job(to_dict(ablate.point_profile(cfg, pt)), spec)
+    assert a == b  # same seed, same run, whatever the global RNG held
+    assert torch.equal(before, torch.get_rng_state())  # and the caller's global RNG is left as it was
+
+    def init(seed):
+        with ablate.seeded_init(seed):
+            return models.create_model("small_cnn", 1, 0.5).state_dict()["features.0.weight"].clone()
+    assert torch.equal(init(0), init(0)) and not torch.equal(init(0), init(1))  # seeds differ in their init too
