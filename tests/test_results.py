@@ -67,3 +67,17 @@ def test_load_classifier_bad_files(tmp_path):
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ResultsError, match="not a genrobust checkpoint"):
         load_classifier(tmp_path / "foreign.pt")
+
+
+def test_weights_digest_tracks_weights_not_file_bytes(tmp_path):
+    from genrobust.models import create_model
+    from genrobust.results import save_checkpoint, weights_digest
+    torch.manual_seed(0)
+    m = create_model("small_cnn", 1, 0.5)
+    a = save_checkpoint(tmp_path / "a.pt", kind="binary", state=m.state_dict(), config={"x": 1})
+    b = save_checkpoint(tmp_path / "b.pt", kind="binary", state=m.state_dict(), config={"x": 2}, note="other")
+    assert weights_digest(a) == weights_digest(b) and len(weights_digest(a)) == 16
+    with torch.no_grad():
+        next(m.parameters()).view(-1)[0] += 1e-6  # one weight, one ulp-scale change
+    c = save_checkpoint(tmp_path / "c.pt", kind="binary", state=m.state_dict(), config={"x": 1})
+    assert weights_digest(c) != weights_digest(a)

@@ -82,7 +82,8 @@ fig = gr.plots.accuracy_vs_eps(records, gr.paper.TAB1,
     md("### Every run (n, 95% CI, attack settings, cost)"),
     code("gr.report.accuracy_table(records)"),
     code("""
-path = gr.report.write_accuracy_metrics(cfg, records, checks, data, wall_time_s=time.time() - t0)
+path = gr.report.write_accuracy_metrics(cfg, records, checks, data, wall_time_s=time.time() - t0,
+                                       checkpoints=paths)
 print("metrics written to", path)
 """),
     md("## Conclusion (generated from the numbers above)"),

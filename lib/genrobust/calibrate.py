@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from . import data as gdata
 from .config import Profile, config_hash, to_dict
 from .models import GenerativeClassifier, create_model
-from .results import provenance, read_checkpoint, read_json, runs_dir, save_checkpoint, write_json
+from .results import (provenance, read_checkpoint, read_json, runs_dir, save_checkpoint, weights_digest,
+                      write_json)
 from .train import Prepared, binary_result, prepare_data, train_binary
 
 
@@ -122,6 +123,7 @@ def calibrate(profile: Profile, data: Prepared | None = None, *, device="cpu", p
                     run_config=classifier_run_config(profile))
     record = {
         "checkpoint": str(path),
+        "weights_sha256": weights_digest(path),
         "c": c.tolist(),
         "accuracy": {
             "train_before": accuracy(s_train, y_train), "train_after": accuracy(s_train + c, y_train),

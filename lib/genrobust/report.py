@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import paper
 from .data import CLASSES
-from .results import provenance, results_dir, write_json
+from .results import provenance, results_dir, weights_digest, write_json
 
 
 def config_table(cfg, sections=("model", "train")) -> pd.DataFrame:
@@ -55,12 +55,13 @@ def write_training_metrics(cfg, rows, soft, data) -> str:
     rec = {
         "notebook": "01_training",
         "binary": [{k: r[k] for k in ("k", "best_epoch", "best_metric", "select_key", "epochs", "parameters",
-                                      "checkpoint", "metrics")} | {"wall_time_s": r["provenance"]["wall_time_s"]}
+                                      "checkpoint", "metrics")} | {"wall_time_s": r["provenance"]["wall_time_s"],
+                                                                   "weights_sha256": weights_digest(r["checkpoint"])}
                    for r in rows],
         "binary_parameters_total": sum(r["parameters"] for r in rows),
         "softmax": None if soft is None else {k: soft[k] for k in ("best_epoch", "best_metric", "select_key",
                                                                    "epochs", "parameters", "checkpoint", "metrics")}
-        | {"wall_time_s": soft["provenance"]["wall_time_s"]},
+        | {"wall_time_s": soft["provenance"]["wall_time_s"], "weights_sha256": weights_digest(soft["checkpoint"])},
         "training_wall_time_s": round(total, 1),
         "provenance": provenance(cfg, data_source=data.source, seed=cfg.train.seed, wall_time_s=round(total, 1)),
     }
@@ -205,9 +206,11 @@ def accuracy_conclusion(records: dict, checks: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_time_s: float) -> str:
+def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_time_s: float,
+                           checkpoints: dict | None = None) -> str:
     """results/<profile>/03_accuracy.json: every run's per-example flags and settings, the worst cases, Tab. 1
-    rows, the masking checks, the paper's Tab. 1 and a provenance record (written atomically)."""
+    rows, the masking checks, the paper's Tab. 1 and a provenance record (written atomically). ``checkpoints``:
+    {kind: path} of the evaluated classifiers, recorded with their weights digests."""
     from .evaluate import eps_values, worst_case
     rec = {
         "notebook": "03_accuracy",
@@ -217,6 +220,7 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "tab1": tab1(records).reset_index().to_dict(orient="records"),
         "checks": checks,
         "paper": {"tab1": paper.TAB1},
+        "checkpoints": {k: {"path": str(p), "weights_sha256": weights_digest(p)} for k, p in (checkpoints or {}).items()},
         "provenance": provenance(cfg, data_source=data.source, seed=cfg.eval.seed, wall_time_s=round(wall_time_s, 1),
                                  split=data.split),
     }

@@ -227,6 +227,34 @@ def read_checkpoint(path) -> dict:
     return ckpt
 
 
+def _tensors(obj, prefix=""):
+    """(name, tensor) pairs of a nested dict/list of tensors, in a deterministic (sorted-key) order."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _tensors(obj[k], f"{prefix}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}/{i}")
+
+
+def weights_digest(path) -> str:
+    """sha256 (first 16 hex digits) of the tensors of a checkpoint's weights: names, dtypes, shapes and bytes, in
+    a fixed order (not the file's bytes, which depend on the serializer). Two runs that produced bit-identical
+    weights have equal digests: results files record it so a retrained model can be matched to the results
+    computed from an earlier copy."""
+    import hashlib
+    ckpt = load_torch(path)
+    state = ckpt.get("state", ckpt) if isinstance(ckpt, dict) else ckpt
+    h = hashlib.sha256()
+    for name, t in _tensors(state):
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        t = t.detach().cpu().contiguous().reshape(-1)  # 0-d tensors (BN num_batches_tracked) need a dim to view
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 def load_classifier(path, device="cpu") -> torch.nn.Module:
     """Load a generative or softmax classifier checkpoint as an eval-mode nn.Module that maps
     (N, 3, 32, 32) images in [0, 1] to (N, 10) logits. Every evaluation goes through this contract."""
