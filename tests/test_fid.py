@@ -17,14 +17,6 @@ from genrobust import data as gdata
 from genrobust import fid
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def weights_file():
     path = fid.fid_helper_weights_file()

@@ -19,14 +19,6 @@ from genrobust.models import GenerativeClassifier, create_model
 K = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny_data():
     s = gdata.make_synthetic(12, 6, seed=1)

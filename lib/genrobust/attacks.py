@@ -75,14 +75,20 @@ def _check_norm(norm) -> str:
     return norm
 
 
-def _check_eps(eps) -> float:
+def _check_number(name: str, value, *, positive: bool, hint: str = "") -> float:
+    """A finite float, > 0 (positive) or >= 0; else a one-line AttackError naming the parameter."""
+    want = f"{name} must be a finite number {'> 0' if positive else '>= 0'}{hint}, got {value!r}"
     try:
-        eps = float(eps)
+        v = float(value)
     except (TypeError, ValueError):
-        raise AttackError(f"eps must be a finite number >= 0, got {eps!r}") from None
-    if not (math.isfinite(eps) and eps >= 0):
-        raise AttackError(f"eps must be a finite number >= 0, got {eps!r}")
-    return eps
+        raise AttackError(want) from None
+    if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
+        raise AttackError(want)
+    return v
+
+
+def _check_eps(eps) -> float:
+    return _check_number("eps", eps, positive=False)
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -92,13 +98,7 @@ def _check_int(name: str, value, minimum: int) -> int:
 
 
 def _check_step_size(step_size) -> float:
-    try:
-        s = float(step_size)
-    except (TypeError, ValueError):
-        raise AttackError(f"step_size must be a finite number > 0 (or None for the default), got {step_size!r}") from None
-    if not (math.isfinite(s) and s > 0):
-        raise AttackError(f"step_size must be a finite number > 0 (or None for the default), got {step_size!r}")
-    return s
+    return _check_number("step_size", step_size, positive=True, hint=" (or None for the default)")
 
 
 def _check_x(x) -> torch.Tensor:
