@@ -1,4 +1,4 @@
-"""Browser check: does an executed results notebook render in JupyterLab? (`make browser-check`, not part of `make test`)
+"""Browser check: does an executed results notebook render in JupyterLab? (`make browser-check`; not in `make test`)
 
 Starts JupyterLab headless on 127.0.0.1 (a free port, a random token, throw-away settings/workspace/runtime
 directories) with this Python's kernel, opens a copy of the notebook (JupyterLab writes checkpoints beside what it
