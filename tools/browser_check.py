@@ -251,11 +251,13 @@ def check(notebook: Path, *, chromium: str, screenshot: Path, timeout: float) ->
         raise CheckError(f"{notebook} has no executed cells; run it first (genrobust reproduce)")
     failures += [f"error output in the file: {e}" for e in static["errors"]]
     with tempfile.TemporaryDirectory(prefix="browser-check-") as work:
-        # JupyterLab writes beside what it opens (.ipynb_checkpoints/, autosave): it gets a copy, so the results
-        # directory is left exactly as it was (outputs, figures included, are embedded in the notebook)
+        # JupyterLab writes beside what it opens (.ipynb_checkpoints/, autosave): it gets a copy (with the figures
+        # folder, for figures linked by relative path), so the results directory is left exactly as it was
         served = Path(work) / "notebook"
         served.mkdir()
         shutil.copy2(notebook, served / notebook.name)
+        if (notebook.parent / "figures").is_dir():  # figures linked by relative path (e.g. 06_report)
+            shutil.copytree(notebook.parent / "figures", served / "figures")
         lab = Lab(served, Path(work))
         browser = None
         try:

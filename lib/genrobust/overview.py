@@ -37,6 +37,9 @@ METRICS_FILES = {
     "05_ablations": "Figs. 5-8 (ablation claims)",
 }
 NOT_RUN = "not run yet"
+# Sections whose figures the notebook embeds (Fig. 1, the report's one figure); the others are linked by relative
+# path (notebooks 02-05 already embed them, and results/<profile>/figures/ holds the PNGs).
+EMBEDDED_FIGURES = ("fig1",)
 REPORT_NAME = "REPORT.md"
 
 # Config keys that change how fast a run goes, not what it computes: left out of "what differs".
@@ -564,8 +567,12 @@ class Overview:
         if s.notes:
             display(Markdown("\n\n".join(n for n in s.notes if n)))
         for caption, path in s.figures:
-            display(Markdown(f"*{caption}* (`{_rel(path, self.directory)}`)"))
-            display(Image(filename=str(path)))
+            rel = _rel(path, self.directory)
+            if key in EMBEDDED_FIGURES:
+                display(Markdown(f"*{caption}* (`{rel}`)"))
+                display(Image(filename=str(path)))
+            else:  # linked relative to the executed notebook in results/<profile>/: no third copy of each PNG
+                display(Markdown(f"*{caption}* (`{rel}`)\n\n![{caption}]({rel})"))
 
     def to_markdown(self) -> str:
         return render_markdown(self)
