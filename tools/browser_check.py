@@ -276,8 +276,11 @@ def check(notebook: Path, *, chromium: str, screenshot: Path, timeout: float) ->
                 page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout * 1000)
                 page.wait_for_function(f"document.querySelectorAll('.jp-Notebook .jp-Cell').length >= "
                                        f"{static['cells']}", timeout=timeout * 1000)
-                kernel = wait_kernel_idle(lab, notebook.name, timeout)
-                facts.append(f"kernel {kernel['name']!r} started and idle ({lab.kernel_executable()})")
+                try:
+                    kernel = wait_kernel_idle(lab, notebook.name, timeout)
+                    facts.append(f"kernel {kernel['name']!r} started and idle ({lab.kernel_executable()})")
+                except CheckError as e:  # e.g. a missing kernel: go on, the dialog it opens is reported below
+                    failures.append(str(e))
                 # figures load asynchronously: wait until every <img> has decoded (or time out and report)
                 with contextlib.suppress(Exception):
                     page.wait_for_function(
