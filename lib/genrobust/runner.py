@@ -5,6 +5,7 @@
     genrobust notebook 01_training --profile smoke -p epochs 3
     genrobust train --profile cpu --executor local --workers 2
     genrobust train --profile paper --executor slurm --partition gpu --gpus 1 --time 4320
+    genrobust report --profile cpu               # results/cpu/REPORT.md from the metrics files (seconds)
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from .config import ConfigError, Profile, apply_overrides, from_dict, get_profil
 from .results import project_root, provenance, read_json, results_dir, runs_dir, write_json
 
 NOTEBOOKS = ("01_training", "02_calibration", "03_accuracy", "04_generation_fid", "05_ablations", "06_report")
+# Reads the other notebooks' metrics files (seconds): always re-executed by `reproduce`, so it is never stale.
+REPORT_NOTEBOOK = "06_report"
 
 # Notebook parameter name -> dotted config key. Notebooks expose flat literals; this is the one place they map.
 PARAMETER_KEYS = {
@@ -243,7 +246,7 @@ def reproduce(profile: str, notebooks=None, *, force: bool = False, parameters: 
     names = [n for n in (notebooks or NOTEBOOKS) if (project_root() / "notebooks" / f"{n}.ipynb").exists()]
     out = []
     for name in tqdm(names, desc=f"notebooks ({profile})", unit="nb"):
-        out.append(execute_notebook(name, profile, parameters, force=force))
+        out.append(execute_notebook(name, profile, parameters, force=force or name == REPORT_NOTEBOOK))
     return out
 
 
@@ -284,6 +287,8 @@ def main(argv=None) -> int:
     t.add_argument("--time", type=int, default=4320, help="minutes per job")
     t.add_argument("--dry-run", action="store_true", help="with --executor slurm: print the sbatch script and stop")
     t.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    rp = sub.add_parser("report", help="write results/<profile>/REPORT.md from the metrics files (no training)")
+    rp.add_argument("--profile", default="cpu")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "reproduce":
@@ -293,6 +298,9 @@ def main(argv=None) -> int:
         elif args.cmd == "notebook":
             print(execute_notebook(args.name, args.profile, _parse_params(args.p), force=args.force,
                                    out_dir=Path(args.out_dir) if args.out_dir else None))
+        elif args.cmd == "report":
+            from .overview import build, write_report
+            print(write_report(build(args.profile)))
         elif args.cmd == "train":
             params = _parse_params(args.p)
             if args.classes:
