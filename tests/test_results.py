@@ -81,3 +81,14 @@ def test_weights_digest_tracks_weights_not_file_bytes(tmp_path):
         next(m.parameters()).view(-1)[0] += 1e-6  # one weight, one ulp-scale change
     c = save_checkpoint(tmp_path / "c.pt", kind="binary", state=m.state_dict(), config={"x": 1})
     assert weights_digest(c) != weights_digest(a)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    from genrobust.results import write_json
+    umask = os.umask(0o022)
+    try:
+        p = write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == 0o644
