@@ -245,9 +245,12 @@ def fused_train_step(fused: FusedBinaryModels, opt: torch.optim.Optimizer, x_pos
 # ---------------------------------------------------------------------------------------------------------------
 # Choosing fused vs sequential per device.
 # The documented rule, from benchmarks/bench_fused.py (K = 10, batch 128 each, PGD-2): on the 2-vCPU AMD EPYC
-# (AVX2, torch 2.14.1 CPU, 1 thread) the fused path ran at 0.86x (width 0.5) and 0.88x (width 0.125) of the
-# sequential images/s; on CUDA the K small per-model kernels leave the GPU mostly idle, which the fused grouped
-# kernels fill (not measured in this project yet: use measure=True on the GPU to confirm).
+# (AVX2, torch 2.14.1 CPU, 1 thread, machine shared with training jobs) the fused path ran at 0.53x (width 0.5:
+# 8.7 vs 16.3 img/s) and 0.41x (width 0.125: 106 vs 259 img/s) of the sequential images/s -- on CPU the grouped
+# convolutions are no faster than K separate ones, and vmap's layout copies and its batch-norm rule add ~40%
+# (torch.profiler). On CUDA the K small per-model kernels of a width-0.5 ResNet18 at batch 64-128 leave the GPU
+# mostly idle and the fused kernels are K times larger; this is the expected winner there but NOT yet measured in
+# this project: run bench_fused.py --device cuda, or choose_training_path(..., measure=True), on the GPU.
 PATH_RULE = {"cpu": "sequential", "cuda": "fused"}
 
 
