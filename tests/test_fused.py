@@ -1,0 +1,193 @@
+"""Fused K-model training (genrobust.fused) against the sequential reference: the objective code of
+genrobust.objectives run model by model, with torch.optim.SGD per model and train.make_scheduler's learning rates."""
+import copy
+
+import pytest
+import torch
+
+from genrobust import fused as gf
+from genrobust import objectives, train
+from genrobust.config import TrainConfig, get_profile
+from genrobust.models import create_model
+
+K, N = 3, 4  # 3 models, 4 positives + 4 negatives each (batch 8)
+TOL = 1e-5
+
+
+def _models(name, width, dtype=torch.float64):
+    out = []
+    for k in range(K):
+        torch.manual_seed(100 + k)  # different weights per model: a mix-up of models is visible
+        out.append(create_model(name, 1, width).to(dtype).train())
+    return out
+
+
+def _batches(seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(K, 2 * N, 3, 32, 32, generator=g, dtype=dtype)
+    return x[:, :N], x[:, N:]  # x_pos, x_neg: (K, N, 3, 32, 32)
+
+
+def _cfg(objective):
+    # classes 0..2 with a per-class lr (as the paper's 0.05 for classes 0, 1, 6) and the step schedule's drop
+    return TrainConfig(objective=objective, eps=0.3, eps1=0.3, attack_steps=2, lr=0.1, lr_overrides=((1, 0.05),),
+                       lr_schedule="step", lr_drop_epoch=1, lr_drop_to=0.01, momentum=0.9, weight_decay=1e-4)
+
+
+def _sequential(models, x_pos, x_neg, cfg, steps):
+    """The reference: each model alone, objective + backward + SGD with make_scheduler's lr (1 step per epoch)."""
+    losses, grads = [], []
+    for k, m in enumerate(models):
+        opt = train.make_optimizer(m, cfg.lr_for(k), cfg.momentum, cfg.weight_decay)
+        sched = train.make_scheduler(opt, cfg, steps, 1, cfg.lr_for(k))
+        for _ in range(steps):
+            loss, _ = objectives.BINARY_OBJECTIVES[cfg.objective](m, x_pos[k], x_neg[k], cfg,
+                                                                  torch.Generator().manual_seed(0))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if len(losses) == k:  # first step's loss and gradients
+                losses.append(loss.detach())
+                grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+            opt.step()
+            sched.step()
+    return torch.stack(losses), grads
+
+
+def _fused(fm, x_pos, x_neg, cfg, steps):
+    opt = gf.FusedSGD(fm.parameters(), lrs=gf.fused_lrs(cfg, range(K), 0, steps, 1), momentum=cfg.momentum,
+                      weight_decay=cfg.weight_decay)
+    first = None
+    for s in range(steps):
+        opt.set_lrs(gf.fused_lrs(cfg, range(K), s, steps, 1))
+        fm.train()
+        loss, stats = gf.fused_binary_loss(fm, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if first is None:
+            first = (loss.detach(), stats, {n: getattr(fm, gf._mangle(n)).grad.clone() for n in fm._param_names})
+        opt.step()
+    return first
+
+
+@pytest.mark.parametrize("name,width,objective,dtype,steps", [
+    ("small_cnn", 0.5, "out", torch.float64, 2), ("small_cnn", 0.5, "combined", torch.float64, 2),
+    ("resnet18", 0.125, "out", torch.float64, 2), ("resnet18", 0.125, "combined", torch.float64, 2),
+    # the training dtype: after one step the largest difference is ~1e-6; a second step amplifies float32
+    # rounding (batch-8 BN statistics, normalized L2 attack steps) to ~2e-5, so float32 is held to one step
+    ("resnet18", 0.125, "out", torch.float32, 1),
+])
+def test_fused_matches_sequential(name, width, objective, dtype, steps):
+    """Same loss, same per-model parameter gradients, same BN running stats and the same weights after SGD steps
+    (momentum, weight decay, per-class lr; with 2 steps also an lr drop) as K separate runs of the objective code."""
+    cfg = _cfg(objective)
+    models = _models(name, width, dtype)
+    fm = gf.FusedBinaryModels(copy.deepcopy(models))
+    x_pos, x_neg = _batches(dtype=dtype)
+    ref_loss, ref_grads = _sequential(models, x_pos, x_neg, cfg, steps=steps)
+    loss, stats, grads = _fused(fm, x_pos, x_neg, cfg, steps=steps)
+
+    torch.testing.assert_close(loss, ref_loss.sum(), atol=TOL, rtol=0)
+    torch.testing.assert_close(stats["loss_k"], ref_loss, atol=TOL, rtol=0)
+    for n in fm._param_names:
+        torch.testing.assert_close(grads[n], torch.stack([g[n] for g in ref_grads]), atol=TOL, rtol=0, msg=n)
+    # after the steps: weights and every buffer (BN running_mean/var, num_batches_tracked) per model
+    for k, m in enumerate(models):
+        state = fm.model_state_dict(k)
+        assert state.keys() == m.state_dict().keys()
+        for n, v in m.state_dict().items():
+            torch.testing.assert_close(state[n], v, atol=TOL, rtol=0, msg=f"model {k}: {n}")
+    assert [int(v) for n, v in fm.model_state_dict(0).items() if n.endswith("num_batches_tracked")][0] == steps
+
+
+def test_comparison_detects_a_mixed_up_batch():
+    """Negative control: giving model 0 model 1's negatives changes model 0's gradient far beyond the tolerance
+    (so the equality above is not vacuous), and leaves the other models' gradients as they were."""
+    cfg = _cfg("out")
+    x_pos, x_neg = _batches()
+    fm = gf.FusedBinaryModels(_models("small_cnn", 0.5))
+    _, _, grads = _fused(copy.deepcopy(fm), x_pos, x_neg, cfg, steps=1)
+    swapped = x_neg.clone()
+    swapped[0] = x_neg[1]
+    _, _, grads_sw = _fused(copy.deepcopy(fm), x_pos, swapped, cfg, steps=1)
+    w = fm._param_names[0]
+    assert (grads[w][0] - grads_sw[w][0]).abs().max() > 1e3 * TOL
+    torch.testing.assert_close(grads[w][1:], grads_sw[w][1:], atol=1e-12, rtol=0)
+
+
+def test_attack_leaves_bn_stats_and_mode_alone():
+    """perturb_negatives on the fused module: eval-mode attack, buffers restored, train flag restored."""
+    fm = gf.FusedBinaryModels(_models("small_cnn", 0.5))
+    before = {n: b.clone() for n, b in fm.named_buffers()}
+    x_pos, x_neg = _batches()
+    x_adv = objectives.perturb_negatives(fm, gf._flat(x_neg), _cfg("out"), torch.Generator().manual_seed(0))
+    assert fm.training and x_adv.shape == (K * N, 3, 32, 32)
+    assert (x_adv - gf._flat(x_neg)).flatten(1).norm(dim=1).max() <= 0.3 + 1e-9
+    for n, b in fm.named_buffers():
+        assert torch.equal(b, before[n]), n
+
+
+def test_forward_eval_mode_and_state_round_trip():
+    models = _models("resnet18", 0.125)
+    for m in models:
+        m.eval()
+    fm = gf.FusedBinaryModels(models).eval()
+    x = _batches()[0]
+    with torch.no_grad():
+        out = fm(gf._flat(x)).view(K, N)
+        ref = torch.stack([m(x[k])[:, 0] for k, m in enumerate(models)])
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+    fresh = [create_model("resnet18", 1, 0.125).double() for _ in range(K)]
+    fm.load_into(fresh)
+    for m, f in zip(models, fresh):
+        for (n, a), b in zip(m.state_dict().items(), f.state_dict().values()):
+            assert torch.equal(a, b), n
+    assert "normalize__mean" not in fm.state_dict()  # non-persistent in the single model, so here too
+
+
+def test_errors():
+    with pytest.raises(gf.FusedError, match="differs in architecture"):
+        gf.FusedBinaryModels([create_model("small_cnn", 1, 0.5), create_model("small_cnn", 1, 1.0)])
+    fm = gf.FusedBinaryModels([create_model("small_cnn", 1, 0.5) for _ in range(2)])
+    with pytest.raises(gf.FusedError, match="K \\* n rows"):
+        fm(torch.rand(3, 3, 32, 32))
+    with pytest.raises(gf.FusedError, match="x_pos and x_neg"):
+        gf.fused_binary_loss(fm, torch.rand(3, 2, 3, 32, 32), torch.rand(3, 2, 3, 32, 32), _cfg("out"), None)
+    with pytest.raises(gf.FusedError, match="expected 2 learning rates, got 3"):
+        gf.FusedSGD(fm.parameters(), lrs=[0.1, 0.1]).set_lrs([0.1] * 3)
+
+
+def test_fused_lrs_follow_the_paper_schedule():
+    cfg = get_profile("paper").train  # 0.1 (0.05 for 0, 1, 6) -> 0.01 after epoch 1500
+    spe, total = 10, 2000 * 10
+    before = gf.fused_lrs(cfg, range(10), 1500 * spe - 1, total, spe)
+    after = gf.fused_lrs(cfg, range(10), 1500 * spe, total, spe)
+    assert before.tolist() == pytest.approx([0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.05, 0.1, 0.1, 0.1])
+    assert after.tolist() == pytest.approx([0.01] * 10)
+
+
+def test_choose_training_path():
+    assert gf.choose_training_path("cpu") == "sequential"
+    assert gf.choose_training_path("cuda") == "fused"  # the rule; constructing the device needs no GPU
+    cfg = TrainConfig(attack_steps=1, channels_last=False)
+    make = lambda k: create_model("small_cnn", 1, 0.25)  # noqa: E731
+    res = gf.measure_training_paths(make, cfg, "cpu", num_models=2, batch_size=8, repeats=1, warmup=0)
+    assert res["sequential"] > 0 and res["fused"] > 0
+    assert res["ratio"] == pytest.approx(res["fused"] / res["sequential"])
+    assert gf.choose_training_path("cpu", measure=True, make_model=make, cfg=cfg, num_models=2, batch_size=8,
+                                   warmup=0) in ("fused", "sequential")
+    with pytest.raises(gf.FusedError, match="needs make_model"):
+        gf.choose_training_path("cpu", measure=True)
+
+
+def test_fused_train_step_is_one_step_of_the_reference():
+    cfg = _cfg("out")
+    x_pos, x_neg = _batches()
+    fm = gf.FusedBinaryModels(_models("small_cnn", 0.5))
+    ref = copy.deepcopy(fm)
+    _fused(ref, x_pos, x_neg, cfg, steps=1)
+    opt = gf.FusedSGD(fm.parameters(), lrs=gf.fused_lrs(cfg, range(K), 0, 1, 1), momentum=cfg.momentum,
+                      weight_decay=cfg.weight_decay)
+    loss, stats = gf.fused_train_step(fm, opt, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and stats["acc_k"].shape == (K,)
+    for (n, a), b in zip(fm.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), n
