@@ -4,7 +4,7 @@ Usage:
     python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--eps 0.5] [--repeats 3] [--threads 1]
     python benchmarks/bench_attacks.py --estimate cpu [--clean-acc 0.7] [--robust 0.5]
 
-Default mode: the same model (the cpu profile's softmax ResNet18, width 0.8, random init, eval mode, frozen
+Default mode: the same model (a ResNet18 of width 0.8 (7.2M parameters, the softmax-baseline scale), random init, eval mode, frozen
 parameters), batch, steps, eps and step size 2.5 * eps / steps, no random start, for both; timed alternately,
 median of ``--repeats``. Prints images/s of each, the ratio (ours must not be slower), and the largest difference
 between the two adversarial batches (same algorithm: it should be ~0).

@@ -17,7 +17,7 @@ import torch
 
 from genrobust import calibrate, evaluate, overview, paper, report, runner
 from genrobust.config import PAPER, config_hash, get_profile
-from genrobust.results import provenance
+from genrobust.results import provenance, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = get_profile("smoke")
@@ -48,8 +48,10 @@ def _write_all(results: Path) -> dict:
     """Write 01-05's metrics files for the smoke profile into results/smoke/ with the real writers."""
     data = SimpleNamespace(source=JPEG, split={"train": 1000, "val": 200, "test": 400})
     metric = [{"epoch": 1, "train_loss": 0.6, "val_adv_auroc": 0.8, "images_per_s": 100.0}]
+    ckpts = [save_checkpoint(results / "ckpt" / f"d_{k}.pt", kind="binary", state={"w": torch.full((2,), float(k))},
+                             config={}) for k in range(10)]  # real files: the writer records their weights digests
     rows = [{"k": k, "best_epoch": 1, "best_metric": 0.8, "select_key": "val_adv_auroc", "epochs": 2,
-             "parameters": 1000, "checkpoint": f"d_{k}.pt", "metrics": metric, "provenance": {"wall_time_s": 1.0}}
+             "parameters": 1000, "checkpoint": str(ckpts[k]), "metrics": metric, "provenance": {"wall_time_s": 1.0}}
             for k in range(10)]
     soft = {**rows[0], "parameters": 5000, "provenance": {"wall_time_s": 2.0}}
     report.write_training_metrics(CFG, rows, soft, data)
