@@ -1,7 +1,7 @@
 """Training-step throughput of one Eq. 3 step (PGD on the negatives, then the BCE update), images/s.
 
 Measures, in one run on this machine: ResNet18Thinner (the paper's d_k, width 0.5) and the cpu profile's d_k
-(width 0.25), with the paper's PGD-10 and the cpu profile's PGD-2, batch 128 (64 positives + 64 negatives),
+(the cpu profile's width), with the paper's PGD-10 and the cpu profile's PGD-2, batch 128 (64 positives + 64 negatives),
 channels_last on and off; and the share of step time spent in the attack vs the update.
 
     .venv/bin/python benchmarks/bench_train.py [--threads N] [--repeats R] [--device cpu|cuda]
@@ -64,7 +64,9 @@ def main():
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"Eq. 3 training step, batch 128 (64 pos + 64 PGD neg), on {where}")
     print(f"{'model':<28}{'PGD':>5}{'ch_last':>9}{'img/s':>9}{'attack %':>10}{'vs contiguous':>15}")
-    for width, name in ((0.5, "ResNet18Thinner (paper)"), (0.25, "ResNet18 w0.25 (cpu)")):
+    cpu_width = get_profile("cpu").model.width
+    for width, name in ((get_profile("paper").model.width, "ResNet18Thinner (paper)"),
+                        (cpu_width, f"ResNet18 w{cpu_width:g} (cpu)")):
         for steps in (10, 2):
             base, _ = measure(width, steps, False, device, args.repeats)
             fast, share = measure(width, steps, True, device, args.repeats)
