@@ -39,9 +39,9 @@ def training_curves(rows: list[dict], path=None, class_names=None):
         ax.set_title(metric.replace("_", " "))
     if metrics:
         handles = [plt.Line2D([], [], color=c) for c in sns.color_palette(n_colors=len(rows))]
-        fig.legend(handles, sorted(df["class"].unique(), key=lambda s: int(s.split()[0])), loc="center right",
-                   bbox_to_anchor=(1.08, 0.5), title="d_k")
-    fig.tight_layout()
+        fig.legend(handles, sorted(df["class"].unique(), key=lambda s: int(s.split()[0])), loc="center left",
+                   bbox_to_anchor=(1.0, 0.5), title="d_k", frameon=False)
+    fig.tight_layout()  # the legend sits outside the axes, to the right; savefig's tight bbox keeps it
     return save(fig, path)
 
 
