@@ -295,3 +295,17 @@ def test_smoke_profile_passes_the_masking_checks(smoke_records):
     assert saved["provenance"]["data_source"]["synthetic"] is True
     assert saved["classifiers"]["softmax"]["runs"][0]["robust"] == records["softmax"]["runs"][0]["robust"]
     assert len(report.tab1(records)) == 2 and "Verdict" in report.accuracy_conclusion(records, checks)
+
+
+def test_tab1_verdict_is_inconclusive_when_all_differences_lie_within_the_cis():
+    n = 40
+    clean_g, clean_s = [True] * 24 + [False] * 16, [True] * 20 + [False] * 20
+    mk = lambda kind, k: _record(clean_g if kind == "generative" else clean_s,  # noqa: E731
+                                 [_run(E.PAPER_ATTACK[kind], 0.5, [True] * k + [False] * (n - k), "paper"),
+                                  _run(E.PAPER_ATTACK[kind], 1.0, [True] * (k // 2) + [False] * (n - k // 2), "paper")],
+                                 kind=kind)
+    close = {"generative": mk("generative", 17), "softmax": mk("softmax", 16)}
+    assert "inconclusive at this n" in report.accuracy_conclusion(close, [])
+    apart = {"generative": mk("generative", 24), "softmax": mk("softmax", 2)}  # 60% vs 5%: CIs separate
+    text = report.accuracy_conclusion(apart, [])
+    assert "inconclusive" not in text and "**partly holds**" in text  # better, but clean accuracy not lower

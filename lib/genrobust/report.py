@@ -176,13 +176,18 @@ def accuracy_conclusion(records: dict, checks: list[dict]) -> str:
             diffs.append((e, wg["accuracy"] - ws["accuracy"], sep))
         big = [d for d in diffs if d[0] >= paper.TAB1["eps"] - 1e-12]
         better = [d for d in big if d[1] > 0]
+        separated = [d for d in big if d[2]]  # differences outside both 95% CIs
         table = "; ".join(f"eps {e:g}: {100 * d:+.1f}{'' if sep else ' (CIs overlap)'}" for e, d, sep in diffs)
         lines.append(f"- **Robust (worst case over all attacks run at each eps), generative minus softmax in points:** "
                      f"{table}.")
         grows = len(big) < 2 or big[-1][1] > big[0][1]  # with one such eps there is no trend to test
         holds = worse and big and len(better) == len(big)
-        # the claim's substance is the robustness advantage: without it, a lower clean accuracy alone is no support
-        verdict = "holds" if holds and grows else "partly holds" if better else "does not hold"
+        # the claim's substance is the robustness advantage: without it, a lower clean accuracy alone is no support;
+        # and with every difference inside the CIs this n cannot tell the classifiers apart
+        if big and not separated:
+            verdict = f"is inconclusive at this n (all {len(big)} robust differences lie within the 95% CIs)"
+        else:
+            verdict = "holds" if holds and grows else "partly holds" if better else "does not hold"
         lines.append(f"- **Verdict:** the paper's qualitative claim (generative worse on clean data, better at "
                      f"moderate-to-large eps >= {paper.TAB1['eps']:g}, gap growing with eps) **{verdict}** at this "
                      f"scale: generative better at {len(better)} of {len(big)} such eps"
