@@ -17,6 +17,7 @@ from genrobust import evaluate as E
 from genrobust import report
 from genrobust.config import EvalConfig, get_profile
 from genrobust.models import GenerativeClassifier, create_model
+from test_attacks import LogitAsBinary  # d_k = z_k of a softmax net: a generative classifier for free
 
 K = 10
 
@@ -163,15 +164,6 @@ class Saturated(nn.Module):
 
     def forward(self, x):
         return 1e4 * self.net(x)
-
-
-class LogitAsBinary(nn.Module):
-    def __init__(self, net, k):
-        super().__init__()
-        self.net, self.k = net, k
-
-    def forward(self, x):
-        return self.net(x)[:, self.k:self.k + 1]
 
 
 @pytest.fixture(scope="module")
