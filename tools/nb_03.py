@@ -66,8 +66,8 @@ checks = gr.evaluate.masking_checks(records, cfg.eval)
     code("gr.report.tab1(records)"),
     md("""
 ### Fig. 1 — accuracy vs test eps
-Lines: the paper's attack over the grid (solid) and the per-example worst case over all attacks (dashed); markers:
-attacks run at one eps; stars: the paper's Tab. 1 (the paper gives Fig. 1 as a plot only).
+Line: the paper's attack over the grid (band: 95% CI); X: the per-example worst case over all attacks where more than one ran;
+open markers: attacks run at one eps; stars: the paper's Tab. 1 (the paper gives Fig. 1 as a plot only).
 """),
     code("""
 fig = gr.plots.accuracy_vs_eps(records, gr.paper.TAB1,

@@ -135,7 +135,7 @@ def ablation_auroc(table: pd.DataFrame, figure: str, title: str | None = None, p
 
 def accuracy_vs_eps(records: dict, reference: dict | None = None, path=None):
     """Fig. 1: accuracy vs test eps of each classifier (colour). Solid line with its 95% Wilson band: the paper's
-    attack over the grid; dashed: the per-example worst case over every attack run at that eps; markers: the
+    attack over the grid; X: the per-example worst case over every attack run at that eps; open markers: the
     stronger attacks, run at one eps; stars: the paper's Tab. 1 values (``reference`` = genrobust.paper.TAB1).
     records: {kind: genrobust.evaluate.evaluate_classifier record}."""
     from .evaluate import ATTACK_LABELS, accuracy_rows
@@ -153,8 +153,12 @@ def accuracy_vs_eps(records: dict, reference: dict | None = None, path=None):
         label = ATTACK_LABELS[records[kind]["paper_attack"]]
         ax.plot(paper.eps, 100 * paper.accuracy, "-o", color=c, ms=4, label=f"{kind}: paper's attack ({label})")
         ax.fill_between(paper.eps, [100 * v for v in lo], [100 * v for v in hi], color=c, alpha=0.12, linewidth=0)
-        worst = d[(d.role == "worst case") & (d.eps <= paper.eps.max())].sort_values("eps")
-        ax.plot(worst.eps, 100 * worst.accuracy, "--", color=c, lw=1.6, label=f"{kind}: worst case over all attacks")
+        # the worst case differs from the paper's attack only where other attacks ran (strong_eps, on the first
+        # n_strong images): a marker there, not a line joining prefixes of different n
+        worst = d[(d.role == "worst case") & d.over.map(lambda a: isinstance(a, list) and len(a) > 1)]
+        if len(worst):
+            ax.scatter(worst.eps, 100 * worst.accuracy, marker="X", s=90, color=c, edgecolors="black", linewidths=0.5,
+                       zorder=4, label=f"{kind}: worst case over all attacks (n = {int(worst.n.iloc[0])})")
         for attack, m in markers.items():
             s = d[(d.attack == attack) & (d.role == "strong")]
             if len(s):
