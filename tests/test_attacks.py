@@ -73,14 +73,19 @@ def softmax_model():
     torch.manual_seed(0)
     model = create_model("small_cnn", num_outputs=K)
     xtr, ytr = make_data(50, seed=0)
-    g = torch.Generator().manual_seed(0)
+    return fit_cross_entropy(model, xtr, ytr, epochs=5, batch=100, generator=torch.Generator().manual_seed(0))
+
+
+def fit_cross_entropy(model, x, y, *, epochs: int, batch: int, generator=None):
+    """Adam (lr 1e-2) on cross-entropy for a few epochs (shuffled by ``generator``, in order without one); returns
+    the model in eval mode with no .grad left. Shared by the test modules that need a small trained classifier."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(5):
-        perm = torch.randperm(len(ytr), generator=g)
-        for i in range(0, len(ytr), 100):
-            b = perm[i:i + 100]
-            loss = F.cross_entropy(model(xtr[b]), ytr[b])
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=generator) if generator is not None else torch.arange(len(y))
+        for i in range(0, len(y), batch):
+            b = order[i:i + batch]
+            loss = F.cross_entropy(model(x[b]), y[b])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -11,13 +11,12 @@ import json
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from genrobust import evaluate as E
 from genrobust import report
 from genrobust.config import EvalConfig, get_profile
 from genrobust.models import GenerativeClassifier, create_model
-from test_attacks import LogitAsBinary  # d_k = z_k of a softmax net: a generative classifier for free
+from test_attacks import LogitAsBinary, fit_cross_entropy  # LogitAsBinary: d_k = z_k of a softmax net
 
 K = 10
 
@@ -171,17 +170,7 @@ def net():
     torch.manual_seed(0)
     model = create_model("small_cnn", num_outputs=K, width=0.5)
     x, y = make_data(50, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(8):
-        for i in range(0, len(y), 50):
-            loss = F.cross_entropy(model(x[i:i + 50]), y[i:i + 50])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
-    return model
+    return fit_cross_entropy(model, x, y, epochs=8, batch=50)
 
 
 ECFG = EvalConfig(eps_grid=(0.0, 0.5, 1.0), n_test=30, n_strong=20, steps=5, strong_eps=1.0, aa_apgd_iters=10,
