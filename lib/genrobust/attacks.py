@@ -429,18 +429,26 @@ def _known_num_classes(model: nn.Module) -> Optional[int]:
     return k if isinstance(k, int) and not isinstance(k, bool) else None
 
 
-def _logit_attack(model, x, labels, make_score, make_select, kw) -> torch.Tensor:
-    """Shared driver of pgd_untargeted / pgd_targeted: validate, chunk, and run :func:`_maximize` per chunk with
-    score/select closures bound to the chunk's labels. The first forward checks labels against the model's K."""
+def _begin(x, kw, labels, K):
+    """Common start of the label-driven attacks: check the grad mode, x, the PGD keywords and each (name, labels)
+    pair against K (None: unknown yet). Returns (x ready to attack, settings), or (a clone of x, None) when there is
+    nothing to attack (eps = 0 or no examples)."""
     _check_grad_mode()
     x = _check_x(x)
     cfg = _settings(x, **_pgd_kwargs(kw))
-    k = _known_num_classes(model)
     for name, lab in labels:
-        _check_labels(name, lab, x, k)
+        _check_labels(name, lab, x, K)
     if cfg.eps == 0 or x.shape[0] == 0:
-        return x.clone()
-    x = x.detach().clone() if x.is_inference() else x.detach()
+        return x.clone(), None
+    return (x.detach().clone() if x.is_inference() else x.detach()), cfg
+
+
+def _logit_attack(model, x, labels, make_score, make_select, kw) -> torch.Tensor:
+    """Shared driver of pgd_untargeted / pgd_targeted: validate, chunk, and run :func:`_maximize` per chunk with
+    score/select closures bound to the chunk's labels. The first forward checks labels against the model's K."""
+    x, cfg = _begin(x, kw, labels, _known_num_classes(model))
+    if cfg is None:
+        return x
     out = []
     with _attack_context(model, x):
         for sl in _chunks(x.shape[0], cfg.batch_size):
@@ -517,17 +525,13 @@ def eq11_12_attack(model: GenerativeClassifier, x: torch.Tensor, y: torch.Tensor
     never sees an example of class k. Cost: (K - 1) * restarts * steps forward/backward passes of one sub-model per
     example (+ one forward per candidate for Eq. 12).
     """
-    _check_grad_mode()
     if not isinstance(model, GenerativeClassifier):
         raise AttackError(f"model must be a GenerativeClassifier for eq11_12_attack, got {type(model).__name__} "
                           f"(use pgd_untargeted or multi_targeted for softmax models)")
-    x = _check_x(x)
-    cfg = _settings(x, **_pgd_kwargs(kw))
     K = model.num_classes
-    _check_labels("y", y, x, K)
-    if cfg.eps == 0 or x.shape[0] == 0:
-        return x.clone()
-    x = x.detach().clone() if x.is_inference() else x.detach()
+    x, cfg = _begin(x, kw, [("y", y)], K)
+    if cfg is None:
+        return x
     out = []
     with _attack_context(model, x):
         for sl in _chunks(x.shape[0], cfg.batch_size):
@@ -567,14 +571,10 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw) -> 
     z_t > z_y is misclassified, so the attack is at least as strong as selecting by z_t - z_y. Works for softmax
     models too (K from a clean forward when the model does not expose ``num_classes``).
     """
-    _check_grad_mode()
-    x = _check_x(x)
-    cfg = _settings(x, **_pgd_kwargs(kw))
     K = _known_num_classes(model)
-    _check_labels("y", y, x, K)
-    if cfg.eps == 0 or x.shape[0] == 0:
-        return x.clone()
-    x = x.detach().clone() if x.is_inference() else x.detach()
+    x, cfg = _begin(x, kw, [("y", y)], K)
+    if cfg is None:
+        return x
     out = []
     with _attack_context(model, x):
         if K is None:

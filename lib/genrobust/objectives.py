@@ -23,28 +23,23 @@ def d_score(model, x):
     return model(x)[:, 0]
 
 
-def _attack_kw(eps: float, steps: int, step_size, random_start: bool, generator) -> dict:
-    return dict(eps=eps, norm="l2", steps=steps, step_size=step_size, random_start=random_start, generator=generator)
+def _perturb(model, x, eps: float, minimize: bool, cfg, generator):
+    """L2 PGD on d_k within B(x, eps) with the training attack's settings (cfg.attack_*), model in eval mode."""
+    if eps == 0:
+        return x
+    with eval_mode(model):
+        return pgd_score(model, d_score, x, minimize=minimize, eps=eps, norm="l2", steps=cfg.attack_steps,
+                         step_size=cfg.attack_step_size, random_start=cfg.attack_random_start, generator=generator)
 
 
 def perturb_negatives(model, x_neg, cfg, generator):
     """Eq. 3 inner problem: x' in B(x, eps) maximizing d_k(x') (the min over log(1 - D_k))."""
-    if cfg.eps == 0:
-        return x_neg
-    with eval_mode(model):
-        return pgd_score(model, d_score, x_neg, minimize=False,
-                         **_attack_kw(cfg.eps, cfg.attack_steps, cfg.attack_step_size, cfg.attack_random_start,
-                                      generator))
+    return _perturb(model, x_neg, cfg.eps, False, cfg, generator)
 
 
 def perturb_positives(model, x_pos, cfg, generator):
     """Eq. 9 in-distribution inner problem: x' in B(x, eps1) minimizing d_k(x') (the min over log D_k)."""
-    if cfg.eps1 == 0:
-        return x_pos
-    with eval_mode(model):
-        return pgd_score(model, d_score, x_pos, minimize=True,
-                         **_attack_kw(cfg.eps1, cfg.attack_steps, cfg.attack_step_size, cfg.attack_random_start,
-                                      generator))
+    return _perturb(model, x_pos, cfg.eps1, True, cfg, generator)
 
 
 def _bce_on(model, x_pos, x_neg):
@@ -75,8 +70,8 @@ def softmax_pgd_at_loss(model, x, y, cfg, generator):
     """Madry et al. PGD-AT: cross-entropy on untargeted L2 PGD examples within cfg.eps (Eq. 10 as the inner max)."""
     if cfg.eps > 0:
         with eval_mode(model):
-            x = pgd_untargeted(model, x, y, **_attack_kw(cfg.eps, cfg.attack_steps, cfg.attack_step_size, False,
-                                                         generator))
+            x = pgd_untargeted(model, x, y, eps=cfg.eps, norm="l2", steps=cfg.attack_steps,
+                               step_size=cfg.attack_step_size, random_start=False, generator=generator)
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     with torch.no_grad():
