@@ -27,6 +27,21 @@ def test_local_executor_trains_classes_and_softmax_in_subprocesses(tmp_runs):
     assert rows2 == rows and len(list((tmp_runs / "runs" / "jobs").glob("*_log.out"))) == 3
 
 
+def test_fused_training_path_is_one_job(tmp_runs, monkeypatch):
+    p = apply_overrides(get_profile("smoke"), {**TINY, "train_path": "fused"})
+    assert runner.training_path(p) == "fused"
+    assert runner.training_path(apply_overrides(p, {"train_path": "auto"})) == (
+        "fused" if train.default_device().type == "cuda" else "sequential")
+    calls = []
+    real = runner._fused_job
+    monkeypatch.setattr(runner, "_fused_job", lambda *a: calls.append(a[1]) or real(*a))
+    rows = runner.train_all(p, executor="inline", progress=False)
+    assert calls == [[0, 1]] and [r["k"] for r in rows] == [0, 1]
+    assert all(r["path"] == "fused (2 models)" for r in rows)
+    with pytest.raises(ConfigError, match="train_path"):
+        apply_overrides(p, {"train_path": "grouped"})
+
+
 def test_failed_job_is_reported(tmp_runs):
     p = apply_overrides(get_profile("smoke"), {**TINY, "train.batch_size": 512, "train.classes": (0,)})
     with pytest.raises(runner.RunError, match="job 0 failed"):

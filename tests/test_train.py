@@ -137,3 +137,72 @@ def test_import_robustness_library_checkpoint(tmp_runs):
     torch.save({"model": {"conv.weight": torch.zeros(1)}}, tmp_runs / "other.pt")
     with pytest.raises(ValueError, match="module.model"):
         train.robustness_state_dict(tmp_runs / "other.pt")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The K binary models trained together (genrobust.fused) vs one after another
+def _states(p, classes):
+    return {k: torch.load(train.binary_result(p, k)["checkpoint"], weights_only=False)["state"]["model"]
+            for k in classes}
+
+
+def _assert_same_runs(p, a, b, classes, tol=1e-4):
+    for k in classes:
+        for name, t in a[k].items():
+            assert torch.allclose(t.float(), b[k][name].float(), atol=tol, rtol=tol), (k, name)
+
+
+def test_fused_training_gives_the_sequential_runs(tmp_path, monkeypatch):
+    p = tiny_profile(**{"train.classes": (0, 3, 7)})
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "seq"))
+    seq = [train.train_binary(p, k, progress=False) for k in (0, 3, 7)]
+    seq_states = _states(p, (0, 3, 7))
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "fused"))
+    fused = train.train_binaries_fused(p, progress=False)
+    assert [r["path"] for r in fused] == ["fused (3 models)"] * 3
+    _assert_same_runs(p, seq_states, _states(p, (0, 3, 7)), (0, 3, 7))
+    for s, f in zip(seq, fused):
+        assert s["best_epoch"] == f["best_epoch"]
+        for ms, mf in zip(s["metrics"], f["metrics"]):
+            for key in ("lr", "train_loss", "train_acc", "val_clean_auroc", "val_adv_auroc"):
+                assert ms[key] == pytest.approx(mf[key], abs=1e-4), key
+    # a wrong implementation must not pass: a different seed gives different weights
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "other"))
+    q = apply_overrides(p, {"train.seed": 1})
+    train.train_binaries_fused(q, progress=False)
+    with pytest.raises(AssertionError):
+        _assert_same_runs(p, seq_states, _states(q, (0, 3, 7)), (0, 3, 7))
+
+
+def test_fused_run_interrupted_resumes_sequentially(tmp_path, monkeypatch):
+    """last.pt written by the fused loop is the sequential resume point: stop after epoch 1, finish one by one."""
+    p = tiny_profile(**{"train.classes": (1, 2), "train.epochs": 3})
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "seq"))
+    for k in (1, 2):
+        train.train_binary(p, k, progress=False)
+    seq_states = _states(p, (1, 2))
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "mixed"))
+    real, saved = train.save_torch, []
+
+    def stop_after_first_epoch(path, obj):
+        real(path, obj)
+        saved.append(path)
+        if len(saved) == 2:  # both classes' last.pt of epoch 1
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_torch", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_binaries_fused(p, progress=False)
+    monkeypatch.setattr(train, "save_torch", real)
+    assert train.binary_result(p, 1) is None
+    for k in (1, 2):
+        res = train.train_binary(p, k, progress=False)
+        assert [m["epoch"] for m in res["metrics"]] == [1, 2, 3] and "path" not in res
+    _assert_same_runs(p, seq_states, _states(p, (1, 2)), (1, 2))
+
+
+def test_select_every(tmp_runs):
+    p = tiny_profile(**{"train.epochs": 3, "train.select_every": 2})
+    res = train.train_binary(p, 0, progress=False)
+    assert ["val_adv_auroc" in m for m in res["metrics"]] == [False, True, True]  # epoch 2, and the last
+    assert res["best_epoch"] in (2, 3)

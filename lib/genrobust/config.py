@@ -356,6 +356,10 @@ class Profile(_Config):
     executor: str = _f("local", choices=("local", "slurm", "inline"))
     workers: int = _f(1, lo=1, doc="parallel jobs of the local executor")
     num_threads: Optional[int] = _f(None, lo=1, doc="torch threads per job (None: torch default)")
+    train_path: str = _f("auto", choices=("auto", "sequential", "fused"),
+                         doc="binary models: sequential = one job per class; fused = all classes in one job as one "
+                             "vmapped network (genrobust.fused; same numbers); auto = genrobust.fused.PATH_RULE for "
+                             "this machine's device (CUDA: fused, CPU: sequential). Not part of any run's key.")
 
 
 SECTIONS = ("data", "model", "train", "softmax", "calib", "eval", "gen", "ablation")

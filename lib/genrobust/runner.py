@@ -75,6 +75,25 @@ def _binary_job(profile_dict: dict, k: int) -> dict:
     return {"k": k, "best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"]}
 
 
+def _fused_job(profile_dict: dict, classes: list[int]) -> list[dict]:
+    from .train import train_binaries_fused
+    profile = from_dict(profile_dict)
+    configure_threads(profile)
+    return [{"k": k, "best_epoch": r["best_epoch"], "checkpoint": r["checkpoint"]}
+            for k, r in zip(classes, train_binaries_fused(profile, classes, progress=False))]
+
+
+def training_path(profile: Profile) -> str:
+    """'fused' or 'sequential' for the binary models: profile.train_path, where 'auto' follows
+    genrobust.fused.PATH_RULE for this machine's default device (the device a local or inline job gets; for SLURM
+    GPU jobs set train_path='fused' explicitly to train all classes in one job)."""
+    if profile.train_path != "auto":
+        return profile.train_path
+    from .fused import choose_training_path
+    from .train import default_device
+    return choose_training_path(default_device())
+
+
 def _softmax_job(profile_dict: dict) -> dict:
     from .train import train_softmax
     profile = from_dict(profile_dict)
@@ -172,7 +191,11 @@ def train_all(profile: Profile, *, softmax: bool = False, executor: str | None =
     jobs = []
     if softmax and softmax_result(profile) is None:
         jobs.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
-    jobs += [(_binary_job, (to_dict(profile), k)) for k in profile.train.classes if binary_result(profile, k) is None]
+    missing = [k for k in profile.train.classes if binary_result(profile, k) is None]
+    if training_path(profile) == "fused" and len(missing) > 1:
+        jobs.append((_fused_job, (to_dict(profile), missing)))  # one job (one device) trains them together
+    else:
+        jobs += [(_binary_job, (to_dict(profile), k)) for k in missing]
     if jobs:
         run_jobs(_call, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
                  slurm=slurm, desc=f"training ({len(jobs)} jobs)", progress=progress)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -170,24 +171,49 @@ def fit(run_dir: Path, *, model, cfg, lr: float, epochs: int, make_batches: Call
         rec = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_time_s": round(train_time, 2),
                "images_per_s": round(n_img / max(train_time, 1e-9), 1)}
         rec.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
-        if select_metrics is not None:
-            model.eval()
-            rec.update(select_metrics(model))
-        improved = select_key is None or rec.get(select_key, -math.inf) >= best
-        if improved:
-            best, best_epoch = (rec[select_key] if select_key else best), epoch + 1
-            save_checkpoint(run_dir / "best.pt", kind=ckpt_kind, state={"model": _cpu_state(model)},
-                            config=ckpt_config, epoch=epoch + 1, run_config=run_config)
-        append_jsonl(run_dir / "metrics.jsonl", rec)
-        # last.pt is the resume point: written after best.pt and the metrics line, so both are consistent with it
-        save_torch(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "generator": g.get_state(), "epoch": epoch, "best": best, "best_epoch": best_epoch})
+        best, best_epoch = _end_epoch(run_dir, rec, model=model, opt=opt, sched=sched, g=g, epoch=epoch,
+                                      epochs=epochs, cfg=cfg, select_metrics=select_metrics, select_key=select_key,
+                                      best=best, best_epoch=best_epoch, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config,
+                                      run_config=run_config)
         bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.startswith(("train_loss", "adv_auroc", "val"))})
+    return _finish(run_dir, model=model, cfg=cfg, epochs=epochs, best=best, best_epoch=best_epoch,
+                   select_key=select_key, run_config=run_config, data_source=data_source, device=device,
+                   wall_time_s=time.time() - t_start)
+
+
+def _selects(epoch: int, epochs: int, every: int) -> bool:
+    """Whether 0-based ``epoch`` is a selection epoch: every ``every`` epochs and always the last one."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
+
+
+def _end_epoch(run_dir: Path, rec: dict, *, model, opt, sched, g, epoch, epochs, cfg, select_metrics, select_key,
+               best, best_epoch, ckpt_kind, ckpt_config, run_config):
+    """After the training steps of ``epoch`` (0-based): selection metrics (every cfg.select_every epochs and the
+    last), best.pt if improved, the metrics line, then last.pt (the resume point, written after best.pt and the
+    metrics line so that both are consistent with it). Returns the updated (best, best_epoch)."""
+    selecting = select_metrics is not None and _selects(epoch, epochs, getattr(cfg, "select_every", 1))
+    if selecting:
+        model.eval()
+        rec.update(select_metrics(model))
+    if select_key is None or (selecting and rec.get(select_key, -math.inf) >= best):
+        best, best_epoch = (rec[select_key] if select_key else best), epoch + 1
+        save_checkpoint(run_dir / "best.pt", kind=ckpt_kind, state={"model": _cpu_state(model)},
+                        config=ckpt_config, epoch=epoch + 1, run_config=run_config)
+    append_jsonl(run_dir / "metrics.jsonl", rec)
+    save_torch(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "scheduler": sched.state_dict(), "generator": g.get_state(), "epoch": epoch,
+                                     "best": best, "best_epoch": best_epoch})
+    return best, best_epoch
+
+
+def _finish(run_dir: Path, *, model, cfg, epochs, best, best_epoch, select_key, run_config, data_source, device,
+            wall_time_s, **extra) -> dict:
+    """result.json (written last, atomically: the run is finished) and its content as a later call reads it."""
     result = {"best_epoch": best_epoch, "best_metric": None if select_key is None else best,
               "select_key": select_key, "epochs": epochs, "metrics": read_jsonl(run_dir / "metrics.jsonl"),
-              "checkpoint": str(run_dir / "best.pt"), "parameters": count_parameters(model),
+              "checkpoint": str(run_dir / "best.pt"), "parameters": count_parameters(model), **extra,
               "provenance": provenance(run_config, data_source=data_source, seed=cfg.seed,
-                                       wall_time_s=round(time.time() - t_start, 1), device=device)}
+                                       wall_time_s=round(wall_time_s, 1), device=device)}
     write_json(run_dir / "result.json", result)
     return read_json(run_dir / "result.json")  # the same object that a later train-if-missing call returns
 
@@ -236,6 +262,40 @@ def _seeded_model(name: str, num_outputs: int, width: float, seed: int) -> torch
         return create_model(name, num_outputs, width)
 
 
+def _binary_selection(data: Prepared, cfg: TrainConfig, k: int, device):
+    """(select_metrics, select_key) of d_k: clean and adversarial AUROC on the selection split (class-k images vs
+    as many other-class images, drawn evenly and seeded); (None, None) without a selection split."""
+    sel = _select_split(data, cfg.select_on, cfg.select_n, cfg.seed)
+    if sel is None:
+        return None, None
+    x, y = sel
+    pos = gdata.to_float(x[y == k])
+    neg_idx = (y != k).nonzero(as_tuple=True)[0]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    neg = gdata.to_float(x[neg_idx[torch.randperm(len(neg_idx), generator=gen)[:len(pos)]]])
+    split_name = cfg.select_on if cfg.select_on != "last" else "val"
+
+    def select_metrics(model):
+        res = binary_auroc(model, pos, neg, (0.0, cfg.eps), steps=cfg.select_attack_steps, device=device,
+                           seed=cfg.seed)
+        return {f"{split_name}_clean_auroc": res[0.0], f"{split_name}_adv_auroc": res[cfg.eps]}
+    return select_metrics, (None if cfg.select_on == "last" else f"{split_name}_adv_auroc")
+
+
+def _binary_batches(data: Prepared, cfg: TrainConfig, k: int):
+    """(make_batches(g), steps per epoch) of d_k's balanced batches."""
+    batches = lambda g: gdata.BinaryBatches(data.train_x, data.train_y, k, cfg.batch_size, generator=g)  # noqa: E731
+    steps_per_epoch = len(batches(torch.Generator()))
+    if steps_per_epoch == 0:
+        raise ValueError(f"class {k} has too few training images for batch size {cfg.batch_size}; "
+                         "lower train.batch_size or raise data.train_per_class")
+    return batches, steps_per_epoch
+
+
+def _binary_ckpt_config(profile: Profile, k: int) -> dict:
+    return {**to_dict(profile.model), "k": k, "num_outputs": 1}
+
+
 def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, device=None, progress=True) -> dict:
     """Train d_k (train-if-missing). Returns the run's result.json content."""
     run_config = binary_run_config(profile, k)
@@ -247,40 +307,144 @@ def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, devi
     cfg: TrainConfig = profile.train
     model = _seeded_model(profile.model.name, 1, profile.model.width, cfg.seed * 1000 + k)
     objective = BINARY_OBJECTIVES[cfg.objective]
-    batches = lambda g: gdata.BinaryBatches(data.train_x, data.train_y, k, cfg.batch_size, generator=g)  # noqa: E731
-    steps_per_epoch = len(batches(torch.Generator()))
-    if steps_per_epoch == 0:
-        raise ValueError(f"class {k} has too few training images for batch size {cfg.batch_size}; "
-                         "lower train.batch_size or raise data.train_per_class")
+    batches, steps_per_epoch = _binary_batches(data, cfg, k)
 
     def step_loss(model, batch, g):
         x_pos, x_neg = (_to_device(gdata.augment(b, cfg.augment, g), device, cfg.channels_last) for b in batch)
         return objective(model, x_pos, x_neg, cfg, g)
 
-    sel = _select_split(data, cfg.select_on, cfg.select_n, cfg.seed)
-    select_metrics = None
-    if sel is not None:
-        x, y = sel
-        pos = gdata.to_float(x[y == k])
-        neg_idx = (y != k).nonzero(as_tuple=True)[0]
-        # as many negatives as positives, drawn evenly from the other classes (seeded)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        neg = gdata.to_float(x[neg_idx[torch.randperm(len(neg_idx), generator=gen)[:len(pos)]]])
-        split_name = cfg.select_on if cfg.select_on != "last" else "val"
-
-        def select_metrics(model):
-            res = binary_auroc(model, pos, neg, (0.0, cfg.eps), steps=cfg.select_attack_steps, device=device,
-                               seed=cfg.seed)
-            return {f"{split_name}_clean_auroc": res[0.0], f"{split_name}_adv_auroc": res[cfg.eps]}
-        select_key = None if cfg.select_on == "last" else f"{split_name}_adv_auroc"
-    else:
-        select_key = None
+    select_metrics, select_key = _binary_selection(data, cfg, k, device)
     from .data import CLASSES
     return fit(run_dir, model=model, cfg=cfg, lr=cfg.lr_for(k), epochs=cfg.epochs, make_batches=batches,
                steps_per_epoch=steps_per_epoch, step_loss=step_loss, select_metrics=select_metrics,
-               select_key=select_key, ckpt_kind="binary",
-               ckpt_config={**to_dict(profile.model), "k": k, "num_outputs": 1}, run_config=run_config,
-               data_source=data.source, device=device, desc=f"d_{k} ({CLASSES[k]})", progress=progress)
+               select_key=select_key, ckpt_kind="binary", ckpt_config=_binary_ckpt_config(profile, k),
+               run_config=run_config, data_source=data.source, device=device, desc=f"d_{k} ({CLASSES[k]})",
+               progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The K binary models trained together (genrobust.fused): same runs, same files, same numbers
+def train_binaries_fused(profile: Profile, classes=None, data: Prepared | None = None, *, device=None,
+                         progress: bool = True) -> list[dict]:
+    """Train d_k for ``classes`` (default: profile.train.classes) together as one vmapped network
+    (:class:`genrobust.fused.FusedBinaryModels`), train-if-missing. Returns each class's result.json content.
+
+    Every class keeps its own run directory, with the files of :func:`train_binary` in the same formats, so the
+    two paths are interchangeable, also mid-run: a fused run interrupted after epoch e resumes fused or
+    sequentially from each class's last.pt. The numbers are those of the sequential path (tests/test_train.py
+    checks weights and metrics), because each class keeps its own generator (batch order, augmentation), seeded
+    initialization, optimizer hyperparameters and lr schedule; the K updates are one :class:`FusedSGD` step whose
+    per-model learning rates come from each class's own scheduler. The one difference: with
+    ``train.attack_random_start`` the random starts of all K models come from the first class's generator.
+
+    Falls back to :func:`train_binary` per class (and says so) when fewer than two classes are left or the
+    classes stand at different epochs (e.g. one was resumed sequentially)."""
+    from .data import CLASSES
+    from .fused import FusedBinaryModels, FusedSGD, fused_train_step
+    cfg: TrainConfig = profile.train
+    wanted = list(profile.train.classes if classes is None else classes)
+    classes = [k for k in wanted if binary_result(profile, k) is None]
+    device = torch.device(device) if device else default_device()
+    if not classes:
+        return [binary_result(profile, k) for k in wanted]
+    data = data or prepare_data(profile.data, progress=progress)
+
+    def sequentially(why: str):
+        tqdm.write(f"training d_k one after another: {why}")
+        for k in classes:
+            train_binary(profile, k, data, device=device, progress=progress)
+        return [binary_result(profile, k) for k in wanted]
+
+    if len(classes) < 2:
+        return sequentially("fewer than two classes left to train")
+    runs = []
+    for k in classes:
+        run_config = binary_run_config(profile, k)
+        run_dir = run_dir_for(run_config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", run_config)
+        batches, steps = _binary_batches(data, cfg, k)
+        model = _seeded_model(profile.model.name, 1, profile.model.width, cfg.seed * 1000 + k).to(device)
+        opt = make_optimizer(model, cfg.lr_for(k), cfg.momentum, cfg.weight_decay)  # bookkeeping: never stepped
+        sched = make_scheduler(opt, cfg, cfg.epochs, steps, cfg.lr_for(k))
+        g = torch.Generator().manual_seed(cfg.seed)
+        r = dict(k=k, run_config=run_config, run_dir=run_dir, batches=batches, steps=steps, model=model, opt=opt,
+                 sched=sched, g=g, start=0, best=-math.inf, best_epoch=-1)
+        if (run_dir / "last.pt").exists():  # resume after the last completed epoch (either path wrote it)
+            st = load_torch(run_dir / "last.pt")
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            g.set_state(st["generator"])
+            r.update(start=st["epoch"] + 1, best=st["best"], best_epoch=st["best_epoch"])
+        r["select_metrics"], r["select_key"] = _binary_selection(data, cfg, k, device)
+        runs.append(r)
+    if len({r["start"] for r in runs}) > 1 or len({r["steps"] for r in runs}) > 1:
+        return sequentially("the classes stand at different epochs or have different epoch lengths")
+    models = [r["model"] for r in runs]
+    fused = FusedBinaryModels([m.train() for m in models]).to(device)
+    fopt = FusedSGD(fused.parameters(), lrs=[r["opt"].param_groups[0]["lr"] for r in runs], momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay)
+    # FusedSGD's momentum buffers <-> each class's optimizer state (parameters in named_parameters order)
+    fparams = [dict(fused.named_parameters())[n.replace(".", "__")] for n, _ in models[0].named_parameters()]
+    if runs[0]["start"] > 0:
+        for j, fp in enumerate(fparams):
+            bufs = [r["opt"].state.get(list(r["model"].parameters())[j], {}).get("momentum_buffer") for r in runs]
+            if all(b is not None for b in bufs):
+                fopt.state[fp]["momentum_buffer"] = torch.stack(bufs).to(device)
+    start, steps, epochs, K = runs[0]["start"], runs[0]["steps"], cfg.epochs, len(runs)
+    t_start = time.time()
+    bar = tqdm(range(start, epochs), desc=f"d_k x {K} (fused)", initial=start, total=epochs, disable=not progress,
+               unit="epoch")
+    for epoch in bar:
+        t0, n_img = time.time(), 0
+        sums = [{} for _ in runs]
+        iters = [iter(r["batches"](r["g"])) for r in runs]
+        for step in tqdm(range(steps), leave=False, disable=not progress, unit="batch", desc=f"epoch {epoch + 1}"):
+            pos, neg = [], []
+            for r, it in zip(runs, iters):  # each class draws from its own generator, in the sequential order
+                b_pos, b_neg = next(it)
+                pos.append(_to_device(gdata.augment(b_pos, cfg.augment, r["g"]), device, False))
+                neg.append(_to_device(gdata.augment(b_neg, cfg.augment, r["g"]), device, False))
+            fopt.set_lrs([r["opt"].param_groups[0]["lr"] for r in runs])
+            loss, stats = fused_train_step(fused, fopt, torch.stack(pos), torch.stack(neg), cfg, runs[0]["g"])
+            if not torch.isfinite(loss):
+                bad = [CLASSES[r["k"]] for r, lk in zip(runs, stats["loss_k"]) if not torch.isfinite(lk)]
+                raise TrainingDiverged(
+                    f"d_k (fused): loss of {bad} became non-finite at epoch {epoch + 1}, step {step + 1}; each "
+                    f"class's last good checkpoint (last.pt, epoch {epoch}) is kept; lower train.lr and run again")
+            with warnings.catch_warnings():  # the bookkeeping optimizers are never stepped: FusedSGD steps for them
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                for r in runs:
+                    r["sched"].step()
+            for i, s_ in enumerate(sums):
+                for key in ("loss", "acc"):
+                    s_[key] = s_.get(key, 0.0) + float(stats[f"{key}_k"][i])
+            n_img += sum(len(p) + len(q) for p, q in zip(pos, neg))
+        train_time = time.time() - t0
+        state = [fused.model_state_dict(i) for i in range(K)]
+        for i, r in enumerate(runs):
+            r["model"].load_state_dict(state[i])
+            for fp, p in zip(fparams, r["model"].parameters()):  # the class's optimizer state, as if it stepped
+                buf = fopt.state.get(fp, {}).get("momentum_buffer")
+                if buf is not None:
+                    r["opt"].state[p]["momentum_buffer"] = buf[i].detach().clone()
+            rec = {"epoch": epoch + 1, "lr": r["opt"].param_groups[0]["lr"], "train_time_s": round(train_time, 2),
+                   "images_per_s": round(n_img / K / max(train_time, 1e-9), 1),
+                   "fused_models": K, "fused_images_per_s": round(n_img / max(train_time, 1e-9), 1)}
+            rec.update({f"train_{key}": v / max(1, steps) for key, v in sums[i].items()})
+            r["best"], r["best_epoch"] = _end_epoch(
+                r["run_dir"], rec, model=r["model"], opt=r["opt"], sched=r["sched"], g=r["g"], epoch=epoch,
+                epochs=epochs, cfg=cfg, select_metrics=r["select_metrics"], select_key=r["select_key"],
+                best=r["best"], best_epoch=r["best_epoch"], ckpt_kind="binary",
+                ckpt_config=_binary_ckpt_config(profile, r["k"]), run_config=r["run_config"])
+            r["model"].train()
+        fused.train()
+    for r in runs:
+        _finish(r["run_dir"], model=r["model"], cfg=cfg, epochs=epochs, best=r["best"], best_epoch=r["best_epoch"],
+                select_key=r["select_key"], run_config=r["run_config"], data_source=data.source, device=device,
+                wall_time_s=time.time() - t_start, path=f"fused ({K} models)")
+    return [binary_result(profile, k) for k in wanted]
 
 
 # ---------------------------------------------------------------------------------------------------------------
