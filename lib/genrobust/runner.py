@@ -35,7 +35,7 @@ PARAMETER_KEYS = {
     "train_per_class": "data.train_per_class", "val_per_class": "data.val_per_class",
     "softmax_epochs": "softmax.epochs", "softmax_model": "softmax.model", "softmax_width": "softmax.width",
     "softmax_checkpoint": "softmax.checkpoint", "executor": "executor", "workers": "workers",
-    "num_threads": "num_threads",
+    "num_threads": "num_threads", "train_path": "train_path",
 }
 
 
