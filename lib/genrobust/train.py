@@ -417,9 +417,10 @@ def train_binaries_fused(profile: Profile, classes=None, data: Prepared | None =
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
                 for r in runs:
                     r["sched"].step()
+            per_model = {key: stats[f"{key}_k"].tolist() for key in ("loss", "acc")}  # one device sync, (K,) each
             for i, s_ in enumerate(sums):
-                for key in ("loss", "acc"):
-                    s_[key] = s_.get(key, 0.0) + float(stats[f"{key}_k"][i])
+                for key, values in per_model.items():
+                    s_[key] = s_.get(key, 0.0) + values[i]
             n_img += sum(len(p) + len(q) for p, q in zip(pos, neg))
         train_time = time.time() - t0
         state = [fused.model_state_dict(i) for i in range(K)]
