@@ -156,7 +156,19 @@ def test_generate_end_to_end(classifiers, tiny_data):
                                         for c in out.checks)
     panels = G.figure_panels(out, "counterfactuals", (3, 1.0))
     assert list(panels) == ["test images (other classes)", "generative classifier", "softmax classifier"]
-    assert all(torch.equal(rows, out.cf_target) for _, rows in panels.values())
+    order = G.round_robin_order(out.cf_target, out.original_y)
+    assert sorted(order.tolist()) == list(range(12))  # a permutation, applied to every panel alike
+    assert all(torch.equal(rows, out.cf_target[order]) for _, rows in panels.values())
+    assert torch.equal(panels["generative classifier"][0], out.images[("counterfactuals", "generative", (3, 1.0))][order])
+
+
+def test_round_robin_order_cycles_source_classes():
+    rows = torch.tensor([5, 5, 5, 5, 5, 5, 2, 2])
+    groups = torch.tensor([0, 0, 0, 1, 1, 3, 0, 0])   # class-major, as the counterfactual sources are stored
+    order = G.round_robin_order(rows, groups)
+    first_of_row_5 = [int(groups[i]) for i in order if rows[i] == 5][:3]
+    assert first_of_row_5 == [0, 1, 3]                 # one of each source class before any repeat
+    assert [int(groups[i]) for i in order if rows[i] == 5] == [0, 1, 3, 0, 1, 0]
 
 
 def _fake_record(gen_fids, soft_fids, n=2050, synthetic=False):

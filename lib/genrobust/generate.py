@@ -356,4 +356,20 @@ def figure_panels(generated: Generated, kind: str, pgd: tuple[int, float]) -> di
     for (k, name, p), x in generated.images.items():
         if k == kind and p == pgd:
             panels[f"{name} classifier"] = (x, rows)
+    if kind == "counterfactuals":  # each row's first images come from different source classes
+        order = round_robin_order(generated.cf_target, generated.original_y)
+        panels = {name: (x[order], r[order]) for name, (x, r) in panels.items()}
     return panels
+
+
+def round_robin_order(rows: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """A permutation that, within each row value, cycles through the group values: the first image of every
+    (row, group) pair in group order, then the second of each, ... (the sources are stored class-major, so
+    without it a row of Fig. 3 would show mostly the first source class)."""
+    seen: dict = {}
+    rank = []
+    for key in zip(rows.tolist(), groups.tolist()):
+        rank.append(seen.get(key, 0))
+        seen[key] = rank[-1] + 1
+    key = torch.tensor(rank, dtype=torch.int64) * (int(groups.max()) + 1 if len(groups) else 1) + groups.cpu()
+    return torch.argsort(key, stable=True)
