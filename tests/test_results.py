@@ -92,3 +92,12 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (p.stat().st_mode & 0o777) == 0o644
+
+
+def test_provenance_records_the_commit_of_the_running_code(monkeypatch):
+    from genrobust import results
+    head = results.git_commit()
+    assert results.provenance({})["git_commit"] == results._code_commit()
+    monkeypatch.setattr(results, "_IMPORT_COMMIT", "0" * 40)   # as if HEAD moved after this process imported us
+    rec = results.provenance({})
+    assert rec["git_commit"] == "0" * 40 and rec["git_commit_at_write"] == head

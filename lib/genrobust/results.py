@@ -173,6 +173,18 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
+# The code this process runs is the code of the commit checked out when genrobust was imported: a long run
+# (a notebook that takes an hour) may see later commits land before it writes its results.
+_IMPORT_COMMIT: str | None = None
+
+
+def _code_commit() -> str:
+    global _IMPORT_COMMIT
+    if _IMPORT_COMMIT is None:
+        _IMPORT_COMMIT = git_commit()
+    return _IMPORT_COMMIT
+
+
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pytorch-fid", "pyautoattack", "papermill")
 
 
@@ -201,7 +213,7 @@ def provenance(config=None, *, data_source: dict | None = None, seed: int | None
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     rec = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        "git_commit": _code_commit(),
         "packages": package_versions(),
         "device": device_info(device),
         "seed": seed,
@@ -209,6 +221,9 @@ def provenance(config=None, *, data_source: dict | None = None, seed: int | None
         "wall_time_s": wall_time_s,
         "config": cfg,
     }
+    head = git_commit()
+    if head != rec["git_commit"]:
+        rec["git_commit_at_write"] = head  # commits landed while this process ran; its code is git_commit's
     rec.update(extra)
     return rec
 
@@ -283,3 +298,6 @@ def load_classifier(path, device="cpu") -> torch.nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)  # frozen: attacks take input gradients only
     return model.to(device).eval()
+
+
+_code_commit()  # at import: see _IMPORT_COMMIT
