@@ -163,6 +163,10 @@ def test_overview_builds_from_the_metrics_files(results):
     prov = ov.provenance
     assert set(prov["data source"]) == {"CIFAR-10 (JPEG copy)"} and prov["git commit"].notna().all()
     assert prov["config hash"].notna().all()
+    # training jobs run side by side: their summed time (10 x 1 s + 2 s) is job time, never shown as wall time
+    train_row = _row(prov, **{"results file": "01_training.json"})
+    assert train_row["job time (min)"] == round(12.0 / 60, 2) and pd.isna(train_row["wall time (min)"])
+    assert _row(prov, **{"results file": "03_accuracy.json"})["wall time (min)"] == round(3.0 / 60, 2)
 
 
 def test_missing_files_are_not_run_yet(tmp_path):

@@ -488,6 +488,8 @@ def provenance_table(sources: dict[str, Source]) -> pd.DataFrame:
                      "data sha256": (ds.get("sha256") or "none (synthetic)")[:16] if s.ok and ds else None,
                      "seed": p.get("seed"), "device": (p.get("device") or {}).get("device"),
                      "wall time (min)": round(p["wall_time_s"] / 60, 2) if p.get("wall_time_s") else None,
+                     # summed time of jobs that ran side by side (training): compute, not wall time
+                     "job time (min)": round(p["job_time_s"] / 60, 2) if p.get("job_time_s") else None,
                      "torch": (p.get("packages") or {}).get("torch")})
     return pd.DataFrame(rows)
 
