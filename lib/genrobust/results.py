@@ -222,7 +222,7 @@ def provenance(config=None, *, data_source: dict | None = None, seed: int | None
         "config": cfg,
     }
     head = git_commit()
-    if head != rec["git_commit"]:
+    if head.removesuffix("-dirty") != rec["git_commit"].removesuffix("-dirty"):  # results being written dirty the tree
         rec["git_commit_at_write"] = head  # commits landed while this process ran; its code is git_commit's
     rec.update(extra)
     return rec
