@@ -43,7 +43,9 @@ browser-check: $(VENV)/.installed
 
 lab: $(VENV)/.installed
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (genrobust .venv)" >/dev/null
-	$(VENV)/bin/jupyter lab --notebook-dir=. --ServerApp.open_browser=$${OPEN_BROWSER:-True}
+	@echo "JupyterLab: open results/$(PROFILE)/*.ipynb (executed) or notebooks/ (to run); stop with Ctrl-C"
+	$(VENV)/bin/jupyter lab --notebook-dir=. --ServerApp.open_browser=$${OPEN_BROWSER:-True} \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root)  # containers often run as root; Jupyter refuses without it
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps torchattacks

@@ -79,8 +79,19 @@ def test_resolve_profile_maps_notebook_parameters():
     (["reproduce", "--profile", "bogus"], "unknown profile 'bogus'"),
     (["notebook", "99_nothing", "--profile", "smoke"], "no notebook"),
     (["train", "--profile", "smoke", "-p", "epochs", "-1"], "train.epochs"),
+    (["notebook", "01_training", "--profile", "smoke", "-p", "epoch", "1"], "unknown parameter(s) ['epoch']"),
+    (["reproduce", "--profile", "smoke", "-p", "epoch", "1"], "unknown parameter(s) ['epoch']"),
+    (["reproduce", "--profile", "smoke", "--notebooks", "04_generation,07_extra"], "no notebook '07_extra'"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(args, needle, tmp_runs):
     r = subprocess.run([sys.executable, "-m", "genrobust", *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_reproduce_gives_each_notebook_only_its_own_parameters(monkeypatch, tmp_runs):
+    calls = []
+    monkeypatch.setattr(runner, "execute_notebook", lambda name, profile, params, force=False: calls.append(
+        (name, params)) or name)
+    runner.reproduce("smoke", ["01", "03_accuracy"], parameters={"epochs": 1, "n_test": 10})
+    assert calls == [("01_training", {"epochs": 1}), ("03_accuracy", {"n_test": 10})]

@@ -229,6 +229,20 @@ def notebook_path(name: str) -> Path:
     return path
 
 
+def notebook_parameters(name: str) -> set[str]:
+    """Names declared in the notebook's `parameters` cell (papermill's inspection)."""
+    import papermill as pm
+    return set(pm.inspect_notebook(str(notebook_path(name))))
+
+
+def _check_parameters(name: str, params: dict) -> None:
+    # papermill would inject an unknown name as a new variable that nothing reads: a typo must fail instead
+    unknown = sorted(set(params) - notebook_parameters(name))
+    if unknown:
+        raise RunError(f"{notebook_path(name).name}: unknown parameter(s) {unknown}; it takes "
+                       f"{sorted(notebook_parameters(name))}")
+
+
 def execute_notebook(name: str, profile: str, parameters: dict | None = None, *, out_dir: Path | None = None,
                      force: bool = False, kernel: str | None = None) -> Path:
     """Execute one notebook with papermill into results/<profile>/ (atomically: a failed run leaves a
@@ -241,6 +255,7 @@ def execute_notebook(name: str, profile: str, parameters: dict | None = None, *,
     dst = out_dir / src.name
     marker = out_dir / f".{src.stem}.done.json"
     params = {"profile": profile, **(parameters or {})}
+    _check_parameters(name, params)
     if not force and dst.exists() and marker.exists() and read_json(marker).get("parameters") == params:
         return dst
     tmp = out_dir / f".{src.stem}.running.ipynb"
@@ -266,10 +281,17 @@ def execute_notebook(name: str, profile: str, parameters: dict | None = None, *,
 def reproduce(profile: str, notebooks=None, *, force: bool = False, parameters: dict | None = None) -> list[Path]:
     from tqdm.auto import tqdm
     get_profile(profile)
-    names = [n for n in (notebooks or NOTEBOOKS) if (project_root() / "notebooks" / f"{n}.ipynb").exists()]
+    names = [notebook_path(n).stem for n in (notebooks or NOTEBOOKS)]  # unknown names fail here, before any run
+    # each notebook gets the overrides it declares; one that no selected notebook declares is an error
+    parameters = parameters or {}
+    declared = {name: notebook_parameters(name) for name in names}
+    unused = sorted(set(parameters) - set().union(*declared.values()))
+    if unused:
+        raise RunError(f"unknown parameter(s) {unused} for notebooks {names}; see each notebook's first cell")
     out = []
     for name in tqdm(names, desc=f"notebooks ({profile})", unit="nb"):
-        out.append(execute_notebook(name, profile, parameters, force=force or name == REPORT_NOTEBOOK))
+        own = {k: v for k, v in parameters.items() if k in declared[name]}
+        out.append(execute_notebook(name, profile, own, force=force or name == REPORT_NOTEBOOK))
     return out
 
 
