@@ -147,6 +147,9 @@ def test_overview_builds_from_the_metrics_files(results):
     assert list(t4["paper"]) == list(paper.TAB4["c"]) and _row(t4, constant="c_3")["ours"] == 0.02
     # 02 records no model/train config: those come from 01 (and say so)
     assert any("01_training.json" in n for n in ov.sections["tab3"].notes)
+    # Tab. 1's claim is re-derived from the recorded numbers by the current verdict rule
+    claim = next(n for n in ov.sections["tab1"].notes if n.startswith("**Claim"))
+    assert "**Verdict:**" in claim and "generative minus softmax" in claim
     assert "train.epochs" in ov.sections["tab4"].settings["S1"]
 
     t2 = ov.sections["tab2"].table

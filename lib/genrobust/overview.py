@@ -306,6 +306,10 @@ def tab1_section(sources: dict[str, Source]) -> Section:
         notes.append("Gradient-masking checks: " + ("all passed (or not run)." if not failed else
                      "FAILED — " + "; ".join(f"{c['classifier']}: {c['check']}" for c in failed)
                      + ". Treat these robust accuracies as upper bounds."))
+        from .report import accuracy_conclusion
+        # recomputed from the recorded numbers by the current verdict rule (the executed 03 may carry older text)
+        notes.append("**Claim, from the numbers above:**\n\n"
+                     + accuracy_conclusion(src.record["classifiers"], src.record.get("checks", [])))
     return _section("tab1", "Tab. 1 — standard and robust accuracy", rows, notes)
 
 
