@@ -206,3 +206,17 @@ def test_feature_and_reference_caches(monkeypatch, tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))             # atomic writes leave no temporary files
     with pytest.raises(fid.FIDError, match="reference subset"):
         fid.reference_statistics(ex, x, n=31, seed=0)
+
+
+def test_paired_bootstrap_of_a_fid_difference():
+    rng = np.random.default_rng(0)
+    d = 8  # a small feature dim keeps the eigendecompositions cheap; the code path is the same
+    ref = fid.statistics(rng.normal(size=(400, d)))
+    a = rng.normal(size=(300, d))
+    same = fid.paired_bootstrap(ref, a, a.copy(), n_boot=20, seed=1)
+    assert same["diff"] == 0 and same["sd"] == 0 and same["ci95"] == [0.0, 0.0]
+    shifted = fid.paired_bootstrap(ref, a + 1.0, a, n_boot=20, seed=1)   # a + 1 is farther from the reference
+    assert shifted["diff"] > 0 and shifted["ci95"][0] > 0 and shifted["sd"] > 0 and shifted["n_boot"] == 20
+    assert fid.paired_bootstrap(ref, a + 1.0, a, n_boot=20, seed=1) == shifted        # seeded
+    with pytest.raises(fid.FIDError, match="paired"):
+        fid.paired_bootstrap(ref, a, a[:10], n_boot=2)

@@ -203,6 +203,13 @@ def test_tab2_record_table_and_conclusion():
     tiny = _fake_record([1, 1, 1, 1], [0, 0, 0, 0], n=20, synthetic=True)
     text = report.generation_conclusion(tiny)
     assert "**0 of 4**" in text and "disagrees" in text and "SYNTHETIC" in text and "singular" in text
+    assert "paired bootstrap" not in text  # no replicates recorded: no spread claimed
+    boot = dict(rec, paired=[{"kind": "samples", "steps": 7, "step_size": 1.0, "diff": -5.0, "n_boot": 10, "sd": 1.0,
+                              "ci95": [-7.0, -3.0]},
+                             {"kind": "counterfactuals", "steps": 7, "step_size": 1.0, "diff": 0.5, "n_boot": 10,
+                              "sd": 1.0, "ci95": [-1.5, 2.5]}])
+    text = report.generation_conclusion(boot)
+    assert "paired bootstrap, 10 replicates" in text and "-5.0 (SD 1.0" in text and "1 of 2 differences" in text
 
 
 def test_gen_config_validation():

@@ -63,7 +63,9 @@ fig = gr.plots.class_grid(gr.generate.figure_panels(generated, "counterfactuals"
 ## Tab. 2 — FID of generated samples and counterfactuals
 FID is biased upward at small N: the numbers below are comparable with each other (same N, same reference) and with
 nothing else — in particular not with the paper's (N = 50,000 against the full training set), printed beside them
-only to show the direction. With N <= 2048 the feature covariance is singular (the smoke profile).
+only to show the direction. With N <= 2048 the feature covariance is singular (the smoke profile). Each
+generative - softmax difference also gets its sampling spread: a paired bootstrap (`gen.n_boot` replicates, the same
+resampled images for both classifiers, the reference fixed), reported in the conclusion.
 """),
     code("""
 scored = gr.generate.score(cfg.gen, data, generated)

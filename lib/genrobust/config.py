@@ -299,6 +299,8 @@ class GenConfig(_Config):
     fid_batch_size: int = _f(50, lo=1)
     cache_features: bool = _f(True, doc="cache Inception features of each image set by content hash")
     n_show: int = _f(6, lo=1, doc="images per class and panel in Figs. 2-3")
+    n_boot: int = _f(10, lo=0, doc="paired bootstrap replicates of each generative - softmax FID difference (same "
+                                   "resampled indices for both, reference fixed; 0: off); two FIDs per replicate")
 
     def validate(self):
         if not self.pgd_configs:

@@ -495,6 +495,28 @@ def fid(reference: Stats, other: Stats | np.ndarray) -> FIDValue:
     return FIDValue(value, other.n, reference.n, full)
 
 
+def paired_bootstrap(reference: Stats, feats_a: np.ndarray, feats_b: np.ndarray, *, n_boot: int,
+                     seed: int = 0) -> dict:
+    """FID(a) - FID(b) against one reference, and its sampling spread: each replicate resamples the same row
+    indices of a and b (paired sets: row i of both come from the same seed or test image), the reference fixed.
+    Returns {'diff' (on the full sets), 'sd', 'ci95' (percentile), 'n_boot'}."""
+    a, b = np.asarray(feats_a), np.asarray(feats_b)
+    if a.shape != b.shape:
+        raise FIDError(f"paired_bootstrap: feature sets must be paired (same shape), got {a.shape} and {b.shape}")
+    with warnings.catch_warnings():  # singular covariances are flagged on the FIDs themselves
+        warnings.simplefilter("ignore", FIDWarning)
+        diff = fid(reference, a).fid - fid(reference, b).fid
+        rng = np.random.default_rng(seed)
+        reps = []
+        for _ in range(n_boot):
+            i = rng.integers(0, len(a), len(a))
+            reps.append(fid(reference, a[i]).fid - fid(reference, b[i]).fid)
+    reps = np.asarray(reps)
+    return {"diff": float(diff), "n_boot": int(n_boot),
+            "sd": float(reps.std(ddof=1)) if n_boot > 1 else None,
+            "ci95": [float(v) for v in np.percentile(reps, [2.5, 97.5])] if n_boot > 1 else None}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Caches
 def _fid_cache() -> Path:

@@ -257,12 +257,19 @@ def score(gen: GenConfig, data, generated: Generated, *, device=None, progress: 
     reference = torch.cat([data.train_x, data.val_x])  # the full training set (train + validation split)
     ref = gfid.reference_statistics(ex, reference, n=gen.n_reference, seed=gen.seed, progress=progress,
                                     meta={"data": data.source.get("name"), "sha256": data.source.get("sha256")})
-    cells = []
+    cells, feats_of = [], {}
     items = list(generated.images.items())
     for (kind, name, pgd), x in tqdm(items, disable=not progress, desc="FID cells", leave=False):
-        feats = gfid.cached_features(ex, gfid.quantize(x), cache=gen.cache_features)
+        feats = feats_of[(kind, name, pgd)] = gfid.cached_features(ex, gfid.quantize(x), cache=gen.cache_features)
         cells.append({"kind": kind, "classifier": name, "steps": pgd[0], "step_size": pgd[1],
                       **gfid.fid(ref, feats).to_dict()})
+    paired = []  # generative - softmax per (kind, PGD): is the difference larger than its sampling spread?
+    if gen.n_boot:
+        for (kind, name, pgd), f in feats_of.items():
+            other = feats_of.get((kind, "softmax", pgd))
+            if name == "generative" and other is not None:
+                paired.append({"kind": kind, "steps": pgd[0], "step_size": pgd[1],
+                               **gfid.paired_bootstrap(ref, f, other, n_boot=gen.n_boot, seed=gen.seed)})
     test_feats = gfid.cached_features(ex, generated.originals, cache=gen.cache_features)
     anchor = {"what": "FID(test, train)", **gfid.fid(ref, test_feats).to_dict()}
     n_inception, timed = ex.images, "this run's Inception passes (cache hits not counted)"
@@ -277,6 +284,7 @@ def score(gen: GenConfig, data, generated: Generated, *, device=None, progress: 
         "inception": {**ex.describe(), "images": ex.images, "seconds": round(ex.seconds, 1),
                       "images_per_s": round(ex.images_per_s, 2), "images_per_s_from": timed},
         "cells": cells,
+        "paired": paired,
         "anchor": anchor,
         "seconds": round(time.time() - t0, 1),
     }
@@ -337,7 +345,8 @@ def tab2_record(gen: GenConfig, generated: Generated, scored: dict, *, synthetic
         "n_reference": scored["reference"]["n"], "eps": gen.eps,
         "pgd_configs": [list(c) for c in gen.pgd_configs], "cf_target": gen.cf_target, "chained": generated.chained,
         "synthetic": synthetic,
-        "cells": cells, "anchor": anchor, "reference": scored["reference"], "inception": scored["inception"],
+        "cells": cells, "paired": scored.get("paired", []), "anchor": anchor, "reference": scored["reference"],
+        "inception": scored["inception"],
         "seconds": {**generated.seconds, "fid": scored["seconds"]},
     }
 

@@ -309,6 +309,14 @@ def generation_conclusion(rec: dict) -> str:
              f"{rec['n_reference']:,} reference training images (generative vs softmax: {detail}). "
              f"The paper reports lower FID for the generative classifier in all 4 cells (N = 50,000); this run "
              f"{verdict} that direction."]
+    boot = [b for b in rec.get("paired", []) if b.get("sd") is not None]
+    if boot:
+        outside = sum(b["ci95"][0] > 0 or b["ci95"][1] < 0 for b in boot)
+        lines.append(f"Sampling spread (paired bootstrap, {boot[0]['n_boot']} replicates, same resampled images "
+                     "for both classifiers, reference fixed): generative - softmax = "
+                     + "; ".join(f"{b['kind']}, {b['steps']} x {b['step_size']:g}: {b['diff']:+.1f} (SD {b['sd']:.1f}, "
+                                 f"95% [{b['ci95'][0]:+.1f}, {b['ci95'][1]:+.1f}])" for b in boot)
+                     + f". {outside} of {len(boot)} differences have an interval that excludes 0.")
     anchor = rec["anchor"]
     lines.append(f"For scale, {anchor['n']:,} real test images score FID(test, train) = {anchor['fid']:.1f} "
                  "against the same reference: roughly what images as close to the training data as real test images "
