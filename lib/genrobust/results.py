@@ -175,14 +175,7 @@ def git_commit(root: Path | None = None) -> str:
 
 # The code this process runs is the code of the commit checked out when genrobust was imported: a long run
 # (a notebook that takes an hour) may see later commits land before it writes its results.
-_IMPORT_COMMIT: str | None = None
-
-
-def _code_commit() -> str:
-    global _IMPORT_COMMIT
-    if _IMPORT_COMMIT is None:
-        _IMPORT_COMMIT = git_commit()
-    return _IMPORT_COMMIT
+_IMPORT_COMMIT: str = git_commit()
 
 
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pytorch-fid", "pyautoattack", "papermill")
@@ -213,7 +206,7 @@ def provenance(config=None, *, data_source: dict | None = None, seed: int | None
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     rec = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _code_commit(),
+        "git_commit": _IMPORT_COMMIT,
         "packages": package_versions(),
         "device": device_info(device),
         "seed": seed,
@@ -299,5 +292,3 @@ def load_classifier(path, device="cpu") -> torch.nn.Module:
         p.requires_grad_(False)  # frozen: attacks take input gradients only
     return model.to(device).eval()
 
-
-_code_commit()  # at import: see _IMPORT_COMMIT

@@ -237,10 +237,10 @@ def notebook_parameters(name: str) -> set[str]:
 
 def _check_parameters(name: str, params: dict) -> None:
     # papermill would inject an unknown name as a new variable that nothing reads: a typo must fail instead
-    unknown = sorted(set(params) - notebook_parameters(name))
+    declared = notebook_parameters(name)
+    unknown = sorted(set(params) - declared)
     if unknown:
-        raise RunError(f"{notebook_path(name).name}: unknown parameter(s) {unknown}; it takes "
-                       f"{sorted(notebook_parameters(name))}")
+        raise RunError(f"{notebook_path(name).name}: unknown parameter(s) {unknown}; it takes {sorted(declared)}")
 
 
 def execute_notebook(name: str, profile: str, parameters: dict | None = None, *, out_dir: Path | None = None,

@@ -136,15 +136,8 @@ def fit(run_dir: Path, *, model, cfg, lr: float, epochs: int, make_batches: Call
     opt = make_optimizer(model, lr, cfg.momentum, cfg.weight_decay)
     sched = make_scheduler(opt, cfg, epochs, steps_per_epoch, lr)
     g = torch.Generator().manual_seed(cfg.seed)
-    start_epoch, best, best_epoch = 0, -math.inf, -1
     last = run_dir / "last.pt"
-    if last.exists():  # resume after the last completed epoch
-        st = load_torch(last)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        g.set_state(st["generator"])
-        start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
+    start_epoch, best, best_epoch = _resume(last, model=model, opt=opt, sched=sched, g=g)
     t_start = time.time()
     bar = tqdm(range(start_epoch, epochs), desc=desc, initial=start_epoch, total=epochs, disable=not progress,
                unit="epoch")
@@ -179,6 +172,19 @@ def fit(run_dir: Path, *, model, cfg, lr: float, epochs: int, make_batches: Call
     return _finish(run_dir, model=model, cfg=cfg, epochs=epochs, best=best, best_epoch=best_epoch,
                    select_key=select_key, run_config=run_config, data_source=data_source, device=device,
                    wall_time_s=time.time() - t_start)
+
+
+def _resume(last: Path, *, model, opt, sched, g) -> tuple[int, float, int]:
+    """Load the resume point ``last`` (last.pt, written by :func:`_end_epoch`) into model, optimizer, scheduler
+    and generator. Returns (first epoch to run, best selection metric, best epoch); (0, -inf, -1) without it."""
+    if not last.exists():
+        return 0, -math.inf, -1
+    st = load_torch(last)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    g.set_state(st["generator"])
+    return st["epoch"] + 1, st["best"], st["best_epoch"]
 
 
 def _selects(epoch: int, epochs: int, every: int) -> bool:
@@ -368,15 +374,10 @@ def train_binaries_fused(profile: Profile, classes=None, data: Prepared | None =
         opt = make_optimizer(model, cfg.lr_for(k), cfg.momentum, cfg.weight_decay)  # bookkeeping: never stepped
         sched = make_scheduler(opt, cfg, cfg.epochs, steps, cfg.lr_for(k))
         g = torch.Generator().manual_seed(cfg.seed)
+        # resume after the last completed epoch (either path wrote last.pt)
+        start, best, best_epoch = _resume(run_dir / "last.pt", model=model, opt=opt, sched=sched, g=g)
         r = dict(k=k, run_config=run_config, run_dir=run_dir, batches=batches, steps=steps, model=model, opt=opt,
-                 sched=sched, g=g, start=0, best=-math.inf, best_epoch=-1)
-        if (run_dir / "last.pt").exists():  # resume after the last completed epoch (either path wrote it)
-            st = load_torch(run_dir / "last.pt")
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            g.set_state(st["generator"])
-            r.update(start=st["epoch"] + 1, best=st["best"], best_epoch=st["best_epoch"])
+                 sched=sched, g=g, start=start, best=best, best_epoch=best_epoch)
         r["select_metrics"], r["select_key"] = _binary_selection(data, cfg, k, device)
         runs.append(r)
     if len({r["start"] for r in runs}) > 1 or len({r["steps"] for r in runs}) > 1:
@@ -388,8 +389,9 @@ def train_binaries_fused(profile: Profile, classes=None, data: Prepared | None =
     # FusedSGD's momentum buffers <-> each class's optimizer state (parameters in named_parameters order)
     fparams = [dict(fused.named_parameters())[n.replace(".", "__")] for n, _ in models[0].named_parameters()]
     if runs[0]["start"] > 0:
+        params = [list(r["model"].parameters()) for r in runs]  # (K, P), the same order as fparams
         for j, fp in enumerate(fparams):
-            bufs = [r["opt"].state.get(list(r["model"].parameters())[j], {}).get("momentum_buffer") for r in runs]
+            bufs = [r["opt"].state.get(ps[j], {}).get("momentum_buffer") for r, ps in zip(runs, params)]
             if all(b is not None for b in bufs):
                 fopt.state[fp]["momentum_buffer"] = torch.stack(bufs).to(device)
     start, steps, epochs, K = runs[0]["start"], runs[0]["steps"], cfg.epochs, len(runs)
