@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--eps 0.5] [--repeats 3] [--threads 1]
+                                       [--device cpu|cuda]
     python benchmarks/bench_attacks.py --estimate cpu [--clean-acc 0.7] [--robust 0.5]
 
 Default mode: the same model (a ResNet18 of width 0.8 (7.2M parameters, the softmax-baseline scale), random init, eval mode, frozen
@@ -46,8 +47,11 @@ def compare(args) -> None:
     import torchattacks
 
     torch.manual_seed(0)
-    model = _frozen(create_model("resnet18", 10, 0.8))
-    x = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    model = _frozen(create_model("resnet18", 10, 0.8)).to(device)
+    x = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     with torch.no_grad():
         y = model(x).argmax(1)
     step = A.default_step_size(args.eps, args.steps)
@@ -60,22 +64,27 @@ def compare(args) -> None:
     for i in range(args.repeats):
         # alternate the order, so that drifting background load does not favour either
         for name, fn in (("ours", ours), ("theirs", theirs))[::1 if i % 2 == 0 else -1]:
+            sync()
             t0, c0 = time.perf_counter(), time.process_time()
             fn()
+            sync()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     diff = (ours() - theirs()).abs().max().item()
     ips = {k: {m: args.batch / statistics.median(v[k]) for m, v in (("wall", wall), ("cpu", cpu))} for k in wall}
+    where = torch.cuda.get_device_name(device) if on_gpu else f"CPU, {torch.get_num_threads()} thread(s)"
     print(f"L2 PGD, resnet18 width 0.8 (7.2M params), batch {args.batch}, {args.steps} steps, eps {args.eps}, "
-          f"step {step:.4g}, {torch.get_num_threads()} thread(s), median of {args.repeats}")
+          f"step {step:.4g}, {where}, median of {args.repeats}")
     print(f"  {'':34s} {'images/s (wall)':>16s} {'images/s (CPU time)':>20s}")
     print(f"  {'genrobust.attacks.pgd_untargeted':34s} {ips['ours']['wall']:16.2f} {ips['ours']['cpu']:20.2f}")
     print(f"  {'torchattacks.PGDL2 ' + torchattacks.__version__:34s} {ips['theirs']['wall']:16.2f} "
           f"{ips['theirs']['cpu']:20.2f}")
     rw, rc = ips["ours"]["wall"] / ips["theirs"]["wall"], ips["ours"]["cpu"] / ips["theirs"]["cpu"]
-    # The verdict uses CPU time: on a shared machine wall time mostly measures the other processes' load.
+    # The verdict uses CPU time on a CPU (on a shared machine wall time mostly measures the other processes'
+    # load) and wall time on a GPU (the host's CPU time there is launch overhead and synchronization waits).
+    r, by = (rw, "wall time") if on_gpu else (rc, "CPU time")
     print(f"  {'ratio ours / torchattacks':34s} {rw:16.2f} {rc:20.2f}  "
-          f"({'OK: not slower' if rc >= 0.97 else 'SLOWER'}, by CPU time)")
+          f"({'OK: not slower' if r >= 0.97 else 'SLOWER'}, by {by})")
     print(f"  max |x_adv ours - x_adv theirs|: {diff:.2e} (same algorithm; float rounding differs)")
 
 
@@ -134,6 +143,7 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable numbers on a shared machine)")
+    ap.add_argument("--device", default="cpu", help="compare mode: cpu or cuda")
     ap.add_argument("--estimate", default=None, metavar="PROFILE", help="estimate notebook 03's attack cost instead")
     ap.add_argument("--clean-acc", type=float, default=0.7, help="--estimate: assumed clean accuracy")
     ap.add_argument("--robust", type=float, default=0.5, help="--estimate: assumed robust fraction of attacked images")

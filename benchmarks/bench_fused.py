@@ -1,12 +1,12 @@
 """Training K = 10 binary models d_k: one after another (sequential) vs together (genrobust.fused), images/s.
 
-One step = every d_k's Eq. 3 update on its own batch of 128 (64 positives + 64 negatives with 2-step L2 PGD,
-eps 0.3): sequential runs objectives.out_distribution_loss + SGD ten times; fused runs one vmapped step of all
+One step = every d_k's Eq. 3 update on its own batch of 128 (64 positives + 64 negatives with 2-step L2 PGD by
+default, ``--pgd-steps 10`` for the paper's; eps 0.3): sequential runs objectives.out_distribution_loss + SGD ten times; fused runs one vmapped step of all
 ten (fused.fused_train_step). Both are measured in this one run on the same random images
 (fused.measure_training_paths), for the paper's ResNet18Thinner (width 0.5) and the cpu profile's width 0.125.
 
     .venv/bin/python benchmarks/bench_fused.py [--device cpu|cuda] [--repeats R] [--warmup W] [--threads N]
-                                               [--widths 0.5,0.125]
+                                               [--widths 0.5,0.125] [--pgd-steps 2]
 
 Defaults: CPU 1 timed step per path and no warm-up (first-call overhead included for both paths alike); on the
 2-vCPU EPYC at 1 thread, sharing the machine with training jobs, width 0.125 took 20 s and width 0.5 230 s
@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: cpu 0, cuda 2)")
     ap.add_argument("--threads", type=int, default=1 if not torch.cuda.is_available() else None)
     ap.add_argument("--widths", default="0.5,0.125", help="comma-separated ResNet18 width multipliers")
+    ap.add_argument("--pgd-steps", type=int, default=PGD_STEPS, help="PGD steps on the negatives (paper: 10)")
     args = ap.parse_args()
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
@@ -43,7 +44,7 @@ def main():
     warmup = args.warmup if args.warmup is not None else (2 if on_gpu else 0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(objective="out", eps=0.3, attack_steps=PGD_STEPS, batch_size=BATCH, lr=0.1, momentum=0.9,
+    cfg = TrainConfig(objective="out", eps=0.3, attack_steps=args.pgd_steps, batch_size=BATCH, lr=0.1, momentum=0.9,
                       weight_decay=1e-4, channels_last=not on_gpu)
     where = (torch.cuda.get_device_name(device) if on_gpu
              else f"CPU ({os.cpu_count()} logical), {torch.get_num_threads()} thread(s)")

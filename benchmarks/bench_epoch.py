@@ -1,0 +1,143 @@
+"""End-to-end training epochs of all K d_k (the real training loop, data pipeline included), fused vs one after
+another, and from them the projected wall time of a profile's whole training (default: the paper profile).
+
+bench_fused.py times the bare vmapped step on tensors already on the device; this runs the loops a user runs,
+genrobust.train.train_binaries_fused and genrobust.train.train_binary, with their per-class batch sampling,
+crop+flip augmentation on the CPU, host->device copies, checkpoints and metrics, on SYNTHETIC images of CIFAR-10's
+shape (genrobust.data.make_synthetic; throughput does not depend on the pixels) in throw-away run directories.
+
+Measured in this one run, for the profile's model, objective, batch, PGD steps and eps:
+  * training images/s of each path: the LAST of ``--epochs`` epochs (the first carries warm-up: cuDNN autotuning,
+    allocator growth), from the ``train_time_s`` that each path writes to metrics.jsonl;
+  * one model-selection evaluation of one d_k (clean + adversarial AUROC, the profile's select_attack_steps) at the
+    profile's own selection size (the paper: the test set's 1,000 class-k images + 1,000 others), seconds.
+Projected training wall time of the profile, path P:
+    epochs x (sum over classes of images per epoch) / (P's images/s)  +  selections x classes x (s per selection)
+where images per epoch follow the profile's batch and CIFAR-10's 5,000 training images per class less the
+validation split, and selections = epochs / select_every. It leaves out the cost of data loading before training
+(seconds) and assumes the measured epoch's speed for all of them.
+
+    .venv/bin/python benchmarks/bench_epoch.py [--device cpu|cuda] [--profile paper] [--paths fused,sequential]
+                                               [--train-per-class 1000] [--epochs 2] [--threads N]
+
+On a GPU (default sizes) it takes about a minute; on this 2-vCPU machine use a small setting, e.g.
+``--profile cpu --train-per-class 200`` (the paper's PGD-10 width-0.5 models take hours here).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+
+from genrobust import train
+from genrobust.config import apply_overrides, get_profile
+
+CIFAR_TRAIN_PER_CLASS = 5000
+CIFAR_TEST_PER_CLASS = 1000
+
+
+def _fmt_h(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def measure_path(path: str, profile, data, device) -> dict:
+    """Train ``profile`` (all its classes) by ``path`` in a fresh run directory; the last epoch's timing."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_epoch_{path}_") as runs:
+        os.environ["GENROBUST_RUNS"] = runs  # runs_dir() reads it at call time: nothing lands in runs/
+        t0 = time.perf_counter()
+        if path == "fused":
+            results = train.train_binaries_fused(profile, data=data, device=device, progress=False)
+        else:
+            results = [train.train_binary(profile, k, data, device=device, progress=False)
+                       for k in profile.train.classes]
+        wall = time.perf_counter() - t0
+    last = [r["metrics"][-1] for r in results]
+    if path == "fused":  # one fused epoch trains every class: its time is each class's train_time_s
+        seconds, images = last[0]["train_time_s"], last[0]["fused_images_per_s"] * last[0]["train_time_s"]
+    else:
+        seconds = sum(m["train_time_s"] for m in last)
+        images = sum(m["images_per_s"] * m["train_time_s"] for m in last)
+    return {"images_per_s": images / seconds, "epoch_s": seconds, "wall_s": wall,
+            "path_written": results[0].get("path", "sequential")}
+
+
+def measure_selection(profile, device, k: int = 0) -> tuple[float, int]:
+    """Seconds of one selection evaluation of a fresh d_k at the profile's selection size (synthetic images of
+    the split's real size), and the number of images it scores."""
+    p = profile
+    test_per_class = CIFAR_TEST_PER_CLASS if p.train.select_on == "test" else max(p.data.val_per_class, 1)
+    n = test_per_class if p.train.select_n is None else min(p.train.select_n, test_per_class)
+    sel = apply_overrides(p, {"data.source": "synthetic", "data.synthetic_train_per_class": n + 1,
+                              "data.synthetic_test_per_class": n, "data.val_per_class": 0,
+                              "data.train_per_class": None, "data.test_per_class": None,
+                              "train.select_on": "test", "train.select_n": None})
+    data = train.prepare_data(sel.data, progress=False)
+    select_metrics, _ = train._binary_selection(data, sel.train, k, device)
+    model = train._seeded_model(p.model.name, 1, p.model.width, 0).to(device).eval()
+    select_metrics(model)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    select_metrics(model)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, 2 * n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--profile", default="paper", help="whose model/objective/PGD/batch to run and project")
+    ap.add_argument("--paths", default="fused,sequential")
+    ap.add_argument("--train-per-class", type=int, default=1000, help="synthetic training images per class")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per path; the last one is timed")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    target = get_profile(args.profile)
+    # the profile's model, objective and step; synthetic data, a few epochs, constant lr (throughput only), no
+    # selection inside the timed loop (measured on its own below)
+    bench = apply_overrides(target, {
+        "data.source": "synthetic", "data.synthetic_train_per_class": args.train_per_class,
+        "data.synthetic_test_per_class": 10, "data.val_per_class": 0, "data.train_per_class": None,
+        "data.test_per_class": None, "train.epochs": args.epochs, "train.lr_schedule": "constant",
+        "train.select_on": "last"})
+    t = target.train
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU ({os.cpu_count()} logical), {torch.get_num_threads()} thread(s)")
+    print(f"profile {target.name}: {target.model.name} width {target.model.width:g}, Eq. {3 if t.objective == 'out' else 9}, "
+          f"batch {t.batch_size}, PGD-{t.attack_steps} at eps {t.eps:g}, K={len(t.classes)}; synthetic data, "
+          f"{args.train_per_class} images/class, {args.epochs} epochs per path (last timed); torch {torch.__version__}, "
+          f"{where}")
+    data = train.prepare_data(bench.data, progress=False)
+    res = {}
+    for path in args.paths.split(","):
+        res[path] = measure_path(path, bench, data, device)
+        print(f"  {path:<11} {res[path]['images_per_s']:9.1f} img/s  (epoch {res[path]['epoch_s']:.1f} s, "
+              f"run {res[path]['wall_s']:.1f} s in all)")
+    if {"fused", "sequential"} <= res.keys():
+        print(f"  fused / sequential: {res['fused']['images_per_s'] / res['sequential']['images_per_s']:.2f}x "
+              f"(end to end, same run)")
+    sel_s, sel_n = measure_selection(target, device)
+    print(f"  one selection evaluation of a d_k ({sel_n} images, clean + PGD-{t.select_attack_steps}): {sel_s:.2f} s")
+    # the projection: the target profile's epochs, classes and images per epoch at the measured rates
+    per_class = target.data.train_per_class or (CIFAR_TRAIN_PER_CLASS - target.data.val_per_class)
+    half = t.batch_size // 2
+    img_per_epoch = len(t.classes) * (per_class // half) * t.batch_size  # balanced batches: steps x batch per class
+    n_select = -(-t.epochs // t.select_every) if t.select_on != "last" else 0
+    select_total = n_select * len(t.classes) * sel_s
+    print(f"projected {target.name} training ({len(t.classes)} classes x {t.epochs} epochs x "
+          f"{img_per_epoch // len(t.classes):,} images, {n_select} selections per class) on this device:")
+    for path, r in res.items():
+        train_s = t.epochs * img_per_epoch / r["images_per_s"]
+        print(f"  {path:<11} {_fmt_h(train_s + select_total):>9}  (training {_fmt_h(train_s)}, selection "
+              f"{_fmt_h(select_total)})")
+
+
+if __name__ == "__main__":
+    main()
