@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--eps 0.5] [--repeats 3] [--threads 1]
-                                       [--device cpu|cuda]
+                                       [--device cpu|cuda] [--no-tf32]
     python benchmarks/bench_attacks.py --estimate cpu [--clean-acc 0.7] [--robust 0.5]
 
 Default mode: the same model (a ResNet18 of width 0.8 (7.2M parameters, the softmax-baseline scale), random init, eval mode, frozen
@@ -52,6 +52,8 @@ def compare(args) -> None:
     model = _frozen(create_model("resnet18", 10, 0.8)).to(device)
     x = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     with torch.no_grad():
         y = model(x).argmax(1)
     step = A.default_step_size(args.eps, args.steps)
@@ -72,7 +74,8 @@ def compare(args) -> None:
             cpu[name].append(time.process_time() - c0)
     diff = (ours() - theirs()).abs().max().item()
     ips = {k: {m: args.batch / statistics.median(v[k]) for m, v in (("wall", wall), ("cpu", cpu))} for k in wall}
-    where = torch.cuda.get_device_name(device) if on_gpu else f"CPU, {torch.get_num_threads()} thread(s)"
+    where = (f"{torch.cuda.get_device_name(device)}, TF32 convolutions {torch.backends.cudnn.allow_tf32}" if on_gpu
+             else f"CPU, {torch.get_num_threads()} thread(s)")
     print(f"L2 PGD, resnet18 width 0.8 (7.2M params), batch {args.batch}, {args.steps} steps, eps {args.eps}, "
           f"step {step:.4g}, {where}, median of {args.repeats}")
     print(f"  {'':34s} {'images/s (wall)':>16s} {'images/s (CPU time)':>20s}")
@@ -144,6 +147,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable numbers on a shared machine)")
     ap.add_argument("--device", default="cpu", help="compare mode: cpu or cuda")
+    ap.add_argument("--no-tf32", action="store_true", help="cuda: convolutions in full float32 (TF32 off)")
     ap.add_argument("--estimate", default=None, metavar="PROFILE", help="estimate notebook 03's attack cost instead")
     ap.add_argument("--clean-acc", type=float, default=0.7, help="--estimate: assumed clean accuracy")
     ap.add_argument("--robust", type=float, default=0.5, help="--estimate: assumed robust fraction of attacked images")

@@ -48,7 +48,7 @@ def main():
                       weight_decay=1e-4, channels_last=not on_gpu)
     where = (torch.cuda.get_device_name(device) if on_gpu
              else f"CPU ({os.cpu_count()} logical), {torch.get_num_threads()} thread(s)")
-    print(f"Eq. 3 step of K={K} binary models, batch {BATCH} each ({BATCH // 2} pos + {BATCH // 2} PGD-{PGD_STEPS} "
+    print(f"Eq. 3 step of K={K} binary models, batch {BATCH} each ({BATCH // 2} pos + {BATCH // 2} PGD-{args.pgd_steps} "
           f"neg), torch {torch.__version__}, {where}; {warmup} warm-up + {repeats} timed step(s) per path")
     print(f"{'model':<30}{'params/model':>13}{'seq img/s':>11}{'fused img/s':>13}{'fused/seq':>11}{'s total':>9}")
     for width in (float(w) for w in args.widths.split(",")):

@@ -4,7 +4,10 @@ Measures, in one run on this machine: ResNet18Thinner (the paper's d_k, width 0.
 (the cpu profile's width), with the paper's PGD-10 and the cpu profile's PGD-2, batch 128 (64 positives + 64 negatives),
 channels_last on and off; and the share of step time spent in the attack vs the update.
 
-    .venv/bin/python benchmarks/bench_train.py [--threads N] [--repeats R] [--device cpu|cuda]
+    .venv/bin/python benchmarks/bench_train.py [--threads N] [--repeats R] [--device cpu|cuda] [--amp]
+
+--amp adds a row per setting with the step under bf16 autocast (contiguous layout), its ratio to float32. It
+measures speed only; whether bf16 keeps the attack's strength is benchmarks/bench_amp.py's question.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from genrobust.models import create_model
 from genrobust.objectives import _bce_on, perturb_negatives
 
 
-def measure(width, steps, channels_last, device, repeats, batch=128):
+def measure(width, steps, channels_last, device, repeats, batch=128, amp=False):
+    """(images/s, attack share of step time); amp: attack and update under bf16 autocast (weights, optimizer
+    and the loss's reduction stay float32, as torch.autocast does)."""
     cfg = apply_overrides(get_profile("cpu"), {"train.attack_steps": steps, "train.channels_last": channels_last}).train
     model = create_model("resnet18", 1, width).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -36,10 +41,12 @@ def measure(width, steps, channels_last, device, repeats, batch=128):
         model.train()
         sync()
         t0 = time.perf_counter()
-        x_neg = perturb_negatives(model, x[batch // 2:], cfg, g)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            x_neg = perturb_negatives(model, x[batch // 2:], cfg, g)
         sync()
         t1 = time.perf_counter()
-        loss, _ = _bce_on(model, x[:batch // 2], x_neg)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, _ = _bce_on(model, x[:batch // 2], x_neg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -57,6 +64,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--amp", action="store_true", help="also time the step under bf16 autocast (contiguous layout)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,6 +80,10 @@ def main():
             fast, share = measure(width, steps, True, device, args.repeats)
             print(f"{name:<28}{steps:>5}{'no':>9}{base:>9.1f}")
             print(f"{name:<28}{steps:>5}{'yes':>9}{fast:>9.1f}{100 * share:>9.0f}%{fast / base:>14.2f}x")
+            if args.amp:
+                amp, share = measure(width, steps, False, device, args.repeats, amp=True)
+                print(f"{name:<28}{steps:>5}{'no':>9}{amp:>9.1f}{100 * share:>9.0f}%{amp / base:>14.2f}x  "
+                      f"<- bf16 autocast")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Fused K-model training (genrobust.fused) against the sequential reference: the objective code of
 genrobust.objectives run model by model, with torch.optim.SGD per model and train.make_scheduler's learning rates."""
 import copy
+import os
 
 import pytest
 import torch
@@ -12,6 +13,20 @@ from genrobust.models import create_model
 
 K, N = 3, 4  # 3 models, 4 positives + 4 negatives each (batch 8)
 TOL = 1e-5
+# The equivalence tests run on the CPU in CI; GENROBUST_TEST_DEVICE=cuda runs them on a GPU (with TF32 off: they
+# check that fused and sequential compute the same arithmetic, not TF32's 10-bit rounding of either).
+DEVICE = torch.device(os.environ.get("GENROBUST_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture
+def on_device():
+    if DEVICE.type != "cuda":
+        yield DEVICE
+        return
+    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield DEVICE
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
 
 
 def _models(name, width, dtype=torch.float64):
@@ -76,13 +91,13 @@ def _fused(fm, x_pos, x_neg, cfg, steps):
     # rounding (batch-8 BN statistics, normalized L2 attack steps) to ~2e-5, so float32 is held to one step
     ("resnet18", 0.125, "out", torch.float32, 1),
 ])
-def test_fused_matches_sequential(name, width, objective, dtype, steps):
+def test_fused_matches_sequential(name, width, objective, dtype, steps, on_device):
     """Same loss, same per-model parameter gradients, same BN running stats and the same weights after SGD steps
     (momentum, weight decay, per-class lr; with 2 steps also an lr drop) as K separate runs of the objective code."""
     cfg = _cfg(objective)
-    models = _models(name, width, dtype)
+    models = [m.to(on_device) for m in _models(name, width, dtype)]
     fm = gf.FusedBinaryModels(copy.deepcopy(models))
-    x_pos, x_neg = _batches(dtype=dtype)
+    x_pos, x_neg = (x.to(on_device) for x in _batches(dtype=dtype))
     ref_loss, ref_grads = _sequential(models, x_pos, x_neg, cfg, steps=steps)
     loss, stats, grads = _fused(fm, x_pos, x_neg, cfg, steps=steps)
 
@@ -99,12 +114,12 @@ def test_fused_matches_sequential(name, width, objective, dtype, steps):
     assert [int(v) for n, v in fm.model_state_dict(0).items() if n.endswith("num_batches_tracked")][0] == steps
 
 
-def test_comparison_detects_a_mixed_up_batch():
+def test_comparison_detects_a_mixed_up_batch(on_device):
     """Negative control: giving model 0 model 1's negatives changes model 0's gradient far beyond the tolerance
     (so the equality above is not vacuous), and leaves the other models' gradients as they were."""
     cfg = _cfg("out")
-    x_pos, x_neg = _batches()
-    fm = gf.FusedBinaryModels(_models("small_cnn", 0.5))
+    x_pos, x_neg = (x.to(on_device) for x in _batches())
+    fm = gf.FusedBinaryModels(_models("small_cnn", 0.5)).to(on_device)
     _, _, grads = _fused(copy.deepcopy(fm), x_pos, x_neg, cfg, steps=1)
     swapped = x_neg.clone()
     swapped[0] = x_neg[1]

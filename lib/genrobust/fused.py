@@ -249,8 +249,9 @@ def fused_train_step(fused: FusedBinaryModels, opt: torch.optim.Optimizer, x_pos
 # 8.7 vs 16.3 img/s) and 0.41x (width 0.125: 106 vs 259 img/s) of the sequential images/s -- on CPU the grouped
 # convolutions are no faster than K separate ones, and vmap's layout copies and its batch-norm rule add ~40%
 # (torch.profiler). On CUDA the K small per-model kernels of a width-0.5 ResNet18 at batch 64-128 leave the GPU
-# mostly idle and the fused kernels are K times larger; this is the expected winner there but NOT yet measured in
-# this project: run bench_fused.py --device cuda, or choose_training_path(..., measure=True), on the GPU.
+# mostly idle and the fused kernels are K times larger. Measured on one H100 (torch 2.11, 2026-11-26; logs in
+# benchmarks/logs/h100-2026-11-26): fused 2.50x sequential for the paper's step (width 0.5, PGD-10), 2.24x with
+# PGD-2, 3.89x at width 0.125, and 2.41x end to end (bench_epoch.py: the training loops with their data pipeline).
 PATH_RULE = {"cpu": "sequential", "cuda": "fused"}
 
 
