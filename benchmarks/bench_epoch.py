@@ -18,7 +18,7 @@ validation split, and selections = epochs / select_every. It leaves out the cost
 (seconds) and assumes the measured epoch's speed for all of them.
 
     .venv/bin/python benchmarks/bench_epoch.py [--device cpu|cuda] [--profile paper|cpu] [--paths fused,sequential]
-                                               [--train-per-class N] [--epochs E] [--threads N]
+                                               [--train-per-class N] [--epochs E] [--threads N] [--softmax]
 
 Defaults: on a GPU the paper profile, 1,000 images per class, 2 epochs (47 s on an H100); on a CPU the cpu
 profile, 200 images per class, 1 epoch (warm-up included; about 45 s on the 2-vCPU machine), since the paper's
@@ -65,6 +65,15 @@ def measure_path(path: str, profile, data, device) -> dict:
             "path_written": results[0].get("path", "sequential")}
 
 
+def measure_softmax(profile, data, device) -> dict:
+    """Train the profile's softmax PGD-AT baseline in a fresh run directory; the last epoch's timing."""
+    with tempfile.TemporaryDirectory(prefix="bench_epoch_softmax_") as runs:
+        os.environ["GENROBUST_RUNS"] = runs
+        result = train.train_softmax(profile, data, device=device, progress=False)
+    last = result["metrics"][-1]
+    return {"images_per_s": last["images_per_s"], "epoch_s": last["train_time_s"]}
+
+
 def measure_selection(profile, device, k: int = 0) -> tuple[float, int]:
     """Seconds of one selection evaluation of a fresh d_k at the profile's selection size (synthetic images of
     the split's real size), and the number of images it scores."""
@@ -100,6 +109,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2 if gpu else 1,
                     help="epochs per path; the last one is timed (default: 2 on a GPU, 1 on a CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--softmax", action="store_true", help="also time and project the softmax PGD-AT baseline")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,7 +121,8 @@ def main() -> None:
         "data.source": "synthetic", "data.synthetic_train_per_class": args.train_per_class,
         "data.synthetic_test_per_class": 10, "data.val_per_class": 0, "data.train_per_class": None,
         "data.test_per_class": None, "train.epochs": args.epochs, "train.lr_schedule": "constant",
-        "train.select_on": "last"})
+        "train.select_on": "last", "softmax.epochs": args.epochs, "softmax.lr_schedule": "constant",
+        "softmax.select_on": "last"})
     t = target.train
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU ({os.cpu_count()} logical), {torch.get_num_threads()} thread(s)")
@@ -142,6 +153,15 @@ def main() -> None:
         train_s = t.epochs * img_per_epoch / r["images_per_s"]
         print(f"  {path:<11} {_fmt_h(train_s + select_total):>9}  (training {_fmt_h(train_s)}, selection "
               f"{_fmt_h(select_total)})")
+    if args.softmax:
+        sm, sc = measure_softmax(bench, data, device), target.softmax
+        n_train = len(t.classes) * per_class // sc.batch_size * sc.batch_size  # full batches per epoch
+        train_s = sc.epochs * n_train / sm["images_per_s"]
+        print(f"softmax baseline ({sc.model} width {sc.width:g}, PGD-{sc.attack_steps} at eps {sc.eps:g}, batch "
+              f"{sc.batch_size}): {sm['images_per_s']:.1f} img/s (epoch {sm['epoch_s']:.1f} s on "
+              f"{args.train_per_class * len(t.classes):,} synthetic training images)")
+        print(f"  projected {target.name} softmax training ({sc.epochs} epochs x {n_train:,} images): "
+              f"{_fmt_h(train_s)} (its per-epoch selection, {sc.select_on} split at 50 images per class, left out)")
 
 
 if __name__ == "__main__":

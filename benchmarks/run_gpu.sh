@@ -25,7 +25,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
       'tf32 matmul', torch.backends.cuda.matmul.allow_tf32)" 2>&1 | tee -a "$OUT/gpu.log"
 run fused_pgd2 80 benchmarks/bench_fused.py --device cuda --widths 0.5,0.125
 run fused_pgd10 80 benchmarks/bench_fused.py --device cuda --widths 0.5 --pgd-steps 10
-run epoch_paper 150 benchmarks/bench_epoch.py --device cuda --profile paper
+run epoch_paper 200 benchmarks/bench_epoch.py --device cuda --profile paper --softmax
 run train_step 90 benchmarks/bench_train.py --device cuda --amp
 run amp 60 benchmarks/bench_amp.py --device cuda
 run attacks 45 benchmarks/bench_attacks.py --device cuda
