@@ -142,7 +142,9 @@ def main() -> None:
     sel_s, sel_n = measure_selection(target, device)
     print(f"  one selection evaluation of a d_k ({sel_n} images, clean + PGD-{t.select_attack_steps}): {sel_s:.2f} s")
     # the projection: the target profile's epochs, classes and images per epoch at the measured rates
-    per_class = target.data.train_per_class or (CIFAR_TRAIN_PER_CLASS - target.data.val_per_class)
+    available = (target.data.synthetic_train_per_class if target.data.source == "synthetic"
+                 else CIFAR_TRAIN_PER_CLASS)  # training images per class before the validation split
+    per_class = target.data.train_per_class or (available - target.data.val_per_class)
     half = t.batch_size // 2
     img_per_epoch = len(t.classes) * (per_class // half) * t.batch_size  # balanced batches: steps x batch per class
     n_select = -(-t.epochs // t.select_every) if t.select_on != "last" else 0
