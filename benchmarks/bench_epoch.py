@@ -27,6 +27,7 @@ PGD-10 width-0.5 models take hours there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -35,6 +36,7 @@ import torch
 
 from genrobust import train
 from genrobust.config import apply_overrides, get_profile
+from genrobust.fused import _timed  # warm-up, then synchronized timing (the fused benchmarks' timer)
 
 CIFAR_TRAIN_PER_CLASS = 5000
 CIFAR_TEST_PER_CLASS = 1000
@@ -44,10 +46,25 @@ def _fmt_h(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+@contextlib.contextmanager
+def _throwaway_runs(name: str):
+    """Point genrobust's run directory (runs_dir() reads $GENROBUST_RUNS at call time) at a temporary one, so
+    that nothing lands in runs/ and no earlier run is found and reused; restore the variable afterwards."""
+    before = os.environ.get("GENROBUST_RUNS")
+    with tempfile.TemporaryDirectory(prefix=f"bench_epoch_{name}_") as runs:
+        os.environ["GENROBUST_RUNS"] = runs
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["GENROBUST_RUNS"]
+            else:
+                os.environ["GENROBUST_RUNS"] = before
+
+
 def measure_path(path: str, profile, data, device) -> dict:
     """Train ``profile`` (all its classes) by ``path`` in a fresh run directory; the last epoch's timing."""
-    with tempfile.TemporaryDirectory(prefix=f"bench_epoch_{path}_") as runs:
-        os.environ["GENROBUST_RUNS"] = runs  # runs_dir() reads it at call time: nothing lands in runs/
+    with _throwaway_runs(path):
         t0 = time.perf_counter()
         if path == "fused":
             results = train.train_binaries_fused(profile, data=data, device=device, progress=False)
@@ -57,18 +74,15 @@ def measure_path(path: str, profile, data, device) -> dict:
         wall = time.perf_counter() - t0
     last = [r["metrics"][-1] for r in results]
     if path == "fused":  # one fused epoch trains every class: its time is each class's train_time_s
-        seconds, images = last[0]["train_time_s"], last[0]["fused_images_per_s"] * last[0]["train_time_s"]
-    else:
-        seconds = sum(m["train_time_s"] for m in last)
-        images = sum(m["images_per_s"] * m["train_time_s"] for m in last)
-    return {"images_per_s": images / seconds, "epoch_s": seconds, "wall_s": wall,
-            "path_written": results[0].get("path", "sequential")}
+        return {"images_per_s": last[0]["fused_images_per_s"], "epoch_s": last[0]["train_time_s"], "wall_s": wall}
+    seconds = sum(m["train_time_s"] for m in last)
+    images = sum(m["images_per_s"] * m["train_time_s"] for m in last)  # each class's images in its epoch
+    return {"images_per_s": images / seconds, "epoch_s": seconds, "wall_s": wall}
 
 
 def measure_softmax(profile, data, device) -> dict:
     """Train the profile's softmax PGD-AT baseline in a fresh run directory; the last epoch's timing."""
-    with tempfile.TemporaryDirectory(prefix="bench_epoch_softmax_") as runs:
-        os.environ["GENROBUST_RUNS"] = runs
+    with _throwaway_runs("softmax"):
         result = train.train_softmax(profile, data, device=device, progress=False)
     last = result["metrics"][-1]
     return {"images_per_s": last["images_per_s"], "epoch_s": last["train_time_s"]}
@@ -87,14 +101,7 @@ def measure_selection(profile, device, k: int = 0) -> tuple[float, int]:
     data = train.prepare_data(sel.data, progress=False)
     select_metrics, _ = train._binary_selection(data, sel.train, k, device)
     model = train._seeded_model(p.model.name, 1, p.model.width, 0).to(device).eval()
-    select_metrics(model)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    select_metrics(model)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0, 2 * n
+    return _timed(lambda: select_metrics(model), device, warmup=1, repeats=1), 2 * n
 
 
 def main() -> None:

@@ -291,4 +291,3 @@ def load_classifier(path, device="cpu") -> torch.nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)  # frozen: attacks take input gradients only
     return model.to(device).eval()
-
