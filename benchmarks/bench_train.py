@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from genrobust.config import apply_overrides, get_profile
-from genrobust.models import create_model
-from genrobust.objectives import _bce_on, perturb_negatives
+from genrobust.core.config import apply_overrides, get_profile
+from genrobust.core.models import create_model
+from genrobust.core.objectives import _bce_on, perturb_negatives
 
 
 def measure(width, steps, channels_last, device, repeats, batch=128, amp=False):

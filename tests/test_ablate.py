@@ -9,8 +9,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from genrobust import ablate, evaluate, models, plots, report
-from genrobust.config import ConfigError, apply_overrides, get_profile, to_dict
+from genrobust.core import metrics, models, scoring
+from genrobust.measure import ablate
+from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, resolve_profile
+from genrobust.reporting import metrics_files, plots, tables
+from genrobust.core.config import ConfigError, apply_overrides, get_profile, to_dict
 
 # the smoke ablation, shrunk further: 3 train steps per run, 16 test images per side
 TINY = {"data.synthetic_train_per_class": 72, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
@@ -44,26 +47,26 @@ def test_sweep_points_cover_figures_and_share_runs():
 
 
 def test_ablation_config_validation_and_notebook_names():
-    cfg = ablate.resolve_profile("smoke", widths=[0.25, 0.5], train_per_class=50, epochs=3, workers=1)
+    cfg = resolve_profile("smoke", dict(widths=[0.25, 0.5], train_per_class=50, epochs=3, workers=1), NOTEBOOK_PARAMETERS["05_ablations"])
     assert cfg.ablation.widths == (0.25, 0.5) and cfg.workers == 1
     b = ablate.base_profile(cfg)
     assert (b.data.train_per_class, b.train.epochs, b.train.weight_decay) == (50, 3, 1e-4)
     assert b.train.classes == (0,)
     with pytest.raises(ConfigError, match="ablation.widths"):
-        ablate.resolve_profile("smoke", widths=[0.5, 0.5])
+        resolve_profile("smoke", dict(widths=[0.5, 0.5]), NOTEBOOK_PARAMETERS["05_ablations"])
     with pytest.raises(ConfigError, match="ablation.augmentations"):
-        ablate.resolve_profile("smoke", augmentations=["mixup"])
+        resolve_profile("smoke", dict(augmentations=["mixup"]), NOTEBOOK_PARAMETERS["05_ablations"])
     with pytest.raises(ConfigError, match="unknown parameter"):
-        ablate.resolve_profile("smoke", width_list=[0.5])
+        resolve_profile("smoke", dict(width_list=[0.5]), NOTEBOOK_PARAMETERS["05_ablations"])
 
 
 def test_binary_auroc_scores_match_binary_auroc():
     torch.manual_seed(0)
     model = models.create_model("small_cnn", 1, 0.5).eval()
     x = torch.rand(24, 3, 32, 32)
-    scores = evaluate.binary_auroc_scores(model, x[:12], x[12:], (0.0, 0.5), steps=2, seed=3)
-    ref = evaluate.binary_auroc(model, x[:12], x[12:], (0.0, 0.5), steps=2, seed=3)
-    assert {e: evaluate.auroc(*scores[e]) for e in scores} == ref
+    scores = scoring.binary_auroc_scores(model, x[:12], x[12:], (0.0, 0.5), steps=2, seed=3)
+    ref = scoring.binary_auroc(model, x[:12], x[12:], (0.0, 0.5), steps=2, seed=3)
+    assert {e: metrics.auroc(*scores[e]) for e in scores} == ref
     # the adversarial scenario pushes positives down and negatives up
     assert scores[0.5][0].mean() < scores[0.0][0].mean() and scores[0.5][1].mean() > scores[0.0][1].mean()
 
@@ -72,7 +75,7 @@ def test_bootstrap_auroc_is_roc_auc_on_each_resample_and_paired():
     rng = np.random.default_rng(1)
     p, q = rng.integers(0, 5, 30).astype(float), rng.integers(0, 4, 20).astype(float)  # many ties
     q2 = q + rng.normal(0, 0.5, 20)
-    boot = evaluate.bootstrap_auroc([(p, q), (p, q2), (p, q)], n_boot=50, seed=7)
+    boot = metrics.bootstrap_auroc([(p, q), (p, q2), (p, q)], n_boot=50, seed=7)
     assert boot.shape == (50, 3)
     np.testing.assert_array_equal(boot[:, 0], boot[:, 2])  # same resamples for every pair
     # each resample is a vector of draw counts: AUROC with those counts as sample weights
@@ -83,13 +86,13 @@ def test_bootstrap_auroc_is_roc_auc_on_each_resample_and_paired():
         ref = roc_auc_score(np.r_[np.ones(30), np.zeros(20)], np.r_[p, q2], sample_weight=np.r_[w_pos[b], w_neg[b]])
         assert boot[b, 1] == pytest.approx(ref, abs=1e-12)
     with pytest.raises(ValueError, match="same positives"):
-        evaluate.bootstrap_auroc([(p, q), (p[:5], q)])
+        metrics.bootstrap_auroc([(p, q), (p[:5], q)])
 
 
 def _record(fig, setting, seed, pos, neg, eps=(0.0, 0.5)):
     """A scored point with given (per eps) score arrays."""
     return {"figure": fig, "setting": setting, "seed": seed, "eps": list(eps), "run": f"{setting}-{seed}",
-            "auroc": [evaluate.auroc(torch.as_tensor(p), torch.as_tensor(n)) for p, n in zip(pos, neg)],
+            "auroc": [metrics.auroc(torch.as_tensor(p), torch.as_tensor(n)) for p, n in zip(pos, neg)],
             "scores_pos": [list(map(float, p)) for p in pos], "scores_neg": [list(map(float, n)) for n in neg]}
 
 
@@ -166,19 +169,19 @@ def test_sweep_end_to_end_inline(tmp_runs, monkeypatch):
     assert claims["fig7_augmentation"]["verdict"] == "not tested"
     for c in claims.values():
         assert c["verdict"] in ("supported", "contradicted", "inconclusive", "not tested")
-    text = ablate.conclusion(cfg, claims, "fig6")
+    text = tables.ablation_conclusion(cfg, claims, "fig6")
     assert "Paper (Figure 6)" in text and "SYNTHETIC" in text
     fig = plots.ablation_auroc(table, "fig5", path=tmp_runs / "fig5.png")
     assert (tmp_runs / "fig5.png").stat().st_size > 0 and len(fig.axes[0].get_lines()) >= 4
     est = ablate.estimate_runtime(cfg, images_per_s=350)
-    path = report.write_ablation_metrics(cfg, records, table, claims, estimate=est, checks=[], wall_time_s=1.0)
+    path = metrics_files.write_ablation_metrics(cfg, records, table, claims, estimate=est, checks=[], wall_time_s=1.0)
     saved = json.loads(open(path).read())
     assert path.endswith("smoke/05_ablations.json")
     assert saved["provenance"]["config"]["ablation"]["widths"] == [0.5, 1.0]
     assert saved["provenance"]["data_source"]["synthetic"] is True
     assert "scores_pos" not in saved["points"][0] and len(saved["points"][0]["ci_lo"]) == 2
     # a second call trains and scores nothing
-    monkeypatch.setattr("genrobust.train.train_binary", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("genrobust.measure.ablate.train_binary", lambda *a, **k: pytest.fail("retrained"))
     again = ablate.run_sweep(cfg, progress=False)
     assert [x["auroc"] for x in again] == [x["auroc"] for x in records]
 
@@ -190,7 +193,6 @@ def test_job_function_is_picklable_and_seeds_the_init(tmp_runs):
     pt = ablate.sweep_points(cfg)[0]
     torch.manual_seed(123)  # what ran before must not matter
     a = ablate._ablation_job(to_dict(ablate.point_profile(cfg, pt)), spec)
-    state = torch.get_rng_state()
     ablate.eval_path(ablate.point_profile(cfg, pt), spec).unlink()
     shutil.rmtree(tmp_runs / "runs" / "binary")
     torch.manual_seed(456)

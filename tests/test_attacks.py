@@ -1,4 +1,4 @@
-"""Tests of genrobust.attacks: the per-norm pieces, the state guarantees of every attack (mode, .grad, buffers,
+"""Tests of genrobust.core.attacks: the per-norm pieces, the state guarantees of every attack (mode, .grad, buffers,
 global RNG, norm ball, [0, 1], determinism), attack strength on a tiny undefended model, and the Eq. 11-12 attack's
 sub-model usage and selection. Everything runs on CPU in well under a minute (tiny models, few steps)."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genrobust import attacks as A
-from genrobust.attacks import AttackError
-from genrobust.models import GenerativeClassifier, create_model
+from genrobust.core import attacks as A
+from genrobust.core.attacks import AttackError
+from genrobust.core.models import GenerativeClassifier, create_model
 
 
 

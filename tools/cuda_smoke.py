@@ -23,8 +23,13 @@ import time
 
 import torch
 
-from genrobust import calibrate, evaluate, fused, generate, train
-from genrobust.config import get_profile
+from genrobust.data import prepare_data
+from genrobust.measure import accuracy as evaluate
+from genrobust.measure import generate
+from genrobust.measure.checks import masking_checks
+from genrobust.pipeline.classifiers import ensure_classifiers, load_classifiers
+from genrobust.training import binary, calibrate, fused, softmax
+from genrobust.core.config import get_profile
 
 
 def pipeline(device: torch.device) -> dict:
@@ -37,33 +42,33 @@ def pipeline(device: torch.device) -> dict:
         out["times"][name] = now - t
         t = now
 
-    data = train.prepare_data(profile.data, progress=False)
+    data = prepare_data(profile.data, progress=False)
     path = fused.choose_training_path(device)
     if path == "fused":
-        binaries = train.train_binaries_fused(profile, data=data, device=device, progress=False)
+        binaries = binary.train_binaries_fused(profile, data=data, device=device, progress=False)
     else:
-        binaries = [train.train_binary(profile, k, data, device=device, progress=False)
+        binaries = [binary.train_binary(profile, k, data, device=device, progress=False)
                     for k in profile.train.classes]
     out["path"] = path
     out["d_k best val adv AUROC (mean)"] = sum(r["best_metric"] for r in binaries) / len(binaries)
     lap("train d_k")
-    train.train_softmax(profile, data, device=device, progress=False)
+    softmax.train_softmax(profile, data, device=device, progress=False)
     lap("train softmax")
     cal = calibrate.calibrate(profile, data, device=device, progress=False)
     out["calibrated test accuracy"] = cal["accuracy"]["test_after"]
     lap("calibrate")
-    paths = evaluate.classifier_checkpoints(profile, data)
+    paths = ensure_classifiers(profile, data=data, train_missing=False)
     x, y = evaluate.evaluation_set(data, profile.eval, device=device)
     records = evaluate.evaluate_classifiers(paths, x, y, profile.eval, device=device, progress=False)
     for row in evaluate.accuracy_rows(records):
         if row["role"] == "clean" or (row["role"] == "worst case" and row["eps"] > 0):
             out[f"{row['classifier']} {row['role']} eps {row['eps']:g}"] = row["accuracy"]
-    checks = evaluate.masking_checks(records, profile.eval)
+    checks = masking_checks(records, profile.eval)
     out["masking checks passed"] = f"{sum(c['passed'] is True for c in checks)}/{len(checks)}"
     out["checks not passed"] = ", ".join(f"{c['classifier'][:3]}:{c['check']}" for c in checks
                                          if c["passed"] is not True) or "-"
     lap("evaluate (03)")
-    classifiers = generate.load_classifiers(profile, data)
+    classifiers = load_classifiers(profile, ("generative", "softmax"), data, train_missing=False)
     generated = generate.generate(profile.gen, data, classifiers, device=device, progress=False)
     out["generation cells"] = len(generated.checks)
     out["generation: min target-hit rate"] = min(c["target_rate"] for c in generated.checks)

@@ -1,13 +1,20 @@
 """genrobust: reproducible companion to *Generative Robust Classification* (Yin).
 
-Modules, in the order data flows: config, data, models, attacks, objectives (Eq. 3, Eq. 9), train (and fused: all K
-d_k in one vmapped step), calibrate (Eq. 7), evaluate, plots, report, results, runner. ``load_classifier(path)`` is
-the evaluation contract.
+The package is seven rooms with one import direction (README, "Layout"):
+core <- store <- data <- training <- measure <- {pipeline, reporting} <- cli and notebooks.
+``load_classifier(path)`` is the evaluation contract. For notebooks, the modules they use most are also reachable
+by short names (``gr.tables``, ``gr.plots``, ``gr.accuracy``, ``gr.generate``, ``gr.ablate``, ``gr.paper``...).
 """
-from . import (attacks, calibrate, config, data, evaluate, fused, models, objectives, paper, plots, report, results,
-               runner, train)
-from .results import load_classifier
+from . import core, data, measure, pipeline, reporting, store, training
+from .core import attacks, config, models, paper, registry
+from .measure import ablate, accuracy, checks, fid, generate
+from .pipeline import classifiers, params
+from .reporting import metrics_files, plots, report, tables
+from .store.checkpoints import load_classifier, load_model
+from .store.paths import results_dir
+from .training import calibrate
 
-__all__ = ["attacks", "calibrate", "config", "data", "evaluate", "fused", "models", "objectives", "paper", "plots",
-           "report", "results", "runner", "train", "load_classifier"]
+__all__ = ["core", "store", "data", "training", "measure", "pipeline", "reporting", "attacks", "config", "models",
+           "paper", "registry", "ablate", "accuracy", "checks", "fid", "generate", "classifiers", "params",
+           "metrics_files", "plots", "report", "tables", "calibrate", "load_classifier", "load_model", "results_dir"]
 __version__ = "0.1.0"

@@ -1,0 +1,278 @@
+"""Clean and robust accuracy of a classifier (Section 3.2, Tab. 1, Fig. 1): the paper's protocol (PGD on
+cross-entropy, Eq. 10, for the softmax classifier; the adaptive attack of Eq. 11-12 for the generative one) over an
+eps grid, AutoAttack's standard attacks and the multi-targeted margin attack at one eps, the extra runs of the
+masking checks (:mod:`genrobust.measure.checks`), and the per-example worst case over all of them.
+
+An evaluation record (:func:`evaluate_classifier`) is plain JSON: per run the attack, its settings and the robust
+flags of every example as a '0'/'1' string, so tables, worst cases and checks can be rebuilt from the results file
+without rerunning anything. Runs evaluate a *prefix* of one seeded permutation of the test set (the paper's attacks
+the first n_test images, the strong attacks and masking runs the first n_strong), so any two runs share their first
+min(n) examples and the worst case per example is well defined there. Which attacks exist, their labels and which
+classifier each applies to come from the registry (:data:`genrobust.core.registry.ATTACKS`).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..core.attacks import default_step_size
+from ..core.config import EvalConfig
+from ..core.metrics import wilson_interval
+from ..core.models import GenerativeClassifier
+from ..core.registry import ATTACK_LABELS, ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, attack_spec
+from ..data.batches import to_float
+from ..store.checkpoints import load_classifier
+
+
+class EvaluationError(RuntimeError):
+    """An attack broke its contract (perturbation outside the eps-ball or [0, 1]) or an unknown attack name."""
+
+
+def classifier_kind(model) -> str:
+    """'generative' for a GenerativeClassifier (Eq. 7), else 'softmax'."""
+    return "generative" if isinstance(model, GenerativeClassifier) else "softmax"
+
+
+def eval_indices(n_total: int, n: int, seed: int) -> torch.Tensor:
+    """The first min(n, n_total) indices of a seeded permutation of range(n_total): (n,) int64. Prefixes of it are
+    the smaller evaluation sets, so every set is a subset of every larger one."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n_total, generator=g)[:min(n, n_total)]
+
+
+def flags_to_str(flags: torch.Tensor) -> str:
+    """(N,) bool -> '0110...' (compact, exact, JSON-friendly)."""
+    return "".join("1" if f else "0" for f in flags.tolist())
+
+
+def str_to_flags(s: str) -> torch.Tensor:
+    return torch.tensor([c == "1" for c in s], dtype=torch.bool)
+
+
+@dataclass(frozen=True)
+class AttackRun:
+    """One attack at one eps on the first ``n`` examples. ``role``: 'paper' (Sec. 3.2 protocol), 'strong'
+    (AutoAttack / multi-targeted), or a masking check ('more steps', 'more restarts', 'large eps')."""
+    attack: str
+    eps: float
+    n: int
+    role: str
+    steps: Optional[int] = None          # PGD-type attacks (ours); AutoAttack's budgets are in the eval config
+    step_size: Optional[float] = None    # None: 2.5 * eps / steps
+    restarts: int = 1
+    seed: int = 0
+
+
+def plan_runs(kind: str, ecfg: EvalConfig, n: int) -> list[AttackRun]:
+    """Every attack run of one classifier, cheapest group first. The paper's attack runs at each eps of the grid
+    (and at strong_eps, where the stronger attacks are compared with it); eps 0 is the clean accuracy, no run."""
+    if kind not in CLASSIFIER_KINDS:
+        raise EvaluationError(f"unknown classifier kind {kind!r}; choose one of {sorted(CLASSIFIER_KINDS)}")
+    wrong = [a for a in ecfg.strong_attacks if kind not in attack_spec(a).applies_to]
+    if wrong:
+        raise EvaluationError(f"attack(s) {wrong} do not apply to a {kind} classifier; drop them from "
+                              "eval.strong_attacks")
+    paper, n_strong = PAPER_ATTACK[kind], min(ecfg.n_strong, n)
+    pgd = dict(steps=ecfg.steps, step_size=ecfg.step_size, restarts=ecfg.restarts, seed=ecfg.seed)
+    runs = [AttackRun(paper, float(e), n, "paper", **pgd)
+            for e in sorted(set(ecfg.eps_grid) | {ecfg.strong_eps}) if e > 0]
+    for a in ecfg.strong_attacks:
+        runs.append(AttackRun(a, ecfg.strong_eps, n_strong, "strong", **pgd) if a == "multi_targeted"
+                    else AttackRun(a, ecfg.strong_eps, n_strong, "strong", seed=ecfg.seed))
+    runs += [
+        AttackRun(paper, ecfg.strong_eps, n_strong, "more steps", ecfg.steps * ecfg.masking_steps_factor,
+                  ecfg.step_size, ecfg.restarts, ecfg.seed),
+        AttackRun(paper, ecfg.strong_eps, n_strong, "more restarts", ecfg.steps, ecfg.step_size,
+                  max(ecfg.masking_restarts, ecfg.restarts + 1), ecfg.seed + 1),
+        AttackRun(paper, ecfg.masking_eps, n_strong, "large eps", **pgd),
+    ]
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running attacks
+def run_attack(model, x: torch.Tensor, y: torch.Tensor, run: AttackRun, *, ecfg: EvalConfig,
+               generator: torch.Generator, warnings: Optional[list] = None) -> torch.Tensor:
+    """x_adv for one batch (every example attacked), by the registry entry of ``run.attack``. Our PGD attacks
+    (genrobust.core.attacks) take input gradients only; Eq. 11-12 and multi-targeted run only the sub-models their
+    objectives touch; AutoAttack's budgets come from ``ecfg``."""
+    if run.attack not in ATTACKS:
+        raise EvaluationError(f"unknown attack {run.attack!r}; choose one of {list(ATTACKS)}")
+    return ATTACKS[run.attack].run(model, x, y, eps=run.eps, norm=ecfg.norm, steps=run.steps,
+                                   step_size=run.step_size, restarts=run.restarts, seed=run.seed,
+                                   generator=generator, budgets=ecfg, warnings=warnings)
+
+
+def _check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str, attack: str) -> float:
+    """Paranoid contract check of every attack's output: same shape, in [0, 1], inside the eps-ball (float slack
+    1e-4 + 1e-5 * eps). Returns the largest perturbation norm."""
+    if x_adv.shape != x.shape or not torch.isfinite(x_adv).all():
+        raise EvaluationError(f"{attack}: returned {tuple(x_adv.shape)} / non-finite values for input {tuple(x.shape)}")
+    if x_adv.min().item() < 0 or x_adv.max().item() > 1:
+        raise EvaluationError(f"{attack}: adversarial images leave [0, 1]")
+    d = (x_adv - x).flatten(1)
+    size = (d.norm(dim=1) if norm == "l2" else d.abs().amax(dim=1)).max().item() if len(d) else 0.0
+    if size > eps + 1e-4 + 1e-5 * eps:
+        raise EvaluationError(f"{attack}: perturbation of {norm} norm {size:.6g} exceeds eps = {eps:g}")
+    return size
+
+
+@torch.no_grad()
+def _predict(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) if len(x) \
+        else torch.empty(0, dtype=torch.int64)
+
+
+def attack_flags(model, x: torch.Tensor, y: torch.Tensor, candidates: torch.Tensor, run: AttackRun, *,
+                 ecfg: EvalConfig, progress: bool = False, warnings: Optional[list] = None) -> tuple[torch.Tensor, dict]:
+    """Robust flags (N,) bool of one run: only the ``candidates`` (the clean-correct examples: one already wrong is
+    wrong under every attack) are attacked, in batches of ecfg.batch_size; an example is robust iff the model
+    still predicts y on its adversarial image. Returns (flags, info with n_attacked, time_s, max_perturbation)."""
+    t0 = time.perf_counter()
+    idx = candidates.nonzero(as_tuple=True)[0]
+    flags = torch.zeros(len(y), dtype=torch.bool)
+    g = torch.Generator(device=x.device).manual_seed(run.seed)
+    size = 0.0
+    chunks = [idx[i:i + ecfg.batch_size] for i in range(0, len(idx), ecfg.batch_size)]
+    for chunk in tqdm(chunks, desc=f"{ATTACK_LABELS[run.attack]} eps={run.eps:g}", leave=False, disable=not progress):
+        xb, yb = x[chunk], y[chunk]
+        x_adv = run_attack(model, xb, yb, run, ecfg=ecfg, generator=g, warnings=warnings)
+        size = max(size, _check_perturbation(xb, x_adv, run.eps, ecfg.norm, run.attack))
+        flags[chunk.cpu()] = (_predict(model, x_adv, ecfg.batch_size) == yb).cpu()
+    return flags, {"n_attacked": len(idx), "time_s": round(time.perf_counter() - t0, 2), "max_perturbation": size}
+
+
+def _attack_copy(model, channels_last: bool):
+    """A frozen eval-mode copy to attack (the caller's model is never modified). Channels-last weights make CPU
+    convolutions faster (measured ~1.7x for the cpu profile's thin ResNet18 d_k, ~1.25x for the softmax ResNet18);
+    inputs stay contiguous NCHW, which third-party attacks reshape freely."""
+    work = copy.deepcopy(model).eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    return work.to(memory_format=torch.channels_last) if channels_last else work
+
+
+def model_checks(model, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """auto-attack's checks on the model itself (on clean-correct examples x, y): randomness (two forward passes
+    agree, on L2-normalized outputs), outputs that look like probabilities instead of logits, and examples whose
+    cross-entropy input gradient is exactly zero (a sign of masked gradients)."""
+    with torch.no_grad():
+        z1, z2 = model(x), model(x)
+    unit = lambda z: z / (z.norm(dim=1, keepdim=True) + 1e-10)  # noqa: E731
+    rand_diff = (unit(z1) - unit(z2)).norm(dim=1).max().item() if len(x) else 0.0
+    probs = bool(len(x)) and bool(z1.max() < 1 + 1e-5 and z1.min() > -1e-5 and ((z1.sum(1) - 1).abs() < 1e-5).all())
+    with torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(xg), y, reduction="sum")
+        g = torch.autograd.grad(loss, xg, allow_unused=True)[0] if loss.requires_grad else None
+    zero = len(x) if g is None else int((g.flatten(1).abs().sum(1) == 0).sum())
+    return {"n": len(x), "randomness_max_diff": rand_diff, "probability_outputs": probs, "zero_gradients": zero}
+
+
+def _run_record(run: AttackRun, flags: torch.Tensor, info: dict, ecfg: EvalConfig) -> dict:
+    k, n = int(flags.sum()), len(flags)
+    rec = {**asdict(run), "norm": ecfg.norm, "robust": flags_to_str(flags), "n_robust": k, "accuracy": k / n,
+           "ci95": wilson_interval(k, n), **info}
+    if attack_spec(run.attack).family == "autoattack":
+        rec.update(steps=None, step_size=None, autoattack={
+            "version": "standard", "apgd_iters": ecfg.aa_apgd_iters, "targets": ecfg.aa_targets,
+            "fab_iters": ecfg.aa_fab_iters, "square_queries": ecfg.aa_square_queries})
+    elif run.step_size is None:
+        rec["step_size"] = default_step_size(run.eps, run.steps)
+    return rec
+
+
+def evaluate_classifier(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfig, *, kind: Optional[str] = None,
+                        progress: bool = True) -> dict:
+    """Clean accuracy, every run of :func:`plan_runs`, and the model checks, for one classifier.
+
+    model: (N, 3, 32, 32) [0, 1] -> (N, K) logits (``genrobust.load_classifier``); x: float images in [0, 1] in
+    evaluation order (run n's are prefixes), y: (N,) int64, on the model's device. The clean forward pass runs once;
+    attacks see only clean-correct examples. Returns a JSON-able record (see the section comment).
+    """
+    t0 = time.perf_counter()
+    kind = kind or classifier_kind(model)
+    if x.dim() != 4 or x.shape[0] != y.shape[0]:
+        raise EvaluationError(f"x must be (N, 3, H, W) with N = len(y); got {tuple(x.shape)} and {tuple(y.shape)}")
+    work = _attack_copy(model, ecfg.channels_last)
+    n = len(y)
+    runs = plan_runs(kind, ecfg, n)
+    n_strong = min(ecfg.n_strong, n)
+    clean = (_predict(work, x, ecfg.batch_size) == y).cpu()
+    cc = clean[:n_strong].nonzero(as_tuple=True)[0][:ecfg.batch_size]
+    checks = model_checks(work, x[cc], y[cc])
+    k = int(clean.sum())
+    record = {"classifier": kind, "paper_attack": PAPER_ATTACK[kind], "n": n, "n_strong": n_strong,
+              "norm": ecfg.norm, "clean": {"n": n, "robust": flags_to_str(clean), "n_robust": k, "accuracy": k / n,
+                                           "ci95": wilson_interval(k, n)},
+              "runs": [], "model_checks": checks, "autoattack_warnings": []}
+    for run in tqdm(runs, desc=f"{kind}: attacks", disable=not progress):
+        flags, info = attack_flags(work, x[:run.n], y[:run.n], clean[:run.n], run, ecfg=ecfg, progress=progress,
+                                   warnings=record["autoattack_warnings"])
+        record["runs"].append(_run_record(run, flags, info, ecfg))
+    record["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Worst case per example, tables' rows
+def flags_of(rec: dict, n: Optional[int] = None) -> torch.Tensor:
+    f = str_to_flags(rec["robust"])
+    return f if n is None else f[:n]
+
+
+def eps_values(record: dict, roles=("paper", "strong", "more steps", "more restarts")) -> list[float]:
+    """The eps values with runs of the given roles, plus 0 (clean), ascending."""
+    return sorted({0.0} | {r["eps"] for r in record["runs"] if r["role"] in roles})
+
+
+def worst_case(record: dict, eps: float) -> dict:
+    """Per-example AND of 'robust' over every run at ``eps`` (and the clean flags), on the common prefix of those
+    runs: an example counts as robust only if no attack broke it. eps 0: the clean accuracy."""
+    runs = [r for r in record["runs"] if abs(r["eps"] - eps) < 1e-12]
+    n = min([len(r["robust"]) for r in runs] + [record["n"]])
+    flags = flags_of(record["clean"], n)
+    for r in runs:
+        flags = flags & flags_of(r, n)
+    k = int(flags.sum())
+    return {"eps": eps, "n": n, "robust": flags_to_str(flags), "n_robust": k, "accuracy": k / n if n else float("nan"),
+            "ci95": wilson_interval(k, n), "attacks": sorted({r["attack"] for r in runs}) or ["clean"]}
+
+
+def accuracy_rows(records: dict) -> list[dict]:
+    """Flat rows (classifier, eps, attack, role, n, accuracy, ci95, settings, time) of every run, the clean
+    accuracy and the worst case at each eps; ``records``: {kind: evaluate_classifier record}."""
+    rows = []
+    for kind, rec in records.items():
+        rows.append({"classifier": kind, "eps": 0.0, "attack": "clean", "role": "clean", "n": rec["n"],
+                     "accuracy": rec["clean"]["accuracy"], "ci95": rec["clean"]["ci95"]})
+        for r in rec["runs"]:
+            rows.append({"classifier": kind, **{k: r[k] for k in ("eps", "attack", "role", "n", "accuracy", "ci95",
+                                                                   "steps", "step_size", "restarts", "time_s",
+                                                                   "n_attacked")}})
+        for e in eps_values(rec):
+            w = worst_case(rec, e)
+            rows.append({"classifier": kind, "eps": e, "attack": "worst", "role": "worst case", "n": w["n"],
+                         "accuracy": w["accuracy"], "ci95": w["ci95"], "over": w["attacks"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Profile-level entry points (notebook 03)
+def evaluation_set(data, ecfg: EvalConfig, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n_test images of a seeded permutation of the test split: x (n, 3, 32, 32) float in [0, 1], y (n,)."""
+    idx = eval_indices(len(data.test_y), ecfg.n_test, ecfg.seed)
+    return to_float(data.test_x[idx], device), data.test_y[idx].to(device)
+
+
+def evaluate_classifiers(paths: dict, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfig, *, device="cpu",
+                         progress: bool = True) -> dict:
+    """{kind: evaluate_classifier record} for each checkpoint in ``paths`` (loaded with genrobust.load_classifier)."""
+    return {kind: evaluate_classifier(load_classifier(path, device), x, y, ecfg, kind=kind, progress=progress)
+            | {"checkpoint": str(path)} for kind, path in paths.items()}

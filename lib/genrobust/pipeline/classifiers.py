@@ -1,0 +1,114 @@
+"""Trained, calibrated classifiers on demand: the one train-if-missing (:func:`ensure_classifiers`). Training runs
+as jobs through the profile's executor (:func:`train_all`: one job per class, or all classes in one fused job on a
+GPU; the softmax baseline as one more job), calibration after the binary models exist. Every notebook and command
+that needs a model asks here.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core.config import Profile, from_dict, to_dict
+from ..store.checkpoints import load_classifier
+from ..store.executors import RunError, call, configure_threads, run_jobs
+from ..store.paths import runs_dir
+from ..store.runs import binary_result, classifier_path, softmax_result
+from ..training.binary import train_binaries_fused, train_binary
+from ..training.calibrate import calibrate
+from ..training.fused import choose_training_path
+from ..training.loop import default_device
+from ..training.softmax import train_softmax
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Jobs: one per class model. 'inline' runs in this process; 'local' runs real subprocesses through submitit,
+# at most `workers` at a time; 'slurm' submits to a cluster (one job per class, e.g. one GPU each).
+def _binary_job(profile_dict: dict, k: int) -> dict:
+    profile = from_dict(profile_dict)
+    configure_threads(profile)
+    res = train_binary(profile, k, progress=False)
+    return {"k": k, "best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"]}
+
+
+def _fused_job(profile_dict: dict, classes: list[int]) -> list[dict]:
+    profile = from_dict(profile_dict)
+    configure_threads(profile)
+    return [{"k": k, "best_epoch": r["best_epoch"], "checkpoint": r["checkpoint"]}
+            for k, r in zip(classes, train_binaries_fused(profile, classes, progress=False))]
+
+
+def training_path(profile: Profile) -> str:
+    """'fused' or 'sequential' for the binary models: profile.train_path, where 'auto' follows
+    genrobust.training.fused.PATH_RULE for this machine's default device (the device a local or inline job gets; for SLURM
+    GPU jobs set train_path='fused' explicitly to train all classes in one job)."""
+    if profile.train_path != "auto":
+        return profile.train_path
+    return choose_training_path(default_device())
+
+
+def _softmax_job(profile_dict: dict) -> dict:
+    profile = from_dict(profile_dict)
+    configure_threads(profile)
+    res = train_softmax(profile, progress=False)
+    return {"best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"]}
+
+
+def train_all(profile: Profile, *, softmax: bool = False, executor: str | None = None,
+              workers: int | None = None, slurm: dict | None = None, progress: bool = True):
+    """Train the binary models of profile.train.classes (and, with softmax=True, the softmax baseline) as
+    independent jobs, train-if-missing. Returns the binary results (and the softmax result if asked)."""
+    jobs = []
+    if softmax and softmax_result(profile) is None:
+        jobs.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
+    missing = [k for k in profile.train.classes if binary_result(profile, k) is None]
+    if training_path(profile) == "fused" and len(missing) > 1:
+        jobs.append((_fused_job, (to_dict(profile), missing)))  # one job (one device) trains them together
+    else:
+        jobs += [(_binary_job, (to_dict(profile), k)) for k in missing]
+    if jobs:
+        run_jobs(call, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
+                 slurm=slurm, desc=f"training ({len(jobs)} jobs)", progress=progress)
+    out = []
+    for k in profile.train.classes:
+        res = binary_result(profile, k)
+        if res is None:
+            raise RunError(f"d_{k} did not finish; see the job logs in {runs_dir() / 'jobs'}")
+        out.append({"k": k, **res})
+    if not softmax:
+        return out
+    soft = softmax_result(profile)
+    if soft is None:
+        raise RunError(f"the softmax baseline did not finish; see the job logs in {runs_dir() / 'jobs'}")
+    return out, soft
+
+
+def ensure_classifiers(profile: Profile, kinds=None, data=None, *, train_missing: bool = True,
+                       progress: bool = True) -> dict[str, str]:
+    """{kind: checkpoint path} of the profile's calibrated generative classifier (notebook 02) and softmax baseline
+    (notebook 01), for ``kinds`` (default: profile.eval.classifiers). Missing ones are trained as jobs
+    (:func:`train_all`) and calibrated, unless ``train_missing`` is False: then they are an error naming the
+    notebooks and command that make them."""
+    kinds = tuple(kinds or profile.eval.classifiers)
+    missing = ("generative" in kinds and not classifier_path(profile).is_file()) or \
+              ("softmax" in kinds and softmax_result(profile) is None)
+    if missing and not train_missing:
+        raise RunError(f"classifiers of profile {profile.name!r} are missing; run notebooks 01 and 02 (or "
+                       f"`genrobust train --profile {profile.name}`, then notebook 02) first, or pass "
+                       "train_missing=True")
+    if missing:
+        train_all(profile, softmax="softmax" in kinds, progress=progress)
+        if "generative" in kinds and not classifier_path(profile).is_file():
+            calibrate(profile, data, progress=progress)
+    out = {}
+    if "generative" in kinds:
+        out["generative"] = str(classifier_path(profile))
+    if "softmax" in kinds:
+        out["softmax"] = softmax_result(profile)["checkpoint"]
+    return out
+
+
+def load_classifiers(profile: Profile, kinds=None, data=None, *, train_missing: bool = True,
+                     device="cpu") -> dict[str, torch.nn.Module]:
+    """:func:`ensure_classifiers`, each loaded with genrobust.load_classifier (frozen, eval mode)."""
+    return {kind: load_classifier(path, device)
+            for kind, path in ensure_classifiers(profile, kinds, data, train_missing=train_missing,
+                                                 progress=False).items()}

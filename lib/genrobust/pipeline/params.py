@@ -1,0 +1,66 @@
+"""Notebook (and command-line) parameters -> a profile: the one place where flat parameter names map to config
+keys. Each notebook's first cell (tagged ``parameters``) declares literals; :data:`NOTEBOOK_PARAMETERS` says, per
+notebook, which config key each name sets (None: the notebook's own switch, not a config key). A test checks that
+every notebook's parameters cell declares exactly these names. ``None`` values mean "the profile's value".
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..core.config import ConfigError, Profile, apply_overrides, get_profile
+
+_EXECUTION = {"executor": "executor", "workers": "workers"}
+# `genrobust train -p NAME VALUE`: the training parameters of notebook 01 and a few more.
+TRAIN_PARAMETERS = {
+    "classes": "train.classes", "model": "model.name", "width": "model.width", "objective": "train.objective",
+    "eps": "train.eps", "eps1": "train.eps1", "eps2": "train.eps", "attack_steps": "train.attack_steps",
+    "attack_step_size": "train.attack_step_size", "augment": "train.augment", "epochs": "train.epochs",
+    "batch_size": "train.batch_size", "lr": "train.lr", "lr_schedule": "train.lr_schedule",
+    "lr_drop_epoch": "train.lr_drop_epoch", "weight_decay": "train.weight_decay", "seed": "train.seed",
+    "select_on": "train.select_on", "data_source": "data.source", "data_path": "data.path",
+    "train_per_class": "data.train_per_class", "val_per_class": "data.val_per_class",
+    "softmax_epochs": "softmax.epochs", "softmax_model": "softmax.model", "softmax_width": "softmax.width",
+    "softmax_checkpoint": "softmax.checkpoint", "num_threads": "num_threads", "train_path": "train_path",
+    **_EXECUTION,
+}
+_NB01 = ("classes", "model", "width", "objective", "eps", "eps1", "attack_steps", "attack_step_size", "augment",
+         "epochs", "lr", "lr_schedule", "weight_decay", "seed", "select_on", "data_source", "data_path", "executor",
+         "workers", "softmax_epochs")
+_ABLATION = ("cls", "widths", "weight_decays", "train_eps", "augmentations", "objectives", "test_eps", "attack_steps",
+             "n_test", "seeds", "train_per_class", "epochs", "base_width", "base_weight_decay", "n_boot")
+NOTEBOOK_PARAMETERS: dict[str, dict[str, str | None]] = {
+    "01_training": {**{n: TRAIN_PARAMETERS[n] for n in _NB01}, "train_softmax": None},
+    "02_calibration": {"select_on": "calib.select_on", "train_missing": None},
+    "03_accuracy": {**{n: f"eval.{n}" for n in ("classifiers", "norm", "eps_grid", "n_test", "n_strong", "strong_eps",
+                                                "steps", "restarts", "seed")}, "train_missing": None},
+    "04_generation_fid": {**{n: f"gen.{n}" for n in ("n_samples", "n_counterfactuals", "n_reference", "eps", "seed",
+                                                     "inception")}, "train_missing": None},
+    "05_ablations": {**{n: f"ablation.{n}" for n in _ABLATION}, **_EXECUTION, "images_per_s": None,
+                     "width_exponent": None},
+    "06_report": {},
+}
+
+
+def resolve_profile(profile: str, parameters: Mapping[str, Any] | None = None,
+                    keys: Mapping[str, str | None] = TRAIN_PARAMETERS) -> Profile:
+    """The profile with ``parameters`` applied: each name is looked up in ``keys`` (a dotted config key such as
+    'train.epochs' may be given directly); names whose key is None are not config settings and are skipped, as
+    are None values (the profile's value). An unknown name fails with one line naming what is allowed."""
+    overrides = {}
+    for name, value in (parameters or {}).items():
+        key = keys.get(name, name if "." in name else None) if name in keys or "." in name else False
+        if key is False:
+            raise ConfigError(f"unknown parameter {name!r}; known: {sorted(keys)} or a dotted config key such as "
+                              "'train.epochs'")
+        if key is not None and value is not None:
+            overrides[key] = value
+    return apply_overrides(get_profile(profile), overrides)
+
+
+def notebook_profile(notebook: str, namespace: Mapping[str, Any]) -> Profile:
+    """The profile of a running notebook: ``namespace`` is its globals() after the parameters cell (papermill's
+    injected overrides included); ``profile`` and the names of :data:`NOTEBOOK_PARAMETERS[notebook]` are read."""
+    if notebook not in NOTEBOOK_PARAMETERS:
+        raise ConfigError(f"unknown notebook {notebook!r}; known: {sorted(NOTEBOOK_PARAMETERS)}")
+    keys = NOTEBOOK_PARAMETERS[notebook]
+    return resolve_profile(namespace["profile"], {n: namespace[n] for n in keys if n in namespace}, keys)

@@ -1,0 +1,184 @@
+"""The metrics files of results/<profile>/: one JSON per notebook, its writer and its reader in this one module.
+
+Every file carries a provenance record (config, git commit, package versions, seed, data source + sha256, device,
+wall time) and is written atomically. :func:`load_sources` reads them back for the report; a file that does not
+exist yet (its notebook has not run for this profile) or cannot be read is flagged, never raised.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core import paper
+from ..core.config import config_hash
+from ..measure.ablate import base_profile, record_for_json, regime_note
+from ..measure.accuracy import eps_values, worst_case
+from ..store.checkpoints import weights_digest
+from ..store.io import write_json
+from ..store.paths import results_dir
+from ..store.provenance import provenance
+from .tables import generation_conclusion, tab1
+
+# The metrics files the report reads: notebook name -> what it holds. The file is results/<profile>/<notebook>.json.
+METRICS_FILES = {
+    "01_training": "binary models d_k and the softmax baseline",
+    "02_calibration": "Tab. 3, Tab. 4 (calibration constants c_k)",
+    "03_accuracy": "Tab. 1, Fig. 1 (clean and robust accuracy)",
+    "04_generation_fid": "Tab. 2 (FID of samples and counterfactuals)",
+    "05_ablations": "Figs. 5-8 (ablation claims)",
+}
+NOT_RUN = "not run yet"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writers (one per notebook)
+def write_training_metrics(cfg, rows, soft, data) -> str:
+    total = sum(r["provenance"]["wall_time_s"] or 0 for r in rows) + (soft["provenance"]["wall_time_s"] if soft else 0)
+    rec = {
+        "notebook": "01_training",
+        "binary": [{k: r[k] for k in ("k", "best_epoch", "best_metric", "select_key", "epochs", "parameters",
+                                      "checkpoint", "metrics")} | {"wall_time_s": r["provenance"]["wall_time_s"],
+                                                                   "weights_sha256": weights_digest(r["checkpoint"])}
+                   for r in rows],
+        "binary_parameters_total": sum(r["parameters"] for r in rows),
+        "softmax": None if soft is None else {k: soft[k] for k in ("best_epoch", "best_metric", "select_key",
+                                                                   "epochs", "parameters", "checkpoint", "metrics")}
+        | {"wall_time_s": soft["provenance"]["wall_time_s"], "weights_sha256": weights_digest(soft["checkpoint"])},
+        # the jobs run side by side (profile.workers), so their summed time is compute, not the wall time
+        "training_job_time_s": round(total, 1),
+        "provenance": provenance(cfg, data_source=data.source, seed=cfg.train.seed, wall_time_s=None,
+                                 job_time_s=round(total, 1)),
+    }
+    return str(write_json(results_dir(cfg.name) / "01_training.json", rec))
+
+
+def write_calibration_metrics(cfg, cal: dict) -> str:
+    rec = {k: v for k, v in cal.items() if not k.startswith("_")}
+    rec["notebook"] = "02_calibration"
+    rec["paper"] = {"tab3": paper.TAB3, "tab4": list(paper.TAB4["c"])}
+    return str(write_json(results_dir(cfg.name) / "02_calibration.json", rec))
+
+
+def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_time_s: float,
+                           checkpoints: dict | None = None) -> str:
+    """results/<profile>/03_accuracy.json: every run's per-example flags and settings, the worst cases, Tab. 1
+    rows, the masking checks, the paper's Tab. 1 and a provenance record (written atomically). ``checkpoints``:
+    {kind: path} of the evaluated classifiers, recorded with their weights digests."""
+    rec = {
+        "notebook": "03_accuracy",
+        "eval": dataclasses.asdict(cfg.eval),
+        "classifiers": records,
+        "worst_case": {k: [worst_case(r, e) for e in eps_values(r)] for k, r in records.items()},
+        "tab1": tab1(records).reset_index().to_dict(orient="records"),
+        "checks": checks,
+        "paper": {"tab1": paper.TAB1},
+        "checkpoints": {k: {"path": str(p), "weights_sha256": weights_digest(p)} for k, p in (checkpoints or {}).items()},
+        "provenance": provenance(cfg, data_source=data.source, seed=cfg.eval.seed, wall_time_s=round(wall_time_s, 1),
+                                 split=data.split),
+    }
+    return str(write_json(results_dir(cfg.name) / "03_accuracy.json", rec))
+
+
+def write_ablation_metrics(cfg, records: list[dict], table, claims: dict, *, estimate: dict | None = None,
+                           checks: list[str] | None = None, wall_time_s: float | None = None) -> str:
+    """results/<profile>/05_ablations.json: per point AUROC over the test eps grid with bootstrap CIs, each claim's
+    comparisons and verdict, the sanity-check findings, the runtime estimate beside the measured wall time."""
+    rec = {
+        "notebook": "05_ablations",
+        "class": cfg.ablation.cls,
+        "points": record_for_json(records, table),
+        "claims": claims,
+        "sanity_checks": checks or [],
+        "regime": regime_note(cfg),
+        "ablation_base": {"data": dataclasses.asdict(base_profile(cfg).data),
+                          "model": dataclasses.asdict(base_profile(cfg).model),
+                          "train": dataclasses.asdict(base_profile(cfg).train)},
+        "runtime": None if estimate is None else {
+            "estimated_wall_s": estimate["wall_s"], "estimated_worker_s": estimate["worker_s"],
+            "assumptions": estimate["assumptions"], "measured_wall_s": wall_time_s,
+            # train + score seconds of every distinct run (measured when it ran, also if reused now)
+            "measured_job_s": round(sum(r["train_wall_time_s"] + r["eval_wall_time_s"]
+                                        for r in {r["run"]: r for r in records}.values()), 1),
+            "jobs": estimate["jobs"].to_dict(orient="records")},
+        "paper": {k: list(v) for k, v in paper.ABLATION_CLAIMS.items()},
+        "provenance": provenance(cfg, data_source=records[0]["data_source"] if records else None,
+                                 seed=cfg.eval.seed, wall_time_s=wall_time_s, training_seeds=list(cfg.ablation.seeds)),
+    }
+    return str(write_json(results_dir(cfg.name) / "05_ablations.json", rec))
+
+
+def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float) -> str:
+    """results/<profile>/04_generation_fid.json: the Tab. 2 record, the paper's Tab. 2 and provenance."""
+    out = dict(rec)
+    out["conclusion"] = generation_conclusion(rec)
+    out["paper"] = {"source": paper.TAB2["source"],
+                    "cells": [{"steps": s, "step_size": a, "classifier": clf, "kind": kind, "fid": v}
+                              for (s, a), per in ((k, v) for k, v in paper.TAB2.items() if k != "source")
+                              for clf, kinds in per.items() for kind, v in kinds.items()]}
+    out["provenance"] = provenance(cfg, data_source=data.source, seed=cfg.gen.seed, wall_time_s=round(wall_time_s, 1))
+    return str(write_json(results_dir(cfg.name) / "04_generation_fid.json", out))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reader
+@dataclass
+class Source:
+    """One metrics file of results/<profile>/: its record (None when missing or unreadable) and its status."""
+    notebook: str
+    path: Path
+    record: dict | None
+    status: str  # "ok", NOT_RUN, or "unreadable: ..."
+
+    @property
+    def ok(self) -> bool:
+        return self.record is not None
+
+    @property
+    def provenance(self) -> dict:
+        return (self.record or {}).get("provenance") or {}
+
+    @property
+    def config(self) -> dict | None:
+        return self.provenance.get("config")
+
+    @property
+    def config_hash(self) -> str | None:
+        return config_hash(self.config) if self.config else None
+
+    @property
+    def commit(self) -> str:
+        return self.provenance.get("git_commit") or "unknown"
+
+    @property
+    def data_source(self) -> dict | None:
+        return self.provenance.get("data_source")
+
+    def cite(self) -> str:
+        """'03_accuracy.json (config 1a2b3c4d5e6f)': how a row names where its number comes from."""
+        if not self.ok:
+            return f"{self.path.name} ({self.status})"
+        return f"{self.path.name} (config {self.config_hash or 'not recorded'})"
+
+
+def load_sources(directory: str | os.PathLike) -> dict[str, Source]:
+    """Every metrics file of METRICS_FILES in ``directory``; missing or unreadable ones are flagged, not raised."""
+    directory = Path(directory)
+    out = {}
+    for nb in METRICS_FILES:
+        path = directory / f"{nb}.json"
+        record, status = None, NOT_RUN
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text())
+                status = "ok"
+                if not isinstance(record, dict):
+                    record, status = None, "unreadable: not a JSON object"
+                elif record.get("notebook", nb) != nb:
+                    record, status = None, f"unreadable: written by {record.get('notebook')!r}, not {nb!r}"
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                status = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
+        out[nb] = Source(nb, path, record, status)
+    return out

@@ -1,0 +1,572 @@
+"""The reproduction report (notebook 06, ``results/<profile>/REPORT.md``, ``genrobust report``): every number the
+paper reports beside ours, built ONLY from the metrics JSON files notebooks 01-05 write into ``results/<profile>/``
+(no training, no attacks: it runs in seconds and can be regenerated at any time).
+
+Each comparison row carries the paper's value (from :mod:`genrobust.core.paper`), ours, the difference, what differs in
+the setting and the results file it comes from. "What differs" is derived, not typed: the config recorded in the
+results file's provenance is compared key by key with the ``paper`` profile of :mod:`genrobust.core.config`, and the
+recorded data source with the paper's original CIFAR-10. A metrics file that does not exist yet (its notebook has
+not run for this profile) gives "not run yet" rows, never an error; an unreadable one is reported the same way.
+
+    ov = build("cpu")              # reads results/cpu/0[1-5]_*.json
+    ov.sections["tab1"].table      # a DataFrame: paper vs ours
+    write_report(ov)               # results/cpu/REPORT.md (atomic)
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ..core import paper
+from ..core.config import PAPER, get_profile
+from ..core.fmt import ci_pct, pct
+from ..core.registry import ATTACK_LABELS
+from ..data.base import CLASSES
+from ..measure.ablate import base_profile
+from ..store.io import atomic_path
+from ..store.paths import results_dir
+from ..store.provenance import git_commit
+from .metrics_files import METRICS_FILES, Source, load_sources
+from .plots import accuracy_vs_eps
+from .tables import accuracy_conclusion, comparison_cell, tab1_entries
+
+# Sections whose figures the notebook embeds (Fig. 1, the report's one figure); the others are linked by relative
+# path (notebooks 02-05 already embed them, and results/<profile>/figures/ holds the PNGs).
+EMBEDDED_FIGURES = ("fig1",)
+REPORT_NAME = "REPORT.md"
+
+# Config keys that change how fast a run goes, not what it computes: left out of "what differs".
+EXECUTION_ONLY = frozenset({
+    "name", "description", "executor", "workers", "num_threads", "train.channels_last", "softmax.channels_last",
+    "eval.channels_last", "eval.batch_size", "gen.batch_size", "gen.fid_channels_last", "gen.fid_fold_bn",
+    "gen.fid_batch_size", "gen.cache_features", "gen.n_show", "softmax.checkpoint",
+})
+# Which recorded settings matter for which row (compared with the paper profile; only differing ones are shown).
+MODEL_KEYS = {
+    "generative": ("data.train_per_class", "model.name", "model.width", "train.epochs", "train.eps",
+                   "train.attack_steps", "train.weight_decay", "train.select_on"),
+    "softmax": ("data.train_per_class", "softmax.model", "softmax.width", "softmax.epochs", "softmax.eps",
+                "softmax.attack_steps", "softmax.select_on"),
+}
+ATTACK_KEYS = ("eval.norm", "eval.n_test", "eval.steps", "eval.restarts", "eval.n_strong", "eval.aa_apgd_iters",
+               "eval.aa_targets", "eval.aa_fab_iters", "eval.aa_square_queries")
+CALIB_KEYS = ("calib.select_on", "calib.train_per_class", "calib.max_steps", "calib.patience")
+GEN_KEYS = ("gen.n_samples", "gen.n_counterfactuals", "gen.n_reference", "gen.eps", "gen.cf_target")
+ABLATION_BASE_KEYS = ("data.train_per_class", "model.name", "model.width", "train.epochs", "train.weight_decay",
+                      "train.eps", "train.attack_steps")
+ABLATION_KEYS = ("ablation.cls", "ablation.test_eps", "ablation.attack_steps", "ablation.n_test", "ablation.seeds")
+# The sweep field each claim of paper.ABLATION_CLAIMS varies (genrobust.measure.ablate.comparisons).
+CLAIM_SWEEP = {"fig5_capacity": "ablation.widths", "fig5_weight_decay": "ablation.weight_decays",
+               "fig6_train_eps": "ablation.train_eps", "fig7_augmentation": "ablation.augmentations",
+               "fig8_combined": "ablation.objectives"}
+VERDICT_AGREEMENT = {"supported": "agrees", "contradicted": "contradicts the paper", "inconclusive": "inconclusive",
+                     "not tested": "not tested"}
+_MISSING = object()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What differs from the paper's setting (derived from the recorded configs)
+def _get(cfg: dict | None, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _norm(v) -> str:
+    return json.dumps(v, sort_keys=True, default=str)  # tuples and lists compare equal, as in the JSON files
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+PAPER_CONFIG = dataclasses.asdict(PAPER)
+
+
+def _paper_ablation_config() -> dict:
+    return dataclasses.asdict(base_profile(PAPER))
+
+
+def differences(config: dict | None, keys, reference: dict | None = None) -> list[str]:
+    """'key ours vs paper' for every key whose recorded value differs from the paper profile's (keys absent from
+    the recorded config are skipped)."""
+    reference = PAPER_CONFIG if reference is None else reference
+    out = []
+    for key in keys:
+        if key in EXECUTION_ONLY:
+            continue
+        ours, ref = _get(config, key), _get(reference, key)
+        if ours is _MISSING or _norm(ours) == _norm(ref):
+            continue
+        out.append(f"{key} {_fmt(ours)} vs {'-' if ref is _MISSING else _fmt(ref)}")
+    return out
+
+
+def data_difference(data_source: dict | None) -> list[str]:
+    """The data copy against the paper's (the original CIFAR-10 python batches are the paper's data)."""
+    if not data_source:
+        return ["data source not recorded"]
+    if data_source.get("synthetic"):
+        return [f"SYNTHETIC data, not CIFAR-10 (paper: {paper.SETUP['data']})"]
+    if data_source.get("kind") != "batches":
+        return [f"data: {data_source.get('name', data_source.get('kind'))} vs {paper.SETUP['data']}"]
+    return []
+
+
+def setting_text(data_source: dict | None, config: dict | None, keys, reference: dict | None = None) -> str:
+    diffs = data_difference(data_source) + differences(config, keys, reference)
+    return "; ".join(diffs) if diffs else "same as the paper profile"
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sections
+@dataclass
+class Section:
+    """One part of the report: a table (paper vs ours), notes (markdown lines) and figures (PNG paths)."""
+    key: str
+    title: str
+    table: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    figures: list[tuple[str, Path]] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # legend of the SETTING column: "S1" -> what differs
+
+    @property
+    def settings_markdown(self) -> str:
+        return "\n".join(f"- **{k}** (ours vs paper): {v}" for k, v in self.settings.items())
+
+
+SETTING = "setting (ours vs paper)"
+
+
+def _section(key: str, title: str, rows: list[dict], notes: list[str], figures=()) -> Section:
+    """A section whose rows name their setting by a short key ("S1") into a legend of the distinct settings: the
+    long lists of differences are printed once below the table, not once per row."""
+    legend: dict[str, str] = {}
+    for r in rows:
+        text = r.get(SETTING)
+        if text:
+            label = next((k for k, v in legend.items() if v == text), None) or f"S{len(legend) + 1}"
+            legend[label] = text
+            r[SETTING] = label
+    return Section(key, title, pd.DataFrame(rows), notes, list(figures), legend)
+
+
+def _diff(ours, ref, digits=2):
+    if not isinstance(ours, (int, float)) or not isinstance(ref, (int, float)):
+        return None
+    return f"{ours - ref:+.{digits}f}"
+
+
+def _figures(directory: Path, prefixes) -> list[tuple[str, Path]]:
+    """PNG figures of results/<profile>/figures/ whose name starts with one of ``prefixes`` (e.g. 'fig1_')."""
+    folder = directory / "figures"
+    if not folder.is_dir():
+        return []
+    return [(p.stem, p) for pre in prefixes for p in sorted(folder.glob(f"{pre}*.png"))]
+
+
+def tab1_section(sources: dict[str, Source]) -> Section:
+    """Tab. 1: clean and robust accuracy at eps = paper.TAB1['eps'] (L2); ours under the paper's attack and as the
+    worst case over every attack run at that eps."""
+    src, eps = sources["03_accuracy"], paper.TAB1["eps"]
+    rows = []
+    for kind in ("generative", "softmax"):
+        ref = paper.TAB1[kind]
+        rec = src.record["classifiers"].get(kind) if src.ok else None
+        clean, run, worst = tab1_entries(rec, eps) if rec is not None else (None, None, None)
+        model_cfg = src.config
+        attack = f" ({ATTACK_LABELS.get(rec['paper_attack'], rec['paper_attack'])})" if rec is not None else ""
+        for quantity, paper_value, ours, keys in (
+                ("standard accuracy (clean)", ref["clean"], clean, MODEL_KEYS[kind]),
+                (f"robust accuracy, eps {eps:g}, paper's attack{attack}", ref["robust"], run,
+                 MODEL_KEYS[kind] + ATTACK_KEYS),
+                (f"robust accuracy, eps {eps:g}, worst case over all attacks", ref["robust"], worst,
+                 MODEL_KEYS[kind] + ATTACK_KEYS)):
+            if not src.ok:
+                value = src.status
+            elif rec is None:
+                value = "not evaluated (not in eval.classifiers)"
+            elif ours is None:
+                value = f"not evaluated at eps {eps:g}"
+            else:
+                value = pct(ours["accuracy"])
+            measured = isinstance(value, float)
+            rows.append({
+                "classifier": kind, "quantity": quantity, "paper %": pct(paper_value), "ours %": value,
+                "difference (points)": _diff(value, pct(paper_value)) if measured else None,
+                "ours 95% CI %": ci_pct(ours["ci95"]) if measured else None, "n": ours["n"] if measured else None,
+                SETTING: setting_text(src.data_source, model_cfg, keys) if src.ok else None,
+                "source": src.cite()})
+    notes = [f"Paper: {paper.TAB1['source']}, CIFAR-10, L2 eps = {eps:g}. 'Worst case' counts an example as robust "
+             "only if no attack (the paper's, AutoAttack's and multi-targeted, where run at this eps) broke it; the "
+             "paper reports its own attack only."]
+    if src.ok:
+        failed = [c for c in src.record.get("checks", []) if c.get("type") == "masking" and c.get("passed") is False]
+        notes.append("Gradient-masking checks: " + ("all passed (or not run)." if not failed else
+                     "FAILED — " + "; ".join(f"{c['classifier']}: {c['check']}" for c in failed)
+                     + ". Treat these robust accuracies as upper bounds."))
+        # recomputed from the recorded numbers by the current verdict rule (the executed 03 may carry older text)
+        notes.append("**Claim, from the numbers above:**\n\n"
+                     + accuracy_conclusion(src.record["classifiers"], src.record.get("checks", [])))
+    return _section("tab1", "Tab. 1 — standard and robust accuracy", rows, notes)
+
+
+def fig1_section(sources: dict[str, Source], directory: Path, *, replot: bool = True) -> Section:
+    """Fig. 1: accuracy vs test eps (the paper gives a plot; its Tab. 1 points are the only numbers), with the PNG
+    notebook 03 wrote (re-plotted from the JSON when it is missing)."""
+    src = sources["03_accuracy"]
+    rows = []
+    if not src.ok:
+        rows.append({"classifier": "generative, softmax", "eps": None, "paper %": None, "ours, paper's attack %":
+                     src.status, "ours, worst case %": None, "source": src.cite()})
+    else:
+        for kind, rec in src.record["classifiers"].items():
+            worst = {round(w["eps"], 12): w for w in src.record.get("worst_case", {}).get(kind, [])}
+            runs = {round(r["eps"], 12): r for r in rec["runs"] if r["role"] == "paper"}
+            ref = paper.TAB1.get(kind, {})
+            for e in sorted(set(worst) | set(runs) | {0.0}):
+                paper_v = ref.get("clean") if e == 0 else ref.get("robust") if abs(e - paper.TAB1["eps"]) < 1e-12 \
+                    else None
+                at = rec["clean"] if e == 0 else runs.get(e)
+                rows.append({"classifier": kind, "eps": e,
+                             "paper %": pct(paper_v) if paper_v is not None else "plot only",
+                             "ours, paper's attack %": None if at is None else pct(at["accuracy"]),
+                             "n (paper's attack)": None if at is None else at["n"],
+                             "ours, worst case %": pct(worst[e]["accuracy"]) if e in worst else None,
+                             "n (worst case)": worst[e]["n"] if e in worst else None,
+                             SETTING: setting_text(src.data_source, src.config, MODEL_KEYS.get(kind, ())
+                                                   + (ATTACK_KEYS if e > 0 else ())),
+                             "source": src.cite()})
+    figures = _figures(directory, ("fig1_",))
+    notes = ["Paper: Figure 1 (a plot; the only numbers it gives are Tab. 1's, at eps 0 and "
+             f"{paper.TAB1['eps']:g})."]
+    if src.ok and not figures and replot:
+        path = directory / "figures" / "fig1_accuracy_vs_eps.png"
+        plt.close(accuracy_vs_eps(src.record["classifiers"], paper.TAB1, path=path))
+        figures = [(path.stem, path)]
+        notes.append("The figure was re-plotted from 03_accuracy.json (notebook 03's PNG was missing).")
+    return _section("fig1", "Fig. 1 — accuracy vs test eps", rows, notes, figures)
+
+
+def tab2_section(sources: dict[str, Source], directory: Path) -> Section:
+    """Tab. 2: FID per PGD configuration x classifier x kind (samples / counterfactuals), paper beside ours."""
+    src = sources["04_generation_fid"]
+    cells = {(c["steps"], float(c["step_size"]), c["classifier"], c["kind"]): c
+             for c in (src.record["cells"] if src.ok else [])}
+    keys = [(s, float(a), clf, kind) for (s, a), per in ((k, v) for k, v in paper.TAB2.items() if k != "source")
+            for clf, kinds in per.items() for kind in kinds]
+    keys += sorted(k for k in cells if k not in keys)
+    rows = []
+    for steps, size, clf, kind in keys:
+        ref = paper.TAB2.get((steps, size), {}).get(clf, {}).get(kind)
+        c = cells.get((steps, size, clf, kind))
+        value = (round(c["fid"], 2) if c else "not in this run") if src.ok else src.status
+        measured = isinstance(value, float)
+        rows.append({"PGD": f"{steps} steps, step size {size:g}", "classifier": clf, "images": kind,
+                     "paper FID": ref, "ours FID": value,
+                     "difference": _diff(value, ref) if measured and ref is not None else None,
+                     "N": c["n"] if measured else None, "reference N": c["n_reference"] if measured else None,
+                     "comparable with": c.get("comparable") if measured else None,
+                     SETTING: setting_text(src.data_source, src.config, MODEL_KEYS[clf] + GEN_KEYS)
+                     if src.ok else None,
+                     "source": src.cite()})
+    if src.ok and src.record.get("anchor"):
+        a = src.record["anchor"]  # unmodified test images against the same reference: the scale of "close to data"
+        rows.append({"PGD": "none (real test images)", "classifier": "-", "images": a.get("what", "anchor"),
+                     "paper FID": None, "ours FID": round(a["fid"], 2), "difference": None, "N": a["n"],
+                     "reference N": a["n_reference"], "comparable with": a.get("comparable"),
+                     SETTING: setting_text(src.data_source, src.config, GEN_KEYS), "source": src.cite()})
+    notes = [f"Paper: {paper.TAB2['source']} (N = 50,000 against the full training set; lower is better)."]
+    if src.ok:
+        notes.append("The last row, FID of unmodified test images against the same reference, is our scale for "
+                     "the others.\n\n" + src.record.get("conclusion", ""))
+    return _section("tab2", "Tab. 2 — FID of generated samples and counterfactuals", rows, notes,
+                    _figures(directory, ("fig2_", "fig3_")))
+
+
+def _calibration_config(sources: dict[str, Source]) -> tuple[dict | None, str | None]:
+    """02_calibration.json records the calibrated classifier's identity (binary run hashes, calib, data), not the
+    profile: its model and training settings are read from 01_training.json when that exists."""
+    cal, tr = sources["02_calibration"], sources["01_training"]
+    if not cal.ok:
+        return None, None
+    cfg = dict(cal.config or {})
+    if tr.ok and tr.config:
+        for sec in ("model", "train", "softmax"):
+            cfg.setdefault(sec, tr.config.get(sec))
+        return cfg, ("Model and training settings of the Tab. 3/4 rows are read from 01_training.json "
+                     "(02_calibration.json records only the classifier's binary-run hashes, calib and data).")
+    return cfg, ("02_calibration.json does not record model and training settings and 01_training.json is "
+                 "missing: only the data and calib settings are compared.")
+
+
+def tab3_section(sources: dict[str, Source], directory: Path) -> Section:
+    """Tab. 3: the generative classifier's train / test accuracy before and after calibration."""
+    src = sources["02_calibration"]
+    cfg, note = _calibration_config(sources)
+    setting = setting_text(src.data_source, cfg, MODEL_KEYS["generative"] + CALIB_KEYS) if src.ok else None
+    rows = []
+    for stage in ("before", "after"):
+        for split in ("train", "test"):
+            ref = paper.TAB3[stage][split]
+            ours = pct(src.record["accuracy"][f"{split}_{stage}"]) if src.ok else src.status
+            rows.append({"classifier": f"generative ({stage} calibration)", "split": split, "paper %": pct(ref),
+                         "ours %": ours, "difference (points)": _diff(ours, pct(ref)) if src.ok else None,
+                         "n": src.record["n"][split] if src.ok else None, SETTING: setting,
+                         "source": src.cite()})
+    notes = [f"Paper: {paper.TAB3['source']}."] + ([note] if note else [])
+    if src.ok:
+        notes.append(f"c selected on **{src.record.get('select_on')}** after {src.record.get('steps')} Adam steps.")
+    return _section("tab3", "Tab. 3 — accuracy before and after calibration", rows, notes,
+                    _figures(directory, ("fig4_",)))
+
+
+def tab4_section(sources: dict[str, Source]) -> Section:
+    """Tab. 4: the calibration constants c_1..c_10 (the paper's 1-based numbering, CIFAR-10 class order)."""
+    src = sources["02_calibration"]
+    cfg, _ = _calibration_config(sources)
+    setting = setting_text(src.data_source, cfg, MODEL_KEYS["generative"] + CALIB_KEYS) if src.ok else None
+    rows = []
+    for k, ref in enumerate(paper.TAB4["c"]):
+        ours = (round(src.record["c"][k], 4) if k < len(src.record["c"]) else "missing") if src.ok else src.status
+        rows.append({"constant": f"c_{k + 1}", "class": CLASSES[k], "paper": ref, "ours": ours,
+                     "difference": _diff(ours, ref, 4) if isinstance(ours, float) else None,
+                     SETTING: setting, "source": src.cite()})
+    return _section("tab4", "Tab. 4 — calibration constants c_k", rows,
+                    [f"Paper: {paper.TAB4['source']}. c is defined up to a common shift (Eq. 7's argmax ignores "
+                     "it): compare the pattern, not the offset."])
+
+
+def claims_section(sources: dict[str, Source], directory: Path) -> Section:
+    """The qualitative claims of Figs. 5-8 (paper.ABLATION_CLAIMS) and our verdicts from notebook 05."""
+    src = sources["05_ablations"]
+    cfg = reference = None
+    if src.ok:
+        cfg = {**(src.config or {}), **(src.record.get("ablation_base") or {})}
+        reference = _paper_ablation_config()
+    rows = []
+    for key, (figure, text) in paper.ABLATION_CLAIMS.items():
+        c = src.record.get("claims", {}).get(key) if src.ok else None
+        verdict = (c["verdict"] if c else "not in this run") if src.ok else src.status
+        keys = ABLATION_BASE_KEYS + (CLAIM_SWEEP[key],) + ABLATION_KEYS
+        rows.append({"figure": figure, "claim": key, "paper": f"claims: {text}", "ours": verdict,
+                     "difference": VERDICT_AGREEMENT.get(verdict) if c else None,
+                     "why": c["why"] if c else None,
+                     "comparisons": "; ".join(comparison_cell(r) for r in c["comparisons"]) if c else None,
+                     SETTING: setting_text(src.data_source, cfg, keys, reference) if src.ok else None,
+                     "source": src.cite()})
+    notes = ["Paper: Figures 5-8 give curves only; each claim is tested here as paired comparisons with bootstrap "
+             "CIs over test examples (genrobust.ablate): supported / contradicted / inconclusive."]
+    if src.ok:
+        notes.append(src.record.get("regime", ""))
+        notes += [f"Sanity check: {s}" for s in src.record.get("sanity_checks", [])]
+    return _section("claims", "Figs. 5-8 — ablation claims", rows, notes,
+                    _figures(directory, ("fig5_", "fig6_", "fig7_", "fig8_")))
+
+
+def status_table(sources: dict[str, Source]) -> pd.DataFrame:
+    return pd.DataFrame([{"notebook": nb, "results file": s.path.name, "status": s.status,
+                          "holds": METRICS_FILES[nb]} for nb, s in sources.items()])
+
+
+def provenance_table(sources: dict[str, Source]) -> pd.DataFrame:
+    """Where every number comes from: per results file its config hash, git commit, data source and run facts."""
+    rows = []
+    for nb, s in sources.items():
+        p, ds = s.provenance, s.data_source or {}
+        rows.append({"results file": s.path.name, "status": s.status, "created": p.get("created"),
+                     "git commit": s.commit[:12] + ("-dirty" if s.commit.endswith("-dirty") else "") if s.ok else None,
+                     "config hash": s.config_hash, "data source": ds.get("name") if s.ok else None,
+                     "data sha256": (ds.get("sha256") or "none (synthetic)")[:16] if s.ok and ds else None,
+                     "seed": p.get("seed"), "device": (p.get("device") or {}).get("device"),
+                     "wall time (min)": round(p["wall_time_s"] / 60, 2) if p.get("wall_time_s") else None,
+                     # summed time of jobs that ran side by side (training): compute, not wall time
+                     "job time (min)": round(p["job_time_s"] / 60, 2) if p.get("job_time_s") else None,
+                     "torch": (p.get("packages") or {}).get("torch")})
+    return pd.DataFrame(rows)
+
+
+def settings_table(sources: dict[str, Source]) -> pd.DataFrame:
+    """Every recorded setting that differs from the paper profile, per results file (blank: not recorded there)."""
+    flat = {nb: _flatten(s.config) for nb, s in sources.items() if s.ok and s.config}
+    paper_flat = _flatten(PAPER_CONFIG)
+    keys = sorted({k for f in flat.values() for k in f if k in paper_flat and k not in EXECUTION_ONLY
+                   and any(_norm(f.get(k)) != _norm(paper_flat[k]) for f in flat.values() if k in f)},
+                  key=lambda k: (list(paper_flat).index(k)))
+    rows = [{"setting": k, "paper profile": _fmt(paper_flat[k]),
+             **{nb: _fmt(f[k]) if k in f else "" for nb, f in flat.items()}} for k in keys]
+    return pd.DataFrame(rows, columns=["setting", "paper profile", *flat])
+
+
+def consistency_notes(sources: dict[str, Source]) -> list[str]:
+    """Do the files describe the same classifiers (same data/model/train/softmax settings) and the same code?"""
+    notes = []
+    ok = {nb: s for nb, s in sources.items() if s.ok and s.config}
+    base = next(iter(ok.values()), None)
+    for nb, s in ok.items():
+        if base is None or s is base:
+            continue
+        for sec in ("data", "model", "train", "softmax"):
+            if nb == "05_ablations" and sec in ("data", "model", "train"):
+                continue  # the ablation runs vary these by design
+            a, b = base.config.get(sec), s.config.get(sec)
+            if a is not None and b is not None and _norm(a) != _norm(b):
+                diff = [f"{sec}.{k} {_fmt(b.get(k))} vs {_fmt(a.get(k))}" for k in a
+                        if _norm(a.get(k)) != _norm(b.get(k))]
+                notes.append(f"{s.path.name} and {base.path.name} record different {sec} settings "
+                             f"({'; '.join(diff)}): their numbers may not describe the same classifiers.")
+    commits = {s.commit for s in sources.values() if s.ok}
+    if len(commits) > 1:
+        notes.append(f"The results files come from {len(commits)} different git commits: "
+                     f"{', '.join(sorted(commits))}.")
+    if any(c.endswith("-dirty") for c in commits):
+        notes.append("At least one results file was written from a checkout with uncommitted changes (-dirty).")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The report
+@dataclass
+class Overview:
+    profile: str
+    directory: Path
+    sources: dict[str, Source]
+    sections: dict[str, Section]
+    created: str
+    commit: str
+
+    @property
+    def status(self) -> pd.DataFrame:
+        return status_table(self.sources)
+
+    @property
+    def provenance(self) -> pd.DataFrame:
+        return provenance_table(self.sources)
+
+    @property
+    def settings(self) -> pd.DataFrame:
+        return settings_table(self.sources)
+
+    @property
+    def consistency(self) -> list[str]:
+        return consistency_notes(self.sources)
+
+    def show(self, key: str) -> None:
+        """Display one section in a notebook: notes, table, figures."""
+        from IPython.display import Image, Markdown, display  # only inside a notebook
+        s = self.sections[key]
+        display(s.table)
+        if s.settings:
+            display(Markdown(s.settings_markdown))
+        if s.notes:
+            display(Markdown("\n\n".join(n for n in s.notes if n)))
+        for caption, path in s.figures:
+            rel = _rel(path, self.directory)
+            if key in EMBEDDED_FIGURES:
+                display(Markdown(f"*{caption}* (`{rel}`)"))
+                display(Image(filename=str(path)))
+            else:  # linked relative to the executed notebook in results/<profile>/: no third copy of each PNG
+                display(Markdown(f"*{caption}* (`{rel}`)\n\n![{caption}]({rel})"))
+
+    def to_markdown(self) -> str:
+        return render_markdown(self)
+
+
+def build(profile: str, directory: str | os.PathLike | None = None, *, replot: bool = True) -> Overview:
+    """The report of ``profile`` from the metrics files in ``directory`` (default results/<profile>/)."""
+    get_profile(profile)  # an unknown profile fails with the config's one-line error
+    directory = Path(directory) if directory is not None else results_dir(profile)
+    sources = load_sources(directory)
+    sections = [tab1_section(sources), fig1_section(sources, directory, replot=replot),
+                tab2_section(sources, directory), tab3_section(sources, directory), tab4_section(sources),
+                claims_section(sources, directory)]
+    return Overview(profile=profile, directory=directory, sources=sources, sections={s.key: s for s in sections},
+                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), commit=git_commit())
+
+
+def _rel(path: Path, directory: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(directory).resolve()).as_posix()
+    except ValueError:
+        return Path(os.path.relpath(Path(path).resolve(), Path(directory).resolve())).as_posix()
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    s = f"{v:g}" if isinstance(v, float) else str(v)
+    return s.replace("|", "\\|").replace("\n", "<br>")
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub markdown table of ``df`` (its index too when named)."""
+    if any(n is not None for n in df.index.names):
+        df = df.reset_index()
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def render_markdown(ov: Overview) -> str:
+    prof = get_profile(ov.profile)
+    out = [f"# Reproduction report — profile `{ov.profile}`", "",
+           f"*Generative Robust Classification* (Yin): the paper's numbers (genrobust.core.paper) beside ours, read from "
+           f"the metrics files in this directory. Generated {ov.created} by `genrobust report` at commit "
+           f"`{ov.commit}`. Differences are ours minus the paper's; 'setting: ours vs paper' lists every recorded "
+           f"setting that differs from the `paper` profile (genrobust.core.config).", "",
+           f"**Profile `{ov.profile}`:** {prof.description}", "", "## Status", "", markdown_table(ov.status), ""]
+    if ov.consistency:
+        out += ["**Consistency:**", ""] + [f"- {n}" for n in ov.consistency] + [""]
+    for s in ov.sections.values():
+        out += [f"## {s.title}", "", markdown_table(s.table), ""]
+        if s.settings:
+            out += [s.settings_markdown, ""]
+        out += [n for note in s.notes if note for n in (note, "")]
+        for caption, path in s.figures:
+            out += [f"![{caption}]({_rel(path, ov.directory)})", ""]
+    settings = ov.settings
+    out += ["## Setting: ours vs the paper profile", "",
+            "Every recorded config value that differs from the `paper` profile, per results file (execution-only "
+            f"keys such as {', '.join(sorted(EXECUTION_ONLY)[:4])} left out).", "",
+            markdown_table(settings) if len(settings) else "No recorded setting differs (or nothing has run yet).", ""]
+    out += ["## Provenance", "", "Each row's `source` names its results file and config hash (sha256 of the config "
+            "recorded in its provenance, first 12 hex digits); the full provenance record (config, packages, device) "
+            "is in the file.", "", markdown_table(ov.provenance), ""]
+    return "\n".join(out)
+
+
+def write_report(ov: Overview | str, path: str | os.PathLike | None = None) -> Path:
+    """Write the report as markdown to ``path`` (default results/<profile>/REPORT.md), atomically."""
+    if isinstance(ov, str):
+        ov = build(ov)
+    path = Path(path) if path is not None else ov.directory / REPORT_NAME
+    text = render_markdown(ov)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path

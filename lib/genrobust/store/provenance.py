@@ -1,0 +1,78 @@
+"""Provenance: the record every results file carries (config, git commit, package versions, seed, data source +
+sha256, device, wall time)."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from .paths import project_root
+
+
+def git_commit(root: Path | None = None) -> str:
+    root = root or project_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# The code this process runs is the code of the commit checked out when genrobust was imported: a long run
+# (a notebook that takes an hour) may see later commits land before it writes its results.
+_IMPORT_COMMIT: str = git_commit()
+
+
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pytorch-fid", "pyautoattack", "papermill")
+
+
+def package_versions(names=PACKAGES) -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "not installed"
+    return out
+
+
+def device_info(device: str | torch.device | None = None) -> dict:
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    info = {"device": str(dev), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def provenance(config=None, *, data_source: dict | None = None, seed: int | None = None,
+               wall_time_s: float | None = None, device=None, **extra) -> dict:
+    """The record every results file carries."""
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    rec = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _IMPORT_COMMIT,
+        "packages": package_versions(),
+        "device": device_info(device),
+        "seed": seed,
+        "data_source": data_source,
+        "wall_time_s": wall_time_s,
+        "config": cfg,
+    }
+    head = git_commit()
+    if head.removesuffix("-dirty") != rec["git_commit"].removesuffix("-dirty"):  # results being written dirty the tree
+        rec["git_commit_at_write"] = head  # commits landed while this process ran; its code is git_commit's
+    rec.update(extra)
+    return rec
+

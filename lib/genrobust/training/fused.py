@@ -1,0 +1,331 @@
+"""Fused training of K binary models d_k: one vmapped network instead of K sequential training steps.
+
+The paper trains one binary model d_k per class (K = 10, same architecture, each on its own balanced batch of
+class-k positives and non-k negatives). :class:`FusedBinaryModels` holds the K models' parameters and buffers
+stacked along a new leading dim (``torch.func.stack_module_state``) and runs them as one network with
+``torch.func.vmap`` over ``torch.func.functional_call``: every convolution becomes one grouped convolution
+(groups = K), so a GPU gets K times bigger kernels. On CPU the K small kernels are already efficient and the
+vmap reshuffles cost extra, so sequential stays the default there (see :func:`choose_training_path`).
+
+Layout. The fused module is an ordinary ``nn.Module`` taking x: (K * n, 3, H, W) in [0, 1], rows
+``k * n .. (k + 1) * n - 1`` belonging to model k, and returning (K * n, num_outputs) where row i is
+d_{i // n}(x_i). Every attack step in ``genrobust.core.attacks`` is per example (per row), so the existing
+``objectives.perturb_negatives`` / ``perturb_positives`` run on the fused module unchanged, with the same
+guarantees (eval mode restored, buffers frozen, input gradients only).
+
+BatchNorm. Running statistics are buffers stacked per model (running_mean (K, C), running_var (K, C),
+num_batches_tracked (K,)). Under vmap the BN batching rule normalizes each model's slice with its own batch
+statistics and updates its own slice of the stacked buffers in place, exactly as K separate train-mode forwards
+would (checked in tests/test_fused.py to 1e-5 against the sequential objective code). We do NOT use
+``torch.func.replace_all_batch_norm_modules_``, which would drop the running statistics.
+
+Exactness: :func:`fused_binary_loss` returns the SUM of the K per-model losses, so ``loss.backward()`` gives every
+model the gradient of its own sequential objective (not 1/K of it), and with :class:`FusedSGD` (one learning rate
+per model: the paper's 0.05 for classes 0, 1, 6) one fused step equals K sequential SGD steps. One difference:
+with ``attack_random_start=True`` the random starts are drawn for all K * n negatives at once, so they differ
+from the sequential draws (same distribution); the default deterministic attack (start at delta = 0) is identical.
+
+Usage::
+
+    models = [create_model("resnet18", 1, 0.5) for _ in range(10)]
+    fused = FusedBinaryModels(models).to(device)
+    opt = FusedSGD(fused.parameters(), lrs=fused_lrs(cfg, classes, step=0, ...), momentum=0.9, weight_decay=1e-4)
+    loss, stats = fused_train_step(fused, opt, x_pos, x_neg, cfg, generator)   # x_pos, x_neg: (K, n, 3, 32, 32)
+    fused.model_state_dict(k)   # d_k's weights in the ordinary single-model format (checkpoints, evaluation)
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from ..core.objectives import BINARY_OBJECTIVES, d_score, perturb_negatives, perturb_positives
+from .loop import lr_factor
+
+__all__ = ["FusedError", "FusedBinaryModels", "fused_binary_loss", "FusedSGD", "fused_lrs", "fused_train_step",
+           "measure_training_paths", "choose_training_path", "PATH_RULE"]
+
+
+class FusedError(ValueError):
+    """Models that cannot be fused, or inputs that do not match the fused layout."""
+
+
+def _mangle(name: str) -> str:
+    # Parameter/buffer names may not contain '.', and the stacked tensors live flat on the fused module.
+    return name.replace(".", "__")
+
+
+class FusedBinaryModels(nn.Module):
+    """K models of one architecture as one module; forward x: (K * n, 3, H, W) -> (K * n, num_outputs).
+
+    Parameters and buffers are copies of the given models' state, stacked (K, ...), registered under the
+    model's names with '.' replaced by '__' (so ``.to()``, ``.double()``, ``state_dict()``, ``eval_mode`` and
+    ``frozen_state`` work as for any module). The given models are not modified or kept; a copy of the first one
+    on the meta device serves as the stateless template that ``functional_call`` runs.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        models = list(models)
+        if len(models) < 1:
+            raise FusedError("FusedBinaryModels needs at least one model")
+        ref = models[0]
+        ref_p = [(n, p.shape, p.dtype) for n, p in ref.named_parameters()]
+        ref_b = [(n, b.shape, b.dtype) for n, b in ref.named_buffers()]
+        for k, m in enumerate(models[1:], 1):
+            if type(m) is not type(ref) or [(n, p.shape, p.dtype) for n, p in m.named_parameters()] != ref_p \
+                    or [(n, b.shape, b.dtype) for n, b in m.named_buffers()] != ref_b:
+                raise FusedError(f"model {k} ({type(m).__name__}) differs in architecture from model 0 "
+                                 f"({type(ref).__name__}); only models of one architecture and width can be fused")
+        if any(m.training != ref.training for m in models):
+            raise FusedError("the models must all be in the same mode (train or eval)")
+        params, buffers = stack_module_state(models)  # new tensors, (K, ...) each
+        self.num_models = len(models)
+        self._param_names = list(params)
+        self._buffer_names = list(buffers)
+        persistent = set(ref.state_dict())
+        self._state_names = [n for n in ref.state_dict()]  # d_k's checkpoint keys, in its own order
+        for n, p in params.items():
+            self.register_parameter(_mangle(n), nn.Parameter(p.detach()))
+        for n, b in buffers.items():
+            self.register_buffer(_mangle(n), b.detach().clone(), persistent=n in persistent)
+        if len({_mangle(n) for n in self._param_names + self._buffer_names}) != len(params) + len(buffers):
+            raise FusedError("parameter/buffer names collide after replacing '.' by '__'")
+        # The template is hidden from .modules()/.to()/state_dict (plain attribute): it holds no state, only code.
+        object.__setattr__(self, "_template", copy.deepcopy(ref).to("meta"))
+        self.train(ref.training)
+
+    def _stacked(self, names):
+        return {n: getattr(self, _mangle(n)) for n in names}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.num_models
+        if x.dim() < 1 or x.shape[0] % k:
+            raise FusedError(f"fused input must hold K * n rows (K = {k}), got shape {tuple(x.shape)}")
+        xs = x.reshape(k, x.shape[0] // k, *x.shape[1:])  # (K, n, 3, H, W): slice k goes to model k
+        # The template's flags follow the fused module's (eval_mode on the fused module therefore reaches BN).
+        self._template.train(self.training)
+
+        def one(params, buffers, xk):  # one model's forward; vmap maps it over the leading K dim of all three
+            return functional_call(self._template, (params, buffers), (xk,))
+
+        out = vmap(one)(self._stacked(self._param_names), self._stacked(self._buffer_names), xs)  # (K, n, out)
+        return out.reshape(x.shape[0], *out.shape[2:])
+
+    def model_state_dict(self, k: int) -> dict:
+        """Model k's state dict in the single-model format (keys as in ``create_model``; detached copies)."""
+        if not 0 <= k < self.num_models:
+            raise FusedError(f"model index must be in [0, {self.num_models}), got {k}")
+        return {n: getattr(self, _mangle(n))[k].detach().clone() for n in self._state_names}
+
+    def load_into(self, models: Sequence[nn.Module]) -> None:
+        """Copy the fused state into K single models (e.g. to checkpoint or evaluate each d_k)."""
+        if len(models) != self.num_models:
+            raise FusedError(f"expected {self.num_models} models, got {len(models)}")
+        for k, m in enumerate(models):
+            m.load_state_dict(self.model_state_dict(k))
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])  # (K, n, ...) -> (K * n, ...)
+
+
+def fused_binary_loss(fused: FusedBinaryModels, x_pos: torch.Tensor, x_neg: torch.Tensor, cfg, generator):
+    """Eq. 3 (cfg.objective 'out') or Eq. 9 ('combined') for all K models at once.
+
+    x_pos, x_neg: (K, n, 3, H, W) in [0, 1]; model k trains on x_pos[k] (class k) and x_neg[k] (non-k). The inner
+    attacks are ``objectives.perturb_negatives`` / ``perturb_positives`` themselves (eval mode, BN frozen); the BCE
+    then runs in the fused module's current mode on [x_pos[k]; x_neg'[k]] per model (one balanced BN batch each,
+    as ``objectives._bce_on``). Returns (loss, stats): loss = sum_k loss_k (so each model's gradient is that of its
+    own sequential objective); stats: 'loss', 'acc' (means over k) and 'loss_k', 'acc_k' (K,).
+    """
+    k = fused.num_models
+    if x_pos.dim() != 5 or x_pos.shape[0] != k or x_neg.shape != x_pos.shape:
+        raise FusedError(f"x_pos and x_neg must both be (K={k}, n, 3, H, W); got {tuple(x_pos.shape)} and "
+                         f"{tuple(x_neg.shape)}")
+    if cfg.objective not in ("out", "combined"):
+        raise FusedError(f"cfg.objective must be 'out' or 'combined', got {cfg.objective!r}")
+    x_neg = perturb_negatives(fused, _flat(x_neg), cfg, generator).view_as(x_neg)
+    if cfg.objective == "combined":
+        x_pos = perturb_positives(fused, _flat(x_pos), cfg, generator).view_as(x_pos)
+    n = x_pos.shape[1]
+    logits = d_score(fused, _flat(torch.cat([x_pos, x_neg], dim=1))).view(k, 2 * n)  # (K, 2n)
+    target = torch.cat([logits.new_ones(n), logits.new_zeros(n)]).expand(k, 2 * n)
+    loss_k = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)  # (K,)
+    with torch.no_grad():
+        acc_k = ((logits > 0).to(target.dtype) == target).to(target.dtype).mean(dim=1)
+    stats = {"loss": loss_k.detach().mean(), "acc": acc_k.mean(), "loss_k": loss_k.detach(), "acc_k": acc_k}
+    return loss_k.sum(), stats
+
+
+class FusedSGD(torch.optim.Optimizer):
+    """``torch.optim.SGD`` (momentum, weight decay; no dampening, no Nesterov) over stacked (K, ...) parameters
+    with one learning rate per model: for model k, buf_k = momentum * buf_k + g_k + wd * p_k; p_k -= lr_k * buf_k
+    (the first step sets buf = g + wd * p, as torch's SGD). ``lrs``: (K,) current learning rates, set per step
+    with :meth:`set_lrs` (a schedule per model, see :func:`fused_lrs`; a ``torch.optim.lr_scheduler`` cannot
+    schedule entries of one tensor differently, and the paper's step schedule drops classes 0, 1, 6 by 0.2x and
+    the others by 0.1x)."""
+
+    def __init__(self, params, lrs, momentum: float = 0.0, weight_decay: float = 0.0):
+        lrs = torch.as_tensor(lrs, dtype=torch.float64).reshape(-1)
+        if (lrs < 0).any() or momentum < 0 or weight_decay < 0:
+            raise FusedError(f"lrs, momentum and weight_decay must be >= 0, got {lrs.tolist()}, {momentum}, "
+                             f"{weight_decay}")
+        super().__init__(params, dict(lrs=lrs, momentum=momentum, weight_decay=weight_decay))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() == 0 or p.shape[0] != len(lrs):
+                    raise FusedError(f"every parameter must be stacked (K={len(lrs)}, ...), got {tuple(p.shape)}")
+
+    def set_lrs(self, lrs) -> None:
+        lrs = torch.as_tensor(lrs, dtype=torch.float64).reshape(-1)
+        for group in self.param_groups:
+            if lrs.shape != group["lrs"].shape:
+                raise FusedError(f"expected {len(group['lrs'])} learning rates, got {len(lrs)}")
+            group["lrs"] = lrs
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            mom, wd = group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d_p = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
+                if mom != 0:
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = d_p.detach().clone()
+                    else:
+                        buf.mul_(mom).add_(d_p)
+                    d_p = buf
+                lr = group["lrs"].to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.dim() - 1)))  # (K, 1, ..)
+                p.sub_(lr * d_p)
+        return loss
+
+
+def fused_lrs(cfg, classes: Sequence[int], step: int, total_steps: int, steps_per_epoch: int) -> torch.Tensor:
+    """(K,) learning rates at optimizer step ``step`` (0-based) for the models of ``classes``: exactly what
+    ``training.loop.make_scheduler`` gives model k's optimizer (base lr ``cfg.lr_for(k)``, drop to ``cfg.lr_drop_to``)."""
+    lrs = []
+    for k in classes:
+        base = cfg.lr_for(k)
+        ratio = cfg.lr_drop_to / base if base > 0 else 1.0
+        lrs.append(base * lr_factor(cfg.lr_schedule, step, total_steps, steps_per_epoch, cfg.lr_drop_epoch, ratio))
+    return torch.tensor(lrs, dtype=torch.float64)
+
+
+def fused_train_step(fused: FusedBinaryModels, opt: torch.optim.Optimizer, x_pos: torch.Tensor,
+                     x_neg: torch.Tensor, cfg, generator: torch.Generator):
+    """One training step of all K models: attack, BCE (train mode), backward, ``opt.step()``.
+
+    Returns (loss, stats) of :func:`fused_binary_loss` (loss is the sum over the K models). A non-finite loss is
+    returned before any update, so a caller's NaN guard can stop with the parameters unchanged.
+    """
+    fused.train()
+    loss, stats = fused_binary_loss(fused, x_pos, x_neg, cfg, generator)
+    if not torch.isfinite(loss):
+        return loss, stats
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Choosing fused vs sequential per device.
+# The documented rule, from benchmarks/bench_fused.py (K = 10, batch 128 each, PGD-2): on the 2-vCPU AMD EPYC
+# (AVX2, torch 2.14.1 CPU, 1 thread, machine shared with training jobs) the fused path ran at 0.53x (width 0.5:
+# 8.7 vs 16.3 img/s) and 0.41x (width 0.125: 106 vs 259 img/s) of the sequential images/s -- on CPU the grouped
+# convolutions are no faster than K separate ones, and vmap's layout copies and its batch-norm rule add ~40%
+# (torch.profiler). On CUDA the K small per-model kernels of a width-0.5 ResNet18 at batch 64-128 leave the GPU
+# mostly idle and the fused kernels are K times larger. Measured on one H100 (torch 2.11, 2026-11-26; logs in
+# benchmarks/logs/h100-2026-11-26): fused 2.50x sequential for the paper's step (width 0.5, PGD-10), 2.24x with
+# PGD-2, 3.89x at width 0.125, and 2.41x end to end (bench_epoch.py: the training loops with their data pipeline).
+PATH_RULE = {"cpu": "sequential", "cuda": "fused"}
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    """Seconds per call of fn, averaged over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / max(1, repeats)
+
+
+def measure_training_paths(make_model: Callable[[int], nn.Module], cfg, device, *, num_models: int = 10,
+                           batch_size: int = 128, repeats: int = 1, warmup: int = 1, seed: int = 0) -> dict:
+    """Training images/s of the sequential and the fused path, measured in one process on random images.
+
+    make_model(k) -> a fresh d_k; cfg: a ``TrainConfig`` (objective, eps, attack steps, channels_last, momentum,
+    weight decay). Sequential: for each k, ``objectives.BINARY_OBJECTIVES[cfg.objective]`` + backward + SGD step
+    on its own (batch_size // 2 + batch_size // 2) batch, channels_last as cfg says (as ``train.fit`` runs it).
+    Fused: one :func:`fused_train_step` on the K batches. Returns {'sequential': img/s, 'fused': img/s,
+    'ratio': fused / sequential, 'seconds_per_step': {...}} with one step = all K models' update on K * batch_size
+    images.
+    """
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(seed)
+    half = batch_size // 2
+    x = torch.rand(num_models, 2 * half, 3, 32, 32, generator=g).to(device)  # (K, batch, 3, 32, 32)
+    x_pos, x_neg = x[:, :half], x[:, half:]
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    models = [make_model(k).to(device).to(memory_format=fmt).train() for k in range(num_models)]
+    opts = [torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            for m in models]
+    objective = BINARY_OBJECTIVES[cfg.objective]
+    xs_pos = [x_pos[k].contiguous(memory_format=fmt) for k in range(num_models)]
+    xs_neg = [x_neg[k].contiguous(memory_format=fmt) for k in range(num_models)]
+
+    def sequential_step():
+        for m, o, xp, xn in zip(models, opts, xs_pos, xs_neg):
+            loss, _ = objective(m, xp, xn, cfg, g)
+            o.zero_grad(set_to_none=True)
+            loss.backward()
+            o.step()
+
+    fused = FusedBinaryModels([make_model(k) for k in range(num_models)]).to(device).train()
+    fopt = FusedSGD(fused.parameters(), lrs=[cfg.lr] * num_models, momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay)
+    t_seq = _timed(sequential_step, device, warmup, repeats)
+    t_fused = _timed(lambda: fused_train_step(fused, fopt, x_pos, x_neg, cfg, g), device, warmup, repeats)
+    n_img = num_models * 2 * half
+    return {"sequential": n_img / t_seq, "fused": n_img / t_fused, "ratio": t_seq / t_fused,
+            "seconds_per_step": {"sequential": t_seq, "fused": t_fused}}
+
+
+def choose_training_path(device, *, measure: bool = False, make_model: Callable[[int], nn.Module] | None = None,
+                         cfg=None, **measure_kw) -> str:
+    """'fused' or 'sequential' for training K binary models on ``device``.
+
+    measure=False: the documented rule :data:`PATH_RULE` (CPU -> sequential, CUDA -> fused; other devices ->
+    sequential, the path that needs nothing from vmap). measure=True: time both paths with
+    :func:`measure_training_paths` (make_model and cfg required; a few seconds on a GPU, minutes on a CPU at the
+    paper's size) and return the faster one.
+    """
+    device = torch.device(device)
+    if not measure:
+        return PATH_RULE.get(device.type, "sequential")
+    if make_model is None or cfg is None:
+        raise FusedError("choose_training_path(measure=True) needs make_model and cfg (a TrainConfig)")
+    res = measure_training_paths(make_model, cfg, device, **measure_kw)
+    return "fused" if res["fused"] > res["sequential"] else "sequential"

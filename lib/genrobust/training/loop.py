@@ -1,0 +1,205 @@
+"""One training loop for every objective: binary d_k (Eq. 3 / Eq. 9) and the softmax PGD-AT baseline.
+
+A run is keyed by a hash of its config (``runs/<kind>/<hash>/``) and holds:
+  config.json     the run config (data, model, training, class k)
+  last.pt         model + optimizer + scheduler + RNG state after the last completed epoch (resume point)
+  best.pt         the selected model (checkpoint format of genrobust.store)
+  metrics.jsonl   one line per epoch: loss, train accuracy, clean/adversarial selection metrics, lr, images/s
+  result.json     written last, atomically: its presence means "finished" (train-if-missing reuses the run)
+
+A run killed at any moment (even ``kill -9``) and started again with the same config resumes after its last
+completed epoch: it loses at most the epoch in progress. A NaN/inf loss stops the run with ``TrainingDiverged`` and
+leaves last.pt (the last good epoch) in place.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core.models import count_parameters, create_model
+from ..data.batches import to_float
+from ..data.splits import Prepared, subset_per_class
+from ..store.checkpoints import save_checkpoint
+from ..store.io import append_jsonl, load_torch, read_json, read_jsonl, save_torch, write_json
+from ..store.provenance import provenance
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimizer and learning-rate schedules
+def make_optimizer(model, lr: float, momentum: float, weight_decay: float):
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int, drop_epoch, drop_ratio) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based).
+    step: base lr, then base * drop_ratio after ``drop_epoch`` epochs (the paper: 0.1 -> 0.01 after epoch 1500);
+    onecycle: linear warm-up over the first 20% of steps to the base lr, then linear decay to 0;
+    cosine: half-cosine from the base lr to 0."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return drop_ratio if drop_epoch is not None and step >= drop_epoch * steps_per_epoch else 1.0
+    t = min(step / max(1, total_steps), 1.0)
+    if schedule == "onecycle":
+        return t / 0.2 if t < 0.2 else max(0.0, (1 - t) / 0.8)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(f"unknown lr_schedule {schedule!r}")
+
+
+def make_scheduler(opt, cfg, epochs: int, steps_per_epoch: int, base_lr: float):
+    drop_ratio = cfg.lr_drop_to / base_lr if base_lr > 0 else 1.0
+    total = epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(cfg.lr_schedule, s, total, steps_per_epoch, cfg.lr_drop_epoch, drop_ratio))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+def to_device(x_uint8, device, channels_last):
+    x = to_float(x_uint8, device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def fit(run_dir: Path, *, model, cfg, lr: float, epochs: int, make_batches: Callable[[torch.Generator], Iterable],
+        steps_per_epoch: int, step_loss: Callable, select_metrics: Callable | None, select_key: str | None,
+        ckpt_kind: str, ckpt_config: dict, run_config: dict, data_source: dict, device, desc: str,
+        progress: bool = True) -> dict:
+    """Train ``model`` for ``epochs`` with resume, per-epoch checkpoints, metrics log, NaN guard and selection.
+
+    make_batches(generator) yields one epoch of batches; step_loss(model, batch, generator) -> (loss, stats);
+    select_metrics(model) -> dict of metrics (higher select_key = better) or None to keep the last epoch.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", run_config)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, lr, cfg.momentum, cfg.weight_decay)
+    sched = make_scheduler(opt, cfg, epochs, steps_per_epoch, lr)
+    g = torch.Generator().manual_seed(cfg.seed)
+    last = run_dir / "last.pt"
+    start_epoch, best, best_epoch = resume(last, model=model, opt=opt, sched=sched, g=g)
+    t_start = time.time()
+    bar = tqdm(range(start_epoch, epochs), desc=desc, initial=start_epoch, total=epochs, disable=not progress,
+               unit="epoch")
+    for epoch in bar:
+        model.train()
+        t0, n_img, sums = time.time(), 0, {}
+        inner = tqdm(make_batches(g), total=steps_per_epoch, leave=False, disable=not progress, unit="batch",
+                     desc=f"epoch {epoch + 1}")
+        for step, batch in enumerate(inner):
+            loss, stats = step_loss(model, batch, g)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
+                    f"checkpoint ({last.name}, epoch {start_epoch if not last.exists() else epoch}) is kept in "
+                    f"{run_dir}; lower the learning rate (train.lr) and run again")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            n_img += sum(len(b) for b in batch if b.dtype == torch.uint8)
+            for key, v in stats.items():
+                sums[key] = sums.get(key, 0.0) + float(v)
+        train_time = time.time() - t0
+        rec = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_time_s": round(train_time, 2),
+               "images_per_s": round(n_img / max(train_time, 1e-9), 1)}
+        rec.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
+        best, best_epoch = end_epoch(run_dir, rec, model=model, opt=opt, sched=sched, g=g, epoch=epoch,
+                                      epochs=epochs, cfg=cfg, select_metrics=select_metrics, select_key=select_key,
+                                      best=best, best_epoch=best_epoch, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config,
+                                      run_config=run_config)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.startswith(("train_loss", "adv_auroc", "val"))})
+    return finish(run_dir, model=model, cfg=cfg, epochs=epochs, best=best, best_epoch=best_epoch,
+                   select_key=select_key, run_config=run_config, data_source=data_source, device=device,
+                   wall_time_s=time.time() - t_start)
+
+
+def resume(last: Path, *, model, opt, sched, g) -> tuple[int, float, int]:
+    """Load the resume point ``last`` (last.pt, written by :func:`end_epoch`) into model, optimizer, scheduler
+    and generator. Returns (first epoch to run, best selection metric, best epoch); (0, -inf, -1) without it."""
+    if not last.exists():
+        return 0, -math.inf, -1
+    st = load_torch(last)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    g.set_state(st["generator"])
+    return st["epoch"] + 1, st["best"], st["best_epoch"]
+
+
+def _selects(epoch: int, epochs: int, every: int) -> bool:
+    """Whether 0-based ``epoch`` is a selection epoch: every ``every`` epochs and always the last one."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
+
+
+def end_epoch(run_dir: Path, rec: dict, *, model, opt, sched, g, epoch, epochs, cfg, select_metrics, select_key,
+               best, best_epoch, ckpt_kind, ckpt_config, run_config):
+    """After the training steps of ``epoch`` (0-based): selection metrics (every cfg.select_every epochs and the
+    last), best.pt if improved, the metrics line, then last.pt (the resume point, written after best.pt and the
+    metrics line so that both are consistent with it). Returns the updated (best, best_epoch)."""
+    selecting = select_metrics is not None and _selects(epoch, epochs, getattr(cfg, "select_every", 1))
+    if selecting:
+        model.eval()
+        rec.update(select_metrics(model))
+    if select_key is None or (selecting and rec.get(select_key, -math.inf) >= best):
+        best, best_epoch = (rec[select_key] if select_key else best), epoch + 1
+        save_checkpoint(run_dir / "best.pt", kind=ckpt_kind, state={"model": _cpu_state(model)},
+                        config=ckpt_config, epoch=epoch + 1, run_config=run_config)
+    append_jsonl(run_dir / "metrics.jsonl", rec)
+    save_torch(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "scheduler": sched.state_dict(), "generator": g.get_state(), "epoch": epoch,
+                                     "best": best, "best_epoch": best_epoch})
+    return best, best_epoch
+
+
+def finish(run_dir: Path, *, model, cfg, epochs, best, best_epoch, select_key, run_config, data_source, device,
+            wall_time_s, **extra) -> dict:
+    """result.json (written last, atomically: the run is finished) and its content as a later call reads it."""
+    result = {"best_epoch": best_epoch, "best_metric": None if select_key is None else best,
+              "select_key": select_key, "epochs": epochs, "metrics": read_jsonl(run_dir / "metrics.jsonl"),
+              "checkpoint": str(run_dir / "best.pt"), "parameters": count_parameters(model), **extra,
+              "provenance": provenance(run_config, data_source=data_source, seed=cfg.seed,
+                                       wall_time_s=round(wall_time_s, 1), device=device)}
+    write_json(run_dir / "result.json", result)
+    return read_json(run_dir / "result.json")  # the same object that a later train-if-missing call returns
+
+
+def _cpu_state(model):
+    return {k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone() for k, v in model.state_dict().items()}
+
+
+def select_split(data: Prepared, select_on: str, n: int | None, seed: int):
+    """The split used for selection metrics, subsampled to n per class for speed (None: all)."""
+    split = data.selection_split(select_on) if select_on != "last" else (
+        data.selection_split("val") if len(data.val_y) else None)
+    if split is None:
+        return None
+    x, y = split
+    if n is not None:
+        smallest = int(torch.bincount(y).min())
+        idx = subset_per_class(y, min(n, smallest), seed)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def seeded_model(name: str, num_outputs: int, width: float, seed: int) -> torch.nn.Module:
+    """create_model with weights drawn from ``seed`` (not the global RNG), so a run's initialization is a
+    function of its config: two runs with the same config start from the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(name, num_outputs, width)

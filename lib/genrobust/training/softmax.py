@@ -1,0 +1,90 @@
+"""The softmax PGD-AT baseline (Madry et al., L2): cross-entropy on PGD examples, trained by the one loop
+(:func:`genrobust.training.loop.fit`), or imported from a published robustness-library checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..core.attacks import eval_mode, pgd_untargeted
+from ..core.config import Profile
+from ..core.models import count_parameters, create_model
+from ..core.objectives import softmax_pgd_at_loss
+from ..data.batches import augment, to_float
+from ..data.splits import Prepared, prepare_data
+from ..store.checkpoints import robustness_state_dict, save_checkpoint
+from ..store.io import read_json, write_json
+from ..store.provenance import provenance
+from ..store.runs import run_dir_for, softmax_run_config
+from .loop import default_device, fit, seeded_model, select_split, to_device
+
+
+def _class_batches(x, y, batch_size, g):
+    perm = torch.randperm(len(y), generator=g)
+    for i in range(0, len(perm) - batch_size + 1, batch_size):
+        idx = perm[i:i + batch_size]
+        yield x[idx], y[idx]
+
+
+def import_robustness_checkpoint(path, run_dir: Path, run_config: dict, data_source=None) -> dict:
+    """Convert a robustness-library ResNet50 file into our checkpoint format (loadable by load_classifier)."""
+    state, norm = robustness_state_dict(path)
+    model = create_model("resnet50", 10, 1.0)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: state dict does not match our ResNet50 (missing {missing[:3]}..., unexpected "
+                         f"{unexpected[:3]}...); only CIFAR-10 ResNet50 robustness checkpoints are supported")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir / "best.pt", kind="softmax", state={"model": model.state_dict()},
+                    config={"name": "resnet50", "width": 1.0, "num_outputs": 10, "normalize": norm},
+                    imported_from=str(path))
+    result = {"best_epoch": None, "best_metric": None, "select_key": None, "epochs": 0, "metrics": [],
+              "checkpoint": str(run_dir / "best.pt"), "parameters": count_parameters(model),
+              "imported_from": str(path),
+              "provenance": provenance(run_config, data_source=data_source, wall_time_s=0.0)}
+    write_json(run_dir / "result.json", result)
+    return read_json(run_dir / "result.json")
+
+
+def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None, progress=True) -> dict:
+    """Madry PGD-AT softmax baseline (train-if-missing), or the import of a published robustness-library
+    checkpoint when ``softmax.checkpoint`` is set."""
+    cfg = profile.softmax
+    run_config = softmax_run_config(profile)
+    run_dir = run_dir_for(run_config)
+    if (run_dir / "result.json").exists():
+        return read_json(run_dir / "result.json")
+    if cfg.checkpoint:
+        return import_robustness_checkpoint(cfg.checkpoint, run_dir, run_config)
+    device = torch.device(device) if device else default_device()
+    data = data or prepare_data(profile.data, progress=progress)
+    model = seeded_model(cfg.model, 10, cfg.width, cfg.seed)
+    steps_per_epoch = len(data.train_y) // cfg.batch_size
+
+    def step_loss(model, batch, g):
+        x, y = batch
+        x = to_device(augment(x, cfg.augment, g), device, cfg.channels_last)
+        return softmax_pgd_at_loss(model, x, y.to(device), cfg, g)
+
+    sel = select_split(data, cfg.select_on, 50, cfg.seed)
+    select_metrics, select_key = None, None
+    if sel is not None:
+        x, y = to_float(sel[0]).to(device), sel[1].to(device)
+        split_name = cfg.select_on if cfg.select_on != "last" else "val"
+
+        def select_metrics(model):
+            with torch.no_grad():
+                clean = (model(x).argmax(1) == y).float().mean().item()
+            with eval_mode(model):
+                xa = pgd_untargeted(model, x, y, eps=cfg.eps, norm="l2", steps=5,
+                                    generator=torch.Generator().manual_seed(cfg.seed))
+            with torch.no_grad():
+                rob = (model(xa).argmax(1) == y).float().mean().item()
+            return {f"{split_name}_clean_acc": clean, f"{split_name}_robust_acc": rob}
+        select_key = None if cfg.select_on == "last" else f"{split_name}_robust_acc"
+    return fit(run_dir, model=model, cfg=cfg, lr=cfg.lr, epochs=cfg.epochs,
+               make_batches=lambda g: _class_batches(data.train_x, data.train_y, cfg.batch_size, g),
+               steps_per_epoch=steps_per_epoch, step_loss=step_loss, select_metrics=select_metrics,
+               select_key=select_key, ckpt_kind="softmax",
+               ckpt_config={"name": cfg.model, "width": cfg.width, "num_outputs": 10}, run_config=run_config,
+               data_source=data.source, device=device, desc=f"softmax {cfg.model}", progress=progress)

@@ -1,0 +1,326 @@
+"""Tests of the robust-accuracy evaluation (genrobust.measure.accuracy): Wilson intervals, evaluation subsets, the
+per-example worst case, the paired noise test, the masking checks on hand-made records, on a normal model and on
+deliberately masked ones (gradient-killing rounding, saturated logits), and the smoke profile end to end (trained
+in a temporary runs directory). Tiny models and budgets: the whole file runs in about a minute on one core."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from genrobust.core import metrics
+from genrobust.core.registry import PAPER_ATTACK
+from genrobust.measure import accuracy as E
+from genrobust.measure.checks import masking_checks
+from genrobust.reporting import metrics_files, tables
+from genrobust.core.config import EvalConfig, get_profile
+from genrobust.core.models import GenerativeClassifier, create_model
+from genrobust.data import prepare_data
+from genrobust.pipeline.classifiers import ensure_classifiers, train_all
+from genrobust.store.io import read_json
+from genrobust.training.calibrate import calibrate
+from test_attacks import LogitAsBinary, fit_cross_entropy  # LogitAsBinary: d_k = z_k of a softmax net
+
+K = 10
+
+
+def check(checks, kind, name_start):
+    hits = [c for c in checks if c["classifier"] == kind and c["check"].startswith(name_start)]
+    assert len(hits) == 1, (name_start, [c["check"] for c in checks])
+    return hits[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure helpers
+def test_wilson_interval_properties():
+    lo, hi = metrics.wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert metrics.wilson_interval(0, 20)[0] == 0.0 and metrics.wilson_interval(20, 20)[1] == 1.0
+    for k, n in [(0, 5), (3, 7), (99, 100)]:
+        lo, hi = metrics.wilson_interval(k, n)
+        assert 0 <= lo <= k / n <= hi <= 1
+    assert metrics.wilson_interval(500, 1000)[1] - metrics.wilson_interval(500, 1000)[0] < \
+        metrics.wilson_interval(50, 100)[1] - metrics.wilson_interval(50, 100)[0]
+
+
+def test_eval_indices_are_seeded_prefixes():
+    a, b = E.eval_indices(1000, 300, seed=3), E.eval_indices(1000, 100, seed=3)
+    assert torch.equal(a[:100], b) and len(set(a.tolist())) == 300
+    assert not torch.equal(E.eval_indices(1000, 100, seed=4), b)
+    assert len(E.eval_indices(50, 100, seed=0)) == 50
+
+
+def test_flags_round_trip():
+    f = torch.tensor([True, False, False, True])
+    assert E.flags_to_str(f) == "1001" and torch.equal(E.str_to_flags("1001"), f)
+
+
+def _run(attack, eps, flags, role="strong"):
+    f = torch.as_tensor(flags, dtype=torch.bool)
+    return {"attack": attack, "eps": eps, "role": role, "n": len(f), "robust": E.flags_to_str(f),
+            "accuracy": f.float().mean().item(), "ci95": metrics.wilson_interval(int(f.sum()), len(f)), "steps": 5,
+            "step_size": 0.1, "restarts": 1, "time_s": 0.1, "n_attacked": len(f)}
+
+
+def _record(clean, runs, kind="softmax", checks=None):
+    c = torch.as_tensor(clean, dtype=torch.bool)
+    return {"classifier": kind, "paper_attack": PAPER_ATTACK[kind], "n": len(c), "n_strong": len(c),
+            "norm": "l2", "clean": {"n": len(c), "robust": E.flags_to_str(c), "n_robust": int(c.sum()),
+                                    "accuracy": c.float().mean().item(),
+                                    "ci95": metrics.wilson_interval(int(c.sum()), len(c))},
+            "runs": runs, "model_checks": checks or {"n": 4, "randomness_max_diff": 0.0,
+                                                     "probability_outputs": False, "zero_gradients": 0},
+            "autoattack_warnings": []}
+
+
+def test_worst_case_is_the_per_example_and_over_attacks_on_the_common_prefix():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(12, generator=g) < 0.9
+    flags = [(torch.rand(12 if i == 0 else 8, generator=g) < 0.7) & clean[:12 if i == 0 else 8] for i in range(4)]
+    runs = [_run("pgd", 0.5, flags[0], "paper")] + [_run(a, 0.5, f) for a, f in zip(("apgd-ce", "apgd-t", "square"),
+                                                                                    flags[1:])]
+    runs.append(_run("pgd", 1.0, flags[0] & False, "paper"))  # another eps must not enter eps 0.5's worst case
+    w = E.worst_case(_record(clean, runs), 0.5)
+    expect = clean[:8] & flags[0][:8] & flags[1] & flags[2] & flags[3]
+    assert w["n"] == 8 and torch.equal(E.str_to_flags(w["robust"]), expect)
+    assert w["accuracy"] == pytest.approx(expect.float().mean().item())
+    assert w["attacks"] == ["apgd-ce", "apgd-t", "pgd", "square"]
+    # never above any single attack on the same examples
+    for r in runs[:4]:
+        assert w["n_robust"] <= int(E.str_to_flags(r["robust"])[:8].sum())
+    assert E.worst_case(_record(clean, runs), 0.0)["accuracy"] == pytest.approx(clean.float().mean().item())
+    rows = E.accuracy_rows({"softmax": _record(clean, runs)})
+    assert {(r["eps"], r["attack"]) for r in rows if r["role"] == "worst case"} == {(0.0, "worst"), (0.5, "worst"),
+                                                                                   (1.0, "worst")}
+
+
+def test_paired_increase_is_a_one_sided_exact_test():
+    base = torch.zeros(40, dtype=torch.bool)
+    more = base.clone()
+    more[:6] = True  # 6 recovered, 0 lost: p = 2^-6
+    t = metrics.paired_increase(base, more)
+    assert (t["b"], t["c"], t["significant"]) == (6, 0, True) and t["p"] == pytest.approx(2 ** -6)
+    one = base.clone()
+    one[0] = True
+    assert not metrics.paired_increase(base, one)["significant"]  # one example is noise
+    assert not metrics.paired_increase(more, base)["significant"]  # a decrease is never flagged
+
+
+def test_masking_checks_flag_bad_records_and_pass_good_ones():
+    ecfg = EvalConfig(eps_grid=(0.0, 0.5, 1.0), n_strong=40, square_alpha=0.002)
+    ones = torch.ones(40, dtype=torch.bool)
+    half = torch.arange(40) < 20
+    good = [_run("pgd", 0.5, half, "paper"), _run("pgd", 1.0, half & (torch.arange(40) < 10), "paper"),
+            _run("apgd-ce", 0.5, half), _run("square", 0.5, half), _run("pgd", 0.5, half, "more steps"),
+            _run("pgd", 0.5, half, "more restarts"), _run("pgd", 8.0, ~ones, "large eps")]
+    checks = masking_checks({"softmax": _record(ones, good)}, ecfg)
+    assert all(c["passed"] for c in checks), [c for c in checks if not c["passed"]]
+    bad = [_run("pgd", 0.5, half, "paper"), _run("pgd", 1.0, ones, "paper"),           # accuracy rises with eps
+           _run("apgd-ce", 0.5, torch.arange(40) < 10),                               # AutoAttack 25 points lower
+           _run("square", 0.5, torch.arange(40) < 5),                                 # breaks what white-box left
+           _run("pgd", 0.5, ones, "more steps"), _run("pgd", 0.5, ones, "more restarts"),
+           _run("pgd", 8.0, ones, "large eps")]
+    rec = _record(ones, bad, checks={"n": 4, "randomness_max_diff": 0.5, "probability_outputs": True,
+                                     "zero_gradients": 3})
+    rec["autoattack_warnings"] = ["there are 3 points with zero gradient!"]
+    checks = masking_checks({"softmax": rec}, ecfg)
+    assert not any(c["passed"] for c in checks), [c for c in checks if c["passed"]]
+    assert check(checks, "softmax", "paper's attack vs AutoAttack")["type"] == "finding"
+    assert set(tables.checks_table(checks)["passed"]) == {"NO"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real (tiny) models: a normal one passes, deliberately masked ones are flagged.
+COLOURS = torch.tensor([list(c) for c in itertools.product([0.3, 0.7], repeat=3)] + [[0.5, 0.5, 0.3], [0.5, 0.5, 0.7]])
+
+
+def make_data(n_per_class: int, seed: int):
+    """Class k = an 8x8 central patch of colour COLOURS[k] on a noisy grey background: learned to ~100% in seconds
+    by an undefended CNN that stays brittle (recolouring 64 pixels is cheap in L2)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(K).repeat_interleave(n_per_class)
+    x = 0.5 + 0.15 * torch.randn(len(y), 3, 32, 32, generator=g)
+    x[:, :, 12:20, 12:20] = COLOURS[y].view(-1, 3, 1, 1) + 0.05 * torch.randn(len(y), 3, 8, 8, generator=g)
+    perm = torch.randperm(len(y), generator=g)
+    return x.clamp(0, 1)[perm], y[perm]
+
+
+class Rounded(nn.Module):
+    """Masked gradients: the net sees the 8-bit rounded image; round() has zero gradient everywhere."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(torch.round(x * 255) / 255)
+
+
+class Saturated(nn.Module):
+    """Logits times 1e4: softmax saturates, so the cross-entropy gradient underflows to exactly 0 (margin-based
+    losses such as DLR are scale-invariant and still work)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return 1e4 * self.net(x)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_outputs=K, width=0.5)
+    x, y = make_data(50, seed=0)
+    return fit_cross_entropy(model, x, y, epochs=8, batch=50)
+
+
+ECFG = EvalConfig(eps_grid=(0.0, 0.5, 1.0), n_test=30, n_strong=20, steps=5, strong_eps=1.0, aa_apgd_iters=10,
+                  aa_targets=2, aa_fab_iters=10, aa_square_queries=100, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return make_data(3, seed=1)
+
+
+def _evaluate(model, test_set, kind=None):
+    x, y = test_set
+    return E.evaluate_classifier(model, x, y, ECFG, kind=kind, progress=False)
+
+
+def test_normal_models_pass_every_masking_check(net, test_set):
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    gen = GenerativeClassifier([LogitAsBinary(net, k) for k in range(K)]).eval()
+    records = {"softmax": _evaluate(net, test_set), "generative": _evaluate(gen, test_set)}
+    assert records["softmax"]["clean"]["accuracy"] >= 0.9
+    checks = masking_checks(records, ECFG)
+    failed = [c for c in checks if c["type"] == "masking" and c["passed"] is not True]
+    assert not failed, failed
+    # the model was not modified, and the record is plain JSON
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
+    json.dumps(records)
+    # only clean-correct examples were attacked; per-attack flags never exceed the clean ones
+    for rec in records.values():
+        clean = E.str_to_flags(rec["clean"]["robust"])
+        for r in rec["runs"]:
+            assert r["n_attacked"] == int(clean[:r["n"]].sum())
+            assert not (E.str_to_flags(r["robust"]) & ~clean[:r["n"]]).any()
+
+
+def test_rounded_input_masks_gradients_and_is_flagged(net, test_set):
+    # at eps 2 a 300-query Square breaks ~90% of the rounded model (at eps 1 / 100 queries it breaks none, so the
+    # check could not fire), while every gradient-based attack sees zero gradients and breaks nothing
+    ecfg = dataclasses.replace(ECFG, strong_eps=2.0, aa_square_queries=300)
+    x, y = test_set
+    rec = E.evaluate_classifier(Rounded(net), x, y, ecfg, kind="softmax", progress=False)
+    checks = masking_checks({"softmax": rec}, ecfg)
+    for name in ("no zero input gradients", "accuracy near 0", "Square not stronger", "AutoAttack's own checks"):
+        assert check(checks, "softmax", name)["passed"] is False, name
+
+
+def test_saturated_logits_are_flagged_and_the_autoattack_gap_is_a_finding(net, test_set):
+    rec = _evaluate(Saturated(net), test_set, kind="softmax")
+    checks = masking_checks({"softmax": rec}, ECFG)
+    assert check(checks, "softmax", "no zero input gradients")["passed"] is False
+    gap = check(checks, "softmax", "paper's attack vs AutoAttack")
+    assert gap["passed"] is False and gap["type"] == "finding"
+    assert "Finding (softmax)" in tables.accuracy_conclusion({"softmax": rec}, checks)
+
+
+def test_unknown_attack_and_contract_violations_raise(net, test_set):
+    x, y = test_set
+    run = E.AttackRun("nope", 0.5, 4, "strong")
+    with pytest.raises(E.EvaluationError, match="unknown attack"):
+        E.run_attack(net, x[:4], y[:4], run, ecfg=ECFG, generator=torch.Generator())
+    with pytest.raises(E.EvaluationError, match="exceeds eps"):
+        E._check_perturbation(x[:2], (x[:2] + 0.1).clamp(0, 1), 0.5, "l2", "fake")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The smoke profile end to end: its trained classifiers pass every masking check.
+@pytest.fixture(scope="module")
+def smoke_records(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        tmp = tmp_path_factory.mktemp("smoke03")
+        mp.setenv("GENROBUST_RUNS", str(tmp / "runs"))
+        mp.setenv("GENROBUST_RESULTS", str(tmp / "results"))
+        cfg = get_profile("smoke")
+        data = prepare_data(cfg.data, progress=False)
+        train_all(cfg, softmax=True, executor="inline", progress=False)
+        calibrate(cfg, data, progress=False)
+        paths = ensure_classifiers(cfg, data=data, train_missing=False)
+        x, y = E.evaluation_set(data, cfg.eval)
+        records = E.evaluate_classifiers(paths, x, y, cfg.eval, progress=False)
+        checks = masking_checks(records, cfg.eval)
+        path = metrics_files.write_accuracy_metrics(cfg, records, checks, data, wall_time_s=1.0)
+        saved = read_json(path)
+        yield cfg, records, checks, saved
+
+
+def test_smoke_profile_passes_the_masking_checks(smoke_records):
+    cfg, records, checks, saved = smoke_records
+    assert set(records) == {"generative", "softmax"}
+    failed = [c for c in checks if c["type"] == "masking" and c["passed"] is not True]
+    assert not failed, failed
+    for kind, rec in records.items():
+        assert rec["n"] == cfg.eval.n_test and rec["n_strong"] == cfg.eval.n_strong
+        attacks = {(r["attack"], r["role"]) for r in rec["runs"]}
+        assert {(a, "strong") for a in cfg.eval.strong_attacks} <= attacks
+        assert (PAPER_ATTACK[kind], "paper") in attacks
+        for e in cfg.eval.eps_grid:
+            w = E.worst_case(rec, e)
+            same = [r for r in rec["runs"] if r["eps"] == e]
+            assert all(w["n_robust"] <= int(E.str_to_flags(r["robust"])[:w["n"]].sum()) for r in same)
+    assert saved["notebook"] == "03_accuracy" and saved["provenance"]["seed"] == cfg.eval.seed
+    assert saved["provenance"]["data_source"]["synthetic"] is True
+    assert saved["classifiers"]["softmax"]["runs"][0]["robust"] == records["softmax"]["runs"][0]["robust"]
+    assert len(tables.tab1(records)) == 2 and "Verdict" in tables.accuracy_conclusion(records, checks)
+
+
+def test_tab1_verdict_is_inconclusive_when_all_differences_lie_within_the_cis():
+    n = 40
+    clean_g, clean_s = [True] * 24 + [False] * 16, [True] * 20 + [False] * 20
+    mk = lambda kind, k: _record(clean_g if kind == "generative" else clean_s,  # noqa: E731
+                                 [_run(PAPER_ATTACK[kind], 0.5, [True] * k + [False] * (n - k), "paper"),
+                                  _run(PAPER_ATTACK[kind], 1.0, [True] * (k // 2) + [False] * (n - k // 2), "paper")],
+                                 kind=kind)
+    close = {"generative": mk("generative", 17), "softmax": mk("softmax", 16)}
+    assert "inconclusive at this n" in tables.accuracy_conclusion(close, [])
+    apart = {"generative": mk("generative", 24), "softmax": mk("softmax", 2)}  # 60% vs 5%: CIs separate
+    text = tables.accuracy_conclusion(apart, [])
+    assert "inconclusive" not in text and "**partly holds**" in text  # better, but clean accuracy not lower
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The registries: attacks (planning, labels, config choices read one dict) and checks (one function each).
+def test_attack_registry_is_what_planning_labels_and_config_read():
+    from genrobust.core import config, registry
+    assert config.STRONG_ATTACKS == registry.STRONG_ATTACKS
+    assert set(registry.ATTACKS) | {"clean", "worst"} == set(registry.ATTACK_LABELS)
+    for kind in ("generative", "softmax"):
+        runs = E.plan_runs(kind, ECFG, 100)
+        assert runs and all(kind in registry.ATTACKS[r.attack].applies_to for r in runs)
+        assert PAPER_ATTACK[kind] in {r.attack for r in runs if r.role == "paper"}
+    assert registry.ATTACKS["eq11_12"].applies_to == ("generative",)  # needs the K sub-models
+    assert [n for n, s in registry.ATTACKS.items() if s.black_box] == ["square"]
+    with pytest.raises(KeyError, match="unknown attack 'nope'"):
+        registry.attack_spec("nope")
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_attack(registry.ATTACKS["pgd"])
+
+
+def test_every_check_gives_one_row_per_classifier():
+    from genrobust.measure.checks import CHECKS
+    rec = _record([True] * 4, [_run("eq11_12", 0.5, [True] * 4, "paper")], kind="generative")
+    rows = [check("generative", rec, ECFG) for check in CHECKS]
+    assert len({r["check"] for r in rows}) == len(CHECKS)
+    assert all(set(r) == {"classifier", "check", "passed", "detail", "type"} for r in rows)
+    assert masking_checks({"generative": rec, "softmax": rec}, ECFG)[len(CHECKS):] == [
+        {**r, "classifier": "softmax"} for r in rows]
