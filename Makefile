@@ -56,6 +56,7 @@ lab: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps torchattacks
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@echo "== benchmarks/bench_attacks.py --fold"; $(PY) benchmarks/bench_attacks.py --fold
 
 clean-runs:
 	rm -rf runs results/smoke

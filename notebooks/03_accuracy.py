@@ -56,10 +56,10 @@ display(Markdown(f"**Profile `{cfg.name}`** — {cfg.description}\n\n**Data:** {
 gr.tables.config_table(cfg, ["eval"])
 
 # %% [markdown]
-# ## Attacks (progress: runs, then batches)
+# ## Attacks (as units: what is done, what remains and its estimated cost first, then jobs)
 
 # %%
-records = gr.accuracy.evaluate_classifiers(paths, x, y, cfg.eval)
+records = gr.evaluation.evaluate(cfg, data, paths)  # units: kept under runs/eval/, a killed run resumes
 checks = gr.checks.masking_checks(records, cfg.eval)
 
 # %% [markdown]

@@ -38,7 +38,7 @@ t_start = time.time()
 # %%
 cfg = gr.params.notebook_profile("04_generation_fid", globals())
 data = gr.data.prepare_data(cfg.data)
-classifiers = gr.classifiers.load_classifiers(cfg, ("generative", "softmax"), data, train_missing=train_missing)
+paths = gr.classifiers.ensure_classifiers(cfg, ("generative", "softmax"), data, train_missing=train_missing)
 display(Markdown(f"**Profile `{cfg.name}`** — {cfg.description}\n\n**Data:** {data.source['name']} "
                  f"(sha256 `{data.source['sha256']}`)"))
 gr.tables.config_table(cfg, ["gen"])
@@ -47,7 +47,7 @@ gr.tables.config_table(cfg, ["gen"])
 # ## Seeds, generated samples and counterfactuals
 
 # %%
-generated = gr.generate.generate(cfg.gen, data, classifiers)
+generated = gr.generation.generate(cfg, data, paths)  # units under runs/generate/: a killed run resumes
 display(Markdown(f"PGD configurations run as one prefix chain per step size: **{generated.chained}** "
                  f"(eps = {cfg.gen.eps:g} >= steps x step size). Seconds: {generated.seconds}"))
 gr.tables.generation_checks({"cells": generated.checks})

@@ -324,3 +324,75 @@ def test_every_check_gives_one_row_per_classifier():
     assert all(set(r) == {"classifier", "check", "passed", "detail", "type"} for r in rows)
     assert masking_checks({"generative": rec, "softmax": rec}, ECFG)[len(CHECKS):] == [
         {**r, "classifier": "softmax"} for r in rows]
+
+
+def test_mcnemar_exact_values_and_symmetry():
+    a = torch.tensor([True] * 12 + [False] * 8)
+    b = torch.tensor([False] * 10 + [True] * 2 + [False] * 8)
+    t = metrics.mcnemar(a, b)
+    assert (t["n_first"], t["n_second"], t["n"]) == (10, 0, 20)
+    assert t["p"] == pytest.approx(2 * 0.5 ** 10) and t["significant"] and t["diff"] == pytest.approx(0.5)
+    back = metrics.mcnemar(b, a)
+    assert back["p"] == t["p"] and back["diff"] == -t["diff"]
+    assert metrics.mcnemar(a, a)["p"] == 1.0 and not metrics.mcnemar(a, a)["significant"]
+    with pytest.raises(ValueError, match="same examples"):
+        metrics.mcnemar(a, a[:5])
+
+
+def test_paired_tests_compare_the_same_images(smoke_records):
+    cfg, records, checks, saved = smoke_records
+    rows = E.paired_tests(records)
+    both = [r for r in rows if r["comparison"] == "generative vs softmax"]
+    assert {r["eps"] for r in both} == set(cfg.eval.eps_grid) | {cfg.eval.strong_eps}
+    for r in both:
+        kinds = [records[k] for k in ("generative", "softmax")]
+        assert r["n"] == min(rec["n"] if r["attack"] != "worst case" else E.worst_case(rec, r["eps"])["n"]
+                             for rec in kinds)
+        assert 0.0 <= r["p"] <= 1.0 and r["n_first"] + r["n_second"] <= r["n"]
+    aa = [r for r in rows if r["attack"] == "paper's vs AutoAttack"]
+    assert {r["comparison"].split(":")[0] for r in aa} == {"generative", "softmax"}
+    assert saved["paired"] == json.loads(json.dumps(rows))  # 03's metrics file records them
+    assert "McNemar p" in tables.paired_table(records).columns
+
+
+def _old_attack_flags(work, x, y, candidates, run, ecfg):
+    """The attack loop before units (commit bf1d32c): one generator seeded run.seed over the clean-correct
+    examples, in batches of eval.batch_size."""
+    idx = candidates.nonzero(as_tuple=True)[0]
+    flags = torch.zeros(len(y), dtype=torch.bool)
+    g = torch.Generator(device=x.device).manual_seed(run.seed)
+    for i in range(0, len(idx), ecfg.batch_size):
+        chunk = idx[i:i + ecfg.batch_size]
+        x_adv = E.run_attack(work, x[chunk], y[chunk], run, ecfg=ecfg, generator=g)
+        with torch.no_grad():
+            flags[chunk] = work(x_adv).argmax(1) == y[chunk]
+    return flags
+
+
+@pytest.mark.slow
+def test_notebook_03_from_units_gives_the_records_before_units(smoke_records):
+    from genrobust.core.config import apply_overrides
+    from genrobust.pipeline.evaluation import evaluate
+    from genrobust.store.checkpoints import load_classifier
+    cfg, records, checks, saved = smoke_records
+    data = prepare_data(cfg.data, progress=False)
+    paths = ensure_classifiers(cfg, data=data, train_missing=False)
+    said = []
+    from_units = evaluate(apply_overrides(cfg, {"executor": "inline"}), data, paths, progress=False,
+                          echo=said.append)
+    assert "units" in said[0] and "estimated attack time" in said[0]
+    drop = ("time_s", "wall_time_s")
+    for kind, rec in records.items():
+        u = from_units[kind]
+        assert [{k: v for k, v in r.items() if k not in drop} for r in u["runs"]] == \
+            [{k: v for k, v in r.items() if k not in drop} for r in rec["runs"]]
+        assert u["clean"] == rec["clean"] and u["model_checks"] == rec["model_checks"]
+        # and the same per-example results as the loop before units, run now on the same classifier
+        x, y = E.evaluation_set(data, cfg.eval)
+        work, clean = E.prepare_attacks(load_classifier(paths[kind]), x, y, cfg.eval)
+        for r in rec["runs"]:
+            # the recorded step size is the one the run used (2.5 eps / steps when the config says None)
+            run = E.AttackRun(**{k: r[k] for k in ("attack", "eps", "n", "role", "steps", "step_size", "restarts",
+                                                   "seed")})
+            old = _old_attack_flags(work, x[:run.n], y[:run.n], clean[:run.n], run, cfg.eval)
+            assert E.flags_to_str(old) == r["robust"], (kind, r["attack"], r["role"], r["eps"])

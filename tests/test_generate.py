@@ -14,7 +14,10 @@ from genrobust import data as gdata
 from genrobust.measure import generate as G
 from genrobust.reporting import tables
 from genrobust.core.config import ConfigError, GenConfig
+from genrobust.core.fold import folded_copy
 from genrobust.core.models import GenerativeClassifier, create_model
+from genrobust.measure import fid
+from genrobust.store.units import UnitStore, UnitWarning
 
 K = 10
 
@@ -160,6 +163,46 @@ def test_generate_end_to_end(classifiers, tiny_data):
     assert sorted(order.tolist()) == list(range(12))  # a permutation, applied to every panel alike
     assert all(torch.equal(rows, out.cf_target[order]) for _, rows in panels.values())
     assert torch.equal(panels["generative classifier"][0], out.images[("counterfactuals", "generative", (3, 1.0))][order])
+
+
+def _units(tmp_path, name="units"):
+    return G.GenUnits(UnitStore(tmp_path / name), {"generative": "g" * 16, "softmax": "s" * 16}, {"data": "tiny"})
+
+
+def test_generation_from_units_equals_in_memory_and_the_whole_set_at_once(classifiers, tiny_data, tmp_path):
+    gen_cfg = GenConfig(n_samples=12, eps=10.0, pgd_configs=((2, 1.0), (3, 1.0)), batch_size=5)
+    memory = G.generate(gen_cfg, tiny_data, classifiers, progress=False)
+    stored = G.generate(gen_cfg, tiny_data, classifiers, progress=False, units=_units(tmp_path))
+    assert len(list((tmp_path / "units").glob("*.pt"))) == 2 * 2 * 3  # classifier x kind x 3 batches of <= 5
+    again = G.generate(gen_cfg, tiny_data, classifiers, progress=False, units=_units(tmp_path))  # all read back
+    for key, x in memory.images.items():
+        assert torch.equal(x, stored.images[key]) and torch.equal(x, again.images[key]), key
+    assert memory.checks == stored.checks == again.checks
+    # the pre-units computation: every starting image in one call, float images, float32 means
+    works = {n: folded_copy(m) for n, m in classifiers.items()}
+    starts = {"samples": (memory.seeds, memory.seed_y),
+              "counterfactuals": (memory.originals.float() / 255, memory.cf_target)}
+    whole = GenConfig(n_samples=12, eps=10.0, pgd_configs=((2, 1.0), (3, 1.0)), batch_size=12)
+    for c in memory.checks:
+        x0, t = starts[c["kind"]]
+        runs = G.pgd_runs(works[c["classifier"]], x0, t, whole.pgd_configs, eps=whole.eps, batch_size=5)
+        x = runs[(c["steps"], c["step_size"])]
+        assert torch.equal(fid.quantize(x).float() / 255, memory.images[(c["kind"], c["classifier"],
+                                                                          (c["steps"], c["step_size"]))])
+        with torch.no_grad():
+            hit = (works[c["classifier"]](x).argmax(1) == t).float().mean().item()
+        assert c["target_rate"] == pytest.approx(hit, abs=1e-6)  # exact fraction now, float32 mean before
+        assert c["mean_l2"] == pytest.approx((x - x0).flatten(1).norm(dim=1).mean().item(), rel=1e-5)
+
+
+def test_a_corrupt_generation_unit_is_recomputed(classifiers, tiny_data, tmp_path):
+    gen_cfg = GenConfig(n_samples=6, eps=10.0, pgd_configs=((2, 1.0),), batch_size=3)
+    first = G.generate(gen_cfg, tiny_data, classifiers, progress=False, units=_units(tmp_path))
+    victim = sorted((tmp_path / "units").glob("*.pt"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    with pytest.warns(UnitWarning, match="corrupt"):
+        again = G.generate(gen_cfg, tiny_data, classifiers, progress=False, units=_units(tmp_path))
+    assert all(torch.equal(x, again.images[k]) for k, x in first.images.items())
 
 
 def test_round_robin_order_cycles_source_classes():

@@ -63,8 +63,9 @@ def test_slurm_parameters_build_a_valid_submission(tmp_path):
         executors.slurm_parameters(gpus=-1)
 
 
-def test_cli_slurm_dry_run_prints_the_script(tmp_runs):
-    r = subprocess.run([sys.executable, "-m", "genrobust", "train", "--profile", "paper", "--executor", "slurm",
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_cli_slurm_dry_run_prints_the_script(tmp_runs, command):
+    r = subprocess.run([sys.executable, "-m", "genrobust", command, "--profile", "paper", "--executor", "slurm",
                         "--partition", "a100", "--gpus", "1", "--dry-run"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "#SBATCH --partition=a100" in r.stdout
@@ -119,3 +120,12 @@ def test_each_notebooks_parameters_cell_declares_exactly_its_mapped_names(name):
 def test_every_notebook_is_known_to_the_pipeline():
     on_disk = {p.stem for p in (notebooks.project_root() / "notebooks").glob("*.ipynb")}
     assert on_disk == set(notebooks.NOTEBOOKS)
+
+
+def test_notebook_command_prints_only_what_the_user_needs(tmp_runs):
+    # no kernel warnings (IPC transport), no progress noise: the executed notebook's path and nothing else
+    r = subprocess.run([sys.executable, "-m", "genrobust", "notebook", "06_report", "--profile", "smoke", "--force",
+                        "--out-dir", str(tmp_runs / "out")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_runs / "out" / "06_report.ipynb")
+    assert "WARNING" not in r.stderr and "TCP" not in r.stderr, r.stderr

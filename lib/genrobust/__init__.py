@@ -8,13 +8,13 @@ by short names (``gr.tables``, ``gr.plots``, ``gr.accuracy``, ``gr.generate``, `
 from . import core, data, measure, pipeline, reporting, store, training
 from .core import attacks, config, models, paper, registry
 from .measure import ablate, accuracy, checks, fid, generate
-from .pipeline import classifiers, params
+from .pipeline import classifiers, evaluation, generation, params
 from .reporting import metrics_files, plots, report, tables
 from .store.checkpoints import load_classifier, load_model
 from .store.paths import results_dir
 from .training import calibrate
 
 __all__ = ["core", "store", "data", "training", "measure", "pipeline", "reporting", "attacks", "config", "models",
-           "paper", "registry", "ablate", "accuracy", "checks", "fid", "generate", "classifiers", "params",
+           "paper", "registry", "ablate", "accuracy", "checks", "fid", "generate", "classifiers", "evaluation", "generation", "params",
            "metrics_files", "plots", "report", "tables", "calibrate", "load_classifier", "load_model", "results_dir"]
 __version__ = "0.1.0"

@@ -4,6 +4,8 @@
     genrobust notebook 01_training --profile smoke -p epochs 3
     genrobust train --profile cpu --executor local --workers 2
     genrobust train --profile paper --executor slurm --partition gpu --gpus 1 --time 4320
+    genrobust evaluate --profile cpu             # notebook 03's attack units as jobs, without the notebook
+    genrobust evaluate --profile cpu --checkpoint my_model.pt   # any checkpoint load_classifier reads
     genrobust report --profile cpu               # results/cpu/REPORT.md from the metrics files (seconds)
 """
 from __future__ import annotations
@@ -13,12 +15,21 @@ import ast
 import sys
 from pathlib import Path
 
-from .core.config import ConfigError
-from .pipeline.classifiers import train_all
+import pandas as pd
+
+from .core.config import ConfigError, to_dict
+from .data.splits import prepare_data
+from .measure.accuracy import classifier_kind
+from .measure.checks import masking_checks
+from .pipeline.classifiers import ensure_classifiers, train_all
+from .pipeline.evaluation import evaluate
 from .pipeline.notebooks import execute_notebook, reproduce
-from .pipeline.params import resolve_profile
+from .pipeline.params import EXECUTION, NOTEBOOK_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
 from .reporting.report import build, write_report
+from .reporting.tables import accuracy_table, checks_table
+from .store.checkpoints import load_classifier
 from .store.executors import RunError, configure_threads, sbatch_script, slurm_parameters
+from .store.io import write_json
 from .store.paths import runs_dir
 
 
@@ -32,7 +43,30 @@ def _parse_params(pairs):
     return out
 
 
-def main(argv=None) -> int:
+def _evaluate(profile, args, slurm) -> None:
+    """`genrobust evaluate`: the profile's classifiers (trained and calibrated already) or the given checkpoints
+    through notebook 03's attacks and masking checks, as units; the accuracy table and checks on stdout."""
+    data = prepare_data(profile.data, progress=False)
+    if args.checkpoint:
+        paths = {}
+        for path in args.checkpoint:
+            kind = classifier_kind(load_classifier(path))
+            if kind in paths:
+                raise RunError(f"two {kind} checkpoints given ({paths[kind]}, {path}); evaluate them one at a time")
+            paths[kind] = path
+    else:
+        paths = ensure_classifiers(profile, data=data, train_missing=False)
+    records = evaluate(profile, data, paths, executor=args.executor, workers=args.workers, slurm=slurm)
+    checks = masking_checks(records, profile.eval)
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 80):
+        print(accuracy_table(records).to_string(index=False))
+        print(checks_table(checks).to_string(index=False))
+    if args.out:
+        print(write_json(args.out, {"classifiers": records, "checks": checks, "eval": to_dict(profile.eval)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its subcommands and options are what messages may tell a user to run)."""
     ap = argparse.ArgumentParser(prog="genrobust", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("reproduce", help="execute all notebooks into results/<profile>/")
@@ -47,19 +81,30 @@ def main(argv=None) -> int:
     n.add_argument("--out-dir", default=None)
     n.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
     t = sub.add_parser("train", help="train the binary models (and nothing else) as jobs")
-    t.add_argument("--profile", default="cpu")
     t.add_argument("--classes", default=None, help="comma-separated class indices")
-    t.add_argument("--executor", default=None, choices=("inline", "local", "slurm"))
-    t.add_argument("--workers", type=int, default=None)
-    t.add_argument("--partition", default=None)
-    t.add_argument("--gpus", type=int, default=1)
-    t.add_argument("--cpus", type=int, default=8)
-    t.add_argument("--time", type=int, default=4320, help="minutes per job")
-    t.add_argument("--dry-run", action="store_true", help="with --executor slurm: print the sbatch script and stop")
-    t.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    ev = sub.add_parser("evaluate", help="notebook 03's attack units (resumable) as jobs; prints the accuracies")
+    ev.add_argument("--checkpoint", action="append", default=None, metavar="PATH",
+                    help="evaluate this checkpoint (any file genrobust.load_classifier reads) instead of the "
+                         "profile's classifiers; repeatable")
+    ev.add_argument("--out", default=None, help="also write the records and checks as JSON here")
+    for cmd in (t, ev):
+        cmd.add_argument("--profile", default="cpu")
+        cmd.add_argument("--executor", default=None, choices=("inline", "local", "slurm"))
+        cmd.add_argument("--workers", type=int, default=None)
+        cmd.add_argument("--partition", default=None)
+        cmd.add_argument("--gpus", type=int, default=1)
+        cmd.add_argument("--cpus", type=int, default=8)
+        cmd.add_argument("--time", type=int, default=4320, help="minutes per job")
+        cmd.add_argument("--dry-run", action="store_true",
+                         help="with --executor slurm: print the sbatch script and stop")
+        cmd.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
     rp = sub.add_parser("report", help="write results/<profile>/REPORT.md from the metrics files (no training)")
     rp.add_argument("--profile", default="cpu")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.cmd == "reproduce":
             nbs = args.notebooks.split(",") if args.notebooks else None
@@ -70,18 +115,22 @@ def main(argv=None) -> int:
                                    out_dir=Path(args.out_dir) if args.out_dir else None))
         elif args.cmd == "report":
             print(write_report(build(args.profile)))
-        elif args.cmd == "train":
+        elif args.cmd in ("train", "evaluate"):
             params = _parse_params(args.p)
-            if args.classes:
+            if args.cmd == "train" and args.classes:
                 params["classes"] = tuple(int(c) for c in args.classes.split(","))
-            profile = resolve_profile(args.profile, params)
+            keys = TRAIN_PARAMETERS if args.cmd == "train" else {**NOTEBOOK_PARAMETERS["03_accuracy"], **EXECUTION}
+            profile = resolve_profile(args.profile, params, keys)
             configure_threads(profile)
             slurm = slurm_parameters(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time)
             if args.dry_run:
                 print(sbatch_script(slurm, runs_dir() / "jobs"))
                 return 0
-            for row in train_all(profile, executor=args.executor, workers=args.workers, slurm=slurm):
-                print(f"d_{row['k']}: best epoch {row['best_epoch']} -> {row['checkpoint']}")
+            if args.cmd == "train":
+                for row in train_all(profile, executor=args.executor, workers=args.workers, slurm=slurm):
+                    print(f"d_{row['k']}: best epoch {row['best_epoch']} -> {row['checkpoint']}")
+            else:
+                _evaluate(profile, args, slurm)
     except (ConfigError, RunError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"genrobust: error: {e}", file=sys.stderr)
         return 2

@@ -262,8 +262,19 @@ class EvalConfig(_Config):
                                  "(auto-attack's check_square_sr threshold)")
     aa_gap: float = _f(0.02, lo=0.0, hi=1.0, doc="paper's attack minus AutoAttack accuracy reported as a finding")
     seed: int = _f(0, lo=0, doc="test-subset permutation and attack seeds")
-    batch_size: int = _f(250, lo=1, doc="examples per attack batch")
+    batch_size: int = _f(250, lo=1, doc="examples per attack batch (one chunk of evaluation positions: its own seed)")
+    shard_batches: int = _f(2, lo=1, doc="attack batches (of batch_size evaluation positions) per unit: the piece of "
+                                         "work that is kept, resumed and spread over jobs (genrobust.measure.accuracy)")
+    units_per_job: int = _f(8, lo=1, doc="units per job when evaluation fans out (local workers or SLURM)")
     channels_last: bool = _f(True, doc="attack a channels-last copy of the model (CPU convolutions, measured faster)")
+    compile: str = _f("off", choices=("off", "attacks"),
+                      doc="torch.compile the networks the attacks run on (genrobust.core.compiling); measured not to "
+                          "pay on the CPU (README, Performance)")
+
+    @property
+    def shard_size(self) -> int:
+        """Evaluation positions per unit (whole attack batches, so a unit never splits a batch's seed)."""
+        return self.shard_batches * self.batch_size
 
     def validate(self):
         if len(set(self.classifiers)) != len(self.classifiers) or not self.classifiers:
@@ -302,6 +313,8 @@ class GenConfig(_Config):
     n_show: int = _f(6, lo=1, doc="images per class and panel in Figs. 2-3")
     n_boot: int = _f(10, lo=0, doc="paired bootstrap replicates of each generative - softmax FID difference (same "
                                    "resampled indices for both, reference fixed; 0: off); two FIDs per replicate")
+    units_per_job: int = _f(8, lo=1, doc="generation units (batches of batch_size starting images) per job when "
+                                          "generation fans out (local workers or SLURM)")
 
     def validate(self):
         if not self.pgd_configs:
@@ -410,13 +423,15 @@ CPU = Profile(
     softmax=SoftmaxConfig(model="resnet18", width=0.4, eps=0.5, attack_steps=2, epochs=2, lr=0.1,
                           lr_schedule="onecycle", lr_drop_epoch=None, select_on="val", channels_last=True),
     calib=CalibConfig(select_on="val", train_per_class=1000),
-    # Notebook 03 in ~40 min on 2 cores. Measured single-thread CPU s per attacked image on models of these sizes
-    # (benchmarks/bench_attacks.py --estimate cpu; attacks that never succeed, i.e. the all-robust upper bound):
-    # Eq. 11-12 0.012 and PGD-CE 0.0076 per step; AutoAttack's standard budget 52 (generative) / 38 (softmax),
-    # so it is cut to APGD 50 it, top-3 targets, FAB-T 50 it, Square 500 queries: 7.7 / 5.6. Total for 70% clean
-    # accuracy: ~50 min single-thread expected (61 min if nothing breaks), ~25-31 min on 2 cores.
+    # Notebook 03 in ~40 min on 2 cores. Measured single-thread s per attacked image on models of these sizes, BN
+    # folded into the attacked copies (benchmarks/bench_attacks.py --estimate cpu, 2026-12-02, idle machine; attacks
+    # that never succeed, i.e. the all-robust upper bound; log in benchmarks/logs/cpu-2026-12-02-fold-idle): Eq. 11-12
+    # ~0.0098 and PGD-CE ~0.0050 per step (before folding: 0.012 / 0.0076); AutoAttack cut to APGD 50 it, top-3
+    # targets, FAB-T 50 it, Square 500 queries: 9.2 (generative) / 5.1 (softmax) s, multi-targeted 0.5 / 2.0 s.
+    # Total for 70% clean accuracy: 44 min single-thread expected (56 if nothing breaks), 22-28 min on 2 cores.
+    # One unit is one batch (250 positions): 2 units per paper run, 1 per strong run, 4 per job.
     eval=EvalConfig(n_test=500, steps=20, n_strong=200, aa_apgd_iters=50, aa_targets=3, aa_fab_iters=50,
-                    aa_square_queries=500),
+                    aa_square_queries=500, shard_batches=1, units_per_job=4),
     # Tab. 2 at CPU scale: 2 PGD configs x 2 classifiers x 2 kinds = 8 cells + the FID(test, train) anchor, each
     # 2,050 images (> 2048: full-rank covariance) through Inception, against a one-time cached 10,000-image
     # reference; FIDs at this N are biased upward and comparable only among themselves.

@@ -58,11 +58,31 @@ def bootstrap_auroc(pairs, n_boot: int = 1000, seed: int = 0):
     return out
 
 
+def _discordant(base: torch.Tensor, other: torch.Tensor) -> tuple[int, int]:
+    """(examples right under ``other`` only, right under ``base`` only): the pairs McNemar's test counts."""
+    if base.shape != other.shape:
+        raise ValueError(f"paired flags must cover the same examples, got {tuple(base.shape)} and {tuple(other.shape)}")
+    return int((other & ~base).sum()), int((base & ~other).sum())
+
+
+def mcnemar(first: torch.Tensor, second: torch.Tensor, alpha: float = 0.05) -> dict:
+    """Two-sided exact McNemar test of two per-example flag vectors on the same examples (e.g. two classifiers'
+    robust flags on the same test images, or two attacks on one classifier): n_first = right under ``first`` only,
+    n_second = the converse; p = min(1, 2 P(X <= min(n_first, n_second))), X ~ Bin(n_first + n_second, 1/2).
+    Returns {n, n_first, n_second, acc_first, acc_second, diff (acc_first - acc_second), p, significant}."""
+    n_second, n_first = _discordant(first, second)
+    m, n = n_first + n_second, len(first)
+    p = 1.0 if m == 0 else min(1.0, 2 * float(binom.cdf(min(n_first, n_second), m, 0.5)))
+    a, b = (float(f.float().mean()) if n else float("nan") for f in (first, second))
+    return {"n": n, "n_first": n_first, "n_second": n_second, "acc_first": a, "acc_second": b, "diff": a - b,
+            "p": p, "significant": p < alpha}
+
+
 def paired_increase(base: torch.Tensor, other: torch.Tensor, alpha: float = 0.05) -> dict:
     """Is ``other``'s robust accuracy higher than ``base``'s by more than noise? Same examples, so a paired test:
     b = robust under other but broken under base, c = the converse; one-sided exact McNemar (binomial) test of
     b > c: p = P(X >= b), X ~ Bin(b + c, 1/2). ``significant`` when p < alpha."""
-    b, c = int((other & ~base).sum()), int((base & ~other).sum())
+    b, c = _discordant(base, other)
     p = float(binom.sf(b - 1, b + c, 0.5)) if b > c else 1.0
     return {"b": b, "c": c, "increase": (b - c) / max(1, len(base)), "p": p, "significant": p < alpha}
 

@@ -8,7 +8,10 @@ BatchNorm during the inner attack: the attack runs with the model in **eval mode
 statistics, as in TRADES and most PGD-AT code since), so (1) crafting the perturbation never updates BN statistics,
 (2) each example's perturbation does not depend on the rest of its batch, and (3) the attack targets the function
 that will be evaluated. The update step then runs in train mode on the clean positives and perturbed negatives
-together, so BN sees one balanced batch.
+together, so BN sees one balanced batch. In eval mode a BN is an affine map, so the attack runs on
+:func:`genrobust.core.fold.fold_for_attack` of the model: BN folded into the convolutions from the live weights and
+running statistics of this step (the same function up to float rounding; tests/test_fold.py checks the
+perturbations, losses and updated weights of training steps against the unfolded attack).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .attacks import eval_mode, pgd_score, pgd_untargeted
+from .fold import fold_for_attack
 
 
 def d_score(model, x):
@@ -24,12 +28,14 @@ def d_score(model, x):
 
 
 def _perturb(model, x, eps: float, minimize: bool, cfg, generator):
-    """L2 PGD on d_k within B(x, eps) with the training attack's settings (cfg.attack_*), model in eval mode."""
+    """L2 PGD on d_k within B(x, eps) with the training attack's settings (cfg.attack_*), on the model's eval-mode
+    function with BN folded (see the module docstring)."""
     if eps == 0:
         return x
-    with eval_mode(model):
-        return pgd_score(model, d_score, x, minimize=minimize, eps=eps, norm="l2", steps=cfg.attack_steps,
-                         step_size=cfg.attack_step_size, random_start=cfg.attack_random_start, generator=generator)
+    with eval_mode(model):  # the live model's mode too (the folded view is always in eval mode)
+        return pgd_score(fold_for_attack(model), d_score, x, minimize=minimize, eps=eps, norm="l2",
+                         steps=cfg.attack_steps, step_size=cfg.attack_step_size,
+                         random_start=cfg.attack_random_start, generator=generator)
 
 
 def perturb_negatives(model, x_neg, cfg, generator):
@@ -70,7 +76,7 @@ def softmax_pgd_at_loss(model, x, y, cfg, generator):
     """Madry et al. PGD-AT: cross-entropy on untargeted L2 PGD examples within cfg.eps (Eq. 10 as the inner max)."""
     if cfg.eps > 0:
         with eval_mode(model):
-            x = pgd_untargeted(model, x, y, eps=cfg.eps, norm="l2", steps=cfg.attack_steps,
+            x = pgd_untargeted(fold_for_attack(model), x, y, eps=cfg.eps, norm="l2", steps=cfg.attack_steps,
                                step_size=cfg.attack_step_size, random_start=False, generator=generator)
     logits = model(x)
     loss = F.cross_entropy(logits, y)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from .attacks import eval_mode, pgd_score
+from .fold import folded_copy
 from .metrics import auroc
 from .objectives import d_score
 
@@ -37,11 +38,13 @@ def binary_scores(model, x_pos, x_neg, *, eps=0.0, steps=10, step_size=None, bat
 def binary_auroc_scores(model, x_pos, x_neg, eps_grid=(0.0,), *, steps=10, step_size=None, batch_size=256, seed=0,
                         device="cpu") -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
     """The per-example scores behind :func:`binary_auroc`, with the same attacks and seeds:
-    {eps: (s_pos (n_pos,), s_neg (n_neg,))}, so ``auroc(*scores[eps]) == binary_auroc(...)[eps]``."""
+    {eps: (s_pos (n_pos,), s_neg (n_neg,))}, so ``auroc(*scores[eps]) == binary_auroc(...)[eps]``. The attacks
+    run on a frozen copy with batch norm folded (genrobust.core.fold; the model's own memory layout), taken once."""
+    work = folded_copy(model, channels_last=None)
     out = {}
     for eps in eps_grid:
         g = torch.Generator().manual_seed(seed)
-        out[float(eps)] = binary_scores(model, x_pos, x_neg, eps=float(eps), steps=steps, step_size=step_size,
+        out[float(eps)] = binary_scores(work, x_pos, x_neg, eps=float(eps), steps=steps, step_size=step_size,
                                         batch_size=batch_size, generator=g, device=device)
     return out
 

@@ -12,9 +12,8 @@ classifier each applies to come from the registry (:data:`genrobust.core.registr
 """
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
@@ -22,12 +21,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..core.attacks import default_step_size
+from ..core.compiling import maybe_compile
 from ..core.config import EvalConfig
-from ..core.metrics import wilson_interval
+from ..core.fold import folded_copy
+from ..core.metrics import mcnemar, wilson_interval
 from ..core.models import GenerativeClassifier
-from ..core.registry import ATTACK_LABELS, ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, attack_spec
+from ..core.registry import ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, attack_spec
 from ..data.batches import to_float
 from ..store.checkpoints import load_classifier
+from ..store.units import UnitStore
 
 
 class EvaluationError(RuntimeError):
@@ -129,33 +131,119 @@ def _predict(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
         else torch.empty(0, dtype=torch.int64)
 
 
-def attack_flags(model, x: torch.Tensor, y: torch.Tensor, candidates: torch.Tensor, run: AttackRun, *,
-                 ecfg: EvalConfig, progress: bool = False, warnings: Optional[list] = None) -> tuple[torch.Tensor, dict]:
-    """Robust flags (N,) bool of one run: only the ``candidates`` (the clean-correct examples: one already wrong is
-    wrong under every attack) are attacked, in batches of ecfg.batch_size; an example is robust iff the model
-    still predicts y on its adversarial image. Returns (flags, info with n_attacked, time_s, max_perturbation)."""
+# ---------------------------------------------------------------------------------------------------------------
+# Units: one attack run over one shard of the evaluation order (genrobust.store.units).
+#
+# A run attacks its clean-correct examples in *chunks* of ecfg.batch_size evaluation positions: chunk c covers
+# positions [c * B, (c + 1) * B) and draws its randomness (random starts, AutoAttack's seed) from
+# chunk_seed(run.seed, c) alone. A unit is a shard [lo, hi) of whole chunks (eval.shard_batches of them), so a
+# chunk computes the same whether its run is one unit or many, in one process or on several machines: sharded,
+# resumed and uninterrupted evaluations give identical per-example results.
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The seed of chunk ``chunk`` of a run seeded ``seed``: the run's own seed for chunk 0 (so a run of at most
+    B examples draws exactly what one generator seeded ``seed`` draws), far-apart offsets for the others."""
+    return int(seed) + 1_000_003 * int(chunk)
+
+
+def shards(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) shards of evaluation positions 0..n, shard_size each (the last one shorter)."""
+    return [(lo, min(lo + shard_size, n)) for lo in range(0, n, shard_size)]
+
+
+def unit_key(kind: str, run: AttackRun, lo: int, hi: int, ecfg: EvalConfig, *, classifier: str,
+             eval_set: dict) -> dict:
+    """Everything a unit's result depends on: the classifier's weights digest, the evaluation set (data, split,
+    permutation seed), the attack and its settings, eps, norm, the run's seed, the chunk size and [lo, hi). Not the
+    run's role or n (a unit is shared by every run that needs it) and not execution settings (channels_last,
+    compile: the same function up to float rounding)."""
+    key = {"unit": "attack", "classifier": classifier, "kind": kind, "eval_set": eval_set, "attack": run.attack,
+           "eps": float(run.eps), "norm": ecfg.norm, "seed": run.seed, "batch_size": ecfg.batch_size,
+           "lo": lo, "hi": hi}
+    if attack_spec(run.attack).family == "autoattack":
+        key["budgets"] = {"apgd_iters": ecfg.aa_apgd_iters, "targets": ecfg.aa_targets,
+                          "fab_iters": ecfg.aa_fab_iters, "square_queries": ecfg.aa_square_queries}
+    else:
+        key.update(steps=run.steps, step_size=run.step_size, restarts=run.restarts)
+    return key
+
+
+def attack_unit(model, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, run: AttackRun, lo: int, hi: int, *,
+                ecfg: EvalConfig) -> dict:
+    """One unit: robust flags of evaluation positions [lo, hi) under ``run``. Only clean-correct examples (``clean``
+    over all positions) are attacked (one already wrong is wrong under every attack); an example is robust iff the
+    model still predicts y on its adversarial image. Returns {robust ('0'/'1' per position), n_attacked, time_s,
+    max_perturbation, warnings (AutoAttack's own)}."""
+    if lo % ecfg.batch_size:
+        raise EvaluationError(f"unit start {lo} is not a multiple of eval.batch_size {ecfg.batch_size}")
     t0 = time.perf_counter()
-    idx = candidates.nonzero(as_tuple=True)[0]
-    flags = torch.zeros(len(y), dtype=torch.bool)
-    g = torch.Generator(device=x.device).manual_seed(run.seed)
-    size = 0.0
-    chunks = [idx[i:i + ecfg.batch_size] for i in range(0, len(idx), ecfg.batch_size)]
-    for chunk in tqdm(chunks, desc=f"{ATTACK_LABELS[run.attack]} eps={run.eps:g}", leave=False, disable=not progress):
-        xb, yb = x[chunk], y[chunk]
-        x_adv = run_attack(model, xb, yb, run, ecfg=ecfg, generator=g, warnings=warnings)
+    flags = torch.zeros(hi - lo, dtype=torch.bool)
+    size, n_attacked, warnings = 0.0, 0, []
+    for c in range(lo // ecfg.batch_size, -(-hi // ecfg.batch_size)):
+        a, b = c * ecfg.batch_size, min(hi, (c + 1) * ecfg.batch_size)
+        idx = clean[a:b].nonzero(as_tuple=True)[0] + a
+        if len(idx) == 0:
+            continue
+        seed = chunk_seed(run.seed, c)
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        xb, yb = x[idx.to(x.device)], y[idx.to(y.device)]
+        x_adv = run_attack(model, xb, yb, replace(run, seed=seed), ecfg=ecfg, generator=g, warnings=warnings)
         size = max(size, _check_perturbation(xb, x_adv, run.eps, ecfg.norm, run.attack))
-        flags[chunk.cpu()] = (_predict(model, x_adv, ecfg.batch_size) == yb).cpu()
-    return flags, {"n_attacked": len(idx), "time_s": round(time.perf_counter() - t0, 2), "max_perturbation": size}
+        flags[idx - lo] = (_predict(model, x_adv, ecfg.batch_size) == yb).cpu()
+        n_attacked += len(idx)
+    return {"robust": flags_to_str(flags), "n_attacked": n_attacked, "time_s": round(time.perf_counter() - t0, 2),
+            "max_perturbation": size, "warnings": warnings}
+
+
+@dataclass(frozen=True)
+class UnitContext:
+    """Where an evaluation keeps its units: a store, the classifier's weights digest and the evaluation set's
+    identity (genrobust.store.units; see :func:`unit_key`)."""
+    store: UnitStore
+    classifier: str
+    eval_set: dict
+
+    def key(self, kind: str, run: AttackRun, lo: int, hi: int, ecfg: EvalConfig) -> dict:
+        return unit_key(kind, run, lo, hi, ecfg, classifier=self.classifier, eval_set=self.eval_set)
+
+
+def run_units(work, x, y, clean, kind: str, run: AttackRun, ecfg: EvalConfig, units: UnitContext | None = None,
+              *, compute: bool = True) -> list[dict | None]:
+    """The units of one run, in order: from the store when there, else computed (and stored) -- or, with
+    compute=False, None for a missing one."""
+    out = []
+    for lo, hi in shards(run.n, ecfg.shard_size):
+        key = units.key(kind, run, lo, hi, ecfg) if units is not None else None
+        rec = units.store.get(key) if units is not None else None
+        if rec is None and compute:
+            rec = attack_unit(work, x, y, clean, run, lo, hi, ecfg=ecfg)
+            if units is not None:
+                rec = units.store.put(key, rec)
+        out.append(rec)
+    return out
+
+
+def attack_flags(model, x: torch.Tensor, y: torch.Tensor, candidates: torch.Tensor, run: AttackRun, *,
+                 ecfg: EvalConfig, kind: str = "softmax", units: UnitContext | None = None,
+                 warnings: Optional[list] = None) -> tuple[torch.Tensor, dict]:
+    """Robust flags (run.n,) bool of one run, assembled from its units (computed where missing), and (n_attacked,
+    time_s, max_perturbation) summed / maxed over them. ``candidates``: the clean-correct flags."""
+    recs = run_units(model, x, y, candidates, kind, run, ecfg, units)
+    for r in recs:
+        for w in r["warnings"]:
+            if warnings is not None and w not in warnings:
+                warnings.append(w)
+    flags = str_to_flags("".join(r["robust"] for r in recs))
+    return flags, {"n_attacked": sum(r["n_attacked"] for r in recs),
+                   "time_s": round(sum(r["time_s"] for r in recs), 2),
+                   "max_perturbation": max([r["max_perturbation"] for r in recs], default=0.0)}
 
 
 def _attack_copy(model, channels_last: bool):
-    """A frozen eval-mode copy to attack (the caller's model is never modified). Channels-last weights make CPU
-    convolutions faster (measured ~1.7x for the cpu profile's thin ResNet18 d_k, ~1.25x for the softmax ResNet18);
-    inputs stay contiguous NCHW, which third-party attacks reshape freely."""
-    work = copy.deepcopy(model).eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
-    return work.to(memory_format=torch.channels_last) if channels_last else work
+    """A frozen eval-mode copy to attack, batch norm folded into the convolutions (genrobust.core.fold: the same
+    function up to float rounding; the caller's model is never modified). Channels-last weights make CPU
+    convolutions faster; inputs stay contiguous NCHW, which third-party attacks reshape freely. Measured with
+    benchmarks/bench_attacks.py --fold (README, Performance)."""
+    return folded_copy(model, channels_last=channels_last)
 
 
 def model_checks(model, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -188,23 +276,33 @@ def _run_record(run: AttackRun, flags: torch.Tensor, info: dict, ecfg: EvalConfi
     return rec
 
 
+def prepare_attacks(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfig) -> tuple[torch.nn.Module, torch.Tensor]:
+    """(the copy attacks run on, clean-correct flags (N,) bool on the CPU): what every unit of one classifier
+    needs, computed once per process (a forward pass over the evaluation set)."""
+    if x.dim() != 4 or x.shape[0] != y.shape[0]:
+        raise EvaluationError(f"x must be (N, 3, H, W) with N = len(y); got {tuple(x.shape)} and {tuple(y.shape)}")
+    work = maybe_compile(_attack_copy(model, ecfg.channels_last), ecfg.compile)
+    return work, (_predict(work, x, ecfg.batch_size) == y).cpu()
+
+
 def evaluate_classifier(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfig, *, kind: Optional[str] = None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, units: UnitContext | None = None,
+                        prepared: tuple | None = None) -> dict:
     """Clean accuracy, every run of :func:`plan_runs`, and the model checks, for one classifier.
 
     model: (N, 3, 32, 32) [0, 1] -> (N, K) logits (``genrobust.load_classifier``); x: float images in [0, 1] in
     evaluation order (run n's are prefixes), y: (N,) int64, on the model's device. The clean forward pass runs once;
-    attacks see only clean-correct examples. Returns a JSON-able record (see the section comment).
+    attacks see only clean-correct examples. With ``units``, each run's units are read from / written to its store
+    (computed only where missing: a killed evaluation resumes); without, they are computed in memory -- the same
+    numbers. ``prepared``: :func:`prepare_attacks` of this model, x, y and ecfg when the caller has it already.
+    Returns a JSON-able record (see the section comment).
     """
     t0 = time.perf_counter()
     kind = kind or classifier_kind(model)
-    if x.dim() != 4 or x.shape[0] != y.shape[0]:
-        raise EvaluationError(f"x must be (N, 3, H, W) with N = len(y); got {tuple(x.shape)} and {tuple(y.shape)}")
-    work = _attack_copy(model, ecfg.channels_last)
+    work, clean = prepared or prepare_attacks(model, x, y, ecfg)
     n = len(y)
     runs = plan_runs(kind, ecfg, n)
     n_strong = min(ecfg.n_strong, n)
-    clean = (_predict(work, x, ecfg.batch_size) == y).cpu()
     cc = clean[:n_strong].nonzero(as_tuple=True)[0][:ecfg.batch_size]
     checks = model_checks(work, x[cc], y[cc])
     k = int(clean.sum())
@@ -213,7 +311,7 @@ def evaluate_classifier(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfi
                                            "ci95": wilson_interval(k, n)},
               "runs": [], "model_checks": checks, "autoattack_warnings": []}
     for run in tqdm(runs, desc=f"{kind}: attacks", disable=not progress):
-        flags, info = attack_flags(work, x[:run.n], y[:run.n], clean[:run.n], run, ecfg=ecfg, progress=progress,
+        flags, info = attack_flags(work, x, y, clean, run, ecfg=ecfg, kind=kind, units=units,
                                    warnings=record["autoattack_warnings"])
         record["runs"].append(_run_record(run, flags, info, ecfg))
     record["wall_time_s"] = round(time.perf_counter() - t0, 1)
@@ -243,6 +341,49 @@ def worst_case(record: dict, eps: float) -> dict:
     k = int(flags.sum())
     return {"eps": eps, "n": n, "robust": flags_to_str(flags), "n_robust": k, "accuracy": k / n if n else float("nan"),
             "ci95": wilson_interval(k, n), "attacks": sorted({r["attack"] for r in runs}) or ["clean"]}
+
+
+def paired_tests(records: dict) -> list[dict]:
+    """Paired comparisons on the same test images (two-sided exact McNemar on the per-example flags,
+    :func:`genrobust.core.metrics.mcnemar`): the generative vs the softmax classifier at every eps both ran, under
+    the paper's attacks (each classifier's own, Sec. 3.2) and as the worst case over all attacks; and, for each
+    classifier, the paper's attack vs AutoAttack's worst case at the eps where AutoAttack ran. Each row names
+    what is compared, eps, n (the common prefix of the evaluation order) and the test."""
+    rows = []
+    if {"generative", "softmax"} <= set(records):
+        g, s = records["generative"], records["softmax"]
+        for e in sorted(set(eps_values(g, ("paper",))) & set(eps_values(s, ("paper",)))):
+            for what, fg, fs in (("paper's attack", _paper_flags(g, e), _paper_flags(s, e)),
+                                 ("worst case", _worst_flags(g, e), _worst_flags(s, e))):
+                if e == 0 and what == "worst case":
+                    continue  # at eps 0 both are the clean accuracy
+                n = min(len(fg), len(fs))
+                rows.append({"comparison": "generative vs softmax", "attack": "clean" if e == 0 else what,
+                             "eps": e, **mcnemar(fg[:n], fs[:n])})
+    for kind, rec in records.items():
+        aa = [r for r in rec["runs"] if attack_spec(r["attack"]).family == "autoattack"]
+        for e in sorted({r["eps"] for r in aa}):
+            at = [r for r in aa if abs(r["eps"] - e) < 1e-12]
+            paper = next((r for r in rec["runs"] if r["role"] == "paper" and abs(r["eps"] - e) < 1e-12), None)
+            if paper is None:
+                continue
+            n = min([len(r["robust"]) for r in at] + [len(paper["robust"])])
+            aa_flags = flags_of(rec["clean"], n)
+            for r in at:
+                aa_flags = aa_flags & flags_of(r, n)
+            rows.append({"comparison": f"{kind}: paper's attack vs AutoAttack", "attack": "paper's vs AutoAttack",
+                         "eps": e, **mcnemar(flags_of(paper, n), aa_flags)})
+    return rows
+
+
+def _paper_flags(rec: dict, eps: float) -> torch.Tensor:
+    if eps == 0:
+        return flags_of(rec["clean"])
+    return flags_of(next(r for r in rec["runs"] if r["role"] == "paper" and abs(r["eps"] - eps) < 1e-12))
+
+
+def _worst_flags(rec: dict, eps: float) -> torch.Tensor:
+    return str_to_flags(worst_case(rec, eps)["robust"])
 
 
 def accuracy_rows(records: dict) -> list[dict]:

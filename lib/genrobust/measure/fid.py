@@ -55,6 +55,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..core.fold import fold_inplace
 from ..store.io import atomic_path
 from ..store.paths import cache_dir
 
@@ -304,18 +305,10 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm of the Inception's conv units into its convolution (in place): conv weight
-    scaled by gamma / sqrt(var + eps), bias beta - mean * gamma / sqrt(var + eps), BN replaced by Identity. The same
-    function up to float rounding (features within 1e-5), one memory pass less per convolution on CPU."""
-    from torchvision.models.inception import BasicConv2d
-    for m in net.modules():
-        if isinstance(m, BasicConv2d) and isinstance(m.bn, nn.BatchNorm2d):
-            bn, conv = m.bn, m.conv
-            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-            conv.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1), requires_grad=False)
-            conv.bias = nn.Parameter(bn.bias.detach() - bn.running_mean * scale, requires_grad=False)
-            m.bn = nn.Identity()
-    return net
+    """Fold every eval-mode BatchNorm of the Inception's conv units into its convolution, in place
+    (:func:`genrobust.core.fold.fold_inplace`, the one folding of the project): the same function up to float
+    rounding (features within 1e-5), one memory pass less per convolution on CPU."""
+    return fold_inplace(net)
 
 
 class Inception:

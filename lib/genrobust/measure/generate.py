@@ -44,13 +44,16 @@ from tqdm.auto import tqdm
 from ..core import paper
 from ..core.attacks import eval_mode, pgd_score, pgd_targeted
 from ..core.config import GenConfig
+from ..core.fold import folded_copy
 from ..core.models import GenerativeClassifier
 from ..data.base import NUM_CLASSES
 from ..data.batches import to_float
+from ..store.units import UnitStore
 from . import fid as gfid
 
 __all__ = ["KINDS", "CF_TARGET_RULES", "class_counts", "ClassGaussian", "sample_seeds", "counterfactual_sources",
-           "counterfactual_targets", "targeted_pgd", "pgd_runs", "Generated", "generate", "score"]
+           "counterfactual_targets", "targeted_pgd", "pgd_runs", "Generated", "generate", "score", "GenUnits",
+           "starting_images", "starts_of", "batches", "unit_of", "generation_unit"]
 
 KINDS = ("samples", "counterfactuals")
 CF_TARGET_RULES = ("random", "next")
@@ -181,8 +184,9 @@ def pgd_runs(model: nn.Module, x: torch.Tensor, target: torch.Tensor, configs, *
 
 
 @torch.no_grad()
-def _checks(model: nn.Module, x0: torch.Tensor, x: torch.Tensor, target: torch.Tensor, batch_size: int) -> dict:
-    """Did the attack reach its target? Fraction classified as t, mean p(t | x), L2 distance from the start."""
+def _check_sums(model: nn.Module, x0: torch.Tensor, x: torch.Tensor, target: torch.Tensor, batch_size: int) -> dict:
+    """Did the attack reach its target? Per batch of images: how many are classified as t, the sum of p(t | x) and of
+    the L2 distance from the start, the largest distance (summed over units, then divided: :func:`_checks_of`)."""
     hit, p_t = [], []
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
@@ -191,8 +195,46 @@ def _checks(model: nn.Module, x0: torch.Tensor, x: torch.Tensor, target: torch.T
             hit.append(z.argmax(1) == t)
             p_t.append(F.softmax(z.float(), 1).gather(1, t.view(-1, 1))[:, 0])
     dist = (x - x0).flatten(1).norm(dim=1)
-    return {"target_rate": torch.cat(hit).float().mean().item(), "mean_p_target": torch.cat(p_t).mean().item(),
-            "mean_l2": dist.mean().item(), "max_l2": dist.max().item()}
+    return {"n": len(x), "hits": int(torch.cat(hit).sum()), "p_target_sum": float(torch.cat(p_t).double().sum()),
+            "l2_sum": float(dist.double().sum()), "max_l2": float(dist.max()) if len(x) else 0.0}
+
+
+def _checks_of(sums: list[dict]) -> dict:
+    """Fraction classified as the target, mean p(target | x), mean and largest L2 distance moved, over units."""
+    n = sum(u["n"] for u in sums)
+    return {"target_rate": sum(u["hits"] for u in sums) / n, "mean_p_target": sum(u["p_target_sum"] for u in sums) / n,
+            "mean_l2": sum(u["l2_sum"] for u in sums) / n, "max_l2": max(u["max_l2"] for u in sums)}
+
+
+@dataclass(frozen=True)
+class GenUnits:
+    """Where generation keeps its units (genrobust.store.units): one per classifier, kind and batch of starting
+    images, keyed by the classifier's weights digest, the starting images (data, split, seed, sizes), the PGD
+    configurations, eps and the batch; each holds the batch's images (uint8, as they go to Inception) and checks."""
+    store: UnitStore
+    digests: dict          # classifier name -> weights digest
+    data: dict             # the data's identity (sha256 or generator record) and split
+
+    def key(self, gen: GenConfig, name: str, kind: str, lo: int, hi: int) -> dict:
+        starts = {"seed": gen.seed, "n": gen.n_samples if kind == "samples" else gen.n_counterfactuals or gen.n_samples}
+        starts.update({"cov_ridge": gen.cov_ridge} if kind == "samples" else {"cf_target": gen.cf_target})
+        return {"unit": "generate", "classifier": self.digests[name], "kind": kind, "data": self.data,
+                "starts": starts, "pgd_configs": sorted([int(s), float(a)] for s, a in gen.pgd_configs),
+                "eps": gen.eps, "batch_size": gen.batch_size, "lo": lo, "hi": hi}
+
+
+def _pgd_name(pgd: tuple[int, float]) -> str:
+    return f"{pgd[0]}x{pgd[1]:g}"
+
+
+def generation_unit(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, gen: GenConfig) -> tuple[dict, dict]:
+    """One batch of starting images x0 (n, 3, 32, 32) with targets (n,): (images {pgd name: uint8 (n, 3, 32, 32)},
+    result {checks per pgd name, seconds})."""
+    t0 = time.time()
+    runs = pgd_runs(model, x0, target, gen.pgd_configs, eps=gen.eps, batch_size=gen.batch_size)
+    images = {_pgd_name(pgd): gfid.quantize(x) for pgd, x in runs.items()}
+    checks = {_pgd_name(pgd): _check_sums(model, x0, x, target, gen.batch_size) for pgd, x in runs.items()}
+    return images, {"checks": checks, "seconds": round(time.time() - t0, 2)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,36 +253,78 @@ class Generated:
     chained: bool = False
 
 
-def generate(gen: GenConfig, data, classifiers: dict[str, nn.Module], *, device=None,
-             progress: bool = True) -> Generated:
-    """Seeds, generated samples and counterfactuals of every classifier for every PGD configuration of ``gen``.
-    ``data``: a genrobust.data.Prepared (seeds are fitted on data.train_x, counterfactuals start from data.test_x).
-    The attacks run on ``device`` (default: CUDA if available, else CPU; the classifiers are moved there); the
-    returned images are on the CPU."""
+def starting_images(gen: GenConfig, data) -> Generated:
+    """The seeds (samples start from them) and the counterfactuals' test images and targets of ``gen``, with no
+    images generated yet. Deterministic in gen.seed and the data: every job recomputes the same starts."""
     t0 = time.time()
-    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    K = NUM_CLASSES
     g = torch.Generator().manual_seed(gen.seed)
-    seeds, seed_y = sample_seeds(data.train_x, data.train_y, class_counts(gen.n_samples, K), generator=g,
+    seeds, seed_y = sample_seeds(data.train_x, data.train_y, class_counts(gen.n_samples, NUM_CLASSES), generator=g,
                                  ridge=gen.cov_ridge)
     src = counterfactual_sources(data.test_y, gen.n_counterfactuals or gen.n_samples, seed=gen.seed)
     originals, original_y = data.test_x[src], data.test_y[src]
     cf_target = counterfactual_targets(original_y, rule=gen.cf_target, seed=gen.seed)
     out = Generated(seeds, seed_y, originals, original_y, cf_target, seconds={"seeds": round(time.time() - t0, 1)})
     out.chained = all(s * a <= gen.eps for s, a in gen.pgd_configs)
-    starts = {"samples": (seeds.to(device), seed_y.to(device)),
-              "counterfactuals": (to_float(originals, device), cf_target.to(device))}
+    return out
+
+
+def starts_of(generated: Generated, kind: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(starting images float (N, 3, 32, 32) in [0, 1], target classes (N,)) of ``kind`` on ``device``."""
+    if kind == "samples":
+        return generated.seeds.to(device), generated.seed_y.to(device)
+    return to_float(generated.originals, device), generated.cf_target.to(device)
+
+
+def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+
+
+def unit_of(work: nn.Module, x0: torch.Tensor, target: torch.Tensor, gen: GenConfig, lo: int, hi: int,
+            units: GenUnits | None, key: dict | None, *, compute: bool = True) -> tuple[dict, dict] | None:
+    """One batch [lo, hi): (images, result) from the store when there, else computed (and stored); with
+    compute=False, None when missing."""
+    if units is not None:
+        images = units.store.tensors(key)
+        if images is not None:
+            return images, units.store.get(key)
+    if not compute:
+        return None
+    images, result = generation_unit(work, x0[lo:hi], target[lo:hi], gen)
+    if units is not None:
+        result = units.store.put(key, result, tensors=images)
+    return images, result
+
+
+def generate(gen: GenConfig, data, classifiers: dict[str, nn.Module], *, device=None,
+             progress: bool = True, units: GenUnits | None = None) -> Generated:
+    """Seeds, generated samples and counterfactuals of every classifier for every PGD configuration of ``gen``.
+    ``data``: a genrobust.data.Prepared (seeds are fitted on data.train_x, counterfactuals start from data.test_x).
+    The attacks run on ``device`` (default: CUDA if available, else CPU; the classifiers are moved there), one batch
+    of gen.batch_size starting images at a time; with ``units`` each batch is a unit, read from the store when
+    there, else computed and stored (a killed run resumes). The returned images (CPU, float in [0, 1]) are the
+    quantized ones (uint8 / 255: what Inception sees and a saved PNG holds)."""
+    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = starting_images(gen, data)
     jobs = [(name, kind) for name in classifiers for kind in KINDS]
+    works = {}  # one frozen, BN-folded copy per classifier (genrobust.core.fold): what the attacks run on
+    pgds = sorted({(int(st), float(a)) for st, a in gen.pgd_configs}, key=lambda c: (c[1], c[0]))
     for name, kind in tqdm(jobs, disable=not progress, desc="targeted PGD", leave=False):
-        t1 = time.time()
-        x0, target = starts[kind]
-        model = classifiers[name].to(device)
-        runs = pgd_runs(model, x0, target, gen.pgd_configs, eps=gen.eps, batch_size=gen.batch_size)
-        out.seconds[f"pgd {name} {kind}"] = round(time.time() - t1, 1)
-        for pgd, x in runs.items():
-            out.images[(kind, name, pgd)] = x.cpu()
-            out.checks.append({"kind": kind, "classifier": name, "steps": pgd[0], "step_size": pgd[1],
-                               **_checks(model, x0, x, target, gen.batch_size)})
+        x0, target = starts_of(out, kind, device)
+        parts, sums, seconds = {p: [] for p in pgds}, {p: [] for p in pgds}, 0.0
+        for lo, hi in batches(len(x0), gen.batch_size):  # one unit per batch of starting images
+            if name not in works:
+                works[name] = folded_copy(classifiers[name].to(device))
+            key = units.key(gen, name, kind, lo, hi) if units is not None else None
+            images, result = unit_of(works[name], x0, target, gen, lo, hi, units, key)
+            seconds += result["seconds"]
+            for p in pgds:
+                parts[p].append(images[_pgd_name(p)])
+                sums[p].append(result["checks"][_pgd_name(p)])
+        out.seconds[f"pgd {name} {kind}"] = round(seconds, 1)
+        for p in pgds:
+            out.images[(kind, name, p)] = torch.cat(parts[p]).float().div_(255.0)
+            out.checks.append({"kind": kind, "classifier": name, "steps": p[0], "step_size": p[1],
+                               **_checks_of(sums[p])})
     return out
 
 

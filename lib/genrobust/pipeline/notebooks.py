@@ -45,6 +45,18 @@ def _check_parameters(name: str, params: dict) -> None:
         raise RunError(f"{notebook_path(name).name}: unknown parameter(s) {unknown}; it takes {sorted(declared)}")
 
 
+def _ipc_kernel_manager():
+    """A kernel manager that talks to the kernel over IPC (unix sockets) instead of TCP: the kernel always runs on
+    this machine, and over TCP ipykernel prints on every start a warning that the channel is unencrypted."""
+    from jupyter_client.manager import KernelManager  # with papermill: imported only when a notebook runs
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport = "ipc"
+    return IPCKernelManager
+
+
 def execute_notebook(name: str, profile: str, parameters: dict | None = None, *, out_dir: Path | None = None,
                      force: bool = False, kernel: str | None = None) -> Path:
     """Execute one notebook with papermill into results/<profile>/ (atomically: a failed run leaves a
@@ -66,7 +78,7 @@ def execute_notebook(name: str, profile: str, parameters: dict | None = None, *,
     env_root = str(project_root())
     try:
         pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name=kernel, cwd=env_root,
-                            progress_bar=False, log_output=False)
+                            progress_bar=False, log_output=False, kernel_manager_class=_ipc_kernel_manager())
     except Exception as e:  # noqa: BLE001 - papermill wraps the cell error; keep the notebook to look at
         if tmp.exists():
             os.replace(tmp, failed)

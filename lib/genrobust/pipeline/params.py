@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from ..core.config import ConfigError, Profile, apply_overrides, get_profile
 
-_EXECUTION = {"executor": "executor", "workers": "workers"}
+EXECUTION = {"executor": "executor", "workers": "workers"}
 # `genrobust train -p NAME VALUE`: the training parameters of notebook 01 and a few more.
 TRAIN_PARAMETERS = {
     "classes": "train.classes", "model": "model.name", "width": "model.width", "objective": "train.objective",
@@ -21,7 +21,7 @@ TRAIN_PARAMETERS = {
     "train_per_class": "data.train_per_class", "val_per_class": "data.val_per_class",
     "softmax_epochs": "softmax.epochs", "softmax_model": "softmax.model", "softmax_width": "softmax.width",
     "softmax_checkpoint": "softmax.checkpoint", "num_threads": "num_threads", "train_path": "train_path",
-    **_EXECUTION,
+    **EXECUTION,
 }
 _NB01 = ("classes", "model", "width", "objective", "eps", "eps1", "attack_steps", "attack_step_size", "augment",
          "epochs", "lr", "lr_schedule", "weight_decay", "seed", "select_on", "data_source", "data_path", "executor",
@@ -35,7 +35,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, str | None]] = {
                                                 "steps", "restarts", "seed")}, "train_missing": None},
     "04_generation_fid": {**{n: f"gen.{n}" for n in ("n_samples", "n_counterfactuals", "n_reference", "eps", "seed",
                                                      "inception")}, "train_missing": None},
-    "05_ablations": {**{n: f"ablation.{n}" for n in _ABLATION}, **_EXECUTION, "images_per_s": None,
+    "05_ablations": {**{n: f"ablation.{n}" for n in _ABLATION}, **EXECUTION, "images_per_s": None,
                      "width_exponent": None},
     "06_report": {},
 }

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..core import paper
 from ..core.config import config_hash
 from ..measure.ablate import base_profile, record_for_json, regime_note
-from ..measure.accuracy import eps_values, worst_case
+from ..measure.accuracy import eps_values, paired_tests, worst_case
 from ..store.checkpoints import weights_digest
 from ..store.io import write_json
 from ..store.paths import results_dir
@@ -73,6 +73,7 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "classifiers": records,
         "worst_case": {k: [worst_case(r, e) for e in eps_values(r)] for k, r in records.items()},
         "tab1": tab1(records).reset_index().to_dict(orient="records"),
+        "paired": paired_tests(records),
         "checks": checks,
         "paper": {"tab1": paper.TAB1},
         "checkpoints": {k: {"path": str(p), "weights_sha256": weights_digest(p)} for k, p in (checkpoints or {}).items()},

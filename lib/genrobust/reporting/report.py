@@ -36,7 +36,7 @@ from ..store.paths import results_dir
 from ..store.provenance import git_commit
 from .metrics_files import METRICS_FILES, Source, load_sources
 from .plots import accuracy_vs_eps
-from .tables import accuracy_conclusion, comparison_cell, tab1_entries
+from .tables import accuracy_conclusion, comparison_cell, paired_table, tab1_entries
 
 # Sections whose figures the notebook embeds (Fig. 1, the report's one figure); the others are linked by relative
 # path (notebooks 02-05 already embed them, and results/<profile>/figures/ holds the PNGs).
@@ -273,6 +273,22 @@ def fig1_section(sources: dict[str, Source], directory: Path, *, replot: bool = 
     return _section("fig1", "Fig. 1 — accuracy vs test eps", rows, notes, figures)
 
 
+def paired_section(sources: dict[str, Source]) -> Section:
+    """Paired tests on notebook 03's per-example flags (both classifiers attacked on the same test images): the
+    generative vs the softmax classifier at every eps, under the paper's attacks and as the worst case, and the
+    paper's attack vs AutoAttack on each classifier -- beside the CIs of Tab. 1 and Fig. 1."""
+    src = sources["03_accuracy"]
+    if not src.ok:
+        table = pd.DataFrame([{"comparison": "generative vs softmax", "McNemar p": src.status, "source": src.cite()}])
+    else:
+        table = paired_table(src.record["classifiers"])
+        table["source"] = src.cite()
+    notes = ["Two-sided exact McNemar test on the per-example flags of the two sides on the same images "
+             "(genrobust.core.metrics.mcnemar): 'first' is the side named first. The paper reports no test."]
+    return _section("paired", "Paired tests — the same test images under both classifiers and both attacks",
+                    table.to_dict(orient="records"), notes)
+
+
 def tab2_section(sources: dict[str, Source], directory: Path) -> Section:
     """Tab. 2: FID per PGD configuration x classifier x kind (samples / counterfactuals), paper beside ours."""
     src = sources["04_generation_fid"]
@@ -502,7 +518,7 @@ def build(profile: str, directory: str | os.PathLike | None = None, *, replot: b
     get_profile(profile)  # an unknown profile fails with the config's one-line error
     directory = Path(directory) if directory is not None else results_dir(profile)
     sources = load_sources(directory)
-    sections = [tab1_section(sources), fig1_section(sources, directory, replot=replot),
+    sections = [tab1_section(sources), fig1_section(sources, directory, replot=replot), paired_section(sources),
                 tab2_section(sources, directory), tab3_section(sources, directory), tab4_section(sources),
                 claims_section(sources, directory)]
     return Overview(profile=profile, directory=directory, sources=sources, sections={s.key: s for s in sections},

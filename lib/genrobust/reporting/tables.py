@@ -14,7 +14,7 @@ from ..core.fmt import ci_pct, pct
 from ..core.registry import ATTACK_LABELS
 from ..data.base import CLASSES
 from ..measure.ablate import regime_note
-from ..measure.accuracy import accuracy_rows, eps_values, worst_case
+from ..measure.accuracy import accuracy_rows, paired_tests, worst_case
 
 
 def config_table(cfg, sections=("model", "train")) -> pd.DataFrame:
@@ -71,6 +71,17 @@ def tab4(cal: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------------------
 # Notebook 03: clean and robust accuracy (Tab. 1, Fig. 1) and the gradient-masking checks. Everything below reads
 # evaluation records (genrobust.measure.accuracy.evaluate_classifier), so it works as well on a reloaded 03_accuracy.json.
+
+
+def paired_table(records: dict) -> pd.DataFrame:
+    """The paired tests of :func:`genrobust.measure.accuracy.paired_tests` as a table: accuracies of the two sides
+    on the same images, the discordant counts, the difference and the exact McNemar p."""
+    rows = [{"comparison": t["comparison"], "attack": t["attack"], "eps": t["eps"], "n": t["n"],
+             "first %": pct(t["acc_first"]), "second %": pct(t["acc_second"]),
+             "difference (points)": round(100 * t["diff"], 2), "right under first only": t["n_first"],
+             "right under second only": t["n_second"], "McNemar p": float(f"{t['p']:.3g}"),
+             "significant (5%)": "yes" if t["significant"] else "no"} for t in paired_tests(records)]
+    return pd.DataFrame(rows)
 
 
 def accuracy_table(records: dict) -> pd.DataFrame:
@@ -144,24 +155,24 @@ def accuracy_conclusion(records: dict, checks: list[dict]) -> str:
         lines.append(f"- **Clean:** generative {_fmt_acc(cg)} vs softmax {_fmt_acc(cs)}: the generative classifier is "
                      f"{'lower' if worse else 'not lower'} (paper: {100 * paper.TAB1['generative']['clean']:.2f}% vs "
                      f"{100 * paper.TAB1['softmax']['clean']:.2f}%, lower).")
-        grid = [e for e in eps_values(g, roles=("paper",)) if e > 0 and e in eps_values(s, roles=("paper",))]
-        diffs = []
-        for e in grid:
-            wg, ws = worst_case(g, e), worst_case(s, e)
-            sep = wg["ci95"][0] > ws["ci95"][1] or ws["ci95"][0] > wg["ci95"][1]
-            diffs.append((e, wg["accuracy"] - ws["accuracy"], sep))
+        # both classifiers saw the same images: each difference is judged by a paired test on the per-example
+        # worst-case flags (two-sided exact McNemar, 5%), not by whether two separate CIs overlap
+        worst = {t["eps"]: t for t in paired_tests(records)
+                 if t["comparison"] == "generative vs softmax" and t["attack"] == "worst case"}
+        diffs = [(e, t["diff"], t["significant"], t["p"]) for e, t in sorted(worst.items())]
         big = [d for d in diffs if d[0] >= paper.TAB1["eps"] - 1e-12]
         better = [d for d in big if d[1] > 0]
-        separated = [d for d in big if d[2]]  # differences outside both 95% CIs
-        table = "; ".join(f"eps {e:g}: {100 * d:+.1f}{'' if sep else ' (CIs overlap)'}" for e, d, sep in diffs)
-        lines.append(f"- **Robust (worst case over all attacks run at each eps), generative minus softmax in points:** "
-                     f"{table}.")
+        separated = [d for d in big if d[2]]  # differences a paired test tells apart from noise
+        table = "; ".join(f"eps {e:g}: {100 * d:+.1f} (McNemar p = {p:.2g})" for e, d, _, p in diffs)
+        lines.append(f"- **Robust (worst case over all attacks run at each eps), generative minus softmax in points, "
+                     f"paired on the same images:** {table}.")
         grows = len(big) < 2 or big[-1][1] > big[0][1]  # with one such eps there is no trend to test
         holds = worse and big and len(better) == len(big)
         # the claim's substance is the robustness advantage: without it, a lower clean accuracy alone is no support;
-        # and with every difference inside the CIs this n cannot tell the classifiers apart
+        # and with no difference significant in the paired test this n cannot tell the classifiers apart
         if big and not separated:
-            verdict = f"is inconclusive at this n (all {len(big)} robust differences lie within the 95% CIs)"
+            verdict = (f"is inconclusive at this n (none of the {len(big)} robust differences is significant in a "
+                       "paired exact McNemar test at 5%)")
         else:
             verdict = "holds" if holds and grows else "partly holds" if better else "does not hold"
         lines.append(f"- **Verdict:** the paper's qualitative claim (generative worse on clean data, better at "
@@ -173,6 +184,12 @@ def accuracy_conclusion(records: dict, checks: list[dict]) -> str:
         for kind, rec in records.items():
             lines.append(f"- **{kind}:** clean {_fmt_acc(rec['clean'])}; only one classifier evaluated, so the paper's "
                          "comparison is not made.")
+    aa = [t for t in paired_tests(records) if t["attack"] == "paper's vs AutoAttack"]
+    if aa:
+        lines.append("- **The paper's attack vs AutoAttack (paired, same images):** " + "; ".join(
+            f"{t['comparison'].split(':')[0]} eps {t['eps']:g}: {100 * t['acc_first']:.1f}% vs {100 * t['acc_second']:.1f}% "
+            f"(n = {t['n']}, {t['n_first']} robust only under the paper's attack, {t['n_second']} only under "
+            f"AutoAttack, McNemar p = {t['p']:.2g})" for t in aa) + ".")
     for c in checks:
         if c["check"] == "paper's attack vs AutoAttack" and c["passed"] is False:
             lines.append(f"- **Finding ({c['classifier']}):** AutoAttack lowers robust accuracy by more than the "

@@ -37,17 +37,19 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, Sequence
+import weakref
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..core.fold import FoldedView, conv_bn_pairs, fold_modules_, fold_state, register_view, set_tensor, tensor_slots
 from ..core.objectives import BINARY_OBJECTIVES, d_score, perturb_negatives, perturb_positives
 from .loop import lr_factor
 
-__all__ = ["FusedError", "FusedBinaryModels", "fused_binary_loss", "FusedSGD", "fused_lrs", "fused_train_step",
+__all__ = ["FusedError", "FusedBinaryModels", "FoldedFusedView", "fused_binary_loss", "FusedSGD", "fused_lrs", "fused_train_step",
            "measure_training_paths", "choose_training_path", "PATH_RULE"]
 
 
@@ -240,6 +242,45 @@ def fused_train_step(fused: FusedBinaryModels, opt: torch.optim.Optimizer, x_pos
     loss.backward()
     opt.step()
     return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BatchNorm folding of the fused module (genrobust.core.fold). Its forward is vmap(functional_call(template, stacked
+# state)), which torch.fx cannot trace, and its state is stacked (K, ...) under mangled names: the pairs are found
+# on the (stateless, meta-device) template, the stacked state is folded for all K models at once
+# (fold_state(..., stacked=True)), and the view is itself a FusedBinaryModels built once from K copies of the
+# folded template, whose stacked tensors each refresh points at the folded live ones -- so the view runs the fused
+# module's own forward (same row layout). Channels-last does not apply: the stacked conv weights are 5-d.
+def _stacked_state(fused: FusedBinaryModels) -> dict[str, torch.Tensor]:
+    """Detached aliases of the stacked (K, ...) tensors, by the single model's qualified names."""
+    return {n: getattr(fused, _mangle(n)).detach() for n in fused._param_names + fused._buffer_names}
+
+
+class FoldedFusedView(FoldedView):
+    """The fused module's eval-mode function with BN folded, refreshed from its current stacked tensors (a
+    :class:`genrobust.core.fold.FoldedView` whose state is the stacked (K, ...) one)."""
+
+    def __init__(self, fused: FusedBinaryModels, channels_last: Optional[bool] = None):
+        self._live = weakref.ref(fused)
+        self.pairs = conv_bn_pairs(fused._template)  # tracing needs no values: the meta template traces
+        self._names = list(_stacked_state(fused))
+        one = fold_modules_(copy.deepcopy(fused._template), self.pairs).to_empty(device="cpu").eval()
+        # Values are placeholders (to_empty): every tensor is replaced by the first refresh.
+        self.module = FusedBinaryModels([one] * fused.num_models).eval()
+        for t in self.module.parameters():
+            t.requires_grad_(False)
+        self._slot_map = tensor_slots(self.module)
+
+    def _state(self, fused: FusedBinaryModels) -> dict[str, torch.Tensor]:
+        return _stacked_state(fused)
+
+    def _load(self, state) -> None:
+        for name, value in fold_state(state, self.pairs, stacked=True).items():
+            set_tensor(self._slot_map[_mangle(name)], value)
+
+
+
+register_view(FusedBinaryModels, FoldedFusedView)  # fold_for_attack / folded_copy of a fused module use this view
 
 
 # ---------------------------------------------------------------------------------------------------------------

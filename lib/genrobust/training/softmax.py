@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.attacks import eval_mode, pgd_untargeted
+from ..core.attacks import pgd_untargeted
+from ..core.fold import folded_copy
 from ..core.config import Profile
 from ..core.models import count_parameters, create_model
 from ..core.objectives import softmax_pgd_at_loss
@@ -73,13 +74,13 @@ def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None
         split_name = cfg.select_on if cfg.select_on != "last" else "val"
 
         def select_metrics(model):
+            work = folded_copy(model, channels_last=None)  # frozen, eval mode, BN folded: the attack's hot path
             with torch.no_grad():
-                clean = (model(x).argmax(1) == y).float().mean().item()
-            with eval_mode(model):
-                xa = pgd_untargeted(model, x, y, eps=cfg.eps, norm="l2", steps=5,
-                                    generator=torch.Generator().manual_seed(cfg.seed))
+                clean = (work(x).argmax(1) == y).float().mean().item()
+            xa = pgd_untargeted(work, x, y, eps=cfg.eps, norm="l2", steps=5,
+                                generator=torch.Generator().manual_seed(cfg.seed))
             with torch.no_grad():
-                rob = (model(xa).argmax(1) == y).float().mean().item()
+                rob = (work(xa).argmax(1) == y).float().mean().item()
             return {f"{split_name}_clean_acc": clean, f"{split_name}_robust_acc": rob}
         select_key = None if cfg.select_on == "last" else f"{split_name}_robust_acc"
     return fit(run_dir, model=model, cfg=cfg, lr=cfg.lr, epochs=cfg.epochs,

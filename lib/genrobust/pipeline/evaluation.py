@@ -1,0 +1,200 @@
+"""Notebook 03 and ``genrobust evaluate`` as keyed, resumable, distributable units.
+
+The work of an evaluation (:mod:`genrobust.measure.accuracy`) is units: one attack run over one shard of the
+evaluation order for one classifier, keyed by the classifier's weights digest, the evaluation set, the attack's
+settings, eps, the shard and the seeds (:func:`genrobust.measure.accuracy.unit_key`), each a file under
+``runs/eval/<weights digest>/`` (:class:`genrobust.store.units.UnitStore`). :func:`evaluate`:
+
+1. plans every unit and says, before anything runs, how many are done, how many remain, how many images they
+   attack and how long that should take (from the per-image rates of units already done, else a short probe);
+2. runs the missing units as jobs through the profile's executor -- in this process ('inline'), as local worker
+   processes ('local'), or on SLURM ('slurm', one job per ``eval.units_per_job`` units);
+3. assembles each classifier's record from its units (nothing is recomputed).
+
+A killed evaluation (even ``kill -9``) loses only the units in flight; run it again and it continues.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..core.config import EvalConfig, Profile, config_hash, from_dict, to_dict
+from ..core.registry import attack_spec
+from ..data.splits import Prepared, prepare_data
+from ..measure.accuracy import (AttackRun, UnitContext, attack_unit, evaluate_classifier, evaluation_set, plan_runs,
+                                prepare_attacks, run_attack, shards)
+from ..store.checkpoints import load_classifier, weights_digest
+from ..store.executors import configure_threads, run_jobs
+from ..store.paths import runs_dir
+from ..store.units import UnitStore
+from ..training.loop import default_device
+
+
+def eval_set_identity(data: Prepared, ecfg: EvalConfig) -> dict:
+    """What determines the evaluation images and their order: the data (its sha256, or for synthetic data its
+    generator record), the split, and the permutation seed."""
+    src = {k: v for k, v in data.source.items() if k != "path"}  # where the file lies does not change its bytes
+    return {"data": src.get("sha256") or config_hash(src), "split": data.split, "seed": ecfg.seed}
+
+
+def unit_context(checkpoint: str | Path, data: Prepared, ecfg: EvalConfig) -> UnitContext:
+    digest = weights_digest(checkpoint)
+    return UnitContext(UnitStore(runs_dir() / "eval" / digest), digest, eval_set_identity(data, ecfg))
+
+
+@dataclass
+class ClassifierPlan:
+    """The units of one classifier: each (run, lo, hi), whether it is done, and the images it attacks."""
+    kind: str
+    checkpoint: str
+    context: UnitContext
+    units: list[tuple[AttackRun, int, int]] = field(default_factory=list)
+    done: list[bool] = field(default_factory=list)
+    to_attack: list[int] = field(default_factory=list)  # clean-correct examples in each unit (the attacked ones)
+
+    @property
+    def missing(self) -> list[tuple[AttackRun, int, int]]:
+        return [u for u, d in zip(self.units, self.done) if not d]
+
+
+def plan(profile: Profile, data: Prepared, paths: dict[str, str], x: torch.Tensor, y: torch.Tensor,
+         clean: dict[str, torch.Tensor]) -> dict[str, ClassifierPlan]:
+    """Every unit of every classifier in ``paths`` ({kind: checkpoint}), marked done or not. ``clean``: each
+    classifier's clean-correct flags over the evaluation set (how many images each unit attacks)."""
+    e, out = profile.eval, {}
+    for kind, path in paths.items():
+        p = ClassifierPlan(kind, str(path), unit_context(path, data, e))
+        for run in plan_runs(kind, e, len(y)):
+            for lo, hi in shards(run.n, e.shard_size):
+                p.units.append((run, lo, hi))
+                p.done.append(p.context.key(kind, run, lo, hi, e) in p.context.store)
+                p.to_attack.append(int(clean[kind][lo:hi].sum()))
+        out[kind] = p
+    return out
+
+
+def _settings(run: AttackRun) -> tuple:
+    return (run.attack, run.eps, run.steps, run.step_size, run.restarts)
+
+
+def probe_seconds_per_image(work, x, y, run: AttackRun, ecfg: EvalConfig, n: int = 4) -> float:
+    """Seconds per attacked image of ``run`` on ``work``, from a probe on n images with the same per-iteration cost
+    and fewer iterations (scaled back up), at a tiny eps (the attack never stops early): an upper bound."""
+    if attack_spec(run.attack).family == "autoattack":
+        f = 10
+        small = dataclasses.replace(ecfg, aa_apgd_iters=max(1, ecfg.aa_apgd_iters // f),
+                                    aa_fab_iters=max(1, ecfg.aa_fab_iters // f),
+                                    aa_square_queries=max(1, ecfg.aa_square_queries // f))
+        probe, factor = dataclasses.replace(run, eps=1e-4), f
+    else:
+        steps = max(1, run.steps // 5)
+        small, probe, factor = ecfg, dataclasses.replace(run, eps=1e-4, steps=steps), run.steps / steps
+    t0 = time.perf_counter()
+    run_attack(work, x[:n], y[:n], probe, ecfg=small, generator=torch.Generator(device=x.device).manual_seed(0))
+    return (time.perf_counter() - t0) * factor / min(n, len(x))
+
+
+def estimate_seconds(plans: dict[str, ClassifierPlan], works: dict, x, y, ecfg: EvalConfig) -> tuple[float, str]:
+    """(seconds of attacks the missing units need in one process, where the rates come from). Rates per attack
+    setting: measured on this classifier's finished units of that setting (seconds per attacked image), else a
+    probe (:func:`probe_seconds_per_image`; an upper bound: real attacks stop early on broken examples)."""
+    total, sources = 0.0, set()
+    for kind, p in plans.items():
+        need: dict[tuple, int] = {}
+        done: dict[tuple, list[float]] = {}
+        for (run, lo, hi), is_done, n_att in zip(p.units, p.done, p.to_attack):
+            if is_done:
+                rec = p.context.store.get(p.context.key(kind, run, lo, hi, ecfg))
+                if rec is not None and rec["n_attacked"]:
+                    t = done.setdefault(_settings(run), [0.0, 0])
+                    t[0] += rec["time_s"]
+                    t[1] += rec["n_attacked"]
+            else:
+                need[_settings(run)] = need.get(_settings(run), 0) + n_att
+        for settings, n_att in need.items():
+            if not n_att:
+                continue
+            if settings in done and done[settings][1]:
+                rate = done[settings][0] / done[settings][1]
+                sources.add("finished units")
+            else:
+                run = next(r for r, _, _ in p.units if _settings(r) == settings)
+                rate = probe_seconds_per_image(works[kind], x, y, run, ecfg)
+                sources.add("a probe (upper bound)")
+            total += rate * n_att
+    return total, " and ".join(sorted(sources)) or "nothing to run"
+
+
+def describe(plans: dict[str, ClassifierPlan], seconds: float, source: str, slots: int) -> str:
+    """One line per classifier and one for the estimate, printed before the attacks start."""
+    lines = []
+    for kind, p in plans.items():
+        miss = [n for n, d in zip(p.to_attack, p.done) if not d]
+        lines.append(f"{kind}: {len(p.units)} units, {sum(p.done)} done, {len(miss)} to run "
+                     f"({sum(miss):,} attacked images)")
+    est = seconds / max(1, slots)
+    when = f"{est:.0f} s" if est < 90 else f"{est / 60:.1f} min"
+    lines.append(f"estimated attack time: {when} on {slots} worker(s) (rates from {source})")
+    return "\n".join(lines)
+
+
+def _eval_units_job(profile_dict: dict, kind: str, checkpoint: str, units: list[tuple[dict, int, int]]) -> int:
+    """Compute and store ``units`` of one classifier (a job: module level, so local/SLURM executors pickle it);
+    units that exist meanwhile are skipped. Returns how many it computed."""
+    profile = from_dict(profile_dict)
+    configure_threads(profile)
+    device = default_device()
+    data = prepare_data(profile.data, progress=False)
+    x, y = evaluation_set(data, profile.eval, device)
+    work, clean = prepare_attacks(load_classifier(checkpoint, device), x, y, profile.eval)
+    ctx = unit_context(checkpoint, data, profile.eval)
+    n = 0
+    for run_dict, lo, hi in units:
+        run = AttackRun(**run_dict)
+        key = ctx.key(kind, run, lo, hi, profile.eval)
+        if ctx.store.get(key) is None:
+            ctx.store.put(key, attack_unit(work, x, y, clean, run, lo, hi, ecfg=profile.eval))
+            n += 1
+    return n
+
+
+def run_missing(profile: Profile, plans: dict[str, ClassifierPlan], *, executor: str | None = None,
+                workers: int | None = None, slurm: dict | None = None, progress: bool = True) -> int:
+    """Run every missing unit as jobs of at most eval.units_per_job units of one classifier (largest first).
+    Returns the number of jobs."""
+    jobs = []
+    for kind, p in plans.items():
+        miss = sorted(((n, u) for u, d, n in zip(p.units, p.done, p.to_attack) if not d),
+                      key=lambda t: -t[0])  # most attacked images first: fewer idle workers at the end
+        size = profile.eval.units_per_job
+        for i in range(0, len(miss), size):
+            group = [(dataclasses.asdict(run), lo, hi) for _, (run, lo, hi) in miss[i:i + size]]
+            jobs.append((to_dict(profile), kind, p.checkpoint, group))
+    if jobs:
+        run_jobs(_eval_units_job, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
+                 slurm=slurm, desc=f"attack units ({len(jobs)} jobs)", progress=progress)
+    return len(jobs)
+
+
+def evaluate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
+             workers: int | None = None, slurm: dict | None = None, progress: bool = True,
+             echo=print) -> dict[str, dict]:
+    """{kind: evaluation record} of every checkpoint in ``paths`` ({kind: path}), from units: plan, say what
+    remains and what it costs (``echo``), run the missing units as jobs, assemble."""
+    e = profile.eval
+    x, y = evaluation_set(data, e)
+    models = {kind: load_classifier(path) for kind, path in paths.items()}
+    prepared = {kind: prepare_attacks(m, x, y, e) for kind, m in models.items()}
+    plans = plan(profile, data, paths, x, y, {k: c for k, (_, c) in prepared.items()})
+    seconds, source = estimate_seconds(plans, {k: w for k, (w, _) in prepared.items()}, x, y, e)
+    ex = executor or profile.executor
+    slots = 1 if ex == "inline" else (workers or profile.workers)
+    echo(describe(plans, seconds, source, slots))
+    run_missing(profile, plans, executor=executor, workers=workers, slurm=slurm, progress=progress)
+    return {kind: evaluate_classifier(models[kind], x, y, e, kind=kind, progress=False, units=plans[kind].context,
+                                      prepared=prepared[kind]) | {"checkpoint": str(paths[kind])} for kind in paths}
+

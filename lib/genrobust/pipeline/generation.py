@@ -1,0 +1,138 @@
+"""Notebook 04's generation as keyed, resumable units (:class:`genrobust.measure.generate.GenUnits`): one unit per
+classifier, kind (samples / counterfactuals) and batch of starting images, under ``runs/generate/``. Before the
+attacks start, :func:`generate` says how many units are done, how many remain and how long they and the FID
+passes should take, then runs the missing units as jobs through the profile's executor (local workers or SLURM);
+a killed notebook 04 loses only the batches in flight. Inception features are units of their own,
+one per image set, content-addressed in ``cache/fid/`` (:func:`genrobust.measure.fid.cached_features`).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..core.config import Profile, config_hash, from_dict, to_dict
+from ..core.fold import folded_copy
+from ..data.splits import Prepared, prepare_data
+from ..measure import fid as gfid
+from ..measure.generate import (KINDS, GenUnits, Generated, generate as run_generation, starting_images, starts_of,
+                                targeted_pgd, unit_of)
+from ..store.checkpoints import load_classifier, weights_digest
+from ..store.executors import configure_threads, run_jobs
+from ..store.paths import runs_dir
+from ..store.units import UnitStore
+from ..training.loop import default_device
+
+
+def data_identity(data: Prepared) -> dict:
+    """The data a run draws its starting images from: its sha256 (or synthetic generator record) and split."""
+    src = {k: v for k, v in data.source.items() if k != "path"}
+    return {"data": src.get("sha256") or config_hash(src), "split": data.split}
+
+
+def generation_units(paths: dict[str, str], data: Prepared) -> GenUnits:
+    return GenUnits(UnitStore(runs_dir() / "generate"), {k: weights_digest(p) for k, p in paths.items()},
+                    data_identity(data))
+
+
+def _plan(profile: Profile, units: GenUnits) -> list[tuple[str, str, int, int, bool]]:
+    g = profile.gen
+    sizes = {"samples": g.n_samples, "counterfactuals": g.n_counterfactuals or g.n_samples}
+    return [(name, kind, lo, min(lo + g.batch_size, sizes[kind]),
+             units.key(g, name, kind, lo, min(lo + g.batch_size, sizes[kind])) in units.store)
+            for name in units.digests for kind in KINDS for lo in range(0, sizes[kind], g.batch_size)]
+
+
+def _pgd_seconds_per_image(models: dict, profile: Profile, units: GenUnits, plan) -> tuple[dict, str]:
+    """Seconds per starting image of each classifier's PGD chain: from finished units, else a 1-step probe on
+    4 random images scaled to the longest chain's steps."""
+    g, rates, sources = profile.gen, {}, set()
+    for name, model in models.items():
+        done = [units.store.get(units.key(g, n, k, lo, hi)) | {"n": hi - lo}
+                for n, k, lo, hi, d in plan if d and n == name]
+        done = [r for r in done if r.get("seconds") is not None]
+        if done:
+            rates[name] = sum(r["seconds"] for r in done) / sum(r["n"] for r in done)
+            sources.add("finished units")
+            continue
+        x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        t0 = time.perf_counter()
+        targeted_pgd(model, x, torch.arange(4) % 10, eps=g.eps, steps=1, step_size=1.0)
+        rates[name] = (time.perf_counter() - t0) / 4 * max(s for s, _ in g.pgd_configs)
+        sources.add("a 1-step probe")
+    return rates, " and ".join(sorted(sources))
+
+
+def _inception_estimate(profile: Profile, data: Prepared) -> str:
+    """The FID passes' cost from a timed 8-image Inception pass: every cell and the anchor (features of image sets
+    seen before come from the cache and cost nothing, so this is an upper bound) + the reference, if not cached."""
+    g = profile.gen
+    ex = gfid.inception(g.inception, channels_last=g.fid_channels_last, fold_bn=g.fid_fold_bn,
+                        batch_size=g.fid_batch_size)
+    ex(data.test_x[:2])  # warm-up: first-call allocations
+    t0 = time.perf_counter()
+    ex(data.test_x[:8])
+    per_image = (time.perf_counter() - t0) / 8
+    n_cf = g.n_counterfactuals or g.n_samples
+    cells = len(g.pgd_configs) * 2 * (g.n_samples + n_cf) + n_cf
+    ref = g.n_reference or len(data.train_y) + len(data.val_y)
+    return (f"Inception at {1 / per_image:.1f} images/s: at most {cells * per_image / 60:.1f} min for the "
+            f"{cells:,} images of the cells and the anchor, + {ref * per_image / 60:.1f} min for {ref:,} reference "
+            "images unless their statistics are cached")
+
+
+def _generation_job(profile_dict: dict, name: str, checkpoint: str, kind: str,
+                    ranges: list[tuple[int, int]]) -> int:
+    """Compute and store the generation units [lo, hi) of ``ranges`` for one classifier and kind (a job: module
+    level, so local/SLURM executors pickle it); units that exist meanwhile are skipped. Returns how many."""
+    profile = from_dict(profile_dict)
+    configure_threads(profile)
+    device = default_device()
+    data = prepare_data(profile.data, progress=False)
+    units = generation_units({name: checkpoint}, data)
+    x0, target = starts_of(starting_images(profile.gen, data), kind, device)
+    work = folded_copy(load_classifier(checkpoint, device))
+    n = 0
+    for lo, hi in ranges:
+        key = units.key(profile.gen, name, kind, lo, hi)
+        if key not in units.store or units.store.tensors(key) is None:
+            unit_of(work, x0, target, profile.gen, lo, hi, units, key)
+            n += 1
+    return n
+
+
+def run_missing(profile: Profile, paths: dict[str, str], plan, *, executor: str | None = None,
+                workers: int | None = None, slurm: dict | None = None, progress: bool = True) -> int:
+    """The missing units as jobs of at most gen.units_per_job batches of one classifier and kind. Returns the
+    number of jobs."""
+    groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for name, kind, lo, hi, done in plan:
+        if not done:
+            groups.setdefault((name, kind), []).append((lo, hi))
+    size, jobs = profile.gen.units_per_job, []
+    for (name, kind), ranges in groups.items():
+        jobs += [(to_dict(profile), name, str(paths[name]), kind, ranges[i:i + size])
+                 for i in range(0, len(ranges), size)]
+    if jobs:
+        run_jobs(_generation_job, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
+                 slurm=slurm, desc=f"generation units ({len(jobs)} jobs)", progress=progress)
+    return len(jobs)
+
+
+def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
+             workers: int | None = None, slurm: dict | None = None, echo=print, progress: bool = True) -> Generated:
+    """Seeds, samples and counterfactuals of the classifiers in ``paths`` ({name: checkpoint}), as units: first
+    what is done, what remains and its estimated cost (``echo``), then the missing batches as jobs through the
+    profile's executor, then the assembly (nothing recomputed)."""
+    units = generation_units(paths, data)
+    models = {name: load_classifier(path) for name, path in paths.items()}
+    plan = _plan(profile, units)
+    rates, source = _pgd_seconds_per_image(models, profile, units, plan)
+    todo = [(n, hi - lo) for n, _, lo, hi, d in plan if not d]
+    seconds = sum(rates[n] * m for n, m in todo)
+    echo(f"generation: {len(plan)} units (classifier x kind x batch of {profile.gen.batch_size}), "
+         f"{len(plan) - len(todo)} done, {len(todo)} to run: about "
+         f"{seconds / 60:.1f} min of targeted PGD (rates from {source})")
+    echo(_inception_estimate(profile, data))
+    run_missing(profile, paths, plan, executor=executor, workers=workers, slurm=slurm, progress=progress)
+    return run_generation(profile.gen, data, models, progress=progress, units=units)
