@@ -86,6 +86,16 @@ fig = gr.plots.accuracy_vs_eps(records, gr.paper.TAB1,
 gr.tables.checks_table(checks)
 
 # %% [markdown]
+# ### Paired tests on the same images
+# Both classifiers were attacked on the same test images, so their per-example results are compared directly
+# (two-sided exact McNemar test): the generative vs the softmax classifier at every eps, under the paper's attacks and
+# as the worst case; and the paper's attack vs AutoAttack on each classifier. The conclusion below judges the paper's
+# claim by these tests.
+
+# %%
+gr.tables.paired_table(records)
+
+# %% [markdown]
 # ### Every run (n, 95% CI, attack settings, cost)
 
 # %%
@@ -93,7 +103,7 @@ gr.tables.accuracy_table(records)
 
 # %%
 path = gr.metrics_files.write_accuracy_metrics(cfg, records, checks, data, wall_time_s=time.time() - t0,
-                                       checkpoints=paths)
+                                              checkpoints=paths)
 print("metrics written to", path)
 
 # %% [markdown]

@@ -131,7 +131,7 @@ display(Markdown("\n".join(f"* **{c['source']}** — {c['claim']}: **{c['verdict
 # %%
 wall_s = time.time() - t0
 path = gr.metrics_files.write_ablation_metrics(cfg, records, table, claims, estimate=estimate, checks=checks,
-                                        wall_time_s=round(wall_s, 1))
+                                              wall_time_s=round(wall_s, 1))
 job_s = sum(r["train_wall_time_s"] + r["eval_wall_time_s"] for r in {r["run"]: r for r in records}.values())
 print(f"estimated {estimate['wall_s'] / 60:.1f} min wall ({estimate['worker_s'] / 60:.1f} job-min); measured "
       f"{wall_s / 60:.1f} min wall in this session (finished runs are reused), {job_s / 60:.1f} job-min of "

@@ -396,3 +396,15 @@ def test_notebook_03_from_units_gives_the_records_before_units(smoke_records):
                                                    "seed")})
             old = _old_attack_flags(work, x[:run.n], y[:run.n], clean[:run.n], run, cfg.eval)
             assert E.flags_to_str(old) == r["robust"], (kind, r["attack"], r["role"], r["eps"])
+
+
+def test_strong_attacks_at_several_eps_give_a_worst_case_at_each():
+    e = dataclasses.replace(ECFG, strong_eps_more=(0.5, 1.0, 0.5))  # duplicates of strong_eps are ignored
+    runs = E.plan_runs("generative", e, 30)
+    strong = {}
+    for r in runs:
+        if r.role == "strong":
+            strong.setdefault(r.eps, set()).add(r.attack)
+    assert strong == {1.0: set(e.strong_attacks), 0.5: set(e.strong_attacks)}
+    assert {r.eps for r in runs if r.role == "paper"} == {0.5, 1.0}
+    assert {r.eps for r in runs if r.role in ("more steps", "more restarts")} == {e.strong_eps}

@@ -220,3 +220,18 @@ def test_paired_bootstrap_of_a_fid_difference():
     assert fid.paired_bootstrap(ref, a + 1.0, a, n_boot=20, seed=1) == shifted        # seeded
     with pytest.raises(fid.FIDError, match="paired"):
         fid.paired_bootstrap(ref, a, a[:10], n_boot=2)
+
+
+def test_kid_is_unbiased_seeded_and_leaves_the_global_rng_alone():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 64)), rng.normal(size=(300, 64))
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    same = fid.kid(a, b, subsets=20, subset_size=100, seed=1)
+    assert np.array_equal(before, np.random.get_state()[1])  # numpy's global RNG is restored
+    assert same == fid.kid(a, b, subsets=20, subset_size=100, seed=1)  # seeded
+    assert abs(same["kid"]) < 3 * same["kid_std"]  # same distribution: unbiased, centred on 0
+    shifted = fid.kid(a, b + 0.5, subsets=20, subset_size=100, seed=1)
+    assert shifted["kid"] > 10 * shifted["kid_std"] > 0 and shifted["kid_subset_size"] == 100
+    with pytest.raises(fid.FIDError, match="KID needs"):
+        fid.kid(a[:1], b, subsets=5)

@@ -247,6 +247,9 @@ class EvalConfig(_Config):
     step_size: Optional[float] = _f(None, lo=0.0, lo_open=True, doc="None: 2.5 * eps / steps")
     restarts: int = _f(1, lo=1, doc="> 1: random-start restarts, the per-example best kept")
     strong_eps: float = _f(0.5, lo=0.0, lo_open=True, doc="eps of the AutoAttack + multi-targeted evaluation")
+    strong_eps_more: tuple[float, ...] = _f((), lo=0.0, lo_open=True,
+                                            doc="further eps where the strong attacks run too: the worst case at "
+                                                "several points of Fig. 1 (the masking checks stay at strong_eps)")
     n_strong: int = _f(1000, lo=1, doc="images for the strong attacks and masking checks (<= n_test; clipped)")
     strong_attacks: tuple[str, ...] = _f(STRONG_ATTACKS, choices=STRONG_ATTACKS)
     aa_apgd_iters: int = _f(100, lo=1, doc="APGD-CE / APGD-T iterations (AutoAttack standard: 100)")
@@ -315,6 +318,9 @@ class GenConfig(_Config):
                                    "resampled indices for both, reference fixed; 0: off); two FIDs per replicate")
     units_per_job: int = _f(8, lo=1, doc="generation units (batches of batch_size starting images) per job when "
                                           "generation fans out (local workers or SLURM)")
+    kid_subsets: int = _f(100, lo=0, doc="Kernel Inception Distance beside every FID: subsets it is averaged over "
+                                         "(its spread is their SD; 0: no KID)")
+    kid_subset_size: int = _f(1000, lo=2, doc="features per set in each KID subset (at most the smaller set)")
 
     def validate(self):
         if not self.pgd_configs:
@@ -435,7 +441,8 @@ CPU = Profile(
     # Tab. 2 at CPU scale: 2 PGD configs x 2 classifiers x 2 kinds = 8 cells + the FID(test, train) anchor, each
     # 2,050 images (> 2048: full-rank covariance) through Inception, against a one-time cached 10,000-image
     # reference; FIDs at this N are biased upward and comparable only among themselves.
-    gen=GenConfig(n_samples=2050, n_reference=10000, batch_size=250),
+    # KID over 20 subsets of 1,000 features: ~0.3-0.7 s each on 2 cores, ~2 min for the 9 cells (100: ~10 min).
+    gen=GenConfig(n_samples=2050, n_reference=10000, batch_size=250, kid_subsets=20),
     # Figs. 5-8 at CPU scale (notebook 05; the ablation runs alone are shrunk): d_0 on 1,000 images per class for
     # 6 epochs (90 steps of batch 128; the main d_k: 8 epochs on 4,900), the paper's weight decay 1e-4, widths
     # 0.125/0.25/0.5 (the main d_k's width and 2x, 4x it; the paper's 0.5/0.75/1.0 would cost ~10x-40x the 0.125
@@ -462,8 +469,8 @@ SMOKE = Profile(
                           lr_schedule="onecycle", lr_drop_epoch=None, select_on="val", channels_last=False),
     calib=CalibConfig(select_on="val", max_steps=300, patience=30),
     # tiny AutoAttack budgets: notebook 03 runs every attack and masking check in seconds
-    eval=EvalConfig(n_test=100, steps=5, n_strong=40, eps_grid=(0.0, 0.5, 1.0), aa_apgd_iters=10, aa_targets=3,
-                    aa_fab_iters=10, aa_square_queries=100),
+    eval=EvalConfig(n_test=100, steps=5, n_strong=40, eps_grid=(0.0, 0.5, 1.0), strong_eps_more=(1.0,),
+                    aa_apgd_iters=10, aa_targets=3, aa_fab_iters=10, aa_square_queries=100),
     # tiny N: exercises the real Inception path in CI; singular covariances, numbers not comparable to anything
     gen=GenConfig(n_samples=20, n_reference=40, eps=10.0, n_show=2),
     ablation=AblationConfig(widths=(0.5, 1.0), weight_decays=(0.0, 1e-4), train_eps=(0.1, 0.3),

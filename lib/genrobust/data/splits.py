@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.config import DataConfig
+from ..core.config import DataConfig, config_hash
 from .base import DataError, check_labels
 from .sources import load
 
@@ -61,6 +61,12 @@ class Prepared:
     test_y: torch.Tensor
     source: dict          # genrobust.data provenance record (name, path, sha256, synthetic)
     split: dict           # how val/subsets were drawn (seed, sizes)
+
+    def identity(self) -> dict:
+        """What these splits are, for keys of work derived from them: the data's sha256 (for synthetic data, a hash
+        of its generator record; where the file lies does not change its bytes) and the split."""
+        src = {k: v for k, v in self.source.items() if k != "path"}
+        return {"data": src.get("sha256") or config_hash(src), "split": self.split}
 
     def selection_split(self, select_on: str):
         if select_on == "test":

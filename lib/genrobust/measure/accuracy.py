@@ -73,7 +73,8 @@ class AttackRun:
 
 def plan_runs(kind: str, ecfg: EvalConfig, n: int) -> list[AttackRun]:
     """Every attack run of one classifier, cheapest group first. The paper's attack runs at each eps of the grid
-    (and at strong_eps, where the stronger attacks are compared with it); eps 0 is the clean accuracy, no run."""
+    (and at strong_eps and strong_eps_more, where the stronger attacks run too, so that the worst case is defined
+    there); the masking checks' extra runs at strong_eps; eps 0 is the clean accuracy, no run."""
     if kind not in CLASSIFIER_KINDS:
         raise EvaluationError(f"unknown classifier kind {kind!r}; choose one of {sorted(CLASSIFIER_KINDS)}")
     wrong = [a for a in ecfg.strong_attacks if kind not in attack_spec(a).applies_to]
@@ -82,11 +83,13 @@ def plan_runs(kind: str, ecfg: EvalConfig, n: int) -> list[AttackRun]:
                               "eval.strong_attacks")
     paper, n_strong = PAPER_ATTACK[kind], min(ecfg.n_strong, n)
     pgd = dict(steps=ecfg.steps, step_size=ecfg.step_size, restarts=ecfg.restarts, seed=ecfg.seed)
+    strong = (ecfg.strong_eps,) + tuple(e for e in ecfg.strong_eps_more if e != ecfg.strong_eps)
     runs = [AttackRun(paper, float(e), n, "paper", **pgd)
-            for e in sorted(set(ecfg.eps_grid) | {ecfg.strong_eps}) if e > 0]
-    for a in ecfg.strong_attacks:
-        runs.append(AttackRun(a, ecfg.strong_eps, n_strong, "strong", **pgd) if a == "multi_targeted"
-                    else AttackRun(a, ecfg.strong_eps, n_strong, "strong", seed=ecfg.seed))
+            for e in sorted(set(ecfg.eps_grid) | set(strong)) if e > 0]
+    for e in strong:  # the worst case over every attack at each of these eps
+        for a in ecfg.strong_attacks:
+            runs.append(AttackRun(a, e, n_strong, "strong", **pgd) if a == "multi_targeted"
+                        else AttackRun(a, e, n_strong, "strong", seed=ecfg.seed))
     runs += [
         AttackRun(paper, ecfg.strong_eps, n_strong, "more steps", ecfg.steps * ecfg.masking_steps_factor,
                   ecfg.step_size, ecfg.restarts, ecfg.seed),

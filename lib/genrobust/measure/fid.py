@@ -63,7 +63,8 @@ __all__ = [
     "FIDError", "FIDWarning", "SOURCES", "WEIGHTS_ENV", "FEATURE_DIM", "Weights", "find_weights",
     "fid_helper_weights_file", "convert_torchscript_state_dict", "fid_inception_structure", "load_torchscript",
     "fold_batchnorm", "Inception", "inception", "quantize", "statistics", "Stats", "frechet_distance",
-    "frechet_distance_stats", "FIDValue", "fid", "cached_features", "reference_statistics", "check_rank",
+    "frechet_distance_stats", "FIDValue", "fid", "kid", "cached_features", "reference_features",
+    "reference_statistics", "check_rank",
 ]
 
 WEIGHTS_ENV = "GENROBUST_FID_WEIGHTS"
@@ -489,6 +490,30 @@ def fid(reference: Stats, other: Stats | np.ndarray) -> FIDValue:
     return FIDValue(value, other.n, reference.n, full)
 
 
+def kid(reference_feats: np.ndarray, feats: np.ndarray, *, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> dict:
+    """Kernel Inception Distance (Binkowski et al. 2018): the unbiased estimate of the squared MMD between two
+    feature sets with the cubic polynomial kernel k(a, b) = (a.b / d + 1)^3, on random subsets of
+    m = min(n, n_reference, subset_size) features of each set; its mean over ``subsets`` subsets and their standard
+    deviation. Unbiased at any N, so unlike FID it can be compared across sample sizes. Computed by clean-fid's
+    ``kernel_distance`` (a maintained implementation that takes features, so it runs on our offline Inception's),
+    one subset per call so that the spread is seen; clean-fid draws from numpy's global RNG, which is seeded here
+    and restored afterwards. Returns {kid, kid_std, kid_subsets, kid_subset_size}."""
+    from cleanfid.fid import kernel_distance  # imported only by FID runs (its import takes seconds)
+    m = min(len(reference_feats), len(feats), subset_size)
+    if subsets < 1 or m < 2:
+        raise FIDError(f"KID needs >= 1 subset of >= 2 features per set, got {subsets} subsets of {m}")
+    ref64, other64 = np.asarray(reference_feats, dtype=np.float64), np.asarray(feats, dtype=np.float64)
+    state = np.random.get_state()
+    try:
+        np.random.seed(int(seed))
+        vals = np.array([kernel_distance(ref64, other64, num_subsets=1, max_subset_size=m) for _ in range(subsets)])
+    finally:
+        np.random.set_state(state)
+    return {"kid": float(vals.mean()), "kid_std": float(vals.std(ddof=1)) if subsets > 1 else None,
+            "kid_subsets": int(subsets), "kid_subset_size": int(m)}
+
+
 def paired_bootstrap(reference: Stats, feats_a: np.ndarray, feats_b: np.ndarray, *, n_boot: int,
                      seed: int = 0) -> dict:
     """FID(a) - FID(b) against one reference, and its sampling spread: each replicate resamples the same row
@@ -542,6 +567,16 @@ def cached_features(extractor: Inception, x_uint8: torch.Tensor, *, cache: bool 
     return f
 
 
+def reference_features(extractor: Inception, x_uint8: torch.Tensor, *, n: int | None, seed: int,
+                       cache: bool = True, progress: bool = False) -> np.ndarray:
+    """Features (n, 2048) of the seeded random reference subset (the first n of a seeded permutation of x_uint8;
+    None: all), through :func:`cached_features` (the FID statistics and KID both use these)."""
+    total = len(x_uint8)
+    n = total if n is None else n
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
+    return cached_features(extractor, x_uint8[idx], cache=cache, progress=progress, desc="Inception: reference")
+
+
 def reference_statistics(extractor: Inception, x_uint8: torch.Tensor, *, n: int | None, seed: int,
                          meta: dict | None = None, progress: bool = False) -> Stats:
     """Statistics of a seeded random subset of n reference images (None: all), cached on disk.
@@ -564,8 +599,7 @@ def reference_statistics(extractor: Inception, x_uint8: torch.Tensor, *, n: int 
             if stored.get("key") == key:
                 return Stats(z["mu"], z["sigma"], int(z["n"]), {**stored, "of": total, "cached": True,
                                                                  "path": str(path)})
-    idx = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
-    feats = extractor(x_uint8[idx], progress=progress, desc="Inception: reference")
+    feats = reference_features(extractor, x_uint8, n=n, seed=seed, progress=progress)
     info = {"key": key, "meta": meta or {}}
     st = statistics(feats, info)
     with atomic_path(path) as tmp:

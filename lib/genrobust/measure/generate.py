@@ -342,12 +342,18 @@ def score(gen: GenConfig, data, generated: Generated, *, device=None, progress: 
     reference = torch.cat([data.train_x, data.val_x])  # the full training set (train + validation split)
     ref = gfid.reference_statistics(ex, reference, n=gen.n_reference, seed=gen.seed, progress=progress,
                                     meta={"data": data.source.get("name"), "sha256": data.source.get("sha256")})
+    ref_feats = gfid.reference_features(ex, reference, n=gen.n_reference, seed=gen.seed, cache=gen.cache_features) \
+        if gen.kid_subsets else None
+
+    def kid(feats):  # KID beside FID, from the same features against the same reference subset
+        return {} if ref_feats is None else gfid.kid(ref_feats, feats, subsets=gen.kid_subsets,
+                                                     subset_size=gen.kid_subset_size, seed=gen.seed)
     cells, feats_of = [], {}
     items = list(generated.images.items())
     for (kind, name, pgd), x in tqdm(items, disable=not progress, desc="FID cells", leave=False):
         feats = feats_of[(kind, name, pgd)] = gfid.cached_features(ex, gfid.quantize(x), cache=gen.cache_features)
         cells.append({"kind": kind, "classifier": name, "steps": pgd[0], "step_size": pgd[1],
-                      **gfid.fid(ref, feats).to_dict()})
+                      **gfid.fid(ref, feats).to_dict(), **kid(feats)})
     paired = []  # generative - softmax per (kind, PGD): is the difference larger than its sampling spread?
     if gen.n_boot:
         for (kind, name, pgd), f in feats_of.items():
@@ -356,7 +362,7 @@ def score(gen: GenConfig, data, generated: Generated, *, device=None, progress: 
                 paired.append({"kind": kind, "steps": pgd[0], "step_size": pgd[1],
                                **gfid.paired_bootstrap(ref, f, other, n_boot=gen.n_boot, seed=gen.seed)})
     test_feats = gfid.cached_features(ex, generated.originals, cache=gen.cache_features)
-    anchor = {"what": "FID(test, train)", **gfid.fid(ref, test_feats).to_dict()}
+    anchor = {"what": "FID(test, train)", **gfid.fid(ref, test_feats).to_dict(), **kid(test_feats)}
     n_inception, timed = ex.images, "this run's Inception passes (cache hits not counted)"
     if n_inception < SPEED_IMAGES:  # (nearly) everything came from the cache: time a small batch to show the speed
         ex(generated.originals[:2])     # warm-up (first-call allocations), not timed

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import EvalConfig, Profile, config_hash, from_dict, to_dict
+from ..core.config import EvalConfig, Profile, from_dict, to_dict
 from ..core.registry import attack_spec
 from ..data.splits import Prepared, prepare_data
 from ..measure.accuracy import (AttackRun, UnitContext, attack_unit, evaluate_classifier, evaluation_set, plan_runs,
@@ -37,8 +37,7 @@ from ..training.loop import default_device
 def eval_set_identity(data: Prepared, ecfg: EvalConfig) -> dict:
     """What determines the evaluation images and their order: the data (its sha256, or for synthetic data its
     generator record), the split, and the permutation seed."""
-    src = {k: v for k, v in data.source.items() if k != "path"}  # where the file lies does not change its bytes
-    return {"data": src.get("sha256") or config_hash(src), "split": data.split, "seed": ecfg.seed}
+    return {**data.identity(), "seed": ecfg.seed}
 
 
 def unit_context(checkpoint: str | Path, data: Prepared, ecfg: EvalConfig) -> UnitContext:
@@ -55,10 +54,6 @@ class ClassifierPlan:
     units: list[tuple[AttackRun, int, int]] = field(default_factory=list)
     done: list[bool] = field(default_factory=list)
     to_attack: list[int] = field(default_factory=list)  # clean-correct examples in each unit (the attacked ones)
-
-    @property
-    def missing(self) -> list[tuple[AttackRun, int, int]]:
-        return [u for u, d in zip(self.units, self.done) if not d]
 
 
 def plan(profile: Profile, data: Prepared, paths: dict[str, str], x: torch.Tensor, y: torch.Tensor,

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..core.config import Profile, config_hash, from_dict, to_dict
+from ..core.config import Profile, from_dict, to_dict
 from ..core.fold import folded_copy
 from ..data.splits import Prepared, prepare_data
 from ..measure import fid as gfid
@@ -24,15 +24,9 @@ from ..store.units import UnitStore
 from ..training.loop import default_device
 
 
-def data_identity(data: Prepared) -> dict:
-    """The data a run draws its starting images from: its sha256 (or synthetic generator record) and split."""
-    src = {k: v for k, v in data.source.items() if k != "path"}
-    return {"data": src.get("sha256") or config_hash(src), "split": data.split}
-
-
 def generation_units(paths: dict[str, str], data: Prepared) -> GenUnits:
     return GenUnits(UnitStore(runs_dir() / "generate"), {k: weights_digest(p) for k, p in paths.items()},
-                    data_identity(data))
+                    data.identity())
 
 
 def _plan(profile: Profile, units: GenUnits) -> list[tuple[str, str, int, int, bool]]:

@@ -36,7 +36,7 @@ from ..store.paths import results_dir
 from ..store.provenance import git_commit
 from .metrics_files import METRICS_FILES, Source, load_sources
 from .plots import accuracy_vs_eps
-from .tables import accuracy_conclusion, comparison_cell, paired_table, tab1_entries
+from .tables import accuracy_conclusion, comparison_cell, kid_text, paired_table, tab1_entries
 
 # Sections whose figures the notebook embeds (Fig. 1, the report's one figure); the others are linked by relative
 # path (notebooks 02-05 already embed them, and results/<profile>/figures/ holds the PNGs).
@@ -306,6 +306,7 @@ def tab2_section(sources: dict[str, Source], directory: Path) -> Section:
         rows.append({"PGD": f"{steps} steps, step size {size:g}", "classifier": clf, "images": kind,
                      "paper FID": ref, "ours FID": value,
                      "difference": _diff(value, ref) if measured and ref is not None else None,
+                     "ours KID x1e3": kid_text(c) if measured and c.get("kid") is not None else None,
                      "N": c["n"] if measured else None, "reference N": c["n_reference"] if measured else None,
                      "comparable with": c.get("comparable") if measured else None,
                      SETTING: setting_text(src.data_source, src.config, MODEL_KEYS[clf] + GEN_KEYS)
@@ -314,7 +315,8 @@ def tab2_section(sources: dict[str, Source], directory: Path) -> Section:
     if src.ok and src.record.get("anchor"):
         a = src.record["anchor"]  # unmodified test images against the same reference: the scale of "close to data"
         rows.append({"PGD": "none (real test images)", "classifier": "-", "images": a.get("what", "anchor"),
-                     "paper FID": None, "ours FID": round(a["fid"], 2), "difference": None, "N": a["n"],
+                     "paper FID": None, "ours FID": round(a["fid"], 2), "difference": None,
+                     "ours KID x1e3": kid_text(a) if a.get("kid") is not None else None, "N": a["n"],
                      "reference N": a["n_reference"], "comparable with": a.get("comparable"),
                      SETTING: setting_text(src.data_source, src.config, GEN_KEYS), "source": src.cite()})
     notes = [f"Paper: {paper.TAB2['source']} (N = 50,000 against the full training set; lower is better)."]
