@@ -209,15 +209,14 @@ class UnitContext:
         return unit_key(kind, run, lo, hi, ecfg, classifier=self.classifier, eval_set=self.eval_set)
 
 
-def run_units(work, x, y, clean, kind: str, run: AttackRun, ecfg: EvalConfig, units: UnitContext | None = None,
-              *, compute: bool = True) -> list[dict | None]:
-    """The units of one run, in order: from the store when there, else computed (and stored) -- or, with
-    compute=False, None for a missing one."""
+def run_units(work, x, y, clean, kind: str, run: AttackRun, ecfg: EvalConfig,
+              units: UnitContext | None = None) -> list[dict]:
+    """The units of one run, in order: from the store when there, else computed (and stored)."""
     out = []
     for lo, hi in shards(run.n, ecfg.shard_size):
         key = units.key(kind, run, lo, hi, ecfg) if units is not None else None
         rec = units.store.get(key) if units is not None else None
-        if rec is None and compute:
+        if rec is None:
             rec = attack_unit(work, x, y, clean, run, lo, hi, ecfg=ecfg)
             if units is not None:
                 rec = units.store.put(key, rec)

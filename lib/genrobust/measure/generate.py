@@ -280,15 +280,12 @@ def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def unit_of(work: nn.Module, x0: torch.Tensor, target: torch.Tensor, gen: GenConfig, lo: int, hi: int,
-            units: GenUnits | None, key: dict | None, *, compute: bool = True) -> tuple[dict, dict] | None:
-    """One batch [lo, hi): (images, result) from the store when there, else computed (and stored); with
-    compute=False, None when missing."""
+            units: GenUnits | None, key: dict | None) -> tuple[dict, dict]:
+    """One batch [lo, hi): (images, result) from the store when there, else computed (and stored)."""
     if units is not None:
         images = units.store.tensors(key)
         if images is not None:
             return images, units.store.get(key)
-    if not compute:
-        return None
     images, result = generation_unit(work, x0[lo:hi], target[lo:hi], gen)
     if units is not None:
         result = units.store.put(key, result, tensors=images)
