@@ -97,5 +97,6 @@ display(Markdown(f"**Sanity anchor:** FID(test set, training set) = **{a['fid']:
 display(Markdown(gr.tables.generation_conclusion(rec)))
 
 # %%
-path = gr.metrics_files.write_generation_metrics(cfg, rec, data, wall_time_s=time.time() - t_start)
+path = gr.metrics_files.write_generation_metrics(cfg, rec, data, wall_time_s=time.time() - t_start,
+                                                checkpoints=paths)
 print("metrics written to", path)

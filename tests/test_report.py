@@ -275,3 +275,30 @@ def test_report_notebook_runs_last_and_always(monkeypatch, tmp_path):
     runner.reproduce("smoke")
     assert calls[-1] == ("06_report", True)
     assert [n for n, _ in calls] == list(runner.NOTEBOOKS) and not any(f for n, f in calls[:-1])
+
+
+def _chain_sources(d3_generative="g", cpu=("AVX512", "AVX512")):
+    """01 -> 02 -> 03 as Source records that name each other's weights digests; 03's generative digest given."""
+    dev = [{"device": "cpu", "cpu_model": "AMD EPYC", "cpu_capability": c} for c in cpu]
+    recs = {"01_training": {"binary": [{"k": 1, "weights_sha256": "d1"}, {"k": 0, "weights_sha256": "d0"}],
+                            "softmax": {"weights_sha256": "s"}, "provenance": {"device": dev[0]}},
+            "02_calibration": {"binary_weights_sha256": ["d0", "d1"], "weights_sha256": "g",
+                               "provenance": {"device": dev[1]}},
+            "03_accuracy": {"checkpoints": {"generative": {"weights_sha256": d3_generative},
+                                            "softmax": {"weights_sha256": "s"}}, "provenance": {}}}
+    return {nb: report.Source(nb, Path(f"{nb}.json"), r, "ok") for nb, r in recs.items()}
+
+
+def test_model_chain_notes_compare_every_recorded_digest_with_its_model():
+    good = overview.model_chain_notes(_chain_sources())
+    assert len(good) == 1 and good[0].startswith("Same models throughout: the 4 weights digests")
+    bad = overview.model_chain_notes(_chain_sources(d3_generative="other"))
+    assert len(bad) == 1 and "03_accuracy's generative classifier other vs g" in bad[0]
+
+
+def test_machine_notes_name_each_cpu_kind_and_its_files():
+    one = overview.machine_notes(_chain_sources())
+    assert one == ["Machines (CPU, torch's kernel family; training is bitwise reproducible only on one kind): "
+                   "AMD EPYC, torch kernels AVX512 for 01, 02."]
+    two = overview.machine_notes(_chain_sources(cpu=("AVX2", "AVX512")))
+    assert "AVX2 for 01" in two[0] and "AVX512 for 02" in two[0]

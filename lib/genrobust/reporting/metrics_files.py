@@ -35,6 +35,10 @@ NOT_RUN = "not run yet"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Writers (one per notebook)
+def _checkpoint_digests(checkpoints: dict | None) -> dict:
+    return {k: {"path": str(p), "weights_sha256": weights_digest(p)} for k, p in (checkpoints or {}).items()}
+
+
 def write_training_metrics(cfg, rows, soft, data) -> str:
     total = sum(r["provenance"]["wall_time_s"] or 0 for r in rows) + (soft["provenance"]["wall_time_s"] if soft else 0)
     rec = {
@@ -76,7 +80,7 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "paired": paired_tests(records),
         "checks": checks,
         "paper": {"tab1": paper.TAB1},
-        "checkpoints": {k: {"path": str(p), "weights_sha256": weights_digest(p)} for k, p in (checkpoints or {}).items()},
+        "checkpoints": _checkpoint_digests(checkpoints),
         "provenance": provenance(cfg, data_source=data.source, seed=cfg.eval.seed, wall_time_s=round(wall_time_s, 1),
                                  split=data.split),
     }
@@ -111,9 +115,11 @@ def write_ablation_metrics(cfg, records: list[dict], table, claims: dict, *, est
     return str(write_json(results_dir(cfg.name) / "05_ablations.json", rec))
 
 
-def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float) -> str:
-    """results/<profile>/04_generation_fid.json: the Tab. 2 record, the paper's Tab. 2 and provenance."""
+def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float, checkpoints: dict | None = None) -> str:
+    """results/<profile>/04_generation_fid.json: the Tab. 2 record, the paper's Tab. 2 and provenance.
+    ``checkpoints``: {kind: path} of the classifiers that generated, recorded with their weights digests."""
     out = dict(rec)
+    out["checkpoints"] = _checkpoint_digests(checkpoints)
     out["conclusion"] = generation_conclusion(rec)
     out["paper"] = {"source": paper.TAB2["source"],
                     "cells": [{"steps": s, "step_size": a, "classifier": clf, "kind": kind, "fid": v}

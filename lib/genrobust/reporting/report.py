@@ -464,7 +464,56 @@ def consistency_notes(sources: dict[str, Source]) -> list[str]:
                      f"{', '.join(sorted(commits))}.")
     if any(c.endswith("-dirty") for c in commits):
         notes.append("At least one results file was written from a checkout with uncommitted changes (-dirty).")
-    return notes
+    elif len(commits) == 1 and len(ok) == len(sources):
+        notes.append(f"Every results file comes from commit {next(iter(commits))[:12]} with a clean working tree.")
+    return notes + model_chain_notes(sources) + machine_notes(sources)
+
+
+def _digest_pairs(sources: dict[str, Source]) -> list[tuple[str, str | None, str | None]]:
+    """(what, digest recorded downstream, digest of the model it must be) for every model a later file names."""
+    rec = {nb: s.record for nb, s in sources.items() if s.ok}
+    r1, r2 = rec.get("01_training") or {}, rec.get("02_calibration") or {}
+    dk = [b.get("weights_sha256") for b in sorted(r1.get("binary") or [], key=lambda b: b["k"])]
+    soft = (r1.get("softmax") or {}).get("weights_sha256")
+    pairs = []
+    if dk and r2.get("binary_weights_sha256"):
+        pairs += [(f"02's d_{k}", got, want) for k, (got, want) in enumerate(zip(r2["binary_weights_sha256"], dk))]
+    for nb in ("03_accuracy", "04_generation_fid"):
+        ck = (rec.get(nb) or {}).get("checkpoints") or {}
+        if "generative" in ck and r2.get("weights_sha256"):
+            pairs.append((f"{nb}'s generative classifier", ck["generative"]["weights_sha256"], r2["weights_sha256"]))
+        if "softmax" in ck and soft:
+            pairs.append((f"{nb}'s softmax baseline", ck["softmax"]["weights_sha256"], soft))
+    return pairs
+
+
+def model_chain_notes(sources: dict[str, Source]) -> list[str]:
+    """Do 02-04 use 01's models? Compares the weights digests each file records with the ones they must equal."""
+    pairs = _digest_pairs(sources)
+    bad = [f"{what} {got[:12]} vs {want[:12]}" for what, got, want in pairs if got != want]
+    if bad:
+        return [f"Weights digests differ from the models they should be ({'; '.join(bad)}): these files describe "
+                "different classifiers (re-run them on 01's models)."]
+    per_file: dict[str, int] = {}
+    for what, _, _ in pairs:
+        per_file[what[:2]] = per_file.get(what[:2], 0) + 1
+    return [f"Same models throughout: the {len(pairs)} weights digests recorded downstream ("
+            + ", ".join(f"{n} in {nb}" for nb, n in per_file.items())
+            + ") equal those of the models 01 trained and 02 calibrated."] if pairs else []
+
+
+def machine_notes(sources: dict[str, Source]) -> list[str]:
+    """The CPU kinds the files were written on: training is bitwise reproducible on one kind only."""
+    kinds = {}
+    for nb, s in sources.items():
+        dev = s.provenance.get("device") or {}
+        if s.ok and dev.get("cpu_capability"):
+            kinds.setdefault(f"{dev.get('cpu_model') or 'unknown CPU'}, torch kernels {dev['cpu_capability']}",
+                             []).append(nb[:2])
+    if not kinds:
+        return []
+    return ["Machines (CPU, torch's kernel family; training is bitwise reproducible only on one kind): "
+            + "; ".join(f"{k} for {', '.join(v)}" for k, v in kinds.items()) + "."]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -47,9 +47,23 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor(); '' when neither says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def device_info(device: str | torch.device | None = None) -> dict:
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # cpu_capability (torch's kernel family: AVX2, AVX512, ...) is recorded because training is bitwise
+    # reproducible only on one kind: the same seed gives different weights under AVX2 and AVX512 kernels
     info = {"device": str(dev), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads()}
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)

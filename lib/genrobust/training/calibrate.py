@@ -118,6 +118,8 @@ def calibrate(profile: Profile, data: Prepared | None = None, *, device="cpu", p
         "steps": len(hist),
         "history": hist,
         "binary_best_epochs": [r["best_epoch"] for r in bin_results],
+        # the d_k it was built from, so a report can check that 01's models are the ones calibrated here
+        "binary_weights_sha256": [weights_digest(r["checkpoint"]) for r in bin_results],
         "provenance": provenance(classifier_run_config(profile), data_source=data.source, seed=profile.data.seed,
                                  wall_time_s=round(time.time() - t0, 1), device=device),
     }
