@@ -1,4 +1,5 @@
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,20 @@ def test_provenance_records_the_commit_of_the_running_code(monkeypatch):
     monkeypatch.setattr(prov, "_IMPORT_COMMIT", "0" * 40)   # as if HEAD moved after this process imported us
     rec = prov.provenance({})
     assert rec["git_commit"] == "0" * 40 and rec["git_commit_at_write"] == head
+
+
+def test_rewritten_results_keep_the_commit_clean_but_code_changes_do_not(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run(git[:5] + ["init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    (tmp_path / "results" / "cpu" / "01.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "c"], check=True)
+    (tmp_path / "results" / "cpu" / "01.json").write_text('{"new": 1}')  # a notebook rewrote its results
+    assert not prov.git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert prov.git_commit(tmp_path).endswith("-dirty")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,8 +20,10 @@ def git_commit(root: Path | None = None) -> str:
     root = root or project_root()
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
+        # results/ is what runs write, not code: a reproduction that rewrites results/<profile>/ notebook by
+        # notebook stays on a clean commit
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return "unknown"
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
