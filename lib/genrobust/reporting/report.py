@@ -377,7 +377,11 @@ def tab4_section(sources: dict[str, Source]) -> Section:
                      SETTING: setting, "source": src.cite()})
     return _section("tab4", "Tab. 4 — calibration constants c_k", rows,
                     [f"Paper: {paper.TAB4['source']}. c is defined up to a common shift (Eq. 7's argmax ignores "
-                     "it): compare the pattern, not the offset."])
+                     "it): compare the pattern, not the offset.",
+                     "At reduced scale the pattern is within run-to-run noise: the same config trained with another "
+                     "kind of CPU kernels (AVX2 vs AVX512; see the Machines note under Status) gives different "
+                     "weights and a different c pattern at about the same accuracy (README, Reproducibility). Read "
+                     "single c_k values of a small profile as noise, not as a finding."])
 
 
 def claims_section(sources: dict[str, Source], directory: Path) -> Section:

@@ -161,23 +161,29 @@ def accuracy_conclusion(records: dict, checks: list[dict]) -> str:
                  if t["comparison"] == "generative vs softmax" and t["attack"] == "worst case"}
         diffs = [(e, t["diff"], t["significant"], t["p"]) for e, t in sorted(worst.items())]
         big = [d for d in diffs if d[0] >= paper.TAB1["eps"] - 1e-12]
-        better = [d for d in big if d[1] > 0]
-        separated = [d for d in big if d[2]]  # differences a paired test tells apart from noise
+        # only differences a paired test tells apart from noise count for or against the claim
+        better = [d for d in big if d[2] and d[1] > 0]
+        against = [d for d in big if d[2] and d[1] < 0]
         table = "; ".join(f"eps {e:g}: {100 * d:+.1f} (McNemar p = {p:.2g})" for e, d, _, p in diffs)
         lines.append(f"- **Robust (worst case over all attacks run at each eps), generative minus softmax in points, "
                      f"paired on the same images:** {table}.")
         grows = len(big) < 2 or big[-1][1] > big[0][1]  # with one such eps there is no trend to test
         holds = worse and big and len(better) == len(big)
         # the claim's substance is the robustness advantage: without it, a lower clean accuracy alone is no support;
-        # and with no difference significant in the paired test this n cannot tell the classifiers apart
-        if big and not separated:
+        # with no difference significant in the paired test this n cannot tell the classifiers apart
+        if big and not better and not against:
             verdict = (f"is inconclusive at this n (none of the {len(big)} robust differences is significant in a "
                        "paired exact McNemar test at 5%)")
+        elif better and against:
+            verdict = "is contradicted in part and supported in part (significant differences in both directions)"
+        elif against:
+            verdict = "does not hold (the softmax baseline is significantly more robust where a difference is significant)"
         else:
-            verdict = "holds" if holds and grows else "partly holds" if better else "does not hold"
+            verdict = "holds" if holds and grows else "partly holds"
         lines.append(f"- **Verdict:** the paper's qualitative claim (generative worse on clean data, better at "
                      f"moderate-to-large eps >= {paper.TAB1['eps']:g}, gap growing with eps) **{verdict}** at this "
-                     f"scale: generative better at {len(better)} of {len(big)} such eps"
+                     f"scale: of {len(big)} such eps, generative significantly better at {len(better)}, significantly "
+                     f"worse at {len(against)} ({', '.join(f'eps {e:g}' for e, *_ in against) or 'none'})"
                      f"{'' if len(big) < 2 else ', gap growing' if grows else ', gap not growing'}; "
                      f"clean accuracy {'lower' if worse else 'not lower'}.")
     else:
