@@ -240,8 +240,8 @@ def test_training_step_with_folded_attack(monkeypatch, objective, dtype, channel
     # float64 carries the equivalence: equal to 1e-9 through all 3 steps. In float32 the folded convs round
     # differently (~1e-7 on the first perturbation, same weights), and 3 SGD steps at lr 0.2 on a batch of 6 with
     # train-mode BN amplify that: measured up to 5.5e-4 on the third perturbation and 1.6e-3 in the weights on an
-    # Intel AVX512/AMX CPU with 1 thread (2e-5 on AMD AVX512). So float32 checks the first attack tightly and the
-    # trajectory loosely.
+    # Intel AVX512/AMX CPU with 1 thread (the 1e-4 this case used before passed on an AMD AVX512 one). So float32
+    # checks the first attack tightly and the trajectory loosely.
     first_tol, tol = (1e-5, 1e-2) if dtype == torch.float32 else (1e-9, 1e-9)
     torch.testing.assert_close(adv[0], adv_ref[0], atol=first_tol, rtol=0)
     for a, r in zip(adv, adv_ref):
