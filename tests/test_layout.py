@@ -1,13 +1,14 @@
 """The package's layout as a test: one import direction between the rooms, no import circles, no function-local
 imports of genrobust modules (they hide circles). Read from the source with ``ast``; nothing is imported.
 
-Allowed direction (README, "Layout"): core <- store <- data <- training <- measure <- {pipeline, reporting} <- cli.
+Allowed direction (docs/layout.md): core <- store <- data <- training <- measure <- {pipeline, reporting} <- cli.
 pipeline and reporting are siblings: neither imports the other. The package's own ``__init__``/``__main__`` are the
 top (they re-export for notebooks).
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,36 @@ def test_the_checks_catch_what_they_claim(case, expect):
     edges, local = imports(case)
     found = {"direction": bool(direction_violations(edges)), "circle": bool(circles(edges)), "local": bool(local)}
     assert found[expect], (expect, edges, local)
+
+
+LAYOUT_MAP = PKG.parents[1] / "docs" / "layout.md"
+
+
+def unmapped_modules(map_text: str, root: Path = PKG) -> list[str]:
+    """Modules of the package (``room/name.py``, or ``name.py`` at the top; ``__init__`` files aside) that the
+    layout map's tree does not name: each must stand at the start of an indented line below its room's line
+    (``  room/``), before the next room starts."""
+    named, room_now = set(), ""
+    for line in map_text.splitlines():
+        top = re.match(r"^  (\w+)/", line)
+        if top:
+            room_now = top.group(1)
+            continue
+        file = re.match(r"^(\s+)(\w+\.py)\b", line)
+        if file:
+            named.add(f"{room_now}/{file.group(2)}" if len(file.group(1)) > 2 else file.group(2))
+            if len(file.group(1)) == 2:
+                room_now = ""
+    have = {str(p.relative_to(root)) for p in root.rglob("*.py") if p.name != "__init__.py"}
+    return sorted(have - named)
+
+
+def test_layout_map_names_every_module():
+    missing = unmapped_modules(LAYOUT_MAP.read_text())
+    assert not missing, f"docs/layout.md does not name: {', '.join(missing)} (add one line each under its room)"
+
+
+def test_layout_map_check_catches_a_missing_module():
+    # negative control: the map without its line for core/attacks.py must report exactly that module
+    text = "\n".join(l for l in LAYOUT_MAP.read_text().splitlines() if not l.lstrip().startswith("attacks.py"))
+    assert unmapped_modules(text) == ["core/attacks.py"]

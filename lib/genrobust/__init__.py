@@ -1,12 +1,13 @@
 """genrobust: reproducible companion to *Generative Robust Classification* (Yin).
 
-The package is seven rooms with one import direction (README, "Layout"):
+The package is seven rooms with one import direction (docs/layout.md):
 core <- store <- data <- training <- measure <- {pipeline, reporting} <- cli and notebooks.
 ``load_classifier(path)`` is the evaluation contract. For notebooks, the modules they use most are also reachable
 by short names (``gr.tables``, ``gr.plots``, ``gr.accuracy``, ``gr.generate``, ``gr.ablate``, ``gr.paper``...).
 """
 from . import core, data, measure, pipeline, reporting, store, training
 from .core import attacks, config, models, paper, registry
+from .core.version import __version__
 from .measure import ablate, accuracy, checks, fid, generate
 from .pipeline import classifiers, evaluation, generation, params
 from .reporting import metrics_files, plots, report, tables
@@ -16,5 +17,5 @@ from .training import calibrate
 
 __all__ = ["core", "store", "data", "training", "measure", "pipeline", "reporting", "attacks", "config", "models",
            "paper", "registry", "ablate", "accuracy", "checks", "fid", "generate", "classifiers", "evaluation", "generation", "params",
-           "metrics_files", "plots", "report", "tables", "calibrate", "load_classifier", "load_model", "results_dir"]
-__version__ = "0.1.0"
+           "metrics_files", "plots", "report", "tables", "calibrate", "load_classifier", "load_model", "results_dir",
+           "__version__"]

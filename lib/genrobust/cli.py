@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .core.config import ConfigError, to_dict
+from .core.version import __version__
 from .data.splits import prepare_data
 from .measure.accuracy import classifier_kind
 from .measure.checks import masking_checks
@@ -68,6 +69,7 @@ def _evaluate(profile, args, slurm) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The command line (its subcommands and options are what messages may tell a user to run)."""
     ap = argparse.ArgumentParser(prog="genrobust", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--version", action="version", version=f"genrobust {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("reproduce", help="execute all notebooks into results/<profile>/")
     r.add_argument("--profile", default="cpu")

@@ -1,6 +1,6 @@
 """``torch.compile`` of the modules attacks run on, where it pays (the profile setting ``compile``).
 
-Measured (benchmarks/bench_compile.py; README, Performance): on the 2-core CPU, inductor compiles the folded
+Measured (benchmarks/bench_compile.py; docs/performance.md): on the 2-core CPU, inductor compiles the folded
 channels-last ResNet18 width 0.125 d_k in ~49 s and then runs its input gradients 1.10x faster than eager. An
 evaluation attacks 10 d_k (each its own module: 10 compiles) plus the softmax model, with batch sizes that vary per
 class (Eq. 11-12 and multi-targeted attack class subsets), so the compile time is not paid back in a cpu-profile

@@ -272,7 +272,7 @@ class EvalConfig(_Config):
     channels_last: bool = _f(True, doc="attack a channels-last copy of the model (CPU convolutions, measured faster)")
     compile: str = _f("off", choices=("off", "attacks"),
                       doc="torch.compile the networks the attacks run on (genrobust.core.compiling); measured not to "
-                          "pay on the CPU (README, Performance)")
+                          "pay on the CPU (docs/performance.md)")
 
     @property
     def shard_size(self) -> int:

@@ -244,7 +244,7 @@ def _attack_copy(model, channels_last: bool):
     """A frozen eval-mode copy to attack, batch norm folded into the convolutions (genrobust.core.fold: the same
     function up to float rounding; the caller's model is never modified). Channels-last weights make CPU
     convolutions faster; inputs stay contiguous NCHW, which third-party attacks reshape freely. Measured with
-    benchmarks/bench_attacks.py --fold (README, Performance)."""
+    benchmarks/bench_attacks.py --fold (docs/performance.md)."""
     return folded_copy(model, channels_last=channels_last)
 
 

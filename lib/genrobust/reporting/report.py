@@ -380,7 +380,7 @@ def tab4_section(sources: dict[str, Source]) -> Section:
                      "it): compare the pattern, not the offset.",
                      "At reduced scale the pattern is within run-to-run noise: the same config trained with another "
                      "kind of CPU kernels (AVX2 vs AVX512; see the Machines note under Status) gives different "
-                     "weights and a different c pattern at about the same accuracy (README, Reproducibility). Read "
+                     "weights and a different c pattern at about the same accuracy (docs/reproducibility.md). Read "
                      "single c_k values of a small profile as noise, not as a finding."])
 
 
