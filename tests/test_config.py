@@ -60,7 +60,7 @@ def test_bad_overrides_fail_with_the_key_named(override, needle):
 
 def test_unknown_profile():
     with pytest.raises(ConfigError, match="choose one of"):
-        get_profile("gpu")
+        get_profile("tpu")
 
 
 def test_hash_changes_with_config():

@@ -25,10 +25,19 @@ def git_commit(root: Path | None = None) -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
-            return "unknown"
+            return _commit_from_env()
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return _commit_from_env()
+
+
+COMMIT_ENV = "GENROBUST_GIT_COMMIT"
+
+
+def _commit_from_env() -> str:
+    """Where no git checkout is (a copy of the tree on a GPU machine, tools/gpu_run): the commit that copy was made
+    from, as the packing side recorded it in ``$GENROBUST_GIT_COMMIT`` (with its ``-dirty`` mark), else 'unknown'."""
+    return os.environ.get(COMMIT_ENV, "").strip() or "unknown"
 
 
 # The code this process runs is the code of the commit checked out when genrobust was imported: a long run
@@ -68,7 +77,9 @@ def device_info(device: str | torch.device | None = None) -> dict:
             "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads()}
     if dev.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(dev)
+        # GPU runs are not bitwise reproducible across machines: the chip, CUDA and cuDNN name what ran
+        info.update(gpu=torch.cuda.get_device_name(dev), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(), torch=torch.__version__)
     return info
 
 
