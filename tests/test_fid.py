@@ -208,6 +208,27 @@ def test_feature_and_reference_caches(monkeypatch, tmp_path):
         fid.reference_statistics(ex, x, n=31, seed=0)
 
 
+def test_damaged_fid_cache_files_warn_and_are_recomputed(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENROBUST_CACHE", str(tmp_path))
+    ex = _CountingExtractor()
+    x = torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    f1 = fid.cached_features(ex, x)
+    fid.reference_statistics(ex, x, n=20, seed=0)
+    assert ex.calls == 2
+    for path in (tmp_path / "fid").iterdir():
+        path.write_bytes(b"garbage")                     # a half-copied or edited cache
+    with pytest.warns(fid.FIDWarning, match="damaged FID cache file"):
+        f2 = fid.cached_features(ex, x)
+    with pytest.warns(fid.FIDWarning, match="damaged FID cache file"):
+        r = fid.reference_statistics(ex, x, n=20, seed=0)
+    assert np.array_equal(f1, f2) and not r.meta["cached"] and ex.calls == 4
+    with warnings.catch_warnings():                            # negative control: the rewritten files read silently
+        warnings.simplefilter("error", fid.FIDWarning)
+        fid.cached_features(ex, x)
+        assert fid.reference_statistics(ex, x, n=20, seed=0).meta["cached"]
+    assert ex.calls == 4
+
+
 def test_paired_bootstrap_of_a_fid_difference():
     rng = np.random.default_rng(0)
     d = 8  # a small feature dim keeps the eigendecompositions cheap; the code path is the same

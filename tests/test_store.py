@@ -119,6 +119,25 @@ def test_rewritten_results_keep_the_commit_clean_but_code_changes_do_not(tmp_pat
     assert prov.git_commit(tmp_path).endswith("-dirty")
 
 
+def test_untracked_code_makes_the_commit_dirty_but_other_untracked_files_do_not(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run(git[:5] + ["init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "lib" / "pkg").mkdir(parents=True)
+    (tmp_path / "lib" / "pkg" / "a.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "c"], check=True)
+    (tmp_path / "notes.txt").write_text("scratch")          # negative control: not code a run imports
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "new.json").write_text("{}")
+    assert not prov.git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "lib" / "pkg" / "new_module.py").write_text("y = 2\n")  # a run may import it: not in the commit
+    assert prov.git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "lib" / "pkg" / "new_module.py").unlink()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "07_new.py").write_text("")
+    assert prov.git_commit(tmp_path).endswith("-dirty")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints written before the package restructuring (tests/fixtures/legacy_checkpoints, made by its
 # make_fixture.py with the code of commit 494c046) load with the one loader, give the same outputs, and keep their

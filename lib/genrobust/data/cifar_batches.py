@@ -13,6 +13,24 @@ from .base import (BATCH_FILES, BATCHES_DIR, FIX_HINT, IMAGE_SIZE, NAME_BATCHES,
                    Splits, sha256_file)
 
 
+
+class _BlockedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """The official batches are pickled dicts of bytes, lists, numbers and numpy arrays: any other global a file
+    names is refused before it can be called (a crafted pickle runs code through globals)."""
+
+    # what numpy needs to rebuild an array (the batches' b"data" is one): no code beyond array construction
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise _BlockedGlobal(f"it names the Python object {module}.{name}, which unpickling would call")
+
 def torchvision_download(parent: Path) -> None:
     """Download + extract cifar-10-python.tar.gz into ``parent`` (torchvision checks the md5)."""
     import torchvision  # imported only when a download is needed (slow import)
@@ -44,10 +62,12 @@ def load_batches(path: Path, *, download: bool) -> Splits:
         sha256_file(file, h)
         try:
             with open(file, "rb") as f:
-                # These are the official pickles (as torchvision reads them); only load files you trust.
-                entry = pickle.load(f, encoding="bytes")
+                entry = _DataOnlyUnpickler(f, encoding="bytes").load()
             data = np.asarray(entry[b"data"], dtype=np.uint8)
             labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
+        except _BlockedGlobal as exc:
+            raise DataError(f"{file}: refused: {exc}; CIFAR-10 batches hold only dicts, lists, bytes, numbers and arrays, so "
+                            "this file is not one (re-download it from the official source)") from None
         except Exception as exc:
             raise DataError(f"{file}: not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}); re-download it") from exc
         if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or len(labels) != len(data):

@@ -546,6 +546,22 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def _read_cache(path: Path, read):
+    """``read(path)``, or None when the file is absent; a damaged or foreign file (read raises, or returns None)
+    is reported (FIDWarning, like the data cache and the units), deleted, and None returned so it is recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        out, why = read(path), "it does not match what was asked"
+    except Exception as exc:  # noqa: BLE001 - numpy/zip raise many kinds for a damaged file
+        out, why = None, f"{type(exc).__name__}: {exc}"
+    if out is None:
+        warnings.warn(f"{path}: damaged FID cache file ({why}); deleting it and computing it again", FIDWarning,
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+    return out
+
+
 def cached_features(extractor: Inception, x_uint8: torch.Tensor, *, cache: bool = True, progress: bool = False,
                     desc: str = "Inception") -> np.ndarray:
     """Features of x_uint8, content-addressed on disk: key = sha256 of the image bytes and shape + the
@@ -555,11 +571,9 @@ def cached_features(extractor: Inception, x_uint8: torch.Tensor, *, cache: bool 
     x = x_uint8.contiguous().cpu()
     digest = hashlib.sha256(x.numpy().tobytes()).hexdigest()
     path = _fid_cache() / f"feat-{_key(digest, tuple(x.shape), extractor.key)}.npy"
-    if path.is_file():
-        with contextlib.suppress(Exception):  # a damaged file is recomputed
-            f = np.load(path)
-            if f.shape == (len(x), FEATURE_DIM):
-                return f
+    f = _read_cache(path, lambda p: (lambda a: a if a.shape == (len(x), FEATURE_DIM) else None)(np.load(p)))
+    if f is not None:
+        return f
     f = extractor(x, progress=progress, desc=desc)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -592,13 +606,16 @@ def reference_statistics(extractor: Inception, x_uint8: torch.Tensor, *, n: int 
     key = {"images_sha256": digest, "shape": list(x_uint8.shape), "n": n, "seed": int(seed),
            "extractor": extractor.key}
     path = _fid_cache() / f"ref-{_key(key)}.npz"
-    if path.is_file():
-        with contextlib.suppress(Exception):  # a damaged or foreign file is recomputed
-            z = np.load(path)
-            stored = json.loads(str(z["meta"]))
-            if stored.get("key") == key:
-                return Stats(z["mu"], z["sigma"], int(z["n"]), {**stored, "of": total, "cached": True,
-                                                                 "path": str(path)})
+    def read(p):
+        z = np.load(p)
+        stored = json.loads(str(z["meta"]))
+        if stored.get("key") != key:
+            return None
+        return Stats(z["mu"], z["sigma"], int(z["n"]), {**stored, "of": total, "cached": True, "path": str(p)})
+
+    cached = _read_cache(path, read)
+    if cached is not None:
+        return cached
     feats = reference_features(extractor, x_uint8, n=n, seed=seed, progress=progress)
     info = {"key": key, "meta": meta or {}}
     st = statistics(feats, info)

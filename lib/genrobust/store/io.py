@@ -9,6 +9,8 @@ import dataclasses
 import io
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -114,7 +116,16 @@ def load_torch(path, map_location="cpu"):
         raise ResultsError(f"{path}: no such checkpoint; train it first (`genrobust train --profile PROFILE` or "
                            "notebook 01) or fix the path")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: a checkpoint is data (tensors, numbers, strings, containers); unpickling anything else could
+        # run code from a file someone sent, so torch's restricted unpickler refuses it before it runs
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL (\S+)|Unsupported global: (\S+)", str(e))
+        if found:  # a Python object the restricted unpickler blocked: nothing of it ran
+            raise ResultsError(f"{path}: refused to load: it names the Python object {found.group(1) or found.group(2)}, "
+                               "which unpickling could run; checkpoints are tensors and plain data only. Load only "
+                               "files you trust, re-saved as a state dict of tensors") from None
+        raise ResultsError(f"{path}: unreadable checkpoint (damaged, or not a torch file); delete it and retrain") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise ResultsError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); delete it and retrain") from None
 

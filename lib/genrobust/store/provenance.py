@@ -22,13 +22,24 @@ def git_commit(root: Path | None = None) -> str:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         # results/ is what runs write, not code: a reproduction that rewrites results/<profile>/ notebook by
         # notebook stays on a clean commit
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", ".",
+                                 ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return _commit_from_env()
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        return sha.stdout.strip() + ("-dirty" if dirty_lines(status.stdout) else "")
     except (OSError, subprocess.SubprocessError):
         return _commit_from_env()
+
+
+# An untracked file under these is code a run may import (a new module, a notebook) that the commit does not hold
+UNTRACKED_CODE = ("lib/", "notebooks/")
+
+
+def dirty_lines(porcelain: str) -> list[str]:
+    """The lines of ``git status --porcelain`` that make a commit dirty: every change to a tracked file, and
+    untracked files under lib/ and notebooks/ (other untracked files, e.g. scratch notes, do not run)."""
+    return [line for line in porcelain.splitlines() if line.strip()
+            and (not line.startswith("?? ") or line[3:].strip('"').startswith(UNTRACKED_CODE))]
 
 
 COMMIT_ENV = "GENROBUST_GIT_COMMIT"
