@@ -63,14 +63,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def git_commit(root: Path = ROOT) -> str:
-    """HEAD with '-dirty' when tracked or untracked code differs (results/ excluded), as provenance records it."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)results"], cwd=root,
-                               capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    """The commit as every results file records it: genrobust.store.provenance.git_commit (the one owner of the
+    dirty rule), asked in a subprocess so that this script needs no import of the package (the device side runs it
+    before the wheels are installed). 'unknown' where that fails."""
+    ask = "from genrobust.store.provenance import git_commit; print(git_commit())"
+    got = subprocess.run([sys.executable, "-c", ask], cwd=root, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(root / "lib")))
+    return got.stdout.strip().splitlines()[-1] if got.returncode == 0 and got.stdout.strip() else "unknown"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,9 +178,9 @@ def assemble(manifest: dict, dest: Path = STAGE) -> dict[str, Path]:
     return out
 
 
-def collect(results: Path, out: Path, log: Path | None = None) -> list[Path]:
-    """``results`` as a gzipped tar cut into at most RETURN_FILES - 1 pieces of RETURN_FILE_MIB (the last slot
-    is the log), with ``return.json`` naming the pieces' sha256. Over the limits: one line saying by how much."""
+def collect(results: Path, out: Path) -> list[Path]:
+    """``results`` as a gzipped tar cut into at most RETURN_FILES - 2 pieces of RETURN_FILE_MIB (the other two
+    slots are return.json, naming the pieces' sha256, and the run log). Over the limits: one line saying so."""
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".tar.gz")
     os.close(fd)
@@ -203,8 +202,6 @@ def collect(results: Path, out: Path, log: Path | None = None) -> list[Path]:
     os.unlink(tmp)
     _atomic_write(out / "return.json", json.dumps({"profile_dir": results.name, "pieces": [
         {"name": p.name, "sha256": sha256(p)} for p in pieces]}, indent=1).encode())
-    if log is not None and log.is_file() and log.parent != out:
-        shutil.copyfile(log, out / log.name)
     return pieces
 
 

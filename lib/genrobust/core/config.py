@@ -463,7 +463,8 @@ CPU = Profile(
 # from H200 measurements of 2026-12-04 (../shared/bench/h200-2026-12-04, torch 2.11, main at 18bdf27): the old
 # engine's end-to-end rate of the 10 fused d_k at the paper's step, 6,986 img/s, and the softmax ResNet50 PGD-7
 # epoch, ~45 s. The faster training engine (issue 24) is not measured on a GPU yet, so these are the slow-engine
-# sizes: notebooks 01-03 estimated at ~8 min, 04 at ~2 min (estimates, not measurements, until results/gpu exists).
+# sizes: notebooks 01-03 estimated at ~10 min (over the 8-minute goal), 04 at ~1.5 min (estimates, not
+# measurements, until results/gpu exists).
 GPU = Profile(
     name="gpu",
     description="The paper's d_k architecture on one GPU in minutes: ResNet18Thinner (width 0.5) d_k, Eq. 3 with "

@@ -13,7 +13,6 @@ from .base import (BATCH_FILES, BATCHES_DIR, FIX_HINT, IMAGE_SIZE, NAME_BATCHES,
                    Splits, sha256_file)
 
 
-
 class _BlockedGlobal(pickle.UnpicklingError):
     pass
 
@@ -30,6 +29,7 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise _BlockedGlobal(f"it names the Python object {module}.{name}, which unpickling would call")
+
 
 def torchvision_download(parent: Path) -> None:
     """Download + extract cifar-10-python.tar.gz into ``parent`` (torchvision checks the md5)."""
@@ -66,8 +66,8 @@ def load_batches(path: Path, *, download: bool) -> Splits:
             data = np.asarray(entry[b"data"], dtype=np.uint8)
             labels = np.asarray(entry.get(b"labels", entry.get(b"fine_labels")), dtype=np.int64)
         except _BlockedGlobal as exc:
-            raise DataError(f"{file}: refused: {exc}; CIFAR-10 batches hold only dicts, lists, bytes, numbers and arrays, so "
-                            "this file is not one (re-download it from the official source)") from None
+            raise DataError(f"{file}: refused: {exc}; CIFAR-10 batches hold only dicts, lists, bytes, numbers and "
+                            "arrays, so this file is not one (re-download it from the official source)") from None
         except Exception as exc:
             raise DataError(f"{file}: not a readable CIFAR-10 batch ({type(exc).__name__}: {exc}); re-download it") from exc
         if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or len(labels) != len(data):

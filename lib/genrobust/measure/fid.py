@@ -571,7 +571,11 @@ def cached_features(extractor: Inception, x_uint8: torch.Tensor, *, cache: bool 
     x = x_uint8.contiguous().cpu()
     digest = hashlib.sha256(x.numpy().tobytes()).hexdigest()
     path = _fid_cache() / f"feat-{_key(digest, tuple(x.shape), extractor.key)}.npy"
-    f = _read_cache(path, lambda p: (lambda a: a if a.shape == (len(x), FEATURE_DIM) else None)(np.load(p)))
+    def read(p):
+        f = np.load(p)
+        return f if f.shape == (len(x), FEATURE_DIM) else None
+
+    f = _read_cache(path, read)
     if f is not None:
         return f
     f = extractor(x, progress=progress, desc=desc)

@@ -120,9 +120,10 @@ def load_torch(path, map_location="cpu"):
         # run code from a file someone sent, so torch's restricted unpickler refuses it before it runs
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL (\S+)|Unsupported global: (\S+)", str(e))
+        # torch words it "unsupported GLOBAL posix.system" or "Unsupported global: GLOBAL posix.system"
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(e))
         if found:  # a Python object the restricted unpickler blocked: nothing of it ran
-            raise ResultsError(f"{path}: refused to load: it names the Python object {found.group(1) or found.group(2)}, "
+            raise ResultsError(f"{path}: refused to load: it names the Python object {found.group(1)}, "
                                "which unpickling could run; checkpoints are tensors and plain data only. Load only "
                                "files you trust, re-saved as a state dict of tensors") from None
         raise ResultsError(f"{path}: unreadable checkpoint (damaged, or not a torch file); delete it and retrain") from None
