@@ -26,6 +26,7 @@ eps = None                # L2 radius of the targeted PGD ("large")
 seed = None
 inception = None          # auto | file | fid_helper | pytorch_fid (downloads; needs a network)
 train_missing = True      # train / calibrate missing classifiers first (train-if-missing)
+from_released = False     # use the released models in results/<profile>/models/ instead (no training)
 
 # %%
 # %matplotlib inline
@@ -38,7 +39,8 @@ t_start = time.time()
 # %%
 cfg = gr.params.notebook_profile("04_generation_fid", globals())
 data = gr.data.prepare_data(cfg.data)
-paths = gr.classifiers.ensure_classifiers(cfg, ("generative", "softmax"), data, train_missing=train_missing)
+paths = gr.classifiers.ensure_classifiers(cfg, ("generative", "softmax"), data, train_missing=train_missing,
+                                          from_released=from_released)
 display(Markdown(f"**Profile `{cfg.name}`** — {cfg.description}\n\n**Data:** {data.source['name']} "
                  f"(sha256 `{data.source['sha256']}`)"))
 gr.tables.config_table(cfg, ["gen"])

@@ -382,6 +382,9 @@ class Profile(_Config):
                          doc="binary models: sequential = one job per class; fused = all classes in one job as one "
                              "vmapped network (genrobust.training.fused; same numbers); auto = genrobust.training.fused.PATH_RULE for "
                              "this machine's device (CUDA: fused, CPU: sequential). Not part of any run's key.")
+    release_weights: bool = _f(True, doc="notebooks 02-03 write the evaluated models' weights to "
+                                         "results/<profile>/models/ (False: models.json with their digests only, for "
+                                         "models too large for git)")
 
 
 SECTIONS = ("data", "model", "train", "softmax", "calib", "eval", "gen", "ablation")
@@ -496,6 +499,7 @@ GPU = Profile(
                             attack_steps=10, n_test=300, seeds=(0, 1), train_per_class=1000, epochs=6,
                             base_weight_decay=1e-4),
     workers=1,
+    release_weights=False,  # ResNet50 alone is ~94 MB: too large for git and for the GPU machine's return
 )
 
 SMOKE = Profile(

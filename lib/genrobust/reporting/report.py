@@ -31,7 +31,7 @@ from ..core.fmt import ci_pct, pct
 from ..core.registry import ATTACK_LABELS
 from ..data.base import CLASSES
 from ..measure.ablate import base_profile
-from ..store.io import atomic_path
+from ..store.io import write_text
 from ..store.paths import results_dir
 from ..store.provenance import git_commit
 from .metrics_files import METRICS_FILES, Source, load_sources
@@ -637,7 +637,4 @@ def write_report(ov: Overview | str, path: str | os.PathLike | None = None) -> P
     if isinstance(ov, str):
         ov = build(ov)
     path = Path(path) if path is not None else ov.directory / REPORT_NAME
-    text = render_markdown(ov)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
+    return write_text(path, render_markdown(ov))
