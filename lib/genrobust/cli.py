@@ -29,6 +29,7 @@ from .pipeline.evaluation import evaluate
 from .pipeline.notebooks import REPORT_NOTEBOOK, execute_notebook, notebook_path, reproduce
 from .pipeline.own_model import evaluate_model
 from .pipeline.params import EXECUTION, NOTEBOOK_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
+from .reporting.readme import update_readme
 from .reporting.report import build, write_report
 from .reporting.tables import accuracy_table, checks_table, own_model_table
 from .store.checkpoints import load_classifier
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
     rp = sub.add_parser("report", help="write results/<profile>/REPORT.md from the metrics files (no training)")
     rp.add_argument("--profile", default="cpu")
+    rp.add_argument("--readme", action="store_true",
+                    help="also rewrite README's results table from this profile's metrics files")
     return ap
 
 
@@ -156,6 +159,8 @@ def main(argv=None) -> int:
                                    out_dir=Path(args.out_dir) if args.out_dir else None))
         elif args.cmd == "report":
             print(write_report(build(args.profile)))
+            if args.readme:
+                print(update_readme(args.profile))
         elif args.cmd in ("train", "evaluate"):
             params = _parse_params(args.p)
             if args.cmd == "train" and args.classes:

@@ -1,0 +1,80 @@
+"""README's results table (paper vs ours), generated from a profile's committed metrics files and
+:mod:`genrobust.core.paper`, so that no number in it is typed by hand. ``genrobust report --profile cpu --readme``
+rewrites the block between the markers; tests/test_docs.py fails while README's block differs from the files."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..core import paper
+from ..store.io import ResultsError, read_json, write_text
+from ..store.paths import project_root, results_dir
+
+START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+CLASSIFIERS = ("generative", "softmax")
+
+
+def _strong_worst(acc: dict, kind: str) -> list[dict]:
+    """The per-example worst cases of ``kind`` at the eps where more than the paper's attack ran (ascending eps)."""
+    return [w for w in acc["worst_case"][kind] if w["eps"] > 0 and len(w["attacks"]) > 1]
+
+
+def _fid(gen: dict, kind: str, classifier: str) -> str:
+    cells = sorted((c for c in gen["cells"] if c["kind"] == kind and c["classifier"] == classifier),
+                   key=lambda c: c["steps"])
+    return ", ".join(f"{c['fid']:.1f}" for c in cells)
+
+
+def _paper_fid(kind: str, classifier: str) -> str:
+    return ", ".join(f"{paper.TAB2[key][classifier][kind]:.2f}" for key in sorted(k for k in paper.TAB2 if k != "source"))
+
+
+def results_table(profile: str = "cpu", directory: Path | None = None) -> str:
+    """The markdown table of README's "Results" section from results/<profile>/02-04's metrics files."""
+    d = Path(directory) if directory is not None else results_dir(profile)
+    try:
+        cal, acc, gen = (read_json(d / f"{n}.json") for n in ("02_calibration", "03_accuracy", "04_generation_fid"))
+    except ResultsError as e:
+        raise ResultsError(f"README's results table needs notebooks 02-04's metrics: {e}") from None
+    eps = paper.TAB1["eps"]
+    rows = [("generative classifier, clean test accuracy after calibration (Tab. 3)",
+             f"{100 * paper.TAB3['after']['test']:.2f}%",
+             f"{100 * cal['accuracy']['test_after']:.1f}% ({cal['n']['test']:,} images)")]
+    tab1 = {r["classifier"]: r for r in acc["tab1"]}
+    for kind in CLASSIFIERS:
+        t, worst = tab1[kind], _strong_worst(acc, kind)
+        attack, robust = t["paper's attack"], t["ours robust, paper's attack %"]
+        rows.append((f"Tab. 1 {kind}: clean / robust at L2 {eps:g}, {attack}",
+                     f"{100 * paper.TAB1[kind]['clean']:.2f} / {100 * paper.TAB1[kind]['robust']:.2f}",
+                     f"{t['ours clean %']:.1f} / {robust:.1f} (n = {t['n paper attack']:,})"))
+        at = " / ".join(f"{w['eps']:g}" for w in worst)
+        values = " / ".join(f"{100 * w['accuracy']:.1f}" for w in worst)
+        ns = ", ".join(f"{n:,}" for n in sorted({w["n"] for w in worst}))
+        rows.append((f"Tab. 1 {kind}: worst case at L2 {at}", "—", f"{values} (n = {ns})"))
+    steps = " / ".join(str(k[0]) for k in sorted(k for k in paper.TAB2 if k != "source"))
+    for kind, label in (("samples", f"samples, {steps} PGD steps"), ("counterfactuals", "counterfactuals")):
+        rows.append((f"Tab. 2 FID, {label}: generative / softmax",
+                     f"{_paper_fid(kind, 'generative')} / {_paper_fid(kind, 'softmax')}",
+                     f"{_fid(gen, kind, 'generative')} / {_fid(gen, kind, 'softmax')}"))
+    a = gen["anchor"]
+    rows.append(("FID(CIFAR-10 test, train), the sanity anchor", "—",
+                 f"{a['fid']:.1f} (N = {a['n']:,} vs {a['n_reference']:,})"))
+    lines = [f"| claim | paper | ours ({profile} profile) |", "|---|---|---|"]
+    lines += [f"| {c} | {p} | {o} |" for c, p, o in rows]
+    return "\n".join(lines)
+
+
+def readme_block(text: str) -> str:
+    """The table between README's markers."""
+    found = re.search(re.escape(START) + r"\n(.*?)\n" + re.escape(END), text, re.S)
+    if found is None:
+        raise ResultsError(f"README has no {START} ... {END} block; put the markers around its results table")
+    return found.group(1)
+
+
+def update_readme(profile: str = "cpu", path: Path | None = None) -> Path:
+    """Rewrite README's results block from the metrics files (atomic). Returns README's path."""
+    path = Path(path) if path is not None else project_root() / "README.md"
+    text = path.read_text()
+    old = readme_block(text)
+    return write_text(path, text.replace(f"{START}\n{old}\n{END}", f"{START}\n{results_table(profile)}\n{END}"))
