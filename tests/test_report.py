@@ -302,3 +302,18 @@ def test_machine_notes_name_each_cpu_kind_and_its_files():
                    "AMD EPYC, torch kernels AVX512 for 01, 02."]
     two = overview.machine_notes(_chain_sources(cpu=("AVX2", "AVX512")))
     assert "AVX2 for 01" in two[0] and "AVX512 for 02" in two[0]
+
+
+def test_metrics_files_carry_a_schema_version_and_unknown_ones_are_refused(results, tmp_path):
+    d = tmp_path / "smoke"
+    d.mkdir()
+    fresh = json.loads((results.dir / "02_calibration.json").read_text())
+    assert fresh["schema_version"] == report.SCHEMA_VERSION
+    legacy = {k: v for k, v in fresh.items() if k != "schema_version"}  # results/cpu's files: read as version 1
+    (d / "02_calibration.json").write_text(json.dumps(legacy))
+    (d / "03_accuracy.json").write_text(json.dumps({**json.loads((results.dir / "03_accuracy.json").read_text()),
+                                                    "schema_version": 99}))
+    status = dict(zip(*overview.build("smoke", d).status[["notebook", "status"]].T.values))
+    assert status["02_calibration"] == "ok"
+    assert status["03_accuracy"].startswith("unreadable: schema_version 99") and "update genrobust" in status["03_accuracy"]
+    assert "\n" not in status["03_accuracy"]

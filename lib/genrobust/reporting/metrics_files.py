@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..core import paper
 from ..core.config import config_hash
+from ..core.version import __version__
 from ..measure.ablate import base_profile, record_for_json, regime_note
 from ..measure.accuracy import eps_values, paired_tests, worst_case
 from ..store.checkpoints import weights_digest
@@ -35,6 +36,25 @@ NOT_RUN = "not run yet"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Writers (one per notebook)
+# The layout of the metrics files. 1: the files before versions were recorded (read as 1 when absent); 2: adds
+# schema_version and names 05's per-job cost-model seconds runtime.estimated_jobs. A reader refuses a newer one.
+SCHEMA_VERSION = 2
+KNOWN_SCHEMAS = (1, 2)
+
+
+def _write(cfg, notebook: str, rec: dict) -> str:
+    return str(write_json(results_dir(cfg.name) / f"{notebook}.json", {"schema_version": SCHEMA_VERSION, **rec}))
+
+
+def schema_problem(record: dict) -> str | None:
+    """None when this code knows ``record``'s schema_version, else the one-line reason it cannot be read."""
+    version = record.get("schema_version", 1)
+    if version not in KNOWN_SCHEMAS:
+        return (f"schema_version {version!r}, which this genrobust ({__version__}) does not know (it reads "
+                f"{', '.join(map(str, KNOWN_SCHEMAS))}); update genrobust, or re-run the notebook with this one")
+    return None
+
+
 def _checkpoint_digests(checkpoints: dict | None) -> dict:
     return {k: {"path": str(p), "weights_sha256": weights_digest(p)} for k, p in (checkpoints or {}).items()}
 
@@ -56,14 +76,14 @@ def write_training_metrics(cfg, rows, soft, data) -> str:
         "provenance": provenance(cfg, data_source=data.source, seed=cfg.train.seed, wall_time_s=None,
                                  job_time_s=round(total, 1)),
     }
-    return str(write_json(results_dir(cfg.name) / "01_training.json", rec))
+    return _write(cfg, "01_training", rec)
 
 
 def write_calibration_metrics(cfg, cal: dict) -> str:
     rec = {k: v for k, v in cal.items() if not k.startswith("_")}
     rec["notebook"] = "02_calibration"
     rec["paper"] = {"tab3": paper.TAB3, "tab4": list(paper.TAB4["c"])}
-    return str(write_json(results_dir(cfg.name) / "02_calibration.json", rec))
+    return _write(cfg, "02_calibration", rec)
 
 
 def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_time_s: float,
@@ -84,7 +104,7 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "provenance": provenance(cfg, data_source=data.source, seed=cfg.eval.seed, wall_time_s=round(wall_time_s, 1),
                                  split=data.split),
     }
-    return str(write_json(results_dir(cfg.name) / "03_accuracy.json", rec))
+    return _write(cfg, "03_accuracy", rec)
 
 
 def write_ablation_metrics(cfg, records: list[dict], table, claims: dict, *, estimate: dict | None = None,
@@ -107,12 +127,13 @@ def write_ablation_metrics(cfg, records: list[dict], table, claims: dict, *, est
             # train + score seconds of every distinct run (measured when it ran, also if reused now)
             "measured_job_s": round(sum(r["train_wall_time_s"] + r["eval_wall_time_s"]
                                         for r in {r["run"]: r for r in records}.values()), 1),
-            "jobs": estimate["jobs"].to_dict(orient="records")},
+            # per-job seconds from the cost model above (estimates, not timings: the measured ones are above)
+            "estimated_jobs": estimate["jobs"].to_dict(orient="records")},
         "paper": {k: list(v) for k, v in paper.ABLATION_CLAIMS.items()},
         "provenance": provenance(cfg, data_source=records[0]["data_source"] if records else None,
                                  seed=cfg.eval.seed, wall_time_s=wall_time_s, training_seeds=list(cfg.ablation.seeds)),
     }
-    return str(write_json(results_dir(cfg.name) / "05_ablations.json", rec))
+    return _write(cfg, "05_ablations", rec)
 
 
 def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float, checkpoints: dict | None = None) -> str:
@@ -126,7 +147,7 @@ def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float, checkp
                               for (s, a), per in ((k, v) for k, v in paper.TAB2.items() if k != "source")
                               for clf, kinds in per.items() for kind, v in kinds.items()]}
     out["provenance"] = provenance(cfg, data_source=data.source, seed=cfg.gen.seed, wall_time_s=round(wall_time_s, 1))
-    return str(write_json(results_dir(cfg.name) / "04_generation_fid.json", out))
+    return _write(cfg, "04_generation_fid", out)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -185,6 +206,8 @@ def load_sources(directory: str | os.PathLike) -> dict[str, Source]:
                     record, status = None, "unreadable: not a JSON object"
                 elif record.get("notebook", nb) != nb:
                     record, status = None, f"unreadable: written by {record.get('notebook')!r}, not {nb!r}"
+                elif schema_problem(record):
+                    record, status = None, f"unreadable: {schema_problem(record)}"
             except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
                 status = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
         out[nb] = Source(nb, path, record, status)

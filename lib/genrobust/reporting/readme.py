@@ -9,6 +9,7 @@ from pathlib import Path
 from ..core import paper
 from ..store.io import ResultsError, read_json, write_text
 from ..store.paths import project_root, results_dir
+from .metrics_files import schema_problem
 
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 CLASSIFIERS = ("generative", "softmax")
@@ -36,6 +37,9 @@ def results_table(profile: str = "cpu", directory: Path | None = None) -> str:
         cal, acc, gen = (read_json(d / f"{n}.json") for n in ("02_calibration", "03_accuracy", "04_generation_fid"))
     except ResultsError as e:
         raise ResultsError(f"README's results table needs notebooks 02-04's metrics: {e}") from None
+    for name, rec in zip(("02_calibration", "03_accuracy", "04_generation_fid"), (cal, acc, gen)):
+        if schema_problem(rec):
+            raise ResultsError(f"{d / name}.json: {schema_problem(rec)}")
     eps = paper.TAB1["eps"]
     rows = [("generative classifier, clean test accuracy after calibration (Tab. 3)",
              f"{100 * paper.TAB3['after']['test']:.2f}%",
