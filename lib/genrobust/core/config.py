@@ -452,11 +452,15 @@ CPU = Profile(
     # Figs. 5-8 at CPU scale (notebook 05; the ablation runs alone are shrunk): d_0 on 1,000 images per class for
     # 6 epochs (90 steps of batch 128; the main d_k: 8 epochs on 4,900), the paper's weight decay 1e-4, widths
     # 0.125/0.25/0.5 (the main d_k's width and 2x, 4x it; the paper's 0.5/0.75/1.0 would cost ~10x-40x the 0.125
-    # d_k here), 2 seeds, 300 test images per side, 10-step PGD. 24 runs; ~45 min on 2 cores from the measured
+    # d_k here), 300 test images per side, 10-step PGD. The first sizing (2 seeds, ~45 min) came from the measured
     # 300 img/s per job at width 0.125 with 2 jobs side by side and the measured width cost (2.45x for 0.125 ->
     # 0.25 on one thread); genrobust.measure.ablate.estimate_runtime's width^2 rule errs long (70 min).
+    # 5 training seeds per point (issue 26: a verdict over training runs needs their spread): results/cpu's
+    # 05_ablations.json (2026-12-03, Intel AVX512) measured 1,865 s of train + score time for the 12 points x 2
+    # seeds, i.e. ~930 s per seed (width 0.5: ~480 of it), so 5 seeds take ~4,660 job-s, ~40 min on 2 workers
+    # (about twice that on an AVX2 machine).
     ablation=AblationConfig(widths=(0.125, 0.25, 0.5), weight_decays=(0.0, 1e-4), train_eps=(0.1, 0.2, 0.3, 0.5),
-                            attack_steps=10, n_test=300, seeds=(0, 1), train_per_class=1000, epochs=6,
+                            attack_steps=10, n_test=300, seeds=(0, 1, 2, 3, 4), train_per_class=1000, epochs=6,
                             base_weight_decay=1e-4),
     workers=2,   # two single-thread jobs beat one two-thread job on 2 cores (measured: ~1.25x)
     num_threads=1,
