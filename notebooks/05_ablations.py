@@ -42,7 +42,9 @@ base_weight_decay = None   # ablation base: weight decay of Figs. 6-8
 n_boot = None              # bootstrap resamples
 executor = None            # inline | local | slurm
 workers = None
-images_per_s = 300.0       # runtime estimate: measured img/s of one job of the profile's d_k (2 jobs side by side)
+images_per_s = 900.0       # runtime estimate: img/s of one job of the profile's d_k (2 jobs side by side); 300 was
+                           # measured on the bare step, 900 makes the model match results/cpu's 05 (2026-12-03:
+                           # 1,865 s of measured job time where 300 predicted 5,722 s)
 width_exponent = 1.6       # runtime estimate: measured cost ~ width^this (thin ResNet18s on CPU; FLOPs: 2)
 
 # %%
