@@ -119,7 +119,7 @@ def test_not_a_released_file_is_one_line(tmp_path):
 def test_release_is_idempotent_and_records_accuracy(trained):
     cfg, data, paths, listed, _ = trained
     before = {p.name: p.stat().st_mtime_ns for p in listed.parent.glob("*.safetensors")}
-    rec = {"clean": {"accuracy": 0.5}, "n": 10, "runs": []}
+    rec = {"classifier": "softmax", "n": 10, "clean": {"robust": "1" * 5 + "0" * 5, "accuracy": 0.5}, "runs": []}
     release(cfg, data, {"softmax": paths["softmax"]}, {"softmax": rec})
     after = {p.name: p.stat().st_mtime_ns for p in listed.parent.glob("*.safetensors")}
     assert before == after  # same weights: the files are kept

@@ -29,6 +29,7 @@ from ..data.splits import prepare_data
 from ..measure.accuracy import (UnitContext, eps_values, evaluate_classifier, evaluation_set, flags_of,
                                 prepare_attacks, str_to_flags, worst_case)
 from ..measure.checks import masking_checks
+from ..measure.record import EvalRecord
 from ..store.checkpoints import state_digest
 from ..store.executors import RunError
 from ..store.io import write_json
@@ -135,30 +136,20 @@ def per_class_rows(rec: dict, y: torch.Tensor) -> list[dict]:
     return rows
 
 
-def _common_worst(a: dict, b: dict, eps: float) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Both records' per-example worst case at ``eps`` over the attacks both ran there (and clean), on the common
-    prefix of the evaluation order."""
-    runs_a = {r["attack"]: r for r in a["runs"] if abs(r["eps"] - eps) < 1e-12}
-    runs_b = {r["attack"]: r for r in b["runs"] if abs(r["eps"] - eps) < 1e-12}
-    common = sorted(set(runs_a) & set(runs_b))
-    n = min([len(runs_a[k]["robust"]) for k in common] + [len(runs_b[k]["robust"]) for k in common] + [a["n"], b["n"]])
-    fa, fb = flags_of(a["clean"], n), flags_of(b["clean"], n)
-    for k in common:
-        fa, fb = fa & flags_of(runs_a[k], n), fb & flags_of(runs_b[k], n)
-    return fa, fb, common
-
-
 def comparison_rows(yours: dict, ours: dict[str, dict]) -> list[dict]:
     """Yours vs each of our classifiers at every eps both ran (exact McNemar on the same images; the worst case over
     the attacks both faced, named in 'attacks')."""
-    rows = []
+    rows, a = [], EvalRecord.from_dict(yours)
     for kind, rec in ours.items():
-        for e in sorted(set(eps_values(yours)) & set(eps_values(rec))):
-            fa, fb, common = _common_worst(yours, rec, e)
+        b = EvalRecord.from_dict(rec)
+        for e in sorted(set(a.eps_values()) & set(b.eps_values())):
+            common = sorted(set(a.attacks_at(e)) & set(b.attacks_at(e)))
             if e > 0 and not common:
                 continue  # no attack in common at this eps: nothing comparable
+            wa, wb = a.worst(e, common), b.worst(e, common)
+            n = min(wa.n, wb.n)
             rows.append({"comparison": f"yours vs {kind}", "eps": e, "attacks": common or ["clean"],
-                         **mcnemar(fa, fb)})
+                         **mcnemar(wa.flags[:n], wb.flags[:n])})
     return rows
 
 

@@ -31,6 +31,7 @@ from ..core.fmt import ci_pct, pct
 from ..core.registry import ATTACK_LABELS
 from ..data.base import CLASSES
 from ..measure.ablate import base_profile
+from ..measure.record import EvalRecord
 from ..store.io import write_text
 from ..store.paths import results_dir
 from ..store.provenance import git_commit
@@ -247,7 +248,7 @@ def fig1_section(sources: dict[str, Source], directory: Path, *, replot: bool = 
     else:
         for kind, rec in src.record["classifiers"].items():
             worst = {round(w["eps"], 12): w for w in src.record.get("worst_case", {}).get(kind, [])}
-            runs = {round(r["eps"], 12): r for r in rec["runs"] if r["role"] == "paper"}
+            runs = {round(r.eps, 12): r.to_dict() for r in EvalRecord.from_dict(rec).paper_runs()}
             ref = paper.TAB1.get(kind, {})
             for e in sorted(set(worst) | set(runs) | {0.0}):
                 paper_v = ref.get("clean") if e == 0 else ref.get("robust") if abs(e - paper.TAB1["eps"]) < 1e-12 \

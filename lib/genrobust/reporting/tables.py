@@ -15,6 +15,7 @@ from ..core.registry import ATTACK_LABELS
 from ..data.base import CLASSES
 from ..measure.ablate import regime_note
 from ..measure.accuracy import accuracy_rows, paired_tests, worst_case
+from ..measure.record import EvalRecord
 
 
 def config_table(cfg, sections=("model", "train")) -> pd.DataFrame:
@@ -118,8 +119,8 @@ def tab1_entries(rec: dict, eps: float = paper.TAB1["eps"]) -> tuple[dict, dict 
     """Tab. 1's three numbers of one classifier's evaluation record at ``eps``: (clean, the paper's attack run,
     the per-example worst case over every attack at eps); the last two None when the paper's attack did not run
     at eps. The notebook's table and the report both read Tab. 1 through this."""
-    run = next((r for r in rec["runs"] if r["role"] == "paper" and abs(r["eps"] - eps) < 1e-12), None)
-    return rec["clean"], run, worst_case(rec, eps) if run is not None else None
+    run = EvalRecord.from_dict(rec).paper_run(eps)
+    return rec["clean"], None if run is None else run.to_dict(), worst_case(rec, eps) if run is not None else None
 
 
 def tab1(records: dict) -> pd.DataFrame:
