@@ -277,7 +277,7 @@ def generation_conclusion(rec: dict) -> str:
              f"{rec['n_reference']:,} reference training images (generative vs softmax: {detail}). "
              f"The paper reports lower FID for the generative classifier in all 4 cells (N = 50,000); this run "
              f"{verdict} that direction."]
-    boot = [b for b in rec.get("paired", []) if b.get("sd") is not None]
+    boot = [b for b in rec.get("paired", []) if b.get("sd") is not None and b.get("ci95") is not None]
     if boot:
         outside = sum(b["ci95"][0] > 0 or b["ci95"][1] < 0 for b in boot)
         lines.append(f"Sampling spread (paired bootstrap, {boot[0]['n_boot']} replicates, same resampled images "
