@@ -109,7 +109,7 @@ print("metrics written to", path)
 print("released models (with these accuracies):", gr.classifiers.release(cfg, data, paths, records))
 
 # %% [markdown]
-# ## Conclusion (generated from the numbers above)
+# ## Conclusion (the verdicts stored in the metrics file, one rule for every claim: `genrobust.measure.claims`)
 
 # %%
-display(Markdown(gr.tables.accuracy_conclusion(records, checks)))
+display(Markdown(gr.tables.accuracy_conclusion(gr.metrics_files.read_metrics(path)["verdicts"], checks)))

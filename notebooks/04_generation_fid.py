@@ -92,13 +92,13 @@ display(Markdown(f"**Sanity anchor:** FID(test set, training set) = **{a['fid']:
                  f"test images against the same {a['n_reference']:,} reference images ({a['comparable']}); "
                  f"data: {data.source['name']}."))
 
-# %% [markdown]
-# ## Conclusion (written from the numbers above)
-
-# %%
-display(Markdown(gr.tables.generation_conclusion(rec)))
-
 # %%
 path = gr.metrics_files.write_generation_metrics(cfg, rec, data, wall_time_s=time.time() - t_start,
                                                 checkpoints=paths)
 print("metrics written to", path)
+
+# %% [markdown]
+# ## Conclusion (the verdicts stored in the metrics file, one rule for every claim: `genrobust.measure.claims`)
+
+# %%
+display(Markdown(gr.tables.generation_conclusion(rec, gr.metrics_files.read_metrics(path)["verdicts"])))

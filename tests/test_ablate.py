@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from genrobust.core import metrics, models, scoring
 from genrobust.measure import ablate
+from genrobust.measure import claims as C
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, resolve_profile
 from genrobust.reporting import metrics_files, plots, tables
 from genrobust.core.config import ConfigError, apply_overrides, get_profile, to_dict
@@ -106,22 +107,25 @@ def test_compare_verdicts():
 
     hi, lo = ablate.OBJECTIVE_NAMES["combined"], ablate.OBJECTIVE_NAMES["out"]
     comp = ablate.Comparison("fig8_combined", "adv", hi, lo)
-    assert ablate.compare([rec(hi, 0, 1.0), rec(lo, 0, 0.0)], comp)["verdict"] == "supported"
-    assert ablate.compare([rec(hi, 0, 0.0), rec(lo, 0, 1.0)], comp)["verdict"] == "contradicted"
+
+    def verdict(recs, c=comp):  # the comparison judged alone by the one rule
+        return C.judge(c.claim, [ablate.compare(recs, c)["_subject"]])[0]
+    assert verdict([rec(hi, 0, 1.0), rec(lo, 0, 0.0)]).decision == "supported"
+    assert verdict([rec(hi, 0, 0.0), rec(lo, 0, 1.0)]).decision == "contradicted"
     # a constant shift of every positive is a paired, strictly better ranking: supported even when tiny
-    assert ablate.compare([rec(hi, 0, 0.01), rec(lo, 0, 0.0)], comp)["verdict"] == "supported"
+    assert verdict([rec(hi, 0, 0.01), rec(lo, 0, 0.0)]).decision == "supported"
     # independent noise of the same size on both settings: within the CI
     noisy = [_record("fig8", s, 0, [base_pos, base_pos + rng.normal(0, 0.3, n)], [base_neg, base_neg])
              for s in (hi, lo)]
-    r = ablate.compare(noisy, comp)
-    assert r["verdict"] == "inconclusive" and r["ci"][0] < 0 < r["ci"][1], r
-    # two seeds pointing different ways: inconclusive whatever the pooled CI says
+    v = verdict(noisy)
+    assert v.decision == "not established" and v.ci95[0] < 0 < v.ci95[1], v
+    # two seeds pointing different ways: training seeds are resampled, so not established
     recs = [rec(hi, 0, 1.5), rec(lo, 0, 0.0), rec(hi, 1, 0.0), rec(lo, 1, 0.3)]
-    r = ablate.compare(recs, comp)
-    assert r["verdict"] == "inconclusive" and "seeds disagree" in r["why"] and len(r["seed_diffs"]) == 2
+    assert verdict(recs).decision == "not established" and len(ablate.compare(recs, comp)["seed_diffs"]) == 2
     # clean metric uses eps 0 only: identical there -> difference exactly 0
-    r = ablate.compare([rec(hi, 0, 1.0), rec(lo, 0, 0.0)], ablate.Comparison("fig8_combined", "clean", lo, hi))
-    assert r["diff"] == 0 and r["verdict"] == "inconclusive"
+    c = ablate.Comparison("fig8_combined", "clean", lo, hi)
+    assert ablate.compare([rec(hi, 0, 1.0), rec(lo, 0, 0.0)], c)["diff"] == 0
+    assert verdict([rec(hi, 0, 1.0), rec(lo, 0, 0.0)], c).decision == "not established"
 
 
 def test_claims_not_testable_with_one_value():
@@ -169,7 +173,8 @@ def test_sweep_end_to_end_inline(tmp_runs, monkeypatch):
     assert set(claims) == set(ablate.comparisons(cfg))
     assert claims["fig7_augmentation"]["verdict"] == "not tested"
     for c in claims.values():
-        assert c["verdict"] in ("supported", "contradicted", "inconclusive", "not tested")
+        assert c["verdict"] in C.CLAIM_DECISIONS
+        assert all("verdict_record" in r for r in c["comparisons"] if "diff" in r)
     text = tables.ablation_conclusion(cfg, claims, "fig6")
     assert "Paper (Figure 6)" in text and "SYNTHETIC" in text
     fig = plots.ablation_auroc(table, "fig5", path=tmp_runs / "fig5.png")

@@ -554,8 +554,8 @@ def paired_bootstrap(reference: Stats, feats_a: np.ndarray, feats_b: np.ndarray,
     Replicates are exact FIDs of the resampled rows, computed in the n x n eigenvalue form (:class:`_Resampler`),
     so 1,000 of them are affordable. Note that a resample of n rows holds about 0.63 n distinct ones: where that
     is below the feature dimension its covariance is singular and each replicate's FID is biased upward; the
-    paired difference is what is read. Returns {'diff' (on the full sets), 'sd', 'ci95' (percentile; None below
-    MIN_BOOTSTRAP_FOR_CI replicates, whose tails are too noisy to state), 'n_boot'}."""
+    paired difference is what is read. Returns {'diff' (on the full sets), 'sd', 'ci95' (percentile) and 'p' (two-sided; both None below
+    MIN_BOOTSTRAP_FOR_CI replicates, whose tails are too noisy to state), 'n_boot', 'n'}."""
     a, b = np.asarray(feats_a), np.asarray(feats_b)
     if a.shape != b.shape:
         raise FIDError(f"paired_bootstrap: feature sets must be paired (same shape), got {a.shape} and {b.shape}")
@@ -569,7 +569,10 @@ def paired_bootstrap(reference: Stats, feats_a: np.ndarray, feats_b: np.ndarray,
         counts = np.bincount(rng.integers(0, len(a), len(a)), minlength=len(a))
         reps.append(ra.fid(counts) - rb.fid(counts))
     reps = np.asarray(reps)
-    return {"diff": float(diff), "n_boot": int(n_boot),
+    # two-sided bootstrap p of 'no difference' (resolution 1 / n_boot); None where no interval is stated
+    p = max(min(1.0, 2 * min(float((reps <= 0).mean()), float((reps >= 0).mean()))), 1.0 / n_boot) \
+        if n_boot >= MIN_BOOTSTRAP_FOR_CI else None
+    return {"diff": float(diff), "n_boot": int(n_boot), "n": len(a), "p": p,
             "sd": float(reps.std(ddof=1)) if n_boot > 1 else None,
             "ci95": [float(v) for v in np.percentile(reps, [2.5, 97.5])] if n_boot >= MIN_BOOTSTRAP_FOR_CI else None}
 

@@ -17,11 +17,13 @@ from ..core.config import config_hash
 from ..core.version import __version__
 from ..measure.ablate import base_profile, record_for_json, regime_note
 from ..measure.accuracy import eps_values, paired_tests, worst_case
+from ..measure.claims import accuracy_verdicts, generation_verdicts
+from ..measure.record import records as eval_records
 from ..store.checkpoints import weights_digest
-from ..store.io import write_json
+from ..store.io import ResultsError, read_json, write_json
 from ..store.paths import results_dir
 from ..store.provenance import provenance
-from .tables import generation_conclusion, tab1
+from .tables import tab1
 
 # The metrics files the report reads: notebook name -> what it holds. The file is results/<profile>/<notebook>.json.
 METRICS_FILES = {
@@ -37,9 +39,11 @@ NOT_RUN = "not run yet"
 # ---------------------------------------------------------------------------------------------------------------
 # Writers (one per notebook)
 # The layout of the metrics files. 1: the files before versions were recorded (read as 1 when absent); 2: adds
-# schema_version and names 05's per-job cost-model seconds runtime.estimated_jobs. A reader refuses a newer one.
-SCHEMA_VERSION = 2
-KNOWN_SCHEMAS = (1, 2)
+# schema_version and names 05's per-job cost-model seconds runtime.estimated_jobs; 3: stored verdicts
+# (genrobust.measure.claims) in 03 and 04 ('verdicts') and 05 ('claims'), no prose conclusion in 04. A reader
+# refuses a newer one; for 1-2 the report computes verdicts from the stored data by the same rule.
+SCHEMA_VERSION = 3
+KNOWN_SCHEMAS = (1, 2, 3)
 
 
 def _write(cfg, notebook: str, rec: dict) -> str:
@@ -53,6 +57,14 @@ def schema_problem(record: dict) -> str | None:
         return (f"schema_version {version!r}, which this genrobust ({__version__}) does not know (it reads "
                 f"{', '.join(map(str, KNOWN_SCHEMAS))}); update genrobust, or re-run the notebook with this one")
     return None
+
+
+def read_metrics(path) -> dict:
+    """A metrics file, refused with one line when its schema_version is unknown to this code."""
+    rec = read_json(path)
+    if schema_problem(rec):
+        raise ResultsError(f"{path}: {schema_problem(rec)}")
+    return rec
 
 
 def _checkpoint_digests(checkpoints: dict | None) -> dict:
@@ -98,6 +110,8 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "worst_case": {k: [worst_case(r, e) for e in eps_values(r)] for k, r in records.items()},
         "tab1": tab1(records).reset_index().to_dict(orient="records"),
         "paired": paired_tests(records),
+        # the verdicts on Tab. 1, Fig. 1 and the protocol gap (genrobust.measure.claims): stored, rendered elsewhere
+        "verdicts": [v.to_dict() for v in accuracy_verdicts(eval_records(records))],
         "checks": checks,
         "paper": {"tab1": paper.TAB1},
         "checkpoints": _checkpoint_digests(checkpoints),
@@ -141,7 +155,7 @@ def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float, checkp
     ``checkpoints``: {kind: path} of the classifiers that generated, recorded with their weights digests."""
     out = dict(rec)
     out["checkpoints"] = _checkpoint_digests(checkpoints)
-    out["conclusion"] = generation_conclusion(rec)
+    out["verdicts"] = [v.to_dict() for v in generation_verdicts(rec.get("paired", []))]
     out["paper"] = {"source": paper.TAB2["source"],
                     "cells": [{"steps": s, "step_size": a, "classifier": clf, "kind": kind, "fid": v}
                               for (s, a), per in ((k, v) for k, v in paper.TAB2.items() if k != "source")
