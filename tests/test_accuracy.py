@@ -19,7 +19,7 @@ from genrobust.measure import claims
 from genrobust.measure.record import records
 from genrobust.measure.checks import masking_checks
 from genrobust.reporting import metrics_files, tables
-from genrobust.core.config import EvalConfig, get_profile
+from genrobust.core.config import ConfigError, EvalConfig, get_profile
 from genrobust.core.models import GenerativeClassifier, create_model
 from genrobust.data import prepare_data
 from genrobust.pipeline.classifiers import ensure_classifiers, train_all
@@ -306,8 +306,7 @@ def test_fig1_verdict_is_not_established_when_the_differences_are_noise():
 # ----------------------------------------------------------------------------------------------------------------
 # The registries: attacks (planning, labels, config choices read one dict) and checks (one function each).
 def test_attack_registry_is_what_planning_labels_and_config_read():
-    from genrobust.core import config, registry
-    assert config.STRONG_ATTACKS == registry.STRONG_ATTACKS
+    from genrobust.core import registry
     assert set(registry.ATTACKS) | {"clean", "worst"} == set(registry.ATTACK_LABELS)
     for kind in ("generative", "softmax"):
         runs = E.plan_runs(kind, ECFG, 100)
@@ -319,6 +318,56 @@ def test_attack_registry_is_what_planning_labels_and_config_read():
         registry.attack_spec("nope")
     with pytest.raises(ValueError, match="registered twice"):
         registry.register_attack(registry.ATTACKS["pgd"])
+
+
+@pytest.fixture
+def throwaway_attack():
+    """A PGD-style stronger attack registered for one test (an L-inf-free copy of PGD-CE), removed afterwards."""
+    from genrobust.core import registry
+    spec = registry.register_attack(dataclasses.replace(registry.ATTACKS["pgd"], name="pgd_copy", label="PGD copy",
+                                                        strong=True))
+    yield spec
+    del registry.ATTACKS["pgd_copy"]
+
+
+def test_a_new_attack_is_one_registry_entry(throwaway_attack, net, test_set):
+    """Registered, a PGD-style stronger attack is a valid config choice, is planned with the PGD settings, keys its
+    units by them, gets a cost probe (the old probe crashed on steps=None) and records like the others."""
+    from genrobust.pipeline.evaluation import probe_seconds_per_image
+    ecfg = dataclasses.replace(ECFG, strong_attacks=("pgd_copy", "apgd-ce"))  # validated against the registry
+    with pytest.raises(ConfigError, match="'nope' is not allowed"):  # negative control: unknown names still fail
+        dataclasses.replace(ECFG, strong_attacks=("nope",))
+    runs = [r for r in E.plan_runs("softmax", ecfg, 20) if r.attack == "pgd_copy"]
+    assert runs and all(r.steps == ecfg.steps and r.role == "strong" for r in runs)
+    key = E.unit_key("softmax", runs[0], 0, 10, ecfg, classifier="c", eval_set={})
+    assert key["steps"] == ecfg.steps and "budgets" not in key
+    aa = next(r for r in E.plan_runs("softmax", ecfg, 20) if r.attack == "apgd-ce")
+    assert E.unit_key("softmax", aa, 0, 10, ecfg, classifier="c", eval_set={})["budgets"]["apgd_iters"] == \
+        ecfg.aa_apgd_iters
+    x, y = test_set
+    assert probe_seconds_per_image(net, x, y, runs[0], ecfg) > 0
+    rec = E.evaluate_classifier(net, x[:20], y[:20], ecfg, kind="softmax", progress=False)
+    mine = [r for r in rec["runs"] if r["attack"] == "pgd_copy"]
+    assert mine and all(r["steps"] == ecfg.steps and r["step_size"] is not None for r in mine)
+    assert next(r for r in rec["runs"] if r["attack"] == "apgd-ce")["autoattack"]["version"] == "standard"
+
+
+@pytest.mark.parametrize("name", list(__import__("genrobust.core.registry", fromlist=["ATTACKS"]).ATTACKS))
+def test_every_registered_attack_keeps_the_contract(name, net, test_set):
+    """Every entry: x_adv has x's shape, stays in [0, 1] and in the eps-ball, and its settings and probe are
+    defined (the contract tests run over the registry, so a new entry cannot skip them)."""
+    from genrobust.core import registry
+    spec = registry.ATTACKS[name]
+    x, y = test_set
+    ecfg = dataclasses.replace(ECFG, aa_apgd_iters=2, aa_fab_iters=2, aa_square_queries=10, aa_targets=2)
+    run = E.AttackRun(name, 0.5, 4, "strong", steps=2 if spec.iterative else None, seed=0)
+    model = GenerativeClassifier([LogitAsBinary(net, k) for k in range(10)], torch.zeros(10)) \
+        if "softmax" not in spec.applies_to else net
+    x_adv = E.run_attack(model, x[:4], y[:4], run, ecfg=ecfg, generator=torch.Generator().manual_seed(0))
+    E._check_perturbation(x[:4], x_adv, 0.5, ecfg.norm, name)
+    assert isinstance(spec.settings(run, ecfg), dict)
+    probe, small, factor = spec.probe(run, ecfg)
+    assert factor >= 1 and probe.attack == name
 
 
 def test_every_check_gives_one_row_per_classifier():

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .registry import CLASSIFIER_KINDS, STRONG_ATTACKS
+from .registry import CLASSIFIER_KINDS, STRONG_ATTACKS, strong_attack_names
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "SoftmaxConfig", "CalibConfig", "EvalConfig",
@@ -107,10 +107,12 @@ def _check_range(name, value, meta):
     if value is None:
         return
     if meta.get("choices") is not None:
+        # a callable reads a registry when validating (e.g. the attack registry's stronger attacks)
+        choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
         items = value if isinstance(value, tuple) else (value,)
         for v in items:
-            if v not in meta["choices"]:
-                raise ConfigError(f"{name}: {v!r} is not allowed; choose from {list(meta['choices'])}")
+            if v not in choices:
+                raise ConfigError(f"{name}: {v!r} is not allowed; choose from {list(choices)}")
     lo, hi = meta.get("lo"), meta.get("hi")
     nums = [v for v in _flatten(value) if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for v in nums:
@@ -251,7 +253,7 @@ class EvalConfig(_Config):
                                             doc="further eps where the strong attacks run too: the worst case at "
                                                 "several points of Fig. 1 (the masking checks stay at strong_eps)")
     n_strong: int = _f(1000, lo=1, doc="images for the strong attacks and masking checks (<= n_test; clipped)")
-    strong_attacks: tuple[str, ...] = _f(STRONG_ATTACKS, choices=STRONG_ATTACKS)
+    strong_attacks: tuple[str, ...] = _f(STRONG_ATTACKS, choices=strong_attack_names)
     aa_apgd_iters: int = _f(100, lo=1, doc="APGD-CE / APGD-T iterations (AutoAttack standard: 100)")
     aa_targets: int = _f(9, lo=1, hi=9, doc="target classes of APGD-T and FAB-T, most likely first (standard: 9)")
     aa_fab_iters: int = _f(100, lo=1, doc="FAB-T iterations (standard: 100)")

@@ -80,7 +80,7 @@ def plan_runs(kind: str, ecfg: EvalConfig, n: int) -> list[AttackRun]:
             for e in sorted(set(ecfg.eps_grid) | set(strong)) if e > 0]
     for e in strong:  # the worst case over every attack at each of these eps
         for a in ecfg.strong_attacks:
-            runs.append(AttackRun(a, e, n_strong, "strong", **pgd) if a == "multi_targeted"
+            runs.append(AttackRun(a, e, n_strong, "strong", **pgd) if attack_spec(a).iterative
                         else AttackRun(a, e, n_strong, "strong", seed=ecfg.seed))
     runs += [
         AttackRun(paper, ecfg.strong_eps, n_strong, "more steps", ecfg.steps * ecfg.masking_steps_factor,
@@ -151,15 +151,9 @@ def unit_key(kind: str, run: AttackRun, lo: int, hi: int, ecfg: EvalConfig, *, c
     permutation seed), the attack and its settings, eps, norm, the run's seed, the chunk size and [lo, hi). Not the
     run's role or n (a unit is shared by every run that needs it) and not execution settings (channels_last,
     compile: the same function up to float rounding)."""
-    key = {"unit": "attack", "classifier": classifier, "kind": kind, "eval_set": eval_set, "attack": run.attack,
-           "eps": float(run.eps), "norm": ecfg.norm, "seed": run.seed, "batch_size": ecfg.batch_size,
-           "lo": lo, "hi": hi}
-    if attack_spec(run.attack).family == "autoattack":
-        key["budgets"] = {"apgd_iters": ecfg.aa_apgd_iters, "targets": ecfg.aa_targets,
-                          "fab_iters": ecfg.aa_fab_iters, "square_queries": ecfg.aa_square_queries}
-    else:
-        key.update(steps=run.steps, step_size=run.step_size, restarts=run.restarts)
-    return key
+    return {"unit": "attack", "classifier": classifier, "kind": kind, "eval_set": eval_set, "attack": run.attack,
+            "eps": float(run.eps), "norm": ecfg.norm, "seed": run.seed, "batch_size": ecfg.batch_size,
+            "lo": lo, "hi": hi, **attack_spec(run.attack).settings(run, ecfg)}
 
 
 def attack_unit(model, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, run: AttackRun, lo: int, hi: int, *,
@@ -261,13 +255,12 @@ def _run_record(run: AttackRun, flags: torch.Tensor, info: dict, ecfg: EvalConfi
     k, n = int(flags.sum()), len(flags)
     rec = {**asdict(run), "norm": ecfg.norm, "robust": flags_to_str(flags), "n_robust": k, "accuracy": k / n,
            "ci95": wilson_interval(k, n), **info}
-    if attack_spec(run.attack).family == "autoattack":
-        rec.update(steps=None, step_size=None, autoattack={
-            "version": "standard", "apgd_iters": ecfg.aa_apgd_iters, "targets": ecfg.aa_targets,
-            "fab_iters": ecfg.aa_fab_iters, "square_queries": ecfg.aa_square_queries})
-    elif run.step_size is None:
+    spec = attack_spec(run.attack)
+    if not spec.iterative:
+        rec.update(steps=None, step_size=None)
+    elif run.step_size is None and run.steps:
         rec["step_size"] = default_step_size(run.eps, run.steps)
-    return rec
+    return {**rec, **spec.recorded(ecfg)}
 
 
 def prepare_attacks(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfig) -> tuple[torch.nn.Module, torch.Tensor]:
