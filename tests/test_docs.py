@@ -13,7 +13,7 @@ import yaml
 import genrobust
 from genrobust.cli import build_parser
 from genrobust.core.version import __version__
-from genrobust.reporting.readme import readme_block, results_table
+from genrobust.reporting.readme import V_END, V_START, readme_block, results_table, verdicts_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -100,3 +100,9 @@ def test_readme_results_table_is_generated_from_the_committed_files(tmp_path):
     acc["tab1"][0]["ours clean %"] += 1.0
     (tmp_path / "03_accuracy.json").write_text(json.dumps(acc))
     assert results_table("cpu", tmp_path) != block
+
+
+def test_readme_verdicts_are_the_stored_ones():
+    text = (ROOT / "README.md").read_text()
+    assert readme_block(text, V_START, V_END) == verdicts_table("cpu", ROOT / "results" / "cpu"), \
+        "README's verdicts differ from results/cpu: run `genrobust report --profile cpu --readme`"

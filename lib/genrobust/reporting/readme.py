@@ -1,6 +1,7 @@
-"""README's results table (paper vs ours), generated from a profile's committed metrics files and
-:mod:`genrobust.core.paper`, so that no number in it is typed by hand. ``genrobust report --profile cpu --readme``
-rewrites the block between the markers; tests/test_docs.py fails while README's block differs from the files."""
+"""README's results table (paper vs ours) and its verdicts table, generated from a profile's committed metrics
+files and :mod:`genrobust.core.paper`, so that no number or verdict in them is typed by hand.
+``genrobust report --profile cpu --readme`` rewrites the blocks between the markers; tests/test_docs.py fails while
+README's blocks differ from the files."""
 from __future__ import annotations
 
 import re
@@ -9,9 +10,12 @@ from pathlib import Path
 from ..core import paper
 from ..store.io import ResultsError, read_json, write_text
 from ..store.paths import project_root, results_dir
-from .metrics_files import schema_problem
+from ..measure.claims import Verdict, claim_decision
+from .metrics_files import load_sources, schema_problem
+from .report import claims_section, stored_verdicts
 
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+V_START, V_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 CLASSIFIERS = ("generative", "softmax")
 
 
@@ -68,17 +72,48 @@ def results_table(profile: str = "cpu", directory: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def readme_block(text: str) -> str:
-    """The table between README's markers."""
-    found = re.search(re.escape(START) + r"\n(.*?)\n" + re.escape(END), text, re.S)
+def verdicts_table(profile: str = "cpu", directory: Path | None = None) -> str:
+    """One row per claim the notebooks test: the paper's claim, our decision under the one rule, and the subjects
+    decided, from the stored verdicts of 03-05 (files written before verdicts were stored: the same rule on their
+    stored data, as REPORT.md does)."""
+    d = Path(directory) if directory is not None else results_dir(profile)
+    sources = load_sources(d)
+    rows = []
+    for nb in ("03_accuracy", "04_generation_fid"):
+        src = sources[nb]
+        if not src.ok:
+            raise ResultsError(f"README's verdicts need {src.path} ({src.status})")
+        verdicts = [Verdict.from_dict(v) for v in stored_verdicts(src)[0]]
+        for claim in dict.fromkeys(v.claim for v in verdicts):
+            mine = [v for v in verdicts if v.claim == claim]
+            decision, why = claim_decision(mine)
+            decided = "; ".join(f"{v.subject}: {v.decision} ({v._fmt(v.effect)}, p = {v.p:.2g})" for v in mine
+                                if v.decision != "not established")
+            ns = sorted({v.evidence["n"] for v in mine if v.evidence.get("n")})
+            undecided = "none decided" + (f" at n = {', '.join(f'{n:,}' for n in ns)}" if ns else "") + \
+                (f" ({mine[0].note})" if mine[0].note else "")
+            rows.append((paper.CLAIMS[claim][0], paper.CLAIMS[claim][1], decision, decided or undecided))
+    ab = claims_section(sources, d)
+    for _, r in ab.table.iterrows():
+        why = str(r["why"] or "").split(" (its older reading")[0]  # an older file: the reason it is not judged
+        rows.append((r["figure"], r["paper"].removeprefix("claims: "), r["ours"], why or "see REPORT.md"))
+    lines = ["| source | claim | ours | decided subjects |", "|---|---|---|---|"]
+    lines += [f"| {s} | {c} | **{o}** | {w} |" for s, c, o, w in rows]
+    return "\n".join(lines)
+
+
+def readme_block(text: str, start: str = START, end: str = END) -> str:
+    """The block between README's markers."""
+    found = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, re.S)
     if found is None:
-        raise ResultsError(f"README has no {START} ... {END} block; put the markers around its results table")
+        raise ResultsError(f"README has no {start} ... {end} block; put the markers around the generated table")
     return found.group(1)
 
 
 def update_readme(profile: str = "cpu", path: Path | None = None) -> Path:
-    """Rewrite README's results block from the metrics files (atomic). Returns README's path."""
+    """Rewrite README's results and verdicts blocks from the metrics files (atomic). Returns README's path."""
     path = Path(path) if path is not None else project_root() / "README.md"
     text = path.read_text()
-    old = readme_block(text)
-    return write_text(path, text.replace(f"{START}\n{old}\n{END}", f"{START}\n{results_table(profile)}\n{END}"))
+    for start, end, new in ((START, END, results_table(profile)), (V_START, V_END, verdicts_table(profile))):
+        text = text.replace(f"{start}\n{readme_block(text, start, end)}\n{end}", f"{start}\n{new}\n{end}")
+    return write_text(path, text)
