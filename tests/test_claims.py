@@ -1,288 +1,135 @@
-"""The verdict engine (genrobust.measure.claims): one rule, its estimators, and the overstated cases of issue 26
-read as their evidence supports, each with a negative control."""
+"""The verdict engine (genrobust.measure.claims): one rule for every claim, with negative controls, and each case
+issue 26 found overstated reading what its evidence supports."""
 from __future__ import annotations
 
-import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import linalg
-from scipy.stats import binom
+import torch
 
 from genrobust.core import paper
-from genrobust.core.metrics import auroc
 from genrobust.measure import claims as C
-from genrobust.measure.fid import frechet_distance
+from genrobust.measure.record import records
 
-AA = ("apgd-ce", "apgd-t", "eq11_12", "fab-t", "multi_targeted", "square")  # the worst-case attack set at eps 0.5
-
-
-def flags(b: int, c: int, n: int, both: int = 0):
-    """Two paired flag vectors on n images: b right under first only, c under second only, ``both`` under both."""
-    f = np.zeros(n, bool)
-    s = np.zeros(n, bool)
-    f[:b] = True
-    s[b:b + c] = True
-    f[b + c:b + c + both] = s[b + c:b + c + both] = True
-    return f, s
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def est(b, c, n, eps=None, attacks=AA):
-    f, s = flags(b, c, n)
-    return C.mcnemar_estimate(f, s, comparison="generative - softmax", attacks_first=attacks,
-                              attacks_second=attacks, eps=eps)
+def flags(*bits: int) -> torch.Tensor:
+    return torch.tensor(bits, dtype=torch.bool)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The rule
-def test_holm_known_values():
+def paired(n_both: int, n_first_only: int, n_second_only: int, n_neither: int):
+    """Two flag vectors on the same n images with the given discordant counts."""
+    f = [1] * n_both + [1] * n_first_only + [0] * n_second_only + [0] * n_neither
+    s = [1] * n_both + [0] * n_first_only + [1] * n_second_only + [0] * n_neither
+    return flags(*f), flags(*s)
+
+
+def subject(first, second, name="eps 0.5"):
+    return C.mcnemar_subject(first, second, name, {"first": "generative", "second": "softmax"})
+
+
+def test_one_rule_supported_contradicted_not_established():
+    up = C.judge("tab1_robust", [subject(*paired(50, 30, 2, 18))])[0]       # generative clearly more robust
+    down = C.judge("tab1_robust", [subject(*paired(50, 2, 30, 18))])[0]     # the reverse
+    tiny = C.judge("tab1_robust", [subject(*paired(50, 3, 1, 46))])[0]      # a small gap at small n
+    assert (up.decision, down.decision, tiny.decision) == ("supported", "contradicted", "not established")
+    assert up.effect > 0 > down.effect and up.detectable is None
+    assert tiny.detectable is not None and tiny.detectable > abs(tiny.effect)
+    # the detectable effect shrinks as n grows (the same discordance rate, 4%)
+    bigger = C.judge("tab1_robust", [subject(*paired(500, 22, 18, 460))])[0]
+    assert bigger.detectable < tiny.detectable
+    # the direction comes from core/paper.CLAIMS: the same data contradict a claim of the other sign
+    assert paper.CLAIMS["tab1_clean"][2] == -1
+    assert C.judge("tab1_clean", [subject(*paired(50, 30, 2, 18), "clean")])[0].decision == "contradicted"
+
+
+def test_a_claim_of_no_difference_can_only_be_contradicted():
+    gap = C.judge("protocol_generative", [subject(*paired(40, 17, 0, 73))])[0]  # the cpu run's eps 1: p = 1.5e-5
+    none = C.judge("protocol_generative", [subject(*paired(40, 0, 0, 90))])[0]
+    assert gap.decision == "contradicted" and gap.p == pytest.approx(2 * 0.5 ** 17)
+    assert none.decision == "not established"  # no gap seen is not proof that the attack is adequate
+
+
+def test_holm_over_the_eps_of_one_claim_changes_a_borderline_decision():
     assert C.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert C.holm([0.5]) == [0.5] and C.holm([0.4, 0.9]) == pytest.approx([0.8, 0.9])
+    assert C.holm([None, 0.2]) == [None, 0.2]
+    border = subject(*paired(50, 14, 4, 62), "eps 0.5")                      # p ~ 0.03 alone
+    assert C.judge("tab1_robust", [border])[0].decision == "supported"
+    nulls = [subject(*paired(50, 3, 3, 74), f"eps {e}") for e in (0.25, 1.0)]
+    with_others = C.judge("tab1_robust", [border] + nulls)[0]
+    assert with_others.p == border["p"] and with_others.p_adjusted == pytest.approx(3 * border["p"])
+    assert with_others.decision == "not established"
 
 
-@pytest.mark.parametrize("effect,p,direction,want", [
-    (0.1, 0.01, 1, "supported"), (-0.1, 0.01, 1, "contradicted"), (-0.1, 0.01, -1, "supported"),
-    (0.1, 0.01, -1, "contradicted"), (0.1, 0.05, 1, "not established"), (0.1, 0.2, -1, "not established")])
-def test_decide_is_one_rule(effect, p, direction, want):
-    assert C.decide(effect, p, direction) == want
-
-
-def test_clear_effect_supported_reverse_contradicted_tiny_not_established():
-    # tab1_robust: the paper says generative - softmax > 0
-    (v,) = C.judge("tab1_robust", [est(40, 5, 500, eps=0.5)])
-    assert v.decision == "supported" and v.effect == pytest.approx(35 / 500) and v.detectable is None
-    assert v.ci[0] > 0
-    (r,) = C.judge("tab1_robust", [est(5, 40, 500, eps=0.5)])
-    assert r.decision == "contradicted" and r.ci[1] < 0
-    # tab1_clean says generative - softmax < 0: the same +7 points contradicts it
-    assert C.judge("tab1_clean", [est(40, 5, 500)])[0].decision == "contradicted"
-    small, large = est(6, 4, 100), est(60, 40, 1000)  # same +2 points, same discordance rate 0.1
-    (vs,) = C.judge("tab1_robust", [small])
-    assert vs.decision == "not established" and vs.detectable > abs(vs.effect)
-    assert large.detectable < small.detectable / 3  # ~ 1 / sqrt(n)
-
-
-def test_holm_changes_a_borderline_decision_across_three_eps():
-    e = [est(20, 8, 500, eps=0.5), est(14, 6, 500, eps=1.0), est(12, 5, 500, eps=2.0)]
-    assert e[0].p < 0.05 and all(x.p > 0.05 for x in e[1:])
-    assert C.judge("tab1_robust", e[:1])[0].decision == "supported"  # alone: significant
-    vs = C.judge("tab1_robust", e)
-    assert vs[0].p_holm == pytest.approx(3 * e[0].p) and vs[0].decision == "not established"
-    assert [v.p for v in vs] == [x.p for x in e]  # raw p kept beside the adjusted one
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Paired McNemar
-def test_mcnemar_interval_excludes_zero_exactly_when_significant():
-    for b in range(0, 25):
-        for c in range(0, 25):
-            e = C.mcnemar_from_counts(b, c, 200, comparison="x")
-            assert (e.ci[0] > 0 or e.ci[1] < 0) == (e.p < 0.05), (b, c, e)
-            assert e.ci[0] <= e.effect <= e.ci[1]
-
-
-def test_detectable_mcnemar_has_its_power():
-    """Simulated power of the exact two-sided McNemar test at the returned effect is about 80%."""
-    n, psi = 400, 0.2
-    d = C.detectable_mcnemar(n, psi)
-    rng = np.random.default_rng(0)
-    draws = rng.multinomial(n, [(psi + d) / 2, (psi - d) / 2, 1 - psi], size=4000)
-    b, c = draws[:, 0], draws[:, 1]
-    p = np.minimum(1, 2 * binom.cdf(np.minimum(b, c), b + c, 0.5))
-    assert 0.72 < (p < 0.05).mean() < 0.88
-    assert C.detectable_mcnemar(4 * n, psi) == pytest.approx(d / 2, rel=0.1)
-
-
-def test_three_of_130_protocol_gap_is_not_established():
-    """Issue 26: 'the paper's protocol overestimates the softmax baseline' from 3 of 130 images (p = 0.25)."""
-    paper_flags, aa_flags = flags(3, 0, 130, both=32)
-    e = C.mcnemar_estimate(paper_flags, aa_flags, comparison="paper's attack - AutoAttack (softmax)",
-                           attacks_first=("pgd",), attacks_second=("apgd-ce", "apgd-t", "fab-t", "square"),
-                           pairing="attacks", eps=1.0)
-    (v,) = C.judge("protocol_attack", [e])
+def test_the_protocol_finding_of_three_images_is_not_established():
+    """Issue 26: 'Finding (softmax)' read an overestimate from a 2.3-point gap, 3 of 130 images, p = 0.25."""
+    v = C.judge("protocol_softmax", [subject(*paired(30, 3, 0, 97), "eps 1")])[0]
     assert v.p == pytest.approx(0.25) and v.decision == "not established"
-    assert v.effect == pytest.approx(3 / 130) and v.detectable > v.effect
-    assert "pgd" in v.attacks and "square" in v.attacks
-    # control: the generative classifier's 17 of 130 (p ~ 1.5e-5) contradicts the claim
-    (g,) = C.judge("protocol_attack", [C.mcnemar_from_counts(17, 0, 130, comparison="x", eps=1.0)])
-    assert g.decision == "contradicted"
+    assert "not established" in v.render() and "could be detected" in v.render()
 
 
-def test_different_attack_sets_are_refused():
-    """Issue 26: a deficit -3.8 (eps 0.5, worst case over six attacks, n 130) 'shrinking' to -1.2 (eps 2, the
-    paper's attack alone, n 1,000) was read as a growing gap."""
-    at_05 = est(3, 8, 130, eps=0.5, attacks=AA)
-    at_2 = est(32, 44, 1000, eps=2.0, attacks=("eq11_12", "pgd"))
-    with pytest.raises(C.ClaimError, match="different attack sets") as err:
-        C.effect_change(at_05, at_2)
-    assert "\n" not in str(err.value)
-    assert C.effect_change(at_05, est(3, 5, 130, eps=1.0)) == pytest.approx(-2 / 130 - (-5 / 130))  # control
-    f, s = flags(3, 8, 130)
+def test_numbers_under_different_attack_sets_are_refused():
+    """Issue 26: Tab. 1's 'gap growing' compared the full worst case at eps 0.5 with the paper's attack alone at 2."""
     with pytest.raises(C.ClaimError, match="different attack sets"):
-        C.mcnemar_estimate(f, s, comparison="generative - softmax", attacks_first=AA, attacks_second=("pgd",))
-    with pytest.raises(C.ClaimError, match="different attack sets"):
-        C.accuracy_difference([f], [s], comparison="x", attacks_first=AA, attacks_second=("pgd",))
+        C.same_attacks(["apgd-ce", "eq11_12", "multi_targeted"], ["eq11_12"])
+    # each classifier's own paper attack is the same protocol (negative control)
+    assert C.same_attacks(["apgd-ce", "eq11_12"], ["apgd-ce", "pgd"], ("generative", "softmax")) == ["apgd-ce", "paper"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Hierarchical bootstrap over training seeds
-def scores(shift: float, n: int, rng):
-    """(pos, neg) scores whose AUROC grows with ``shift``."""
-    return rng.normal(shift, 1.0, n), rng.normal(0.0, 1.0, n)
+def test_an_ablation_difference_that_flips_between_seeds_is_not_established():
+    rng = np.random.default_rng(0)
+    image_noise = lambda: rng.normal(0, 0.002, (1000, 1))  # noqa: E731
+    flip_hi = [np.full((1000, 1), 0.80) + image_noise() for _ in range(5)]
+    flip_lo = [np.full((1000, 1), 0.80 + d) + image_noise() for d in (-0.03, 0.03, -0.02, 0.03, -0.01)]
+    reps = C.hierarchical_auroc_bootstrap(flip_hi, flip_lo, n_boot=1000)
+    v = C.judge("fig7_augmentation", [C.bootstrap_subject(reps, float(np.mean([h.mean() - l.mean() for h, l in
+                                                                          zip(flip_hi, flip_lo)])),
+                                                          "adv", {"seeds": 5}, "hierarchical bootstrap", "AUROC")])[0]
+    assert v.decision == "not established"
+    # negative control: the same spread of images with a consistent +0.02 on every seed is supported
+    steady_lo = [np.full((1000, 1), 0.78) + image_noise() for _ in range(5)]
+    reps = C.hierarchical_auroc_bootstrap(flip_hi, steady_lo, n_boot=1000)
+    ok = C.judge("fig7_augmentation", [C.bootstrap_subject(reps, 0.02, "adv", {"seeds": 5}, "hb", "AUROC")])[0]
+    assert ok.decision == "supported"
+    with pytest.raises(C.ClaimError, match="at least 1000"):
+        C.bootstrap_subject(reps[:10], 0.02, "adv", {}, "hb", "AUROC")
 
 
-def seed_pairs(shifts_hi, shifts_lo, n=300, seed=0):
-    """Per seed: one (pos, neg) pair per side, on the same images (the negatives' noise is shared per seed)."""
-    rng = np.random.default_rng(seed)
-    hi, lo = [], []
-    for a, b in zip(shifts_hi, shifts_lo):
-        base_pos, neg = rng.normal(0, 1, n), rng.normal(0, 1, n)
-        hi.append([(base_pos + a, neg)])
-        lo.append([(base_pos + b, neg)])
-    return hi, lo
+def test_tab2_with_ten_replicates_states_no_interval():
+    """Issue 26: Tab. 2's '95% interval' came from 10 bootstrap replicates."""
+    few = {"kind": "samples", "steps": 7, "step_size": 1.0, "diff": 32.5, "sd": 1.2, "ci95": [30.0, 35.0],
+           "n_boot": 10, "n": 2050}
+    (v,) = C.generation_verdicts([few])
+    assert v.decision == "not established" and v.ci95 is None and v.p is None and "1000" in v.note
+    enough = {**few, "n_boot": 1000, "p": 0.001}
+    assert C.generation_verdicts([enough])[0].decision == "contradicted"  # the paper says lower, ours is higher
 
 
-def test_auroc_difference_point_is_the_seed_mean_of_auroc_differences():
-    import torch
-    hi, lo = seed_pairs([1.0, 1.2], [0.8, 0.9])
-    e = C.auroc_difference(hi, lo, comparison="width 0.5 - width 0.125")
-    want = np.mean([auroc(torch.tensor(h[0][0]), torch.tensor(h[0][1])) - auroc(torch.tensor(l[0][0]), torch.tensor(l[0][1]))
-                    for h, l in zip(hi, lo)])
-    assert e.effect == pytest.approx(want, abs=1e-12) and e.n_boot == 1000 and e.seeds == (0, 1)
+def test_verdicts_round_trip_and_bad_ones_are_refused():
+    v = C.judge("tab1_robust", [subject(*paired(50, 30, 2, 18))])[0]
+    assert C.Verdict.from_dict(json.loads(json.dumps(v.to_dict()))) == v
+    with pytest.raises(C.ClaimError, match="unknown field"):
+        C.Verdict.from_dict({**v.to_dict(), "confidence": "high"})
+    with pytest.raises(C.ClaimError, match="unknown decision"):
+        C.Verdict.from_dict({**v.to_dict(), "decision": "probably"})
+    with pytest.raises(C.ClaimError, match="unknown claim id"):
+        C.Verdict.from_dict({**v.to_dict(), "claim": "tab9"})
+    assert C.claim_decision([v, v]) == ("supported", "all 2 subject(s) supported")
+    assert C.claim_decision([])[0] == "not tested"
 
 
-def test_sign_flip_between_seeds_is_not_established_while_each_seed_alone_is_significant():
-    """Issue 26: Fig. 7 read supported (+0.024) in one run and contradicted in the next."""
-    hi, lo = seed_pairs([1.3, 0.7], [1.0, 1.0], n=600)  # seed 0: higher better; seed 1: worse
-    alone = [C.judge("fig7_augmentation", [C.auroc_difference([h], [l], comparison="x")])[0] for h, l in zip(hi, lo)]
-    assert [v.decision for v in alone] == ["supported", "contradicted"]
-    (v,) = C.judge("fig7_augmentation", [C.auroc_difference(hi, lo, comparison="AutoAugment - crop+flip")])
-    assert v.decision == "not established" and v.ci[0] < 0 < v.ci[1] and v.detectable > abs(v.effect)
-    # control: five seeds that agree
-    hi5, lo5 = seed_pairs([1.3, 1.25, 1.35, 1.3, 1.28], [1.0] * 5, n=300)
-    (w,) = C.judge("fig7_augmentation", [C.auroc_difference(hi5, lo5, comparison="x")])
-    assert w.decision == "supported" and w.seeds == (0, 1, 2, 3, 4)
-
-
-def test_accuracy_difference_over_seeds():
-    rng = np.random.default_rng(1)
-    n = 800
-    good = [(rng.random(n) < 0.6, rng.random(n) < 0.45) for _ in range(5)]
-    (v,) = C.judge("tab1_robust", [C.accuracy_difference([a for a, _ in good], [b for _, b in good], comparison="x",
-                                                         attacks_first=AA, attacks_second=AA)])
-    assert v.decision == "supported" and v.effect == pytest.approx(np.mean([a.mean() - b.mean() for a, b in good]))
-    flip = [(rng.random(n) < 0.6, rng.random(n) < 0.45), (rng.random(n) < 0.45, rng.random(n) < 0.6)]
-    (w,) = C.judge("tab1_robust", [C.accuracy_difference([a for a, _ in flip], [b for _, b in flip], comparison="x",
-                                                         attacks_first=AA, attacks_second=AA)])
-    assert w.decision == "not established"
-
-
-def test_fewer_than_1000_replicates_are_refused():
-    hi, lo = seed_pairs([1.0], [0.8], n=50)
-    with pytest.raises(C.ClaimError, match="1,000 bootstrap replicates, got 10"):
-        C.auroc_difference(hi, lo, comparison="x", n_boot=10)
-    with pytest.raises(C.ClaimError, match="got 999"):
-        C.fid_difference(np.zeros(3), np.eye(3), np.ones((4, 3)), np.ones((4, 3)), comparison="x", n_boot=999)
-
-
-def test_one_seed_is_the_image_bootstrap():
-    hi, lo = seed_pairs([1.0], [1.0], n=200)  # the same scores on both sides: every replicate is 0
-    e = C.auroc_difference(hi, lo, comparison="x")
-    assert e.effect == 0 and e.ci == (0.0, 0.0) and e.p == 1.0
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# FID
-def random_cov(rng, d, rank=None):
-    a = rng.normal(size=(d, rank or d))
-    return a @ a.T / d
-
-
-@pytest.mark.parametrize("rank", [None, 3])
-def test_trace_term_matches_scipy_sqrtm(rank):
-    rng = np.random.default_rng(rank or 0)
-    for _ in range(5):
-        s1, s2 = random_cov(rng, 8, rank), random_cov(rng, 8)
-        want = np.trace(linalg.sqrtm(s1 @ s2)).real
-        assert C.trace_sqrt_product(s1, s2) == pytest.approx(want, rel=1e-6, abs=1e-8)
-        mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
-        assert C.frechet(mu1, s1, mu2, s2) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-8, abs=1e-8)
-
-
-@pytest.mark.parametrize("n,d", [(12, 20), (40, 6)])  # the n x n route and the D x D route
-def test_fid_replicate_equals_fid_of_the_resampled_set(n, d):
-    rng = np.random.default_rng(n)
-    ref = rng.normal(size=(200, d))
-    mu_r, s_r = ref.mean(0), np.cov(ref, rowvar=False)
-    x = rng.normal(0.3, 1.2, size=(n, d))
-    fs = C._FIDSet(x, mu_r, s_r)
-    assert fs.gram_route == (n <= d)
-    for _ in range(3):
-        idx = rng.integers(0, n, n)
-        w = np.bincount(idx, minlength=n).astype(float)
-        xi = x[idx]
-        want = C.frechet(xi.mean(0), np.cov(xi, rowvar=False), mu_r, s_r)
-        sqrtm = np.trace(linalg.sqrtm(np.cov(xi, rowvar=False) @ s_r)).real
-        direct = (((xi.mean(0) - mu_r) ** 2).sum() + np.trace(np.cov(xi, rowvar=False)) + np.trace(s_r) - 2 * sqrtm)
-        assert fs.fid(w) == pytest.approx(want, rel=1e-6) and fs.fid(w) == pytest.approx(direct, rel=1e-5)
-
-
-def test_fid_difference_reads_a_clear_gap_and_no_gap():
-    rng = np.random.default_rng(3)
-    d, n = 6, 300
-    ref = rng.normal(size=(2000, d))
-    mu_r, s_r = ref.mean(0), np.cov(ref, rowvar=False)
-    z = rng.normal(size=(n, d))
-    near, far = z + 0.05, z * 1.3 + 0.6  # paired rows: same seeds, two generators
-    e = C.fid_difference(mu_r, s_r, near, far, comparison="FID generative - FID softmax")
-    assert e.effect < 0 and e.ci[1] < 0 and e.n_boot == 1000
-    assert C.judge("tab2_fid", [e])[0].decision == "supported"
-    same = C.fid_difference(mu_r, s_r, near, near + 1e-9 * rng.normal(size=near.shape), comparison="x")
-    assert C.judge("tab2_fid", [same])[0].decision == "not established"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The record
-def a_verdict(decision="not established"):
-    (v,) = C.judge("protocol_attack", [C.mcnemar_from_counts(3, 0, 130, comparison="paper's - AutoAttack",
-                                                            attacks=("pgd", "vs", "square"), eps=1.0)])
-    assert v.decision == decision
-    return v
-
-
-def test_verdict_json_round_trip():
-    v = a_verdict()
-    d = json.loads(json.dumps(v.to_dict()))
-    assert C.Verdict.from_dict(d) == v
-    (s,) = C.judge("tab1_robust", [est(40, 5, 500, eps=0.5)])
-    assert C.Verdict.from_dict(json.loads(json.dumps(s.to_dict()))) == s
-
-
-def test_from_dict_refuses_unknown_field_and_decision_with_one_line():
-    d = a_verdict().to_dict()
-    with pytest.raises(C.ClaimError, match="unknown field 'colour'") as err:
-        C.Verdict.from_dict({**d, "colour": "red"})
-    assert "\n" not in str(err.value)
-    with pytest.raises(C.ClaimError, match="unknown decision 'partly holds'"):
-        C.Verdict.from_dict({**d, "decision": "partly holds"})
-    with pytest.raises(C.ClaimError, match="missing field 'p_holm'"):
-        C.Verdict.from_dict({k: v for k, v in d.items() if k != "p_holm"})
-    with pytest.raises(C.ClaimError, match="unknown claim id 'tab9'"):
-        C.Verdict.from_dict({**d, "claim": "tab9"})
-    with pytest.raises(C.ClaimError, match="detectable"):
-        C.Verdict.from_dict({**d, "decision": "supported"})  # supported carries no detectable effect
-
-
-def test_render_shows_only_the_stored_data():
-    v = a_verdict()
-    line = v.render()
-    assert "\n" not in line and "NOT ESTABLISHED" in line and "protocol_attack at eps 1" in line
-    assert f"{v.effect:+.4g}" in line and f"{v.detectable:.3g}" in line and "n = 130" in line
-    w = dataclasses.replace(v, effect=0.5, decision="supported", detectable=None)
-    assert "+0.5 " in w.render() and "SUPPORTED" in w.render() and "detectable" not in w.render()
-
-
-def test_every_claim_id_has_a_direction_and_the_ablation_ids_are_kept():
-    assert set(paper.ABLATION_CLAIMS) <= set(paper.CLAIMS)
-    assert all(direction in (1, -1) for _, _, direction in paper.CLAIMS.values())
+def test_the_cpu_results_read_what_their_evidence_supports():
+    """results/cpu's stored flags through the rule: the protocol gap on the generative classifier is contradicted at
+    eps 0.5 and 1 and not established at 0.25; Tab. 1's advantage is contradicted at eps 1 only; the softmax
+    'finding' is not established."""
+    stored = json.loads((ROOT / "results" / "cpu" / "03_accuracy.json").read_text())
+    by = {(v.claim, v.subject): v.decision for v in C.accuracy_verdicts(records(stored["classifiers"]))}
+    assert by[("protocol_generative", "eps 1")] == by[("protocol_generative", "eps 0.5")] == "contradicted"
+    assert by[("protocol_generative", "eps 0.25")] == "not established"
+    assert {by[("protocol_softmax", f"eps {e}")] for e in ("0.25", "0.5", "1")} == {"not established"}
+    assert by[("tab1_robust", "eps 1, worst case")] == "contradicted"
+    assert by[("tab1_robust", "eps 0.5, worst case")] == "not established"
+    assert by[("tab1_clean", "clean")] == "contradicted"

@@ -65,11 +65,8 @@ def _discordant(base: torch.Tensor, other: torch.Tensor) -> tuple[int, int]:
     return int((other & ~base).sum()), int((base & ~other).sum())
 
 
-def mcnemar_p(n_first: int, n_second: int) -> float:
-    """Two-sided exact McNemar p from the discordant counts: min(1, 2 P(X <= min(n_first, n_second))),
-    X ~ Bin(n_first + n_second, 1/2); 1 when there is no discordant pair."""
-    m = n_first + n_second
-    return 1.0 if m == 0 else min(1.0, 2 * float(binom.cdf(min(n_first, n_second), m, 0.5)))
+# A stated 95% bootstrap interval needs at least this many replicates (percentile tails of fewer are noise).
+MIN_BOOTSTRAP_FOR_CI = 1000
 
 
 def mcnemar(first: torch.Tensor, second: torch.Tensor, alpha: float = 0.05) -> dict:
@@ -78,8 +75,8 @@ def mcnemar(first: torch.Tensor, second: torch.Tensor, alpha: float = 0.05) -> d
     n_second = the converse; p = min(1, 2 P(X <= min(n_first, n_second))), X ~ Bin(n_first + n_second, 1/2).
     Returns {n, n_first, n_second, acc_first, acc_second, diff (acc_first - acc_second), p, significant}."""
     n_second, n_first = _discordant(first, second)
-    n = len(first)
-    p = mcnemar_p(n_first, n_second)
+    m, n = n_first + n_second, len(first)
+    p = 1.0 if m == 0 else min(1.0, 2 * float(binom.cdf(min(n_first, n_second), m, 0.5)))
     a, b = (float(f.float().mean()) if n else float("nan") for f in (first, second))
     return {"n": n, "n_first": n_first, "n_second": n_second, "acc_first": a, "acc_second": b, "diff": a - b,
             "p": p, "significant": p < alpha}

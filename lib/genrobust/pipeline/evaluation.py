@@ -79,15 +79,9 @@ def _settings(run: AttackRun) -> tuple:
 def probe_seconds_per_image(work, x, y, run: AttackRun, ecfg: EvalConfig, n: int = 4) -> float:
     """Seconds per attacked image of ``run`` on ``work``, from a probe on n images with the same per-iteration cost
     and fewer iterations (scaled back up), at a tiny eps (the attack never stops early): an upper bound."""
-    if attack_spec(run.attack).family == "autoattack":
-        f = 10
-        small = dataclasses.replace(ecfg, aa_apgd_iters=max(1, ecfg.aa_apgd_iters // f),
-                                    aa_fab_iters=max(1, ecfg.aa_fab_iters // f),
-                                    aa_square_queries=max(1, ecfg.aa_square_queries // f))
-        probe, factor = dataclasses.replace(run, eps=1e-4), f
-    else:
-        steps = max(1, run.steps // 5)
-        small, probe, factor = ecfg, dataclasses.replace(run, eps=1e-4, steps=steps), run.steps / steps
+    spec = attack_spec(run.attack)
+    probe, small, factor = spec.probe(run, ecfg)  # the registry's cheaper run of the same per-iteration cost
+    probe = dataclasses.replace(probe, eps=1e-4)
     t0 = time.perf_counter()
     run_attack(work, x[:n], y[:n], probe, ecfg=small, generator=torch.Generator(device=x.device).manual_seed(0))
     return (time.perf_counter() - t0) * factor / min(n, len(x))
