@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.config import Profile, TrainConfig, to_dict
-from ..core.objectives import BINARY_OBJECTIVES
+from ..core.objectives import binary_loss
 from ..core.scoring import binary_auroc
 from ..data.base import CLASSES
 from ..data.batches import BinaryBatches, augment, to_float
@@ -67,12 +67,11 @@ def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, devi
     data = data or prepare_data(profile.data, progress=progress)
     cfg: TrainConfig = profile.train
     model = seeded_model(profile.model.name, 1, profile.model.width, cfg.seed * 1000 + k)
-    objective = BINARY_OBJECTIVES[cfg.objective]
     batches, steps_per_epoch = _binary_batches(data, cfg, k)
 
     def step_loss(model, batch, g):
         x_pos, x_neg = (to_device(augment(b, cfg.augment, g), device, cfg.channels_last) for b in batch)
-        return objective(model, x_pos, x_neg, cfg, g)
+        return binary_loss(model, x_pos, x_neg, cfg, g)
 
     select_metrics, select_key = _binary_selection(data, cfg, k, device)
     return fit(run_dir, model=model, cfg=cfg, lr=cfg.lr_for(k), epochs=cfg.epochs, make_batches=batches,
