@@ -1,9 +1,15 @@
 """Shared fixtures. Tests run torch single-threaded (stable timings on a shared 2-core machine) and write runs,
 results and caches into temporary directories so they never touch a user's runs/ or results/."""
+import contextlib
 import os
 
 import pytest
 import torch
+
+from genrobust.core.config import get_profile
+from genrobust.data import prepare_data
+from genrobust.pipeline.classifiers import ensure_classifiers, train_all
+from genrobust.training.calibrate import calibrate
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -14,6 +20,21 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@contextlib.contextmanager
+def smoke_classifiers(tmp_path_factory, name: str):
+    """The smoke profile's calibrated generative classifier and softmax baseline, trained inline in a temporary
+    runs/ and results/ (for module-scoped fixtures, which cannot take monkeypatch). Yields (cfg, data, paths, tmp)."""
+    with pytest.MonkeyPatch.context() as mp:
+        tmp = tmp_path_factory.mktemp(name)
+        mp.setenv("GENROBUST_RUNS", str(tmp / "runs"))
+        mp.setenv("GENROBUST_RESULTS", str(tmp / "results"))
+        cfg = get_profile("smoke")
+        data = prepare_data(cfg.data, progress=False)
+        train_all(cfg, softmax=True, executor="inline", progress=False)
+        calibrate(cfg, data, progress=False)
+        yield cfg, data, ensure_classifiers(cfg, data=data, train_missing=False), tmp
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ from genrobust.reporting import metrics_files, tables
 from genrobust.core.config import ConfigError, EvalConfig, get_profile
 from genrobust.core.models import GenerativeClassifier, create_model
 from genrobust.data import prepare_data
-from genrobust.pipeline.classifiers import ensure_classifiers, train_all
+from genrobust.pipeline.classifiers import ensure_classifiers
 from genrobust.store.io import read_json
-from genrobust.training.calibrate import calibrate
+from conftest import smoke_classifiers
 from test_attacks import LogitAsBinary, fit_cross_entropy  # LogitAsBinary: d_k = z_k of a softmax net
 
 K = 10
@@ -250,15 +250,7 @@ def test_unknown_attack_and_contract_violations_raise(net, test_set):
 # The smoke profile end to end: its trained classifiers pass every masking check.
 @pytest.fixture(scope="module")
 def smoke_records(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        tmp = tmp_path_factory.mktemp("smoke03")
-        mp.setenv("GENROBUST_RUNS", str(tmp / "runs"))
-        mp.setenv("GENROBUST_RESULTS", str(tmp / "results"))
-        cfg = get_profile("smoke")
-        data = prepare_data(cfg.data, progress=False)
-        train_all(cfg, softmax=True, executor="inline", progress=False)
-        calibrate(cfg, data, progress=False)
-        paths = ensure_classifiers(cfg, data=data, train_missing=False)
+    with smoke_classifiers(tmp_path_factory, "smoke03") as (cfg, data, paths, _):
         x, y = E.evaluation_set(data, cfg.eval)
         records = E.evaluate_classifiers(paths, x, y, cfg.eval, progress=False)
         checks = masking_checks(records, cfg.eval)

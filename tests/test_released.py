@@ -13,14 +13,13 @@ from safetensors.torch import load_file, save_file
 from genrobust import cli
 from genrobust.core.config import apply_overrides, get_profile
 from genrobust.core.models import ModelError, create_model
-from genrobust.data import prepare_data
 from genrobust.measure import accuracy as E
-from genrobust.pipeline.classifiers import ensure_classifiers, release, train_all
+from conftest import smoke_classifiers
+from genrobust.pipeline.classifiers import ensure_classifiers, release
 from genrobust.pipeline.own_model import check_model, evaluate_model, import_model
 from genrobust.store.checkpoints import load_classifier, read_checkpoint, weights_digest
 from genrobust.store.io import ResultsError, read_json
 from genrobust.store.released import models_dir
-from genrobust.training.calibrate import calibrate
 
 # small evaluation: every attack of notebook 03 still runs, on fewer images
 EVAL = {"eval.n_test": 40, "eval.n_strong": 16}
@@ -29,15 +28,7 @@ EVAL = {"eval.n_test": 40, "eval.n_strong": 16}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The smoke profile's classifiers, trained and released in a temporary runs/ and results/."""
-    with pytest.MonkeyPatch.context() as mp:
-        tmp = tmp_path_factory.mktemp("released")
-        mp.setenv("GENROBUST_RUNS", str(tmp / "runs"))
-        mp.setenv("GENROBUST_RESULTS", str(tmp / "results"))
-        cfg = get_profile("smoke")
-        data = prepare_data(cfg.data, progress=False)
-        train_all(cfg, softmax=True, executor="inline", progress=False)
-        calibrate(cfg, data, progress=False)
-        paths = ensure_classifiers(cfg, data=data, train_missing=False)
+    with smoke_classifiers(tmp_path_factory, "released") as (cfg, data, paths, tmp):
         listed = release(cfg, data)
         yield cfg, data, paths, listed, tmp
 
