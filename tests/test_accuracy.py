@@ -180,8 +180,8 @@ def net():
     return fit_cross_entropy(model, x, y, epochs=8, batch=50)
 
 
-ECFG = EvalConfig(eps_grid=(0.0, 0.5, 1.0), n_test=30, n_strong=20, steps=5, strong_eps=1.0, aa_apgd_iters=10,
-                  aa_targets=2, aa_fab_iters=10, aa_square_queries=100, batch_size=64)
+ECFG = EvalConfig(eps_grid=(0.0, 0.5, 1.0), n_test=30, n_strong=20, steps=5, strong_eps=1.0, batch_size=64,
+                  budgets=(("apgd_iters", 10), ("targets", 2), ("fab_iters", 10), ("square_queries", 100)))
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_normal_models_pass_every_masking_check(net, test_set):
 def test_rounded_input_masks_gradients_and_is_flagged(net, test_set):
     # at eps 2 a 300-query Square breaks ~90% of the rounded model (at eps 1 / 100 queries it breaks none, so the
     # check could not fire), while every gradient-based attack sees zero gradients and breaks nothing
-    ecfg = dataclasses.replace(ECFG, strong_eps=2.0, aa_square_queries=300)
+    ecfg = dataclasses.replace(ECFG, strong_eps=2.0, budgets=tuple(dict(ECFG.budgets, square_queries=300).items()))
     x, y = test_set
     rec = E.evaluate_classifier(Rounded(net), x, y, ecfg, kind="softmax", progress=False)
     checks = masking_checks({"softmax": rec}, ecfg)
@@ -391,9 +391,10 @@ def test_notebook_03_from_units_gives_the_records_before_units(smoke_records):
         x, y = E.evaluation_set(data, cfg.eval)
         work, clean = E.prepare_attacks(load_classifier(paths[kind]), x, y, cfg.eval)
         for r in rec["runs"]:
-            # the recorded step size is the one the run used (2.5 eps / steps when the config says None)
+            # the recorded step size is the one the run used (2.5 eps / steps when the config says None), and the
+            # recorded budgets are the attack's own: the record alone rebuilds the run
             run = E.AttackRun(**{k: r[k] for k in ("attack", "eps", "n", "role", "steps", "step_size", "restarts",
-                                                   "seed")})
+                                                   "seed")}, budgets=tuple(r.get("budgets", {}).items()))
             old = _old_attack_flags(work, x[:run.n], y[:run.n], clean[:run.n], run, cfg.eval)
             assert E.flags_to_str(old) == r["robust"], (kind, r["attack"], r["role"], r["eps"])
 

@@ -42,7 +42,8 @@ def small():
 
 def _ecfg(**kw):
     base = dict(eps_grid=(0.0, 0.05), n_test=30, n_strong=20, steps=3, restarts=2, strong_eps=0.05,
-                strong_attacks=("apgd-ce", "multi_targeted"), aa_apgd_iters=3, batch_size=8, shard_batches=1)
+                strong_attacks=("apgd-ce", "multi_targeted"), budgets=(("apgd_iters", 3),), batch_size=8,
+                shard_batches=1)
     return EvalConfig(**{**base, **kw})
 
 

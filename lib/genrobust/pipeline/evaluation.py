@@ -73,23 +73,20 @@ def plan(profile: Profile, data: Prepared, paths: dict[str, str], x: torch.Tenso
 
 
 def _settings(run: AttackRun) -> tuple:
-    return (run.attack, run.eps, run.steps, run.step_size, run.restarts)
+    return (run.attack, run.eps, run.steps, run.step_size, run.restarts, run.budgets)
 
 
 def probe_seconds_per_image(work, x, y, run: AttackRun, ecfg: EvalConfig, n: int = 4) -> float:
     """Seconds per attacked image of ``run`` on ``work``, from a probe on n images with the same per-iteration cost
-    and fewer iterations (scaled back up), at a tiny eps (the attack never stops early): an upper bound."""
-    if attack_spec(run.attack).family == "autoattack":
-        f = 10
-        small = dataclasses.replace(ecfg, aa_apgd_iters=max(1, ecfg.aa_apgd_iters // f),
-                                    aa_fab_iters=max(1, ecfg.aa_fab_iters // f),
-                                    aa_square_queries=max(1, ecfg.aa_square_queries // f))
-        probe, factor = dataclasses.replace(run, eps=1e-4), f
-    else:
-        steps = max(1, run.steps // 5)
-        small, probe, factor = ecfg, dataclasses.replace(run, eps=1e-4, steps=steps), run.steps / steps
+    and fewer iterations (its registry entry's :meth:`~genrobust.core.registry.AttackSpec.scaled` by
+    1 / probe_divisor, scaled back up by the effort ratio; an attack with nothing to scale runs in full), at a tiny
+    eps (the attack never stops early): an upper bound."""
+    spec = attack_spec(run.attack)
+    small = spec.scaled(run, div=spec.probe_divisor)
+    probe = dataclasses.replace(run, eps=1e-4, **(small or {}))
+    factor = spec.effort(run) / spec.effort(probe)
     t0 = time.perf_counter()
-    run_attack(work, x[:n], y[:n], probe, ecfg=small, generator=torch.Generator(device=x.device).manual_seed(0))
+    run_attack(work, x[:n], y[:n], probe, ecfg=ecfg, generator=torch.Generator(device=x.device).manual_seed(0))
     return (time.perf_counter() - t0) * factor / min(n, len(x))
 
 
