@@ -4,24 +4,28 @@ deliberately masked ones (gradient-killing rounding, saturated logits), and the 
 in a temporary runs directory). Tiny models and budgets: the whole file runs in about a minute on one core."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
+import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from genrobust.core import metrics
+from genrobust.core import metrics, registry
+from genrobust.core.attacks import pgd_untargeted
 from genrobust.core.registry import PAPER_ATTACK
 from genrobust.measure import accuracy as E
-from genrobust.measure.checks import masking_checks
+from genrobust.measure.checks import CHECKS, masking_checks
 from genrobust.reporting import metrics_files, tables
-from genrobust.core.config import EvalConfig, get_profile
+from genrobust.core.config import ConfigError, EvalConfig, get_profile
 from genrobust.core.models import GenerativeClassifier, create_model
 from genrobust.data import prepare_data
 from genrobust.pipeline.classifiers import ensure_classifiers, train_all
 from genrobust.store.io import read_json
+from genrobust.store.units import UnitStore
 from genrobust.training.calibrate import calibrate
 from test_attacks import LogitAsBinary, fit_cross_entropy  # LogitAsBinary: d_k = z_k of a softmax net
 
@@ -301,8 +305,7 @@ def test_tab1_verdict_is_inconclusive_when_all_differences_lie_within_the_cis():
 # ----------------------------------------------------------------------------------------------------------------
 # The registries: attacks (planning, labels, config choices read one dict) and checks (one function each).
 def test_attack_registry_is_what_planning_labels_and_config_read():
-    from genrobust.core import config, registry
-    assert config.STRONG_ATTACKS == registry.STRONG_ATTACKS
+    from genrobust.core import registry
     assert set(registry.ATTACKS) | {"clean", "worst"} == set(registry.ATTACK_LABELS)
     for kind in ("generative", "softmax"):
         runs = E.plan_runs(kind, ECFG, 100)
@@ -314,6 +317,151 @@ def test_attack_registry_is_what_planning_labels_and_config_read():
         registry.attack_spec("nope")
     with pytest.raises(ValueError, match="registered twice"):
         registry.register_attack(registry.ATTACKS["pgd"])
+    with pytest.raises(ValueError, match="budget 'apgd_iters' differs"):
+        registry.register_attack(registry.AttackSpec("apgd-x", "x", registry.ATTACKS["apgd-ce"].run, ("softmax",),
+                                                     "autoattack", budgets=(registry.Budget("apgd_iters", 7, ""),)))
+    assert "apgd-x" not in registry.ATTACKS
+
+
+@pytest.mark.parametrize("name", list(registry.ATTACKS))
+def test_config_accepts_exactly_the_registered_strong_attacks_and_budgets(name):
+    """eval.strong_attacks' choices and eval.budgets' names are the registry's: a strong entry validates, a
+    non-strong one is refused naming the choices; each of the entry's budgets is accepted, within its bound."""
+    spec = registry.ATTACKS[name]
+    if spec.strong:
+        assert EvalConfig(strong_attacks=(name,)).strong_attacks == (name,)
+    else:
+        with pytest.raises(ConfigError, match=f"eval.strong_attacks: '{name}' is not allowed"):
+            EvalConfig(strong_attacks=(name,))
+    for b in spec.budgets:
+        assert dict(EvalConfig(budgets=((b.name, 1),)).budgets) == {b.name: 1}
+        if b.hi is not None:
+            with pytest.raises(ConfigError, match=f"eval.budgets: {b.name} {b.hi + 1} is out of range"):
+                EvalConfig(budgets=((b.name, b.hi + 1),))
+    # the default set is what the registry calls strong, AutoAttack's first
+    strong = [n for n, s in registry.ATTACKS.items() if s.strong]
+    assert sorted(EvalConfig().strong_attacks) == sorted(strong)
+    with pytest.raises(ConfigError, match="unknown budget 'nope'"):
+        EvalConfig(budgets=(("nope", 3),))
+
+
+def _with_budget(ecfg, name, value):
+    return dataclasses.replace(ecfg, budgets=tuple({**dict(ecfg.budgets), name: value}.items()))
+
+
+@pytest.mark.parametrize("name", list(registry.ATTACKS))
+def test_each_attack_owns_its_key_record_and_more_steps(name):
+    """Through its entry alone: a change of one of its budgets (or, PGD-style, of eval.steps) re-keys its units and
+    a change of any other attack's budget does not; its record states exactly its settings and is JSON; 'more
+    steps' multiplies its effort by the factor (or it has nothing to scale), the cost probe lowers it."""
+    spec = registry.ATTACKS[name]
+    ecfg = dataclasses.replace(ECFG, masking_steps_factor=3)
+    run = E.AttackRun(name, 0.5, 10, "strong", seed=1, **spec.settings(ecfg))
+    key = lambda r, e: E.unit_key(spec.applies_to[0], r, 0, 10, e, classifier="c", eval_set={})  # noqa: E731
+    base = key(run, ecfg)
+    json.dumps(base)
+    own = {b.name for b in spec.budgets}
+    for b in registry.BUDGETS.values():
+        now = dict(ecfg.budgets).get(b.name, b.default)
+        other = _with_budget(ecfg, b.name, now + 1 if b.hi is None or now < b.hi else now - 1)
+        changed = key(E.AttackRun(name, 0.5, 10, "strong", seed=1, **spec.settings(other)), other) != base
+        assert changed == (b.name in own), (name, b.name)
+    more_steps = dataclasses.replace(ecfg, steps=ecfg.steps + 1)
+    assert (key(E.AttackRun(name, 0.5, 10, "strong", seed=1, **spec.settings(more_steps)), more_steps) != base) \
+        == spec.pgd_style
+    rec = E._run_record(run, torch.ones(10, dtype=torch.bool), {"n_attacked": 10, "time_s": 0.0,
+                                                                 "max_perturbation": 0.0}, ecfg)
+    json.dumps(rec)
+    if spec.pgd_style:
+        assert rec["steps"] == ecfg.steps and rec["step_size"] > 0 and "budgets" not in rec
+    else:
+        assert rec["budgets"] == {b.name: dict(ecfg.budgets).get(b.name, b.default) for b in spec.budgets}
+    scaled = spec.scaled(run, mul=3)
+    if scaled is not None:
+        assert spec.effort(dataclasses.replace(run, **scaled)) == 3 * spec.effort(run)
+        probe = dataclasses.replace(run, **spec.scaled(run, div=spec.probe_divisor))
+        assert spec.effort(probe) < spec.effort(run) or spec.effort(run) == 1
+    else:
+        assert not spec.pgd_style and not any(b.scales for b in spec.budgets)
+
+
+# A throwaway attack: a PGD variant that owns its iterations (steps=None in its runs), registered for one test.
+def _toy_pgd(model, x, y, *, eps, norm, steps, step_size, restarts, seed, generator, budgets, warnings):
+    assert steps is None and set(budgets) == {"toy_iters"}  # the profile's eval.steps never reach it
+    return pgd_untargeted(model, x, y, eps=eps, norm=norm, steps=budgets["toy_iters"], generator=generator)
+
+
+@contextlib.contextmanager
+def registered(spec):
+    registry.register_attack(spec)
+    try:
+        yield spec
+    finally:
+        registry.unregister_attack(spec.name)
+
+
+TOY_ITERS = registry.Budget("toy_iters", 4, "iterations of the throwaway PGD")
+TOY = registry.AttackSpec("toy_pgd", "toy PGD", _toy_pgd, registry.CLASSIFIER_KINDS, "ours", strong=True,
+                          budgets=(TOY_ITERS,))
+
+
+def test_a_new_attack_is_one_registry_entry(net, test_set, tmp_path, monkeypatch):
+    """Registering a PGD variant with steps=None is all it takes: config accepts it and its budget, planning runs
+    it, the cost probe scales it, its units are keyed by its budget, its records state it, the worst case, checks
+    and tables include it, and 'more steps' scales it when it is the paper's attack. Removed again afterwards."""
+    from genrobust.pipeline.evaluation import probe_seconds_per_image
+    x, y = test_set
+    with registered(TOY):
+        ecfg = dataclasses.replace(ECFG, eps_grid=(0.0, 1.0), strong_attacks=("toy_pgd",),
+                                   budgets=ECFG.budgets + (("toy_iters", 3),))
+        runs = [r for r in E.plan_runs("softmax", ecfg, len(y)) if r.attack == "toy_pgd"]
+        assert [(r.role, r.eps, r.steps, r.budgets) for r in runs] == [("strong", 1.0, None, (("toy_iters", 3),))]
+        work, clean = E.prepare_attacks(net, x, y, ecfg)
+        rate = probe_seconds_per_image(work, x, y, runs[0], ecfg)
+        assert rate > 0 and math.isfinite(rate)
+        units = E.UnitContext(UnitStore(tmp_path / "units"), "digest", {"data": "test"})
+        rec = E.evaluate_classifier(net, x, y, ecfg, kind="softmax", progress=False, units=units)
+        toy = [r for r in rec["runs"] if r["attack"] == "toy_pgd"]
+        assert len(toy) == 1 and toy[0]["budgets"] == {"toy_iters": 3} and toy[0]["steps"] is None
+        assert toy[0]["accuracy"] < rec["clean"]["accuracy"]  # it attacks: a trained net loses examples at eps 1
+        json.dumps(rec)
+        assert "toy_pgd" in E.worst_case(rec, 1.0)["attacks"]
+        assert "toy PGD" in set(tables.accuracy_table({"softmax": rec})["attack"])
+        assert len(masking_checks({"softmax": rec}, ecfg)) == len(CHECKS)
+        # its budget re-keys its units and no one else's
+        more = _with_budget(ecfg, "toy_iters", 5)
+        k3, k5 = (units.key("softmax", E.AttackRun("toy_pgd", 1.0, 20, "strong", seed=0,
+                                                   **TOY.settings(e)), 0, 20, e) for e in (ecfg, more))
+        assert k3 != k5 and k3 in units.store and k5 not in units.store
+        paper_run = next(r for r in E.plan_runs("softmax", ecfg, len(y)) if r.role == "paper")
+        assert units.key("softmax", paper_run, 0, 20, ecfg) == units.key("softmax", paper_run, 0, 20, more)
+        # as the paper's attack, 'more steps' multiplies its iterations
+        monkeypatch.setitem(PAPER_ATTACK, "softmax", "toy_pgd")
+        more_steps = [r for r in E.plan_runs("softmax", ecfg, len(y)) if r.role == "more steps"]
+        assert [(r.attack, r.steps, r.budgets) for r in more_steps] == \
+            [("toy_pgd", None, (("toy_iters", 3 * ecfg.masking_steps_factor),))]
+        monkeypatch.undo()
+    assert "toy_pgd" not in registry.ATTACKS and "toy_iters" not in registry.BUDGETS
+    assert "toy_pgd" not in registry.ATTACK_LABELS
+    with pytest.raises(ConfigError, match="'toy_pgd' is not allowed"):
+        dataclasses.replace(ecfg, budgets=ECFG.budgets)
+
+
+def test_an_attack_with_nothing_to_scale_has_no_more_steps_run(monkeypatch):
+    """An attack whose only budget does not scale (like a number of targets): as the paper's attack, planning makes
+    no 'more steps' run and the check says 'not run'; the cost probe runs it at its full budget."""
+    fixed = registry.Budget("toy_targets", 2, "targets", scales=False)
+    spec = dataclasses.replace(TOY, name="toy_fixed", budgets=(fixed,))
+    with registered(spec):
+        monkeypatch.setitem(PAPER_ATTACK, "softmax", "toy_fixed")
+        runs = E.plan_runs("softmax", ECFG, 30)
+        assert "more steps" not in {r.role for r in runs} and {"more restarts", "large eps"} <= {r.role for r in runs}
+        run = runs[0]
+        assert spec.scaled(run, mul=5) is None and spec.scaled(run, div=spec.probe_divisor) is None
+        rec = _record([True] * 4, [_run("toy_fixed", ECFG.strong_eps, [True] * 4, "paper")])
+        row = check(masking_checks({"softmax": rec}, ECFG), "softmax", "more steps")
+        assert row["passed"] is None and row["detail"] == "not run"
+        monkeypatch.undo()
 
 
 def test_every_check_gives_one_row_per_classifier():
