@@ -96,3 +96,10 @@ def test_autoattack_budgets_keep_their_profile_values_and_legacy_aa_fields_still
         apply_overrides(cpu, {"eval.budgets": [["apgd_iter", 3]]})
     with pytest.raises(ConfigError, match="eval.aa_targets: 10 is out of range|targets 10 is out of range"):
         apply_overrides(cpu, {"eval.aa_targets": 10})
+
+
+def test_legacy_aa_field_given_to_replace_names_the_fix():
+    from genrobust.core.config import replace
+    with pytest.raises(ConfigError, match=r"^eval.aa_fab_iters is now a budget .* set eval.budgets, e.g. "
+                                          r"\[\['fab_iters', 20\]\]"):
+        replace(get_profile("cpu").eval, aa_fab_iters=20)

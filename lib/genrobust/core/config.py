@@ -591,6 +591,11 @@ def replace(cfg, **changes):
     unknown = sorted(set(changes) - names)
     if unknown:
         prefix = type(cfg).__name__.replace("Config", "").lower()
+        legacy = [u for u in unknown if u in LEGACY_BUDGET_FIELDS]
+        if isinstance(cfg, EvalConfig) and legacy:
+            raise ConfigError(f"eval.{legacy[0]} is now a budget of the attacks that use it: set eval.budgets, e.g. "
+                              f"[['{LEGACY_BUDGET_FIELDS[legacy[0]]}', {changes[legacy[0]]!r}]] (apply_overrides "
+                              f"translates eval.aa_* itself)")
         raise ConfigError(f"unknown key(s) {', '.join(prefix + '.' + u for u in unknown)}; allowed: {sorted(names)}")
     return dataclasses.replace(cfg, **changes)
 
