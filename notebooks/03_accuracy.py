@@ -34,6 +34,7 @@ steps = None              # PGD steps of the paper's attacks and multi-targeted
 restarts = None           # random-start restarts of the paper's attacks (1: start at x)
 seed = None               # test-subset permutation and attack seeds
 train_missing = True      # train / calibrate missing classifiers first (train-if-missing)
+from_released = False     # attack the released models in results/<profile>/models/ instead (no training)
 
 # %%
 # %matplotlib inline
@@ -48,7 +49,7 @@ t0 = time.time()
 # %%
 cfg = gr.params.notebook_profile("03_accuracy", globals())
 data = gr.data.prepare_data(cfg.data)
-paths = gr.classifiers.ensure_classifiers(cfg, data=data, train_missing=train_missing)
+paths = gr.classifiers.ensure_classifiers(cfg, data=data, train_missing=train_missing, from_released=from_released)
 x, y = gr.accuracy.evaluation_set(data, cfg.eval)
 display(Markdown(f"**Profile `{cfg.name}`** — {cfg.description}\n\n**Data:** {data.source['name']} "
                  f"(sha256 `{data.source['sha256']}`); {len(y)} of {len(data.test_y)} test images (seeded "
@@ -105,9 +106,10 @@ gr.tables.accuracy_table(records)
 path = gr.metrics_files.write_accuracy_metrics(cfg, records, checks, data, wall_time_s=time.time() - t0,
                                               checkpoints=paths)
 print("metrics written to", path)
+print("released models (with these accuracies):", gr.classifiers.release(cfg, data, paths, records))
 
 # %% [markdown]
-# ## Conclusion (generated from the numbers above)
+# ## Conclusion (the verdicts stored in the metrics file, one rule for every claim: `genrobust.measure.claims`)
 
 # %%
-display(Markdown(gr.tables.accuracy_conclusion(records, checks)))
+display(Markdown(gr.tables.accuracy_conclusion(gr.metrics_files.read_metrics(path)["verdicts"], checks)))

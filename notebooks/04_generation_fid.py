@@ -26,6 +26,7 @@ eps = None                # L2 radius of the targeted PGD ("large")
 seed = None
 inception = None          # auto | file | fid_helper | pytorch_fid (downloads; needs a network)
 train_missing = True      # train / calibrate missing classifiers first (train-if-missing)
+from_released = False     # use the released models in results/<profile>/models/ instead (no training)
 
 # %%
 # %matplotlib inline
@@ -38,7 +39,8 @@ t_start = time.time()
 # %%
 cfg = gr.params.notebook_profile("04_generation_fid", globals())
 data = gr.data.prepare_data(cfg.data)
-paths = gr.classifiers.ensure_classifiers(cfg, ("generative", "softmax"), data, train_missing=train_missing)
+paths = gr.classifiers.ensure_classifiers(cfg, ("generative", "softmax"), data, train_missing=train_missing,
+                                          from_released=from_released)
 display(Markdown(f"**Profile `{cfg.name}`** — {cfg.description}\n\n**Data:** {data.source['name']} "
                  f"(sha256 `{data.source['sha256']}`)"))
 gr.tables.config_table(cfg, ["gen"])
@@ -90,13 +92,13 @@ display(Markdown(f"**Sanity anchor:** FID(test set, training set) = **{a['fid']:
                  f"test images against the same {a['n_reference']:,} reference images ({a['comparable']}); "
                  f"data: {data.source['name']}."))
 
-# %% [markdown]
-# ## Conclusion (written from the numbers above)
-
-# %%
-display(Markdown(gr.tables.generation_conclusion(rec)))
-
 # %%
 path = gr.metrics_files.write_generation_metrics(cfg, rec, data, wall_time_s=time.time() - t_start,
                                                 checkpoints=paths)
 print("metrics written to", path)
+
+# %% [markdown]
+# ## Conclusion (the verdicts stored in the metrics file, one rule for every claim: `genrobust.measure.claims`)
+
+# %%
+display(Markdown(gr.tables.generation_conclusion(rec, gr.metrics_files.read_metrics(path)["verdicts"])))

@@ -18,6 +18,8 @@ from genrobust.core import metrics, registry
 from genrobust.core.attacks import pgd_untargeted
 from genrobust.core.registry import PAPER_ATTACK
 from genrobust.measure import accuracy as E
+from genrobust.measure import claims
+from genrobust.measure.record import records
 from genrobust.measure.checks import CHECKS, masking_checks
 from genrobust.reporting import metrics_files, tables
 from genrobust.core.config import ConfigError, EvalConfig, get_profile
@@ -235,7 +237,8 @@ def test_saturated_logits_are_flagged_and_the_autoattack_gap_is_a_finding(net, t
     assert check(checks, "softmax", "no zero input gradients")["passed"] is False
     gap = check(checks, "softmax", "paper's attack vs AutoAttack")
     assert gap["passed"] is False and gap["type"] == "finding"
-    assert "Finding (softmax)" in tables.accuracy_conclusion({"softmax": rec}, checks)
+    text = tables.accuracy_conclusion(claims.accuracy_verdicts(records({"softmax": rec})), checks)
+    assert "PGD-CE (Eq. 10) finds the softmax baseline's worst case" in text
 
 
 def test_unknown_attack_and_contract_violations_raise(net, test_set):
@@ -285,21 +288,23 @@ def test_smoke_profile_passes_the_masking_checks(smoke_records):
     assert saved["notebook"] == "03_accuracy" and saved["provenance"]["seed"] == cfg.eval.seed
     assert saved["provenance"]["data_source"]["synthetic"] is True
     assert saved["classifiers"]["softmax"]["runs"][0]["robust"] == records["softmax"]["runs"][0]["robust"]
-    assert len(tables.tab1(records)) == 2 and "Verdict" in tables.accuracy_conclusion(records, checks)
+    assert len(tables.tab1(records)) == 2 and {v["claim"] for v in saved["verdicts"]} >= {"tab1_clean", "fig1_robust"}
+    assert "Table 1" in tables.accuracy_conclusion(saved["verdicts"], checks)
 
 
-def test_tab1_verdict_is_inconclusive_when_all_differences_lie_within_the_cis():
+def test_fig1_verdict_is_not_established_when_the_differences_are_noise():
     n = 40
     clean_g, clean_s = [True] * 24 + [False] * 16, [True] * 20 + [False] * 20
     mk = lambda kind, k: _record(clean_g if kind == "generative" else clean_s,  # noqa: E731
                                  [_run(PAPER_ATTACK[kind], 0.5, [True] * k + [False] * (n - k), "paper"),
                                   _run(PAPER_ATTACK[kind], 1.0, [True] * (k // 2) + [False] * (n - k // 2), "paper")],
                                  kind=kind)
-    close = {"generative": mk("generative", 17), "softmax": mk("softmax", 16)}
-    assert "inconclusive at this n" in tables.accuracy_conclusion(close, [])
-    apart = {"generative": mk("generative", 24), "softmax": mk("softmax", 2)}  # 60% vs 5%: CIs separate
-    text = tables.accuracy_conclusion(apart, [])
-    assert "inconclusive" not in text and "**partly holds**" in text  # better, but clean accuracy not lower
+    close = claims.accuracy_verdicts(records({"generative": mk("generative", 17), "softmax": mk("softmax", 16)}))
+    assert {v.decision for v in close if v.claim == "fig1_robust"} == {"not established"}
+    apart = claims.accuracy_verdicts(records({"generative": mk("generative", 24), "softmax": mk("softmax", 2)}))
+    assert {v.subject: v.decision for v in apart if v.claim == "fig1_robust"}["eps 0.5, paper's attacks"] == "supported"
+    assert "Ours: **supported**" in tables.accuracy_conclusion([v.to_dict() for v in apart if v.claim == "fig1_robust"],
+                                                                [])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -464,6 +469,38 @@ def test_an_attack_with_nothing_to_scale_has_no_more_steps_run(monkeypatch):
         monkeypatch.undo()
 
 
+@pytest.fixture
+def throwaway_attack():
+    """A PGD-style stronger attack registered for one test (a copy of PGD-CE), removed afterwards."""
+    spec = registry.register_attack(dataclasses.replace(registry.ATTACKS["pgd"], name="pgd_copy", label="PGD copy",
+                                                        strong=True))
+    yield spec
+    registry.unregister_attack("pgd_copy")
+
+
+def test_a_pgd_style_strong_attack_is_one_registry_entry(throwaway_attack, net, test_set):
+    """Registered, a PGD-style stronger attack is a valid config choice, is planned with the PGD settings, keys its
+    units by them, gets a cost probe and records like the others."""
+    from genrobust.core.config import budget_values
+    from genrobust.pipeline.evaluation import probe_seconds_per_image
+    ecfg = dataclasses.replace(ECFG, strong_attacks=("pgd_copy", "apgd-ce"))  # validated against the registry
+    with pytest.raises(ConfigError, match="'nope' is not allowed"):  # negative control: unknown names still fail
+        dataclasses.replace(ECFG, strong_attacks=("nope",))
+    runs = [r for r in E.plan_runs("softmax", ecfg, 20) if r.attack == "pgd_copy"]
+    assert runs and all(r.steps == ecfg.steps and r.role == "strong" for r in runs)
+    key = E.unit_key("softmax", runs[0], 0, 10, ecfg, classifier="c", eval_set={})
+    assert key["steps"] == ecfg.steps and "budgets" not in key
+    aa = next(r for r in E.plan_runs("softmax", ecfg, 20) if r.attack == "apgd-ce")
+    assert E.unit_key("softmax", aa, 0, 10, ecfg, classifier="c", eval_set={})["budgets"] == \
+        {"apgd_iters": budget_values(ecfg)["apgd_iters"]}
+    x, y = test_set
+    assert probe_seconds_per_image(net, x, y, runs[0], ecfg) > 0
+    rec = E.evaluate_classifier(net, x[:20], y[:20], ecfg, kind="softmax", progress=False)
+    mine = [r for r in rec["runs"] if r["attack"] == "pgd_copy"]
+    assert mine and all(r["steps"] == ecfg.steps and r["step_size"] is not None for r in mine)
+    assert next(r for r in rec["runs"] if r["attack"] == "apgd-ce")["budgets"] == {"apgd_iters": 10}
+
+
 def test_every_check_gives_one_row_per_classifier():
     from genrobust.measure.checks import CHECKS
     rec = _record([True] * 4, [_run("eq11_12", 0.5, [True] * 4, "paper")], kind="generative")
@@ -568,10 +605,13 @@ def test_tab1_verdict_counts_only_significant_differences():
     mk = lambda kind, a, b: _record(clean_g if kind == "generative" else clean_s,  # noqa: E731
                                     [_run(PAPER_ATTACK[kind], 0.5, flags(a), "paper"),
                                      _run(PAPER_ATTACK[kind], 1.0, flags(b), "paper")], kind=kind)
-    text = tables.accuracy_conclusion({"generative": mk("generative", 5, 11), "softmax": mk("softmax", 30, 10)}, [])
-    assert "**does not hold" in text and "significantly worse at 1 (eps 0.5)" in text
-    both = tables.accuracy_conclusion({"generative": mk("generative", 5, 40), "softmax": mk("softmax", 30, 10)}, [])
-    assert "in both directions" in both
+    one = [v for v in claims.accuracy_verdicts(records({"generative": mk("generative", 5, 11),
+                                                        "softmax": mk("softmax", 30, 10)})) if v.claim == "fig1_robust"]
+    assert [v.decision for v in one] == ["contradicted", "not established"]
+    assert claims.claim_decision(one) == ("mixed", "1 contradicted, 1 not established")
+    both = [v for v in claims.accuracy_verdicts(records({"generative": mk("generative", 5, 40),
+                                                         "softmax": mk("softmax", 30, 10)})) if v.claim == "fig1_robust"]
+    assert claims.claim_decision(both) == ("mixed", "1 supported, 1 contradicted")
 
 
 def test_autoattack_finding_compares_each_eps_with_its_own_runs():

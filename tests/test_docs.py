@@ -2,7 +2,9 @@
 the version is written once and agrees everywhere, CITATION.cff is valid CFF, LICENSE exists."""
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import yaml
 import genrobust
 from genrobust.cli import build_parser
 from genrobust.core.version import __version__
+from genrobust.reporting.readme import V_END, V_START, readme_block, results_table, verdicts_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -84,3 +87,22 @@ def test_citation_and_license():
         assert cff[key], key
     assert cff["preferred-citation"]["title"] == "Generative Robust Classification"
     assert "MIT License" in (ROOT / "LICENSE").read_text()
+
+
+def test_readme_results_table_is_generated_from_the_committed_files(tmp_path):
+    block = readme_block((ROOT / "README.md").read_text())
+    assert block == results_table("cpu", ROOT / "results" / "cpu"), \
+        "README's results table differs from results/cpu: run `genrobust report --profile cpu --readme`"
+    # negative control: one number changed in a copy of the files changes the table
+    for name in ("02_calibration", "03_accuracy", "04_generation_fid"):
+        shutil.copy(ROOT / "results" / "cpu" / f"{name}.json", tmp_path)
+    acc = json.loads((tmp_path / "03_accuracy.json").read_text())
+    acc["tab1"][0]["ours clean %"] += 1.0
+    (tmp_path / "03_accuracy.json").write_text(json.dumps(acc))
+    assert results_table("cpu", tmp_path) != block
+
+
+def test_readme_verdicts_are_the_stored_ones():
+    text = (ROOT / "README.md").read_text()
+    assert readme_block(text, V_START, V_END) == verdicts_table("cpu", ROOT / "results" / "cpu"), \
+        "README's verdicts differ from results/cpu: run `genrobust report --profile cpu --readme`"

@@ -234,11 +234,13 @@ def test_paired_bootstrap_of_a_fid_difference():
     d = 8  # a small feature dim keeps the eigendecompositions cheap; the code path is the same
     ref = fid.statistics(rng.normal(size=(400, d)))
     a = rng.normal(size=(300, d))
-    same = fid.paired_bootstrap(ref, a, a.copy(), n_boot=20, seed=1)
+    same = fid.paired_bootstrap(ref, a, a.copy(), n_boot=1000, seed=1)
     assert same["diff"] == 0 and same["sd"] == 0 and same["ci95"] == [0.0, 0.0]
-    shifted = fid.paired_bootstrap(ref, a + 1.0, a, n_boot=20, seed=1)   # a + 1 is farther from the reference
-    assert shifted["diff"] > 0 and shifted["ci95"][0] > 0 and shifted["sd"] > 0 and shifted["n_boot"] == 20
-    assert fid.paired_bootstrap(ref, a + 1.0, a, n_boot=20, seed=1) == shifted        # seeded
+    shifted = fid.paired_bootstrap(ref, a + 1.0, a, n_boot=1000, seed=1)   # a + 1 is farther from the reference
+    assert shifted["diff"] > 0 and shifted["ci95"][0] > 0 and shifted["sd"] > 0 and shifted["n_boot"] == 1000
+    assert fid.paired_bootstrap(ref, a + 1.0, a, n_boot=1000, seed=1) == shifted        # seeded
+    few = fid.paired_bootstrap(ref, a + 1.0, a, n_boot=20, seed=1)  # too few replicates to state a 95% interval
+    assert few["ci95"] is None and few["sd"] > 0
     with pytest.raises(fid.FIDError, match="paired"):
         fid.paired_bootstrap(ref, a, a[:10], n_boot=2)
 
@@ -256,3 +258,24 @@ def test_kid_is_unbiased_seeded_and_leaves_the_global_rng_alone():
     assert shifted["kid"] > 10 * shifted["kid_std"] > 0 and shifted["kid_subset_size"] == 100
     with pytest.raises(fid.FIDError, match="KID needs"):
         fid.kid(a[:1], b, subsets=5)
+
+
+def test_bootstrap_replicates_equal_fid_of_the_resampled_rows():
+    """The n x n eigenvalue form of a replicate equals fid() on the resampled rows (duplicates included), for sets
+    smaller and larger than the feature dimension; different resamples give different values (it is not a
+    constant)."""
+    rng = np.random.default_rng(3)
+    ref = fid.statistics(rng.standard_normal((400, 24)))
+    for n in (16, 90):
+        a = rng.standard_normal((n, 24)) * 1.3 + 0.2
+        r = fid._Resampler(ref, a)
+        values = []
+        for _ in range(4):
+            i = rng.integers(0, n, n)
+            with warnings.catch_warnings():  # rank warnings (n < 2048) are not what is tested here
+                warnings.simplefilter("ignore", fid.FIDWarning)
+                slow = fid.fid(ref, a[i]).fid
+            fast = r.fid(np.bincount(i, minlength=n))
+            assert fast == pytest.approx(slow, rel=1e-7)  # two float64 routes through different eigenproblems
+            values.append(fast)
+        assert len(set(np.round(values, 6))) == 4

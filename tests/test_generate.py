@@ -16,7 +16,7 @@ from genrobust.reporting import tables
 from genrobust.core.config import ConfigError, GenConfig
 from genrobust.core.fold import folded_copy
 from genrobust.core.models import GenerativeClassifier, create_model
-from genrobust.measure import fid
+from genrobust.measure import claims, fid
 from genrobust.store.units import UnitStore, UnitWarning
 
 K = 10
@@ -237,22 +237,21 @@ def test_tab2_record_table_and_conclusion():
                                    "counterfactuals (paper)", "N"]
     assert table.loc[("L2 PGD, 7 steps, step size 1", "generative"), "samples (paper)"] == 50.38
     assert table.loc[("L2 PGD, 10 steps, step size 1", "softmax"), "counterfactuals (ours)"] == 50.0
-    text = tables.generation_conclusion(rec)
-    assert "**3 of 4**" in text and "partly agrees" in text and "12.0" in text and "not with the paper" in text
     assert all("biased upward" in c["comparable"] for c in rec["cells"])
-    assert "this run agrees with" in tables.generation_conclusion(_fake_record([1, 1, 1, 1], [2, 2, 2, 2]))
+    assert "No cell has both classifiers" in tables.generation_conclusion(rec, [])
     mixed = dict(rec, n_samples=50000, n_counterfactuals=10000)
-    assert "N = 50,000 samples / 10,000 counterfactuals per cell" in tables.generation_conclusion(mixed)
+    assert "N = 50,000 samples / 10,000 counterfactuals per cell" in tables.generation_conclusion(mixed, [])
     tiny = _fake_record([1, 1, 1, 1], [0, 0, 0, 0], n=20, synthetic=True)
-    text = tables.generation_conclusion(tiny)
-    assert "**0 of 4**" in text and "disagrees" in text and "SYNTHETIC" in text and "singular" in text
-    assert "paired bootstrap" not in text  # no replicates recorded: no spread claimed
-    boot = dict(rec, paired=[{"kind": "samples", "steps": 7, "step_size": 1.0, "diff": -5.0, "n_boot": 10, "sd": 1.0,
-                              "ci95": [-7.0, -3.0]},
-                             {"kind": "counterfactuals", "steps": 7, "step_size": 1.0, "diff": 0.5, "n_boot": 10,
-                              "sd": 1.0, "ci95": [-1.5, 2.5]}])
-    text = tables.generation_conclusion(boot)
-    assert "paired bootstrap, 10 replicates" in text and "-5.0 (SD 1.0" in text and "1 of 2 differences" in text
+    text = tables.generation_conclusion(tiny, [])
+    assert "SYNTHETIC" in text and "singular" in text and "12.0" in text
+    boot = [{"kind": "samples", "steps": 7, "step_size": 1.0, "diff": -5.0, "n_boot": 1000, "sd": 1.0,
+             "ci95": [-7.0, -3.0], "p": 0.001, "n": 2050},
+            {"kind": "counterfactuals", "steps": 7, "step_size": 1.0, "diff": 0.5, "n_boot": 1000, "sd": 1.0,
+             "ci95": [-1.5, 2.5], "p": 0.6, "n": 2050}]
+    verdicts = [v.to_dict() for v in claims.generation_verdicts(boot)]
+    text = tables.generation_conclusion(rec, verdicts)
+    assert "samples, 7 x 1: **supported**" in text and "counterfactuals, 7 x 1: **not established**" in text
+    assert "Ours: **mixed** (1 supported, 1 not established)" in text
 
 
 def test_gen_config_validation():

@@ -94,7 +94,7 @@ def _write_all(results: Path) -> dict:
               for s in ("width 0.5, wd 1e-4", "width 1.0, wd 1e-4")]
     table = pd.DataFrame([{"figure": p["figure"], "setting": p["setting"], "seed": 0, "ci_lo": 0.6, "ci_hi": 0.95}
                           for p in points for _ in p["eps"]])
-    verdicts = ["supported", "contradicted", "inconclusive", "not tested", "supported"]
+    verdicts = ["supported", "contradicted", "not established", "not tested", "supported"]
     claims = {key: {"source": src, "claim": text, "verdict": v, "why": f"because {v}",
                     "comparisons": [] if v == "not tested" else
                     [{"metric_name": "adversarial AUROC", "higher": "A", "lower": "B", "higher_value": 0.7,
@@ -154,9 +154,9 @@ def test_overview_builds_from_the_metrics_files(results):
     assert list(t4["paper"]) == list(paper.TAB4["c"]) and _row(t4, constant="c_3")["ours"] == 0.02
     # 02 records no model/train config: those come from 01 (and say so)
     assert any("01_training.json" in n for n in ov.sections["tab3"].notes)
-    # Tab. 1's claim is re-derived from the recorded numbers by the current verdict rule
-    claim = next(n for n in ov.sections["tab1"].notes if n.startswith("**Claim"))
-    assert "**Verdict:**" in claim and "generative minus softmax" in claim
+    # Tab. 1's claims are the verdicts stored in 03's file, rendered
+    claim = next(n for n in ov.sections["tab1"].notes if n.startswith("**Claims"))
+    assert "stored in 03_accuracy.json" in claim and "Table 1: the generative classifier is more robust" in claim
     assert "train.epochs" in ov.sections["tab4"].settings["S1"]
 
     t2 = ov.sections["tab2"].table
@@ -302,6 +302,21 @@ def test_machine_notes_name_each_cpu_kind_and_its_files():
                    "AMD EPYC, torch kernels AVX512 for 01, 02."]
     two = overview.machine_notes(_chain_sources(cpu=("AVX2", "AVX512")))
     assert "AVX2 for 01" in two[0] and "AVX512 for 02" in two[0]
+
+
+def test_metrics_files_carry_a_schema_version_and_unknown_ones_are_refused(results, tmp_path):
+    d = tmp_path / "smoke"
+    d.mkdir()
+    fresh = json.loads((results.dir / "02_calibration.json").read_text())
+    assert fresh["schema_version"] == report.SCHEMA_VERSION
+    legacy = {k: v for k, v in fresh.items() if k != "schema_version"}  # results/cpu's files: read as version 1
+    (d / "02_calibration.json").write_text(json.dumps(legacy))
+    (d / "03_accuracy.json").write_text(json.dumps({**json.loads((results.dir / "03_accuracy.json").read_text()),
+                                                    "schema_version": 99}))
+    status = dict(zip(*overview.build("smoke", d).status[["notebook", "status"]].T.values))
+    assert status["02_calibration"] == "ok"
+    assert status["03_accuracy"].startswith("unreadable: schema_version 99") and "update genrobust" in status["03_accuracy"]
+    assert "\n" not in status["03_accuracy"]
 
 
 def test_attack_budgets_differ_alike_in_old_and_new_results_files():

@@ -6,6 +6,8 @@
     genrobust train --profile paper --executor slurm --partition gpu --gpus 1 --time 4320
     genrobust evaluate --profile cpu             # notebook 03's attack units as jobs, without the notebook
     genrobust evaluate --profile cpu --checkpoint my_model.pt   # any checkpoint load_classifier reads
+    genrobust evaluate --profile cpu --model mypackage.models:build   # your own nn.Module ([0, 1] -> 10 logits)
+    genrobust reproduce --profile cpu --from-released   # 03-04 (and the report) on results/cpu/models/, no training
     genrobust report --profile cpu               # results/cpu/REPORT.md from the metrics files (seconds)
 """
 from __future__ import annotations
@@ -24,14 +26,20 @@ from .measure.accuracy import classifier_kind
 from .measure.checks import masking_checks
 from .pipeline.classifiers import ensure_classifiers, train_all
 from .pipeline.evaluation import evaluate
-from .pipeline.notebooks import execute_notebook, reproduce
+from .pipeline.notebooks import REPORT_NOTEBOOK, execute_notebook, notebook_path, reproduce
+from .pipeline.own_model import evaluate_model
 from .pipeline.params import EXECUTION, NOTEBOOK_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
+from .reporting.readme import update_readme
 from .reporting.report import build, write_report
-from .reporting.tables import accuracy_table, checks_table
+from .reporting.tables import accuracy_table, checks_table, own_model_table
 from .store.checkpoints import load_classifier
 from .store.executors import RunError, configure_threads, sbatch_script, slurm_parameters
 from .store.io import write_json
 from .store.paths import runs_dir
+
+
+# What `reproduce --from-released` runs: the notebooks that only evaluate models (05 trains its own ablations).
+FROM_RELEASED = ("03_accuracy", "04_generation_fid", REPORT_NOTEBOOK)
 
 
 def _parse_params(pairs):
@@ -47,6 +55,19 @@ def _parse_params(pairs):
 def _evaluate(profile, args, slurm) -> None:
     """`genrobust evaluate`: the profile's classifiers (trained and calibrated already) or the given checkpoints
     through notebook 03's attacks and masking checks, as units; the accuracy table and checks on stdout."""
+    if args.model:
+        if args.checkpoint:
+            raise RunError("give --model or --checkpoint, not both (evaluate one at a time)")
+        rec = evaluate_model(args.model, profile, compare=not args.no_compare, from_released=args.from_released,
+                             out=args.out)
+        with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 80):
+            print(own_model_table(rec).to_string(index=False))
+            failed = [c for c in rec["checks"] if c["passed"] is False and c["type"] == "masking"]
+            print(checks_table(failed).to_string(index=False) if failed else "masking checks: none failed")
+        if rec["comparison_note"]:
+            print(rec["comparison_note"])
+        print(rec["path"])
+        return
     data = prepare_data(profile.data, progress=False)
     if args.checkpoint:
         paths = {}
@@ -56,7 +77,7 @@ def _evaluate(profile, args, slurm) -> None:
                 raise RunError(f"two {kind} checkpoints given ({paths[kind]}, {path}); evaluate them one at a time")
             paths[kind] = path
     else:
-        paths = ensure_classifiers(profile, data=data, train_missing=False)
+        paths = ensure_classifiers(profile, data=data, train_missing=False, from_released=args.from_released)
     records = evaluate(profile, data, paths, executor=args.executor, workers=args.workers, slurm=slurm)
     checks = masking_checks(records, profile.eval)
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 80):
@@ -75,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="cpu")
     r.add_argument("--notebooks", default=None, help="comma-separated, e.g. 01_training,02_calibration")
     r.add_argument("--force", action="store_true", help="re-execute finished notebooks")
+    r.add_argument("--from-released", action="store_true",
+                   help="notebooks 03-04 (and the report) on the released models in results/<profile>/models/, "
+                        "without training")
     r.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter override")
     n = sub.add_parser("notebook", help="execute one notebook")
     n.add_argument("name")
@@ -88,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", action="append", default=None, metavar="PATH",
                     help="evaluate this checkpoint (any file genrobust.load_classifier reads) instead of the "
                          "profile's classifiers; repeatable")
+    ev.add_argument("--model", default=None, metavar="MODULE:FACTORY",
+                    help="evaluate your own nn.Module (maps [0, 1] images to 10 logits): MODULE:FACTORY or "
+                         "path/to/file.py:FACTORY, FACTORY() returning the model")
+    ev.add_argument("--no-compare", action="store_true",
+                    help="with --model: do not evaluate and pair the profile's classifiers on the same images")
+    ev.add_argument("--from-released", action="store_true",
+                    help="the released models in results/<profile>/models/ as the profile's classifiers (with "
+                         "--model: as the ones yours is compared with)")
     ev.add_argument("--out", default=None, help="also write the records and checks as JSON here")
     for cmd in (t, ev):
         cmd.add_argument("--profile", default="cpu")
@@ -102,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
     rp = sub.add_parser("report", help="write results/<profile>/REPORT.md from the metrics files (no training)")
     rp.add_argument("--profile", default="cpu")
+    rp.add_argument("--readme", action="store_true",
+                    help="also rewrite README's results table from this profile's metrics files")
     return ap
 
 
@@ -110,13 +144,23 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "reproduce":
             nbs = args.notebooks.split(",") if args.notebooks else None
-            for path in reproduce(args.profile, nbs, force=args.force, parameters=_parse_params(args.p)):
+            params = _parse_params(args.p)
+            if args.from_released:
+                nbs = nbs or list(FROM_RELEASED)
+                trains = [n for n in nbs if notebook_path(n).stem not in FROM_RELEASED]
+                if trains:
+                    raise RunError(f"--from-released runs {', '.join(FROM_RELEASED)} on the released models; "
+                                   f"{', '.join(trains)} train(s) models: run it without --from-released")
+                params["from_released"] = True
+            for path in reproduce(args.profile, nbs, force=args.force, parameters=params):
                 print(path)
         elif args.cmd == "notebook":
             print(execute_notebook(args.name, args.profile, _parse_params(args.p), force=args.force,
                                    out_dir=Path(args.out_dir) if args.out_dir else None))
         elif args.cmd == "report":
             print(write_report(build(args.profile)))
+            if args.readme:
+                print(update_readme(args.profile))
         elif args.cmd in ("train", "evaluate"):
             params = _parse_params(args.p)
             if args.cmd == "train" and args.classes:

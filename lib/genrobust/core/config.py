@@ -353,8 +353,9 @@ class GenConfig(_Config):
     fid_batch_size: int = _f(50, lo=1)
     cache_features: bool = _f(True, doc="cache Inception features of each image set by content hash")
     n_show: int = _f(6, lo=1, doc="images per class and panel in Figs. 2-3")
-    n_boot: int = _f(10, lo=0, doc="paired bootstrap replicates of each generative - softmax FID difference (same "
-                                   "resampled indices for both, reference fixed; 0: off); two FIDs per replicate")
+    n_boot: int = _f(1000, lo=0, doc="paired bootstrap replicates of each generative - softmax FID difference (same "
+                                     "resampled indices for both, reference fixed; 0: off); two FIDs per replicate "
+                                     "in the n x n eigenvalue form; a 95% interval is stated from 1,000 on")
     units_per_job: int = _f(8, lo=1, doc="generation units (batches of batch_size starting images) per job when "
                                           "generation fans out (local workers or SLURM)")
     kid_subsets: int = _f(100, lo=0, doc="Kernel Inception Distance beside every FID: subsets it is averaged over "
@@ -421,6 +422,9 @@ class Profile(_Config):
                          doc="binary models: sequential = one job per class; fused = all classes in one job as one "
                              "vmapped network (genrobust.training.fused; same numbers); auto = genrobust.training.fused.PATH_RULE for "
                              "this machine's device (CUDA: fused, CPU: sequential). Not part of any run's key.")
+    release_weights: bool = _f(True, doc="notebooks 02-03 write the evaluated models' weights to "
+                                         "results/<profile>/models/ (False: models.json with their digests only, for "
+                                         "models too large for git)")
 
 
 SECTIONS = ("data", "model", "train", "softmax", "calib", "eval", "gen", "ablation")
@@ -488,11 +492,15 @@ CPU = Profile(
     # Figs. 5-8 at CPU scale (notebook 05; the ablation runs alone are shrunk): d_0 on 1,000 images per class for
     # 6 epochs (90 steps of batch 128; the main d_k: 8 epochs on 4,900), the paper's weight decay 1e-4, widths
     # 0.125/0.25/0.5 (the main d_k's width and 2x, 4x it; the paper's 0.5/0.75/1.0 would cost ~10x-40x the 0.125
-    # d_k here), 2 seeds, 300 test images per side, 10-step PGD. 24 runs; ~45 min on 2 cores from the measured
+    # d_k here), 300 test images per side, 10-step PGD. The first sizing (2 seeds, ~45 min) came from the measured
     # 300 img/s per job at width 0.125 with 2 jobs side by side and the measured width cost (2.45x for 0.125 ->
     # 0.25 on one thread); genrobust.measure.ablate.estimate_runtime's width^2 rule errs long (70 min).
+    # 5 training seeds per point (issue 26: a verdict over training runs needs their spread): results/cpu's
+    # 05_ablations.json (2026-12-03, Intel AVX512) measured 1,865 s of train + score time for the 12 points x 2
+    # seeds, i.e. ~930 s per seed (width 0.5: ~480 of it), so 5 seeds take ~4,660 job-s, ~40 min on 2 workers
+    # (about twice that on an AVX2 machine).
     ablation=AblationConfig(widths=(0.125, 0.25, 0.5), weight_decays=(0.0, 1e-4), train_eps=(0.1, 0.2, 0.3, 0.5),
-                            attack_steps=10, n_test=300, seeds=(0, 1), train_per_class=1000, epochs=6,
+                            attack_steps=10, n_test=300, seeds=(0, 1, 2, 3, 4), train_per_class=1000, epochs=6,
                             base_weight_decay=1e-4),
     workers=2,   # two single-thread jobs beat one two-thread job on 2 cores (measured: ~1.25x)
     num_threads=1,
@@ -535,6 +543,7 @@ GPU = Profile(
                             attack_steps=10, n_test=300, seeds=(0, 1), train_per_class=1000, epochs=6,
                             base_weight_decay=1e-4),
     workers=1,
+    release_weights=False,  # ResNet50 alone is ~94 MB: too large for git and for the GPU machine's return
 )
 
 SMOKE = Profile(

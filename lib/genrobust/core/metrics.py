@@ -65,6 +65,10 @@ def _discordant(base: torch.Tensor, other: torch.Tensor) -> tuple[int, int]:
     return int((other & ~base).sum()), int((base & ~other).sum())
 
 
+# A stated 95% bootstrap interval needs at least this many replicates (percentile tails of fewer are noise).
+MIN_BOOTSTRAP_FOR_CI = 1000
+
+
 def mcnemar(first: torch.Tensor, second: torch.Tensor, alpha: float = 0.05) -> dict:
     """Two-sided exact McNemar test of two per-example flag vectors on the same examples (e.g. two classifiers'
     robust flags on the same test images, or two attacks on one classifier): n_first = right under ``first`` only,

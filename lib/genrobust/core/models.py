@@ -25,7 +25,8 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 class ModelError(ValueError):
-    """Unknown model name or bad model arguments."""
+    """Unknown model name or bad model arguments, or a user's model that cannot be evaluated as given (one line:
+    the problem and the fix)."""
 
 
 class Normalize(nn.Module):

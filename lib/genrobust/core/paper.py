@@ -54,3 +54,23 @@ ABLATION_CLAIMS = {
     "fig7_augmentation": ("Figure 7", "AutoAugment (+Cutout) improves adversarial AUROC"),
     "fig8_combined": ("Figure 8", "combined in/out AT raises adversarial AUROC at the cost of clean AUROC"),
 }
+
+# Every claim a notebook tests, by id: (source, the claim in words, direction). ``direction`` is the sign the paper
+# implies for the effect each verdict measures (genrobust.measure.claims): +1 effect > 0, -1 effect < 0, 0 no
+# difference (a claim that the paper's evaluation relies on rather than states; the evidence can contradict it,
+# never establish it). Effects: accuracy differences in [0, 1], FID differences, AUROC differences.
+CLAIMS = {
+    "tab1_robust": ("Table 1", "the generative classifier is more robust than the softmax baseline "
+                               "(robust accuracy, generative - softmax, worst case over every attack)", +1),
+    "fig1_robust": ("Figure 1", "the generative classifier is more robust at every eps under the paper's attacks "
+                                "(robust accuracy, generative - softmax)", +1),
+    "tab1_clean": ("Table 1", "the generative classifier's clean accuracy is lower than the softmax baseline's "
+                              f"({100 * TAB1['generative']['clean']:.2f}% vs {100 * TAB1['softmax']['clean']:.2f}%)", -1),
+    "protocol_generative": ("Section 3.2", "the paper's attack (Eq. 11-12) finds the generative classifier's worst "
+                                           "case (paper's attack - worst case over every attack = 0)", 0),
+    "protocol_softmax": ("Section 3.2", "PGD-CE (Eq. 10) finds the softmax baseline's worst case (paper's attack - "
+                                        "worst case over every attack = 0)", 0),
+    "tab2_fid": ("Table 2", "the generative classifier's samples and counterfactuals have lower FID than the "
+                            "softmax baseline's (FID, generative - softmax)", -1),
+    **{key: (source, text, +1) for key, (source, text) in ABLATION_CLAIMS.items()},
+}

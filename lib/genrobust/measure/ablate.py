@@ -13,10 +13,10 @@ then scores it on the test set (score-if-missing, cached in ``runs/ablation/<has
 
 The paper's claims (:data:`genrobust.core.paper.ABLATION_CLAIMS`) are tested, not assumed. A claim is a set of paired
 comparisons of two settings on the same test images (e.g. widest vs thinnest model, adversarial AUROC). Each
-comparison's uncertainty is a paired bootstrap over test examples (the same resampled positives and negatives for
-both settings, every seed and every test eps) and, with several seeds, the seed spread. A comparison *supports* the
-claim when its 95% CI lies above 0 and every seed agrees, *contradicts* it when the CI lies below 0 and every seed
-agrees, and is *inconclusive* otherwise; a claim is supported (contradicted) only if all its comparisons are.
+comparison's uncertainty is a hierarchical bootstrap: training seeds resampled (paired by seed), then test examples
+(the same resampled positives and negatives for both settings, every seed and every test eps), so the spread
+between training runs counts. Each comparison is judged by the one rule of :mod:`genrobust.measure.claims`
+(supported / contradicted / not established, Holm over the claim's comparisons).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import torch
 
 from ..core import paper
 from ..core.config import Profile, apply_overrides, config_hash, from_dict, to_dict
-from ..core.metrics import auroc, bootstrap_auroc
+from ..core.metrics import MIN_BOOTSTRAP_FOR_CI, auroc, bootstrap_auroc
 from ..core.scoring import binary_auroc_scores
 from ..data.batches import to_float
 from ..data.splits import prepare_data
@@ -46,6 +46,7 @@ from ..store.provenance import provenance
 from ..store.runs import binary_run_config
 from ..training.binary import train_binary
 from ..training.loop import default_device
+from .claims import Verdict, bootstrap_subject, claim_decision, hierarchical_auroc_bootstrap, judge
 
 FIGURES = {
     "fig5": "Figure 5: model capacity and weight decay",
@@ -386,9 +387,11 @@ def _metric_eps(eps: list[float], metric: str) -> list[int]:
     return [i for i, e in enumerate(eps) if (e == 0) == (metric == "clean")]
 
 
-def compare(records: list[dict], comp: Comparison, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Difference higher - lower of the metric (mean over seeds and the metric's test eps), its paired bootstrap
-    CI over test examples, the per-seed differences, and the verdict."""
+def compare(records: list[dict], comp: Comparison, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Difference higher - lower of the metric (mean over training seeds and the metric's test eps), the per-seed
+    differences, and the subject the verdict engine judges: a hierarchical bootstrap (training seeds resampled,
+    then test images; genrobust.measure.claims.hierarchical_auroc_bootstrap), so the spread between training runs
+    counts, not only test-set sampling."""
     fig = comp.claim.split("_")[0]
     hi = sorted((r for r in records if r["figure"] == fig and r["setting"] == comp.higher), key=lambda r: r["seed"])
     lo = sorted((r for r in records if r["figure"] == fig and r["setting"] == comp.lower), key=lambda r: r["seed"])
@@ -396,48 +399,42 @@ def compare(records: list[dict], comp: Comparison, *, n_boot: int = 1000, seed: 
     idx = _metric_eps(hi[0]["eps"], comp.metric) if hi and lo else []
     if not idx:
         return {**base, "verdict": "not tested", "why": f"the sweep has no {METRICS[comp.metric]}"}
-    pairs = [_scores(r, i) for side in (hi, lo) for r in side for i in idx]
-    boot = bootstrap_auroc(pairs, n_boot=n_boot, seed=seed)  # (n_boot, 2 * seeds * len(idx)), paired resamples
-    half = len(hi) * len(idx)
-    boot_diff = boot[:, :half].mean(1) - boot[:, half:].mean(1)
+    # one image resample per replicate shared by every seed and both settings: the same test images
+    boot = bootstrap_auroc([_scores(r, i) for side in (hi, lo) for r in side for i in idx], n_boot=n_boot, seed=seed)
+    k = len(idx)
+    per_seed = [boot[:, j * k:(j + 1) * k] for j in range(len(hi) + len(lo))]
+    reps = hierarchical_auroc_bootstrap(per_seed[:len(hi)], per_seed[len(hi):], n_boot=n_boot, seed=seed)
     v_hi = float(np.mean([r["auroc"][i] for r in hi for i in idx]))
     v_lo = float(np.mean([r["auroc"][i] for r in lo for i in idx]))
     seed_diffs = [float(np.mean([h["auroc"][i] - l["auroc"][i] for i in idx])) for h, l in zip(hi, lo)]
-    q = 100 * (1 - level) / 2
-    ci = [float(x) for x in np.percentile(boot_diff, [q, 100 - q])]
-    if ci[0] > 0 and all(d > 0 for d in seed_diffs):
-        verdict, why = "supported", f"the {level:.0%} CI lies above 0"
-    elif ci[1] < 0 and all(d < 0 for d in seed_diffs):
-        verdict, why = "contradicted", f"the {level:.0%} CI lies below 0"
-    elif len(seed_diffs) > 1 and len({d > 0 for d in seed_diffs}) > 1:
-        verdict, why = "inconclusive", "the seeds disagree on the sign"
-    else:
-        verdict, why = "inconclusive", f"0 is inside the {level:.0%} bootstrap CI"
-    return {**base, "higher_value": v_hi, "lower_value": v_lo, "diff": v_hi - v_lo, "ci": ci,
-            "seed_diffs": seed_diffs, "seeds": len(seed_diffs), "test_eps": [hi[0]["eps"][i] for i in idx],
-            "verdict": verdict, "why": why}
+    subject = bootstrap_subject(reps, v_hi - v_lo, f"{METRICS[comp.metric]}: {comp.higher} vs {comp.lower}",
+                                {"higher": comp.higher, "lower": comp.lower, "seeds": len(seed_diffs),
+                                 "n": len(hi[0]["scores_pos"][idx[0]]) + len(hi[0]["scores_neg"][idx[0]]),
+                                 "test_eps": [hi[0]["eps"][i] for i in idx]},
+                                "hierarchical bootstrap (training seeds, then test images)", "AUROC")
+    return {**base, "higher_value": v_hi, "lower_value": v_lo, "diff": v_hi - v_lo, "seed_diffs": seed_diffs,
+            "seeds": len(seed_diffs), "test_eps": [hi[0]["eps"][i] for i in idx], "_subject": subject}
 
 
 def evaluate_claims(cfg: Profile, records: list[dict], *, n_boot: int | None = None, seed: int = 0) -> dict:
-    """Every claim of paper.ABLATION_CLAIMS: {claim: {"source", "claim", "verdict", "why", "comparisons"}}."""
-    n_boot = n_boot or cfg.ablation.n_boot
+    """Every claim of paper.ABLATION_CLAIMS: {claim: {"source", "claim", "verdict", "why", "comparisons"}}; each
+    comparison carries its stored Verdict ('verdict_record'), judged under the one rule of
+    genrobust.measure.claims (Holm over the claim's comparisons)."""
+    n_boot = max(n_boot or cfg.ablation.n_boot, MIN_BOOTSTRAP_FOR_CI)
     out = {}
     for key, comps in comparisons(cfg).items():
         source, text = paper.ABLATION_CLAIMS[key]
         results = [compare(records, c, n_boot=n_boot, seed=seed) for c in comps]
-        verdicts = [r["verdict"] for r in results]
+        tested = [r for r in results if "_subject" in r]
+        for r, v in zip(tested, judge(key, [r.pop("_subject") for r in tested])):
+            r.update(verdict=v.decision, ci=list(v.ci95), p=v.p, p_adjusted=v.p_adjusted, why=v.render(),
+                     verdict_record=v.to_dict())
         if not results:
             verdict, why = "not tested", f"the sweep has a single value of what {source} varies; give it two or more"
-        elif "not tested" in verdicts:
+        elif len(tested) < len(results):
             verdict, why = "not tested", next(r["why"] for r in results if r["verdict"] == "not tested")
-        elif all(v == "supported" for v in verdicts):
-            verdict, why = "supported", f"all {len(results)} comparison(s) support it"
-        elif all(v == "contradicted" for v in verdicts):
-            verdict, why = "contradicted", f"all {len(results)} comparison(s) go the other way"
         else:
-            counts = {v: verdicts.count(v) for v in ("supported", "contradicted", "inconclusive") if v in verdicts}
-            verdict = "inconclusive"
-            why = ", ".join(f"{n} of {len(results)} {v}" for v, n in counts.items())
+            verdict, why = claim_decision(Verdict.from_dict(r["verdict_record"]) for r in tested)
         out[key] = {"source": source, "claim": text, "verdict": verdict, "why": why, "comparisons": results}
     return out
 

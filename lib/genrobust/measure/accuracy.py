@@ -30,6 +30,7 @@ from ..core.registry import ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, attack_spec
 from ..data.batches import to_float
 from ..store.checkpoints import load_classifier
 from ..store.units import UnitStore
+from .record import EvalRecord, flags_to_str, str_to_flags
 
 
 class EvaluationError(RuntimeError):
@@ -46,15 +47,6 @@ def eval_indices(n_total: int, n: int, seed: int) -> torch.Tensor:
     the smaller evaluation sets, so every set is a subset of every larger one."""
     g = torch.Generator().manual_seed(int(seed))
     return torch.randperm(n_total, generator=g)[:min(n, n_total)]
-
-
-def flags_to_str(flags: torch.Tensor) -> str:
-    """(N,) bool -> '0110...' (compact, exact, JSON-friendly)."""
-    return "".join("1" if f else "0" for f in flags.tolist())
-
-
-def str_to_flags(s: str) -> torch.Tensor:
-    return torch.tensor([c == "1" for c in s], dtype=torch.bool)
 
 
 @dataclass(frozen=True)
@@ -328,20 +320,14 @@ def flags_of(rec: dict, n: Optional[int] = None) -> torch.Tensor:
 
 def eps_values(record: dict, roles=("paper", "strong", "more steps", "more restarts")) -> list[float]:
     """The eps values with runs of the given roles, plus 0 (clean), ascending."""
-    return sorted({0.0} | {r["eps"] for r in record["runs"] if r["role"] in roles})
+    return EvalRecord.from_dict(record).eps_values(roles)
 
 
 def worst_case(record: dict, eps: float) -> dict:
     """Per-example AND of 'robust' over every run at ``eps`` (and the clean flags), on the common prefix of those
-    runs: an example counts as robust only if no attack broke it. eps 0: the clean accuracy."""
-    runs = [r for r in record["runs"] if abs(r["eps"] - eps) < 1e-12]
-    n = min([len(r["robust"]) for r in runs] + [record["n"]])
-    flags = flags_of(record["clean"], n)
-    for r in runs:
-        flags = flags & flags_of(r, n)
-    k = int(flags.sum())
-    return {"eps": eps, "n": n, "robust": flags_to_str(flags), "n_robust": k, "accuracy": k / n if n else float("nan"),
-            "ci95": wilson_interval(k, n), "attacks": sorted({r["attack"] for r in runs}) or ["clean"]}
+    runs: an example counts as robust only if no attack broke it. eps 0: the clean accuracy. (The stored form of
+    :meth:`genrobust.measure.record.EvalRecord.worst`.)"""
+    return EvalRecord.from_dict(record).worst(eps).to_dict()
 
 
 def paired_tests(records: dict) -> list[dict]:
@@ -350,41 +336,28 @@ def paired_tests(records: dict) -> list[dict]:
     the paper's attacks (each classifier's own, Sec. 3.2) and as the worst case over all attacks; and, for each
     classifier, the paper's attack vs AutoAttack's worst case at the eps where AutoAttack ran. Each row names
     what is compared, eps, n (the common prefix of the evaluation order) and the test."""
-    rows = []
-    if {"generative", "softmax"} <= set(records):
-        g, s = records["generative"], records["softmax"]
-        for e in sorted(set(eps_values(g, ("paper",))) & set(eps_values(s, ("paper",)))):
-            for what, fg, fs in (("paper's attack", _paper_flags(g, e), _paper_flags(s, e)),
-                                 ("worst case", _worst_flags(g, e), _worst_flags(s, e))):
+    rows, recs = [], {kind: EvalRecord.from_dict(r) for kind, r in records.items()}
+    if {"generative", "softmax"} <= set(recs):
+        g, s = recs["generative"], recs["softmax"]
+        for e in sorted(set(g.eps_values(("paper",))) & set(s.eps_values(("paper",)))):
+            for what, fg, fs in (("paper's attack", g.paper_flags(e), s.paper_flags(e)),
+                                 ("worst case", g.worst(e).flags, s.worst(e).flags)):
                 if e == 0 and what == "worst case":
                     continue  # at eps 0 both are the clean accuracy
                 n = min(len(fg), len(fs))
                 rows.append({"comparison": "generative vs softmax", "attack": "clean" if e == 0 else what,
                              "eps": e, **mcnemar(fg[:n], fs[:n])})
-    for kind, rec in records.items():
-        aa = [r for r in rec["runs"] if attack_spec(r["attack"]).family == "autoattack"]
-        for e in sorted({r["eps"] for r in aa}):
-            at = [r for r in aa if abs(r["eps"] - e) < 1e-12]
-            paper = next((r for r in rec["runs"] if r["role"] == "paper" and abs(r["eps"] - e) < 1e-12), None)
+    for kind, rec in recs.items():
+        autoattack = sorted({r.attack for r in rec.runs if attack_spec(r.attack).family == "autoattack"})
+        for e in sorted({r.eps for r in rec.runs if r.attack in autoattack}):
+            paper = rec.paper_run(e)
             if paper is None:
                 continue
-            n = min([len(r["robust"]) for r in at] + [len(paper["robust"])])
-            aa_flags = flags_of(rec["clean"], n)
-            for r in at:
-                aa_flags = aa_flags & flags_of(r, n)
+            aa = rec.worst(e, autoattack)
+            n = min(aa.n, paper.n)
             rows.append({"comparison": f"{kind}: paper's attack vs AutoAttack", "attack": "paper's vs AutoAttack",
-                         "eps": e, **mcnemar(flags_of(paper, n), aa_flags)})
+                         "eps": e, **mcnemar(paper.flags[:n], aa.flags[:n])})
     return rows
-
-
-def _paper_flags(rec: dict, eps: float) -> torch.Tensor:
-    if eps == 0:
-        return flags_of(rec["clean"])
-    return flags_of(next(r for r in rec["runs"] if r["role"] == "paper" and abs(r["eps"] - eps) < 1e-12))
-
-
-def _worst_flags(rec: dict, eps: float) -> torch.Tensor:
-    return str_to_flags(worst_case(rec, eps)["robust"])
 
 
 def accuracy_rows(records: dict) -> list[dict]:

@@ -17,6 +17,7 @@ from ..core.fmt import pct_text
 from ..core.metrics import paired_increase
 from ..core.registry import ATTACK_LABELS, ATTACKS
 from .accuracy import flags_of
+from .record import EvalRecord
 
 
 def _row(kind, name, passed, detail, type_="masking") -> dict:
@@ -24,10 +25,9 @@ def _row(kind, name, passed, detail, type_="masking") -> dict:
 
 
 def _find(record: dict, role: str, eps: Optional[float] = None) -> Optional[dict]:
-    for r in record["runs"]:
-        if r["role"] == role and (eps is None or abs(r["eps"] - eps) < 1e-12):
-            return r
-    return None
+    """The first stored run of ``role`` (at ``eps`` when given)."""
+    runs = [r for r in EvalRecord.from_dict(record).runs if r.role == role and (eps is None or abs(r.eps - eps) < 1e-12)]
+    return runs[0].to_dict() if runs else None
 
 
 def _is_autoattack(run: dict) -> bool:
@@ -35,11 +35,8 @@ def _is_autoattack(run: dict) -> bool:
 
 
 def _all_robust(rec: dict, runs: list[dict], n: int):
-    """(n,) bool: clean-correct and robust under every run in ``runs`` (on the first n examples)."""
-    flags = flags_of(rec["clean"], n)
-    for r in runs:
-        flags = flags & flags_of(r, n)
-    return flags
+    """(n,) bool: clean-correct and robust under every run in ``runs`` (runs at one eps; on the first n examples)."""
+    return EvalRecord.from_dict(rec).worst(runs[0]["eps"], {r["attack"] for r in runs}).flags[:n]
 
 
 def deterministic_outputs(kind: str, rec: dict, ecfg: EvalConfig) -> dict:
@@ -65,8 +62,8 @@ def no_zero_gradients(kind: str, rec: dict, ecfg: EvalConfig) -> dict:
 def non_increasing_in_eps(kind: str, rec: dict, ecfg: EvalConfig) -> dict:
     """The paper's attack, each eps attacked independently: robust accuracy must not rise with eps beyond noise."""
     label = ATTACK_LABELS[rec["paper_attack"]]
-    paper_runs = sorted([r for r in rec["runs"] if r["role"] == "paper"], key=lambda r: r["eps"])
-    seq = [(0.0, flags_of(rec["clean"]))] + [(r["eps"], flags_of(r)) for r in paper_runs]
+    r = EvalRecord.from_dict(rec)
+    seq = [(0.0, r.clean_flags)] + [(run.eps, run.flags) for run in r.paper_runs()]
     tests = [(e0, e1, paired_increase(f0, f1)) for (e0, f0), (e1, f1) in zip(seq, seq[1:])]
     bad = [t for t in tests if t[2]["significant"]]
     worst = max(tests, key=lambda t: t[2]["b"] - t[2]["c"], default=None)

@@ -5,12 +5,17 @@ that needs a model asks here.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..core.config import Profile, from_dict, to_dict
+from ..measure.accuracy import eps_values, worst_case
 from ..store.checkpoints import load_classifier
 from ..store.executors import RunError, call, configure_threads, run_jobs
 from ..store.paths import runs_dir
+from ..store.provenance import provenance
+from ..store.released import release_models, released_paths
 from ..store.runs import binary_result, classifier_path, softmax_result
 from ..training.binary import train_binaries_fused, train_binary
 from ..training.calibrate import calibrate
@@ -82,12 +87,15 @@ def train_all(profile: Profile, *, softmax: bool = False, executor: str | None =
 
 
 def ensure_classifiers(profile: Profile, kinds=None, data=None, *, train_missing: bool = True,
-                       progress: bool = True) -> dict[str, str]:
+                       progress: bool = True, from_released: bool = False) -> dict[str, str]:
     """{kind: checkpoint path} of the profile's calibrated generative classifier (notebook 02) and softmax baseline
     (notebook 01), for ``kinds`` (default: profile.eval.classifiers). Missing ones are trained as jobs
     (:func:`train_all`) and calibrated, unless ``train_missing`` is False: then they are an error naming the
-    notebooks and command that make them."""
+    notebooks and command that make them. ``from_released``: the profile's released files in
+    results/<profile>/models/ instead (nothing is trained; each is digest-checked when loaded)."""
     kinds = tuple(kinds or profile.eval.classifiers)
+    if from_released:
+        return released_paths(profile.name, kinds)
     missing = ("generative" in kinds and not classifier_path(profile).is_file()) or \
               ("softmax" in kinds and softmax_result(profile) is None)
     if missing and not train_missing:
@@ -112,3 +120,25 @@ def load_classifiers(profile: Profile, kinds=None, data=None, *, train_missing: 
     return {kind: load_classifier(path, device)
             for kind, path in ensure_classifiers(profile, kinds, data, train_missing=train_missing,
                                                  progress=False).items()}
+
+
+def release(profile: Profile, data, paths: dict[str, str] | None = None, records: dict | None = None) -> Path:
+    """Write the profile's classifiers (``paths``, default: those that exist) to results/<profile>/models/
+    (:func:`genrobust.store.released.release_models`), with each one's clean accuracy and worst case at the eps
+    where the stronger attacks ran when ``records`` (notebook 03's) are given. Returns models.json's path."""
+    if paths is None:
+        paths = {}
+        if classifier_path(profile).is_file():
+            paths["generative"] = str(classifier_path(profile))
+        if softmax_result(profile) is not None:
+            paths["softmax"] = softmax_result(profile)["checkpoint"]
+    accuracy = {}
+    for kind, rec in (records or {}).items():
+        acc = {"clean": {"accuracy": rec["clean"]["accuracy"], "n": rec["n"], "attacks": "clean"}}
+        for e in eps_values(rec, ("strong",))[1:]:  # [0] is eps 0, the clean accuracy above
+            w = worst_case(rec, e)
+            acc[f"worst case at eps {e:g}"] = {"accuracy": w["accuracy"], "n": w["n"],
+                                               "attacks": "+".join(w["attacks"])}
+        accuracy[kind] = acc
+    return release_models(profile.name, paths, accuracy=accuracy, weights=profile.release_weights,
+                          provenance=provenance(profile, data_source=getattr(data, "source", None)))

@@ -14,13 +14,16 @@ from pathlib import Path
 
 from ..core import paper
 from ..core.config import config_hash
+from ..core.version import __version__
 from ..measure.ablate import base_profile, record_for_json, regime_note
 from ..measure.accuracy import eps_values, paired_tests, worst_case
+from ..measure.claims import accuracy_verdicts, generation_verdicts
+from ..measure.record import records as eval_records
 from ..store.checkpoints import weights_digest
-from ..store.io import write_json
+from ..store.io import ResultsError, read_json, write_json
 from ..store.paths import results_dir
 from ..store.provenance import provenance
-from .tables import generation_conclusion, tab1
+from .tables import tab1
 
 # The metrics files the report reads: notebook name -> what it holds. The file is results/<profile>/<notebook>.json.
 METRICS_FILES = {
@@ -35,6 +38,35 @@ NOT_RUN = "not run yet"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Writers (one per notebook)
+# The layout of the metrics files. 1: the files before versions were recorded (read as 1 when absent); 2: adds
+# schema_version and names 05's per-job cost-model seconds runtime.estimated_jobs; 3: stored verdicts
+# (genrobust.measure.claims) in 03 and 04 ('verdicts') and 05 ('claims'), no prose conclusion in 04. A reader
+# refuses a newer one; for 1-2 the report computes verdicts from the stored data by the same rule.
+SCHEMA_VERSION = 3
+KNOWN_SCHEMAS = (1, 2, 3)
+
+
+def _write(cfg, notebook: str, rec: dict) -> str:
+    return str(write_json(results_dir(cfg.name) / f"{notebook}.json", {"schema_version": SCHEMA_VERSION, **rec}))
+
+
+def schema_problem(record: dict) -> str | None:
+    """None when this code knows ``record``'s schema_version, else the one-line reason it cannot be read."""
+    version = record.get("schema_version", 1)
+    if version not in KNOWN_SCHEMAS:
+        return (f"schema_version {version!r}, which this genrobust ({__version__}) does not know (it reads "
+                f"{', '.join(map(str, KNOWN_SCHEMAS))}); update genrobust, or re-run the notebook with this one")
+    return None
+
+
+def read_metrics(path) -> dict:
+    """A metrics file, refused with one line when its schema_version is unknown to this code."""
+    rec = read_json(path)
+    if schema_problem(rec):
+        raise ResultsError(f"{path}: {schema_problem(rec)}")
+    return rec
+
+
 def _checkpoint_digests(checkpoints: dict | None) -> dict:
     return {k: {"path": str(p), "weights_sha256": weights_digest(p)} for k, p in (checkpoints or {}).items()}
 
@@ -56,14 +88,14 @@ def write_training_metrics(cfg, rows, soft, data) -> str:
         "provenance": provenance(cfg, data_source=data.source, seed=cfg.train.seed, wall_time_s=None,
                                  job_time_s=round(total, 1)),
     }
-    return str(write_json(results_dir(cfg.name) / "01_training.json", rec))
+    return _write(cfg, "01_training", rec)
 
 
 def write_calibration_metrics(cfg, cal: dict) -> str:
     rec = {k: v for k, v in cal.items() if not k.startswith("_")}
     rec["notebook"] = "02_calibration"
     rec["paper"] = {"tab3": paper.TAB3, "tab4": list(paper.TAB4["c"])}
-    return str(write_json(results_dir(cfg.name) / "02_calibration.json", rec))
+    return _write(cfg, "02_calibration", rec)
 
 
 def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_time_s: float,
@@ -78,13 +110,15 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "worst_case": {k: [worst_case(r, e) for e in eps_values(r)] for k, r in records.items()},
         "tab1": tab1(records).reset_index().to_dict(orient="records"),
         "paired": paired_tests(records),
+        # the verdicts on Tab. 1, Fig. 1 and the protocol gap (genrobust.measure.claims): stored, rendered elsewhere
+        "verdicts": [v.to_dict() for v in accuracy_verdicts(eval_records(records))],
         "checks": checks,
         "paper": {"tab1": paper.TAB1},
         "checkpoints": _checkpoint_digests(checkpoints),
         "provenance": provenance(cfg, data_source=data.source, seed=cfg.eval.seed, wall_time_s=round(wall_time_s, 1),
                                  split=data.split),
     }
-    return str(write_json(results_dir(cfg.name) / "03_accuracy.json", rec))
+    return _write(cfg, "03_accuracy", rec)
 
 
 def write_ablation_metrics(cfg, records: list[dict], table, claims: dict, *, estimate: dict | None = None,
@@ -107,12 +141,13 @@ def write_ablation_metrics(cfg, records: list[dict], table, claims: dict, *, est
             # train + score seconds of every distinct run (measured when it ran, also if reused now)
             "measured_job_s": round(sum(r["train_wall_time_s"] + r["eval_wall_time_s"]
                                         for r in {r["run"]: r for r in records}.values()), 1),
-            "jobs": estimate["jobs"].to_dict(orient="records")},
+            # per-job seconds from the cost model above (estimates, not timings: the measured ones are above)
+            "estimated_jobs": estimate["jobs"].to_dict(orient="records")},
         "paper": {k: list(v) for k, v in paper.ABLATION_CLAIMS.items()},
         "provenance": provenance(cfg, data_source=records[0]["data_source"] if records else None,
                                  seed=cfg.eval.seed, wall_time_s=wall_time_s, training_seeds=list(cfg.ablation.seeds)),
     }
-    return str(write_json(results_dir(cfg.name) / "05_ablations.json", rec))
+    return _write(cfg, "05_ablations", rec)
 
 
 def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float, checkpoints: dict | None = None) -> str:
@@ -120,13 +155,13 @@ def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float, checkp
     ``checkpoints``: {kind: path} of the classifiers that generated, recorded with their weights digests."""
     out = dict(rec)
     out["checkpoints"] = _checkpoint_digests(checkpoints)
-    out["conclusion"] = generation_conclusion(rec)
+    out["verdicts"] = [v.to_dict() for v in generation_verdicts(rec.get("paired", []))]
     out["paper"] = {"source": paper.TAB2["source"],
                     "cells": [{"steps": s, "step_size": a, "classifier": clf, "kind": kind, "fid": v}
                               for (s, a), per in ((k, v) for k, v in paper.TAB2.items() if k != "source")
                               for clf, kinds in per.items() for kind, v in kinds.items()]}
     out["provenance"] = provenance(cfg, data_source=data.source, seed=cfg.gen.seed, wall_time_s=round(wall_time_s, 1))
-    return str(write_json(results_dir(cfg.name) / "04_generation_fid.json", out))
+    return _write(cfg, "04_generation_fid", out)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -185,6 +220,8 @@ def load_sources(directory: str | os.PathLike) -> dict[str, Source]:
                     record, status = None, "unreadable: not a JSON object"
                 elif record.get("notebook", nb) != nb:
                     record, status = None, f"unreadable: written by {record.get('notebook')!r}, not {nb!r}"
+                elif schema_problem(record):
+                    record, status = None, f"unreadable: {schema_problem(record)}"
             except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
                 status = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
         out[nb] = Source(nb, path, record, status)

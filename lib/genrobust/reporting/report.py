@@ -31,12 +31,16 @@ from ..core.fmt import ci_pct, pct
 from ..core.registry import ATTACK_LABELS, BUDGETS
 from ..data.base import CLASSES
 from ..measure.ablate import base_profile
-from ..store.io import atomic_path
+from ..measure.claims import accuracy_verdicts, generation_verdicts
+from ..measure.record import EvalRecord
+from ..measure.record import records as eval_records
+from ..store.io import write_text
 from ..store.paths import results_dir
 from ..store.provenance import git_commit
 from .metrics_files import METRICS_FILES, Source, load_sources
 from .plots import accuracy_vs_eps
-from .tables import accuracy_conclusion, comparison_cell, kid_text, paired_table, tab1_entries
+from .tables import (accuracy_conclusion, comparison_cell, kid_text, paired_table, tab1_entries,
+                     verdicts_markdown)
 
 # Sections whose figures the notebook embeds (Fig. 1, the report's one figure); the others are linked by relative
 # path (notebooks 02-05 already embed them, and results/<profile>/figures/ holds the PNGs).
@@ -68,8 +72,9 @@ ABLATION_KEYS = ("ablation.cls", "ablation.test_eps", "ablation.attack_steps", "
 CLAIM_SWEEP = {"fig5_capacity": "ablation.widths", "fig5_weight_decay": "ablation.weight_decays",
                "fig6_train_eps": "ablation.train_eps", "fig7_augmentation": "ablation.augmentations",
                "fig8_combined": "ablation.objectives"}
-VERDICT_AGREEMENT = {"supported": "agrees", "contradicted": "contradicts the paper", "inconclusive": "inconclusive",
-                     "not tested": "not tested"}
+VERDICT_AGREEMENT = {"supported": "agrees", "contradicted": "contradicts the paper",
+                     "not established": "not established at this n", "mixed": "mixed",
+                     "inconclusive": "inconclusive (older rule)", "not tested": "not tested"}
 _MISSING = object()
 
 
@@ -241,9 +246,8 @@ def tab1_section(sources: dict[str, Source]) -> Section:
         notes.append("Gradient-masking checks: " + ("all passed (or not run)." if not failed else
                      "FAILED — " + "; ".join(f"{c['classifier']}: {c['check']}" for c in failed)
                      + ". Treat these robust accuracies as upper bounds."))
-        # recomputed from the recorded numbers by the current verdict rule (the executed 03 may carry older text)
-        notes.append("**Claim, from the numbers above:**\n\n"
-                     + accuracy_conclusion(src.record["classifiers"], src.record.get("checks", [])))
+        verdicts, how = stored_verdicts(src)
+        notes.append(f"**Claims ({how}):**\n\n" + accuracy_conclusion(verdicts, src.record.get("checks", [])))
     return _section("tab1", "Tab. 1 — standard and robust accuracy", rows, notes)
 
 
@@ -258,7 +262,7 @@ def fig1_section(sources: dict[str, Source], directory: Path, *, replot: bool = 
     else:
         for kind, rec in src.record["classifiers"].items():
             worst = {round(w["eps"], 12): w for w in src.record.get("worst_case", {}).get(kind, [])}
-            runs = {round(r["eps"], 12): r for r in rec["runs"] if r["role"] == "paper"}
+            runs = {round(r.eps, 12): r.to_dict() for r in EvalRecord.from_dict(rec).paper_runs()}
             ref = paper.TAB1.get(kind, {})
             for e in sorted(set(worst) | set(runs) | {0.0}):
                 paper_v = ref.get("clean") if e == 0 else ref.get("robust") if abs(e - paper.TAB1["eps"]) < 1e-12 \
@@ -332,8 +336,9 @@ def tab2_section(sources: dict[str, Source], directory: Path) -> Section:
                      SETTING: setting_text(src.data_source, src.config, GEN_KEYS), "source": src.cite()})
     notes = [f"Paper: {paper.TAB2['source']} (N = 50,000 against the full training set; lower is better)."]
     if src.ok:
+        verdicts, how = stored_verdicts(src)
         notes.append("The last row, FID of unmodified test images against the same reference, is our scale for "
-                     "the others.\n\n" + src.record.get("conclusion", ""))
+                     f"the others.\n\n**Claims ({how}):**\n\n" + verdicts_markdown(verdicts))
     return _section("tab2", "Tab. 2 — FID of generated samples and counterfactuals", rows, notes,
                     _figures(directory, ("fig2_", "fig3_")))
 
@@ -395,6 +400,20 @@ def tab4_section(sources: dict[str, Source]) -> Section:
                      "single c_k values of a small profile as noise, not as a finding."])
 
 
+def stored_verdicts(src: Source) -> tuple[list[dict], str]:
+    """(verdicts, where they come from) of notebook 03's or 04's metrics file: the stored ones; for a file written
+    before verdicts were stored (schema 1-2), the same rule (genrobust.measure.claims) applied to its stored
+    per-example flags (03) or paired bootstraps (04), and said so."""
+    if "verdicts" in src.record:
+        return src.record["verdicts"], "stored in " + src.path.name
+    if src.notebook == "03_accuracy":
+        found = accuracy_verdicts(eval_records(src.record["classifiers"]))
+    else:
+        found = generation_verdicts(src.record.get("paired", []))
+    return ([v.to_dict() for v in found],
+            f"{src.path.name} predates stored verdicts: computed by genrobust.measure.claims from its stored data")
+
+
 def claims_section(sources: dict[str, Source], directory: Path) -> Section:
     """The qualitative claims of Figs. 5-8 (paper.ABLATION_CLAIMS) and our verdicts from notebook 05."""
     src = sources["05_ablations"]
@@ -405,6 +424,12 @@ def claims_section(sources: dict[str, Source], directory: Path) -> Section:
     rows = []
     for key, (figure, text) in paper.ABLATION_CLAIMS.items():
         c = src.record.get("claims", {}).get(key) if src.ok else None
+        if c and src.record.get("schema_version", 1) < 3 and c["verdict"] != "not tested":
+            # a file of the older rule: without per-image scores it cannot be judged by the hierarchical bootstrap
+            c = {**c, "verdict": "not established",
+                 "why": f"{src.path.name} predates the current rule and stores {len(c['comparisons'][0].get('seed_diffs', []))} "
+                        "training seed(s) and no per-image scores, so the hierarchical bootstrap over seeds and "
+                        f"images cannot be applied (its older reading: {c['verdict']}, {c['why']})"}
         verdict = (c["verdict"] if c else "not in this run") if src.ok else src.status
         keys = ABLATION_BASE_KEYS + (CLAIM_SWEEP[key],) + ABLATION_KEYS
         rows.append({"figure": figure, "claim": key, "paper": f"claims: {text}", "ours": verdict,
@@ -413,8 +438,9 @@ def claims_section(sources: dict[str, Source], directory: Path) -> Section:
                      "comparisons": "; ".join(comparison_cell(r) for r in c["comparisons"]) if c else None,
                      SETTING: setting_text(src.data_source, cfg, keys, reference) if src.ok else None,
                      "source": src.cite()})
-    notes = ["Paper: Figures 5-8 give curves only; each claim is tested here as paired comparisons with bootstrap "
-             "CIs over test examples (genrobust.ablate): supported / contradicted / inconclusive."]
+    notes = ["Paper: Figures 5-8 give curves only; each claim is tested here as paired comparisons with a "
+             "hierarchical bootstrap over training seeds and test examples, under the one rule of "
+             "genrobust.measure.claims: supported / contradicted / not established."]
     if src.ok:
         notes.append(src.record.get("regime", ""))
         notes += [f"Sanity check: {s}" for s in src.record.get("sanity_checks", [])]
@@ -648,7 +674,4 @@ def write_report(ov: Overview | str, path: str | os.PathLike | None = None) -> P
     if isinstance(ov, str):
         ov = build(ov)
     path = Path(path) if path is not None else ov.directory / REPORT_NAME
-    text = render_markdown(ov)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
+    return write_text(path, render_markdown(ov))

@@ -15,6 +15,8 @@ from ..core.registry import ATTACK_LABELS
 from ..data.base import CLASSES
 from ..measure.ablate import regime_note
 from ..measure.accuracy import accuracy_rows, paired_tests, worst_case
+from ..measure.claims import Verdict, claim_decision
+from ..measure.record import EvalRecord
 
 
 def config_table(cfg, sections=("model", "train")) -> pd.DataFrame:
@@ -84,6 +86,18 @@ def paired_table(records: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def own_model_table(record: dict) -> pd.DataFrame:
+    """`genrobust evaluate --model`'s short table: yours, clean and worst case at every eps (n, 95% CI, the attacks
+    it is the worst case over), and each paired comparison with our classifiers on the same images."""
+    rows = [{"what": "yours", "eps": r["eps"], "attacks": "+".join(r.get("over", ["clean"])), "n": r["n"],
+             "accuracy %": pct(r["accuracy"]), "95% CI %": ci_pct(r["ci95"]), "vs ours": None}
+            for r in accuracy_rows({"yours": record["yours"]}) if r["role"] in ("clean", "worst case")]
+    rows += [{"what": t["comparison"], "eps": t["eps"], "attacks": "+".join(t["attacks"]), "n": t["n"],
+              "accuracy %": pct(t["acc_first"]), "95% CI %": None,
+              "vs ours": f"{100 * t['diff']:+.1f} points, McNemar p {t['p']:.3g}"} for t in record["comparison"]]
+    return pd.DataFrame(rows)
+
+
 def accuracy_table(records: dict) -> pd.DataFrame:
     """Every run, the clean accuracy and the per-example worst case at each eps: accuracy with n and 95% Wilson
     interval, attack settings and cost. records: {kind: evaluate_classifier record}."""
@@ -106,8 +120,8 @@ def tab1_entries(rec: dict, eps: float = paper.TAB1["eps"]) -> tuple[dict, dict 
     """Tab. 1's three numbers of one classifier's evaluation record at ``eps``: (clean, the paper's attack run,
     the per-example worst case over every attack at eps); the last two None when the paper's attack did not run
     at eps. The notebook's table and the report both read Tab. 1 through this."""
-    run = next((r for r in rec["runs"] if r["role"] == "paper" and abs(r["eps"] - eps) < 1e-12), None)
-    return rec["clean"], run, worst_case(rec, eps) if run is not None else None
+    run = EvalRecord.from_dict(rec).paper_run(eps)
+    return rec["clean"], None if run is None else run.to_dict(), worst_case(rec, eps) if run is not None else None
 
 
 def tab1(records: dict) -> pd.DataFrame:
@@ -138,77 +152,32 @@ def checks_table(checks: list[dict]) -> pd.DataFrame:
     return df
 
 
-def _fmt_acc(d: dict) -> str:
-    return f"{100 * d['accuracy']:.1f}% {ci_pct(d['ci95'])} (n = {d['n']})"
+def verdicts_markdown(verdicts: list) -> str:
+    """Stored verdicts (genrobust.measure.claims.Verdict, or their dicts) as markdown: per claim, the paper's
+    statement, our decision and why, then one line per subject. Renders only; decides nothing."""
+    vs = [v if isinstance(v, Verdict) else Verdict.from_dict(v) for v in verdicts]
+    parts = []
+    for claim in dict.fromkeys(v.claim for v in vs):
+        mine = [v for v in vs if v.claim == claim]
+        source, text, _ = paper.CLAIMS[claim]
+        decision, why = claim_decision(mine)
+        parts.append(f"**{source}: {text}.** Ours: **{decision}** ({why}).")
+        parts.extend(f"- {v.render()}" for v in mine)
+        parts.append("")
+    return "\n".join(parts).strip()
 
 
-def accuracy_conclusion(records: dict, checks: list[dict]) -> str:
-    """A short markdown conclusion generated from the numbers: does the paper's qualitative claim (generative worse
-    on clean data, better at moderate-to-large eps, with a gap growing in eps) hold here? Plus the AutoAttack gap
-    findings and any failed masking check. 'Moderate' starts at paper.TAB1['eps'] (0.5, the softmax training eps)."""
-    lines = []
+def accuracy_conclusion(verdicts: list, checks: list[dict]) -> str:
+    """Notebook 03's conclusion: the stored verdicts (Tab. 1, Fig. 1, the protocol gap; one rule, Holm over eps)
+    and the masking checks as they came out."""
+    lines = [verdicts_markdown(verdicts)] if verdicts else ["Only one classifier evaluated: no claim is tested."]
     failed = [c for c in checks if c["type"] == "masking" and c["passed"] is False]
-    if {"generative", "softmax"} <= set(records):
-        g, s = records["generative"], records["softmax"]
-        cg, cs = g["clean"], s["clean"]
-        worse = cg["accuracy"] < cs["accuracy"]
-        lines.append(f"- **Clean:** generative {_fmt_acc(cg)} vs softmax {_fmt_acc(cs)}: the generative classifier is "
-                     f"{'lower' if worse else 'not lower'} (paper: {100 * paper.TAB1['generative']['clean']:.2f}% vs "
-                     f"{100 * paper.TAB1['softmax']['clean']:.2f}%, lower).")
-        # both classifiers saw the same images: each difference is judged by a paired test on the per-example
-        # worst-case flags (two-sided exact McNemar, 5%), not by whether two separate CIs overlap
-        worst = {t["eps"]: t for t in paired_tests(records)
-                 if t["comparison"] == "generative vs softmax" and t["attack"] == "worst case"}
-        diffs = [(e, t["diff"], t["significant"], t["p"]) for e, t in sorted(worst.items())]
-        big = [d for d in diffs if d[0] >= paper.TAB1["eps"] - 1e-12]
-        # only differences a paired test tells apart from noise count for or against the claim
-        better = [d for d in big if d[2] and d[1] > 0]
-        against = [d for d in big if d[2] and d[1] < 0]
-        table = "; ".join(f"eps {e:g}: {100 * d:+.1f} (McNemar p = {p:.2g})" for e, d, _, p in diffs)
-        lines.append(f"- **Robust (worst case over all attacks run at each eps), generative minus softmax in points, "
-                     f"paired on the same images:** {table}.")
-        grows = len(big) < 2 or big[-1][1] > big[0][1]  # with one such eps there is no trend to test
-        holds = worse and big and len(better) == len(big)
-        # the claim's substance is the robustness advantage: without it, a lower clean accuracy alone is no support;
-        # with no difference significant in the paired test this n cannot tell the classifiers apart
-        if big and not better and not against:
-            verdict = (f"is inconclusive at this n (none of the {len(big)} robust differences is significant in a "
-                       "paired exact McNemar test at 5%)")
-        elif better and against:
-            verdict = "is contradicted in part and supported in part (significant differences in both directions)"
-        elif against:
-            verdict = "does not hold (the softmax baseline is significantly more robust where a difference is significant)"
-        else:
-            verdict = "holds" if holds and grows else "partly holds"
-        lines.append(f"- **Verdict:** the paper's qualitative claim (generative worse on clean data, better at "
-                     f"moderate-to-large eps >= {paper.TAB1['eps']:g}, gap growing with eps) **{verdict}** at this "
-                     f"scale: of {len(big)} such eps, generative significantly better at {len(better)}, significantly "
-                     f"worse at {len(against)} ({', '.join(f'eps {e:g}' for e, *_ in against) or 'none'})"
-                     f"{'' if len(big) < 2 else ', gap growing' if grows else ', gap not growing'}; "
-                     f"clean accuracy {'lower' if worse else 'not lower'}.")
-    else:
-        for kind, rec in records.items():
-            lines.append(f"- **{kind}:** clean {_fmt_acc(rec['clean'])}; only one classifier evaluated, so the paper's "
-                         "comparison is not made.")
-    aa = [t for t in paired_tests(records) if t["attack"] == "paper's vs AutoAttack"]
-    if aa:
-        lines.append("- **The paper's attack vs AutoAttack (paired, same images):** " + "; ".join(
-            f"{t['comparison'].split(':')[0]} eps {t['eps']:g}: {100 * t['acc_first']:.1f}% vs {100 * t['acc_second']:.1f}% "
-            f"(n = {t['n']}, {t['n_first']} robust only under the paper's attack, {t['n_second']} only under "
-            f"AutoAttack, McNemar p = {t['p']:.2g})" for t in aa) + ".")
-    for c in checks:
-        if c["check"] == "paper's attack vs AutoAttack" and c["passed"] is False:
-            lines.append(f"- **Finding ({c['classifier']}):** AutoAttack lowers robust accuracy by more than the "
-                         f"reported threshold below the paper's attack — {c['detail']}. The paper's protocol "
-                         "overestimates this classifier's robustness.")
-        elif c["check"] == "paper's attack vs AutoAttack" and c["passed"]:
-            lines.append(f"- AutoAttack vs the paper's attack ({c['classifier']}): {c['detail']}.")
     if failed:
-        lines.append("- **Masking checks failed:** " + "; ".join(f"{c['classifier']}: {c['check']}" for c in failed)
+        lines.append("**Masking checks failed:** " + "; ".join(f"{c['classifier']}: {c['check']}" for c in failed)
                      + ". Treat the affected robust accuracies as upper bounds.")
     else:
-        lines.append("- All gradient-masking checks passed (or were not run: see the table).")
-    return "\n".join(lines)
+        lines.append("All gradient-masking checks passed (or were not run: see the table).")
+    return "\n\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -248,30 +217,15 @@ def generation_checks(rec: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["kind", "classifier", "PGD"])
 
 
-def generation_conclusion(rec: dict) -> str:
-    """A markdown conclusion written from the numbers: does the generative classifier get lower FID than the
-    softmax baseline at this scale, and what may the numbers be compared to."""
+def generation_conclusion(rec: dict, verdicts: list) -> str:
+    """Notebook 04's conclusion: the stored Tab. 2 verdicts (paired bootstrap per cell, Holm over the cells), then
+    KID beside FID and the FID(test, train) anchor for scale."""
     by = {(c["kind"], c["steps"], c["step_size"], c["classifier"]): c for c in rec["cells"]}
     pairs = sorted({(k, s, a) for k, s, a, _ in by if (k, s, a, "generative") in by and (k, s, a, "softmax") in by})
-    wins = [(k, s, a, by[(k, s, a, "generative")]["fid"], by[(k, s, a, "softmax")]["fid"]) for k, s, a in pairs]
-    n_win = sum(g < sm for *_, g, sm in wins)
-    detail = "; ".join(f"{k}, {s} x {a:g}: {g:.1f} vs {sm:.1f}" for k, s, a, g, sm in wins)
-    verdict = ("agrees with" if n_win == len(wins) else "disagrees with" if n_win == 0 else "partly agrees with")
     n_text = (f"N = {rec['n_samples']:,} images per cell" if rec["n_samples"] == rec["n_counterfactuals"] else
               f"N = {rec['n_samples']:,} samples / {rec['n_counterfactuals']:,} counterfactuals per cell")
-    lines = [f"**Does the generative classifier's output score lower FID than the softmax classifier's?** "
-             f"In **{n_win} of {len(wins)}** cells at {n_text} against "
-             f"{rec['n_reference']:,} reference training images (generative vs softmax: {detail}). "
-             f"The paper reports lower FID for the generative classifier in all 4 cells (N = 50,000); this run "
-             f"{verdict} that direction."]
-    boot = [b for b in rec.get("paired", []) if b.get("sd") is not None]
-    if boot:
-        outside = sum(b["ci95"][0] > 0 or b["ci95"][1] < 0 for b in boot)
-        lines.append(f"Sampling spread (paired bootstrap, {boot[0]['n_boot']} replicates, same resampled images "
-                     "for both classifiers, reference fixed): generative - softmax = "
-                     + "; ".join(f"{b['kind']}, {b['steps']} x {b['step_size']:g}: {b['diff']:+.1f} (SD {b['sd']:.1f}, "
-                                 f"95% [{b['ci95'][0]:+.1f}, {b['ci95'][1]:+.1f}])" for b in boot)
-                     + f". {outside} of {len(boot)} differences have an interval that excludes 0.")
+    lines = [f"At {n_text} against {rec['n_reference']:,} reference training images (the paper: N = 50,000):",
+             verdicts_markdown(verdicts) if verdicts else "No cell has both classifiers: Tab. 2's claim is not tested."]
     kids = [(k, st, a, by[(k, st, a, "generative")].get("kid"), by[(k, st, a, "softmax")].get("kid"))
             for k, st, a in pairs]
     if kids and all(g is not None and sm is not None for *_, g, sm in kids):
@@ -352,10 +306,11 @@ def comparison_line(r: dict) -> str:
     """One comparison of a claim as a markdown bullet with its numbers, for the notebook's conclusion."""
     if "diff" not in r:
         return f"- {r['higher']} vs {r['lower']}: {r['verdict']} ({r['why']})"
-    seeds = f"; per seed {', '.join(f'{d:+.4f}' for d in r['seed_diffs'])}" if r["seeds"] > 1 else ""
-    return (f"- {r['metric_name']}: {r['higher']} **{r['higher_value']:.4f}** vs {r['lower']} "
-            f"**{r['lower_value']:.4f}**, difference {r['diff']:+.4f}, 95% CI [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]"
-            f"{seeds} → {r['verdict']} ({r['why']})")
+    seeds = f" (per seed {', '.join(f'{d:+.4f}' for d in r['seed_diffs'])})" if r["seeds"] > 1 else ""
+    stored = Verdict.from_dict(r["verdict_record"]).render() if "verdict_record" in r else \
+        f"{r['verdict']} ({r['why']})"  # a file of the older rule
+    return (f"- {r['higher']} **{r['higher_value']:.4f}** vs {r['lower']} **{r['lower_value']:.4f}**{seeds}: "
+            f"{stored}")
 
 
 def ablation_conclusion(cfg: Profile, claims: dict, figure: str) -> str:

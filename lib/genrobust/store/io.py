@@ -63,6 +63,12 @@ def write_json(path, obj: Any) -> Path:
     return Path(path)
 
 
+def write_text(path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
 def read_json(path) -> Any:
     path = Path(path)
     if not path.is_file():

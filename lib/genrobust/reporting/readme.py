@@ -1,0 +1,119 @@
+"""README's results table (paper vs ours) and its verdicts table, generated from a profile's committed metrics
+files and :mod:`genrobust.core.paper`, so that no number or verdict in them is typed by hand.
+``genrobust report --profile cpu --readme`` rewrites the blocks between the markers; tests/test_docs.py fails while
+README's blocks differ from the files."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..core import paper
+from ..store.io import ResultsError, read_json, write_text
+from ..store.paths import project_root, results_dir
+from ..measure.claims import Verdict, claim_decision
+from .metrics_files import load_sources, schema_problem
+from .report import claims_section, stored_verdicts
+
+START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+V_START, V_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
+CLASSIFIERS = ("generative", "softmax")
+
+
+def _strong_worst(acc: dict, kind: str) -> list[dict]:
+    """The per-example worst cases of ``kind`` at the eps where more than the paper's attack ran (ascending eps)."""
+    return [w for w in acc["worst_case"][kind] if w["eps"] > 0 and len(w["attacks"]) > 1]
+
+
+def _fid(gen: dict, kind: str, classifier: str) -> str:
+    cells = sorted((c for c in gen["cells"] if c["kind"] == kind and c["classifier"] == classifier),
+                   key=lambda c: c["steps"])
+    return ", ".join(f"{c['fid']:.1f}" for c in cells)
+
+
+def _paper_fid(kind: str, classifier: str) -> str:
+    return ", ".join(f"{paper.TAB2[key][classifier][kind]:.2f}" for key in sorted(k for k in paper.TAB2 if k != "source"))
+
+
+def results_table(profile: str = "cpu", directory: Path | None = None) -> str:
+    """The markdown table of README's "Results" section from results/<profile>/02-04's metrics files."""
+    d = Path(directory) if directory is not None else results_dir(profile)
+    try:
+        cal, acc, gen = (read_json(d / f"{n}.json") for n in ("02_calibration", "03_accuracy", "04_generation_fid"))
+    except ResultsError as e:
+        raise ResultsError(f"README's results table needs notebooks 02-04's metrics: {e}") from None
+    for name, rec in zip(("02_calibration", "03_accuracy", "04_generation_fid"), (cal, acc, gen)):
+        if schema_problem(rec):
+            raise ResultsError(f"{d / name}.json: {schema_problem(rec)}")
+    eps = paper.TAB1["eps"]
+    rows = [("generative classifier, clean test accuracy after calibration (Tab. 3)",
+             f"{100 * paper.TAB3['after']['test']:.2f}%",
+             f"{100 * cal['accuracy']['test_after']:.1f}% ({cal['n']['test']:,} images)")]
+    tab1 = {r["classifier"]: r for r in acc["tab1"]}
+    for kind in CLASSIFIERS:
+        t, worst = tab1[kind], _strong_worst(acc, kind)
+        attack, robust = t["paper's attack"], t["ours robust, paper's attack %"]
+        rows.append((f"Tab. 1 {kind}: clean / robust at L2 {eps:g}, {attack}",
+                     f"{100 * paper.TAB1[kind]['clean']:.2f} / {100 * paper.TAB1[kind]['robust']:.2f}",
+                     f"{t['ours clean %']:.1f} / {robust:.1f} (n = {t['n paper attack']:,})"))
+        at = " / ".join(f"{w['eps']:g}" for w in worst)
+        values = " / ".join(f"{100 * w['accuracy']:.1f}" for w in worst)
+        ns = ", ".join(f"{n:,}" for n in sorted({w["n"] for w in worst}))
+        rows.append((f"Tab. 1 {kind}: worst case at L2 {at}", "—", f"{values} (n = {ns})"))
+    steps = " / ".join(str(k[0]) for k in sorted(k for k in paper.TAB2 if k != "source"))
+    for kind, label in (("samples", f"samples, {steps} PGD steps"), ("counterfactuals", "counterfactuals")):
+        rows.append((f"Tab. 2 FID, {label}: generative / softmax",
+                     f"{_paper_fid(kind, 'generative')} / {_paper_fid(kind, 'softmax')}",
+                     f"{_fid(gen, kind, 'generative')} / {_fid(gen, kind, 'softmax')}"))
+    a = gen["anchor"]
+    rows.append(("FID(CIFAR-10 test, train), the sanity anchor", "—",
+                 f"{a['fid']:.1f} (N = {a['n']:,} vs {a['n_reference']:,})"))
+    lines = [f"| claim | paper | ours ({profile} profile) |", "|---|---|---|"]
+    lines += [f"| {c} | {p} | {o} |" for c, p, o in rows]
+    return "\n".join(lines)
+
+
+def verdicts_table(profile: str = "cpu", directory: Path | None = None) -> str:
+    """One row per claim the notebooks test: the paper's claim, our decision under the one rule, and the subjects
+    decided, from the stored verdicts of 03-05 (files written before verdicts were stored: the same rule on their
+    stored data, as REPORT.md does)."""
+    d = Path(directory) if directory is not None else results_dir(profile)
+    sources = load_sources(d)
+    rows = []
+    for nb in ("03_accuracy", "04_generation_fid"):
+        src = sources[nb]
+        if not src.ok:
+            raise ResultsError(f"README's verdicts need {src.path} ({src.status})")
+        verdicts = [Verdict.from_dict(v) for v in stored_verdicts(src)[0]]
+        for claim in dict.fromkeys(v.claim for v in verdicts):
+            mine = [v for v in verdicts if v.claim == claim]
+            decision, why = claim_decision(mine)
+            decided = "; ".join(f"{v.subject}: {v.decision} ({v._fmt(v.effect)}, p = {v.p:.2g})" for v in mine
+                                if v.decision != "not established")
+            ns = sorted({v.evidence["n"] for v in mine if v.evidence.get("n")})
+            undecided = "none decided" + (f" at n = {', '.join(f'{n:,}' for n in ns)}" if ns else "") + \
+                (f" ({mine[0].note})" if mine[0].note else "")
+            rows.append((paper.CLAIMS[claim][0], paper.CLAIMS[claim][1], decision, decided or undecided))
+    ab = claims_section(sources, d)
+    for _, r in ab.table.iterrows():
+        why = str(r["why"] or "").split(" (its older reading")[0]  # an older file: the reason it is not judged
+        rows.append((r["figure"], r["paper"].removeprefix("claims: "), r["ours"], why or "see REPORT.md"))
+    lines = ["| source | claim | ours | decided subjects |", "|---|---|---|---|"]
+    lines += [f"| {s} | {c} | **{o}** | {w} |" for s, c, o, w in rows]
+    return "\n".join(lines)
+
+
+def readme_block(text: str, start: str = START, end: str = END) -> str:
+    """The block between README's markers."""
+    found = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, re.S)
+    if found is None:
+        raise ResultsError(f"README has no {start} ... {end} block; put the markers around the generated table")
+    return found.group(1)
+
+
+def update_readme(profile: str = "cpu", path: Path | None = None) -> Path:
+    """Rewrite README's results and verdicts blocks from the metrics files (atomic). Returns README's path."""
+    path = Path(path) if path is not None else project_root() / "README.md"
+    text = path.read_text()
+    for start, end, new in ((START, END, results_table(profile)), (V_START, V_END, verdicts_table(profile))):
+        text = text.replace(f"{start}\n{readme_block(text, start, end)}\n{end}", f"{start}\n{new}\n{end}")
+    return write_text(path, text)

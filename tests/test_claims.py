@@ -1,0 +1,135 @@
+"""The verdict engine (genrobust.measure.claims): one rule for every claim, with negative controls, and each case
+issue 26 found overstated reading what its evidence supports."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genrobust.core import paper
+from genrobust.measure import claims as C
+from genrobust.measure.record import records
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flags(*bits: int) -> torch.Tensor:
+    return torch.tensor(bits, dtype=torch.bool)
+
+
+def paired(n_both: int, n_first_only: int, n_second_only: int, n_neither: int):
+    """Two flag vectors on the same n images with the given discordant counts."""
+    f = [1] * n_both + [1] * n_first_only + [0] * n_second_only + [0] * n_neither
+    s = [1] * n_both + [0] * n_first_only + [1] * n_second_only + [0] * n_neither
+    return flags(*f), flags(*s)
+
+
+def subject(first, second, name="eps 0.5"):
+    return C.mcnemar_subject(first, second, name, {"first": "generative", "second": "softmax"})
+
+
+def test_one_rule_supported_contradicted_not_established():
+    up = C.judge("tab1_robust", [subject(*paired(50, 30, 2, 18))])[0]       # generative clearly more robust
+    down = C.judge("tab1_robust", [subject(*paired(50, 2, 30, 18))])[0]     # the reverse
+    tiny = C.judge("tab1_robust", [subject(*paired(50, 3, 1, 46))])[0]      # a small gap at small n
+    assert (up.decision, down.decision, tiny.decision) == ("supported", "contradicted", "not established")
+    assert up.effect > 0 > down.effect and up.detectable is None
+    assert tiny.detectable is not None and tiny.detectable > abs(tiny.effect)
+    # the detectable effect shrinks as n grows (the same discordance rate, 4%)
+    bigger = C.judge("tab1_robust", [subject(*paired(500, 22, 18, 460))])[0]
+    assert bigger.detectable < tiny.detectable
+    # the direction comes from core/paper.CLAIMS: the same data contradict a claim of the other sign
+    assert paper.CLAIMS["tab1_clean"][2] == -1
+    assert C.judge("tab1_clean", [subject(*paired(50, 30, 2, 18), "clean")])[0].decision == "contradicted"
+
+
+def test_a_claim_of_no_difference_can_only_be_contradicted():
+    gap = C.judge("protocol_generative", [subject(*paired(40, 17, 0, 73))])[0]  # the cpu run's eps 1: p = 1.5e-5
+    none = C.judge("protocol_generative", [subject(*paired(40, 0, 0, 90))])[0]
+    assert gap.decision == "contradicted" and gap.p == pytest.approx(2 * 0.5 ** 17)
+    assert none.decision == "not established"  # no gap seen is not proof that the attack is adequate
+
+
+def test_holm_over_the_eps_of_one_claim_changes_a_borderline_decision():
+    assert C.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert C.holm([None, 0.2]) == [None, 0.2]
+    border = subject(*paired(50, 14, 4, 62), "eps 0.5")                      # p ~ 0.03 alone
+    assert C.judge("tab1_robust", [border])[0].decision == "supported"
+    nulls = [subject(*paired(50, 3, 3, 74), f"eps {e}") for e in (0.25, 1.0)]
+    with_others = C.judge("tab1_robust", [border] + nulls)[0]
+    assert with_others.p == border["p"] and with_others.p_adjusted == pytest.approx(3 * border["p"])
+    assert with_others.decision == "not established"
+
+
+def test_the_protocol_finding_of_three_images_is_not_established():
+    """Issue 26: 'Finding (softmax)' read an overestimate from a 2.3-point gap, 3 of 130 images, p = 0.25."""
+    v = C.judge("protocol_softmax", [subject(*paired(30, 3, 0, 97), "eps 1")])[0]
+    assert v.p == pytest.approx(0.25) and v.decision == "not established"
+    assert "not established" in v.render() and "could be detected" in v.render()
+
+
+def test_numbers_under_different_attack_sets_are_refused():
+    """Issue 26: Tab. 1's 'gap growing' compared the full worst case at eps 0.5 with the paper's attack alone at 2."""
+    with pytest.raises(C.ClaimError, match="different attack sets"):
+        C.same_attacks(["apgd-ce", "eq11_12", "multi_targeted"], ["eq11_12"])
+    # each classifier's own paper attack is the same protocol (negative control)
+    assert C.same_attacks(["apgd-ce", "eq11_12"], ["apgd-ce", "pgd"], ("generative", "softmax")) == ["apgd-ce", "paper"]
+
+
+def test_an_ablation_difference_that_flips_between_seeds_is_not_established():
+    rng = np.random.default_rng(0)
+    image_noise = lambda: rng.normal(0, 0.002, (1000, 1))  # noqa: E731
+    flip_hi = [np.full((1000, 1), 0.80) + image_noise() for _ in range(5)]
+    flip_lo = [np.full((1000, 1), 0.80 + d) + image_noise() for d in (-0.03, 0.03, -0.02, 0.03, -0.01)]
+    reps = C.hierarchical_auroc_bootstrap(flip_hi, flip_lo, n_boot=1000)
+    v = C.judge("fig7_augmentation", [C.bootstrap_subject(reps, float(np.mean([h.mean() - l.mean() for h, l in
+                                                                          zip(flip_hi, flip_lo)])),
+                                                          "adv", {"seeds": 5}, "hierarchical bootstrap", "AUROC")])[0]
+    assert v.decision == "not established"
+    # negative control: the same spread of images with a consistent +0.02 on every seed is supported
+    steady_lo = [np.full((1000, 1), 0.78) + image_noise() for _ in range(5)]
+    reps = C.hierarchical_auroc_bootstrap(flip_hi, steady_lo, n_boot=1000)
+    ok = C.judge("fig7_augmentation", [C.bootstrap_subject(reps, 0.02, "adv", {"seeds": 5}, "hb", "AUROC")])[0]
+    assert ok.decision == "supported"
+    with pytest.raises(C.ClaimError, match="at least 1000"):
+        C.bootstrap_subject(reps[:10], 0.02, "adv", {}, "hb", "AUROC")
+
+
+def test_tab2_with_ten_replicates_states_no_interval():
+    """Issue 26: Tab. 2's '95% interval' came from 10 bootstrap replicates."""
+    few = {"kind": "samples", "steps": 7, "step_size": 1.0, "diff": 32.5, "sd": 1.2, "ci95": [30.0, 35.0],
+           "n_boot": 10, "n": 2050}
+    (v,) = C.generation_verdicts([few])
+    assert v.decision == "not established" and v.ci95 is None and v.p is None and "1000" in v.note
+    enough = {**few, "n_boot": 1000, "p": 0.001}
+    assert C.generation_verdicts([enough])[0].decision == "contradicted"  # the paper says lower, ours is higher
+
+
+def test_verdicts_round_trip_and_bad_ones_are_refused():
+    v = C.judge("tab1_robust", [subject(*paired(50, 30, 2, 18))])[0]
+    assert C.Verdict.from_dict(json.loads(json.dumps(v.to_dict()))) == v
+    with pytest.raises(C.ClaimError, match="unknown field"):
+        C.Verdict.from_dict({**v.to_dict(), "confidence": "high"})
+    with pytest.raises(C.ClaimError, match="unknown decision"):
+        C.Verdict.from_dict({**v.to_dict(), "decision": "probably"})
+    with pytest.raises(C.ClaimError, match="unknown claim id"):
+        C.Verdict.from_dict({**v.to_dict(), "claim": "tab9"})
+    assert C.claim_decision([v, v]) == ("supported", "all 2 subject(s) supported")
+    assert C.claim_decision([])[0] == "not tested"
+
+
+def test_the_cpu_results_read_what_their_evidence_supports():
+    """results/cpu's stored flags through the rule: the protocol gap on the generative classifier is contradicted at
+    eps 0.5 and 1 and not established at 0.25; Tab. 1's advantage is contradicted at eps 1 only; the softmax
+    'finding' is not established."""
+    stored = json.loads((ROOT / "results" / "cpu" / "03_accuracy.json").read_text())
+    by = {(v.claim, v.subject): v.decision for v in C.accuracy_verdicts(records(stored["classifiers"]))}
+    assert by[("protocol_generative", "eps 1")] == by[("protocol_generative", "eps 0.5")] == "contradicted"
+    assert by[("protocol_generative", "eps 0.25")] == "not established"
+    assert {by[("protocol_softmax", f"eps {e}")] for e in ("0.25", "0.5", "1")} == {"not established"}
+    assert by[("tab1_robust", "eps 1, worst case")] == "contradicted"
+    assert by[("tab1_robust", "eps 0.5, worst case")] == "not established"
+    assert by[("tab1_clean", "clean")] == "contradicted"
