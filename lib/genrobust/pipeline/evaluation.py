@@ -66,7 +66,7 @@ def plan(profile: Profile, data: Prepared, paths: dict[str, str], x: torch.Tenso
         for run in plan_runs(kind, e, len(y)):
             for lo, hi in shards(run.n, e.shard_size):
                 p.units.append((run, lo, hi))
-                p.done.append(p.context.key(kind, run, lo, hi, e) in p.context.store)
+                p.done.append(p.context.lookup(kind, run, lo, hi, e) is not None)
                 p.to_attack.append(int(clean[kind][lo:hi].sum()))
         out[kind] = p
     return out
@@ -100,7 +100,7 @@ def estimate_seconds(plans: dict[str, ClassifierPlan], works: dict, x, y, ecfg: 
         done: dict[tuple, list[float]] = {}
         for (run, lo, hi), is_done, n_att in zip(p.units, p.done, p.to_attack):
             if is_done:
-                rec = p.context.store.get(p.context.key(kind, run, lo, hi, ecfg))
+                rec = p.context.lookup(kind, run, lo, hi, ecfg)
                 if rec is not None and rec["n_attacked"]:
                     t = done.setdefault(_settings(run), [0.0, 0])
                     t[0] += rec["time_s"]
@@ -148,7 +148,7 @@ def _eval_units_job(profile_dict: dict, kind: str, checkpoint: str, units: list[
     for run_dict, lo, hi in units:
         run = AttackRun(**run_dict)
         key = ctx.key(kind, run, lo, hi, profile.eval)
-        if ctx.store.get(key) is None:
+        if ctx.lookup(kind, run, lo, hi, profile.eval) is None:
             ctx.store.put(key, attack_unit(work, x, y, clean, run, lo, hi, ecfg=profile.eval))
             n += 1
     return n
