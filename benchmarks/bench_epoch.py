@@ -19,6 +19,11 @@ validation split, and selections = epochs / select_every. It leaves out the cost
 
     .venv/bin/python benchmarks/bench_epoch.py [--device cpu|cuda] [--profile paper|cpu] [--paths fused,sequential]
                                                [--train-per-class N] [--epochs E] [--threads N] [--softmax]
+                                               [--compare-old REV]
+
+``--compare-old REV`` also runs the same paths with the package of git revision REV (a temporary detached
+worktree; this script's own code, REV's genrobust on its path, in a subprocess) right after each path of this
+tree, and prints old, new and new / old measured in this one run on this machine.
 
 Defaults: on a GPU the paper profile, 1,000 images per class, 2 epochs (47 s on an H100); on a CPU the cpu
 profile, 200 images per class, 1 epoch (warm-up included; about 45 s on the 2-vCPU machine), since the paper's
@@ -28,9 +33,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -105,6 +114,41 @@ def measure_selection(profile, device, k: int = 0) -> tuple[float, int]:
     return _timed(lambda: select_metrics(model), device, warmup=1, repeats=1), 2 * n
 
 
+@contextlib.contextmanager
+def _old_tree(rev: str | None):
+    """The lib/ of a temporary detached worktree of ``rev`` (None: no comparison), removed afterwards; ``rev`` may
+    also be a directory holding the old tree's lib/ (where no git history is, e.g. a GPU machine: carry
+    ``git archive REV lib | tar -x -C DIR``)."""
+    if rev is None:
+        yield None
+        return
+    if (Path(rev) / "lib" / "genrobust").is_dir():
+        yield Path(rev) / "lib"
+        return
+    root = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="genrobust-old-"))
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(tmp / "tree"), rev], check=True)
+    try:
+        yield tmp / "tree" / "lib"
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tmp / "tree")], check=False)
+
+
+def _measure_old(old_lib: Path, path: str, argv: list[str]) -> dict:
+    """measure_path of ``path`` with the old package: this script in a subprocess with old_lib first on the path."""
+    keep, skip = [], False
+    for a in argv:  # the same settings, minus the comparison and the path list
+        if skip:
+            skip = False
+        elif a in ("--compare-old", "--paths"):
+            skip = True
+        elif not a.startswith(("--compare-old=", "--paths=")) and a != "--softmax":
+            keep.append(a)
+    out = subprocess.run([sys.executable, __file__, *keep, "--paths", path, "--json-only"], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(old_lib)})
+    return json.loads(out.stdout.strip().splitlines()[-1])[path]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -118,6 +162,9 @@ def main() -> None:
                     help="epochs per path; the last one is timed (default: 2 on a GPU, 1 on a CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--softmax", action="store_true", help="also time and project the softmax PGD-AT baseline")
+    ap.add_argument("--compare-old", default=None, metavar="REV",
+                    help="also run each path with git revision REV's package and print new / old (same machine, run)")
+    ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)  # the --compare-old subprocess
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,11 +186,19 @@ def main() -> None:
           f"{args.train_per_class} images/class, {args.epochs} epochs per path (last timed); torch {torch.__version__}, "
           f"{where}")
     data = prepare_data(bench.data, progress=False)
+    if args.json_only:
+        print(json.dumps({p: measure_path(p, bench, data, device) for p in args.paths.split(",")}))
+        return
     res = {}
-    for path in args.paths.split(","):
-        res[path] = measure_path(path, bench, data, device)
-        print(f"  {path:<11} {res[path]['images_per_s']:9.1f} img/s  (epoch {res[path]['epoch_s']:.1f} s, "
-              f"run {res[path]['wall_s']:.1f} s in all)")
+    with _old_tree(args.compare_old) as old_lib:
+        for path in args.paths.split(","):
+            res[path] = measure_path(path, bench, data, device)
+            print(f"  {path:<11} {res[path]['images_per_s']:9.1f} img/s  (epoch {res[path]['epoch_s']:.1f} s, "
+                  f"run {res[path]['wall_s']:.1f} s in all)")
+            if old_lib is not None:
+                old = _measure_old(old_lib, path, sys.argv[1:])
+                print(f"  {path:<11} {old['images_per_s']:9.1f} img/s with {args.compare_old} (old engine); "
+                      f"new / old = {res[path]['images_per_s'] / old['images_per_s']:.2f}x on {where}")
     if {"fused", "sequential"} <= res.keys():
         print(f"  fused / sequential: {res['fused']['images_per_s'] / res['sequential']['images_per_s']:.2f}x "
               f"(end to end, same run)")

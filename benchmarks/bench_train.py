@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import time
 
 import torch
@@ -24,7 +25,7 @@ import torch
 from genrobust.core.config import apply_overrides, get_profile
 from genrobust.core import objectives
 from genrobust.core.models import create_model
-from genrobust.core.objectives import _bce_on, perturb_negatives
+from genrobust.core.objectives import binary_loss, perturb_negatives
 
 
 @contextlib.contextmanager
@@ -65,7 +66,8 @@ def measure(width, steps, channels_last, device, repeats, batch=128, amp=False, 
         sync()
         t1 = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = _bce_on(model, x[:batch // 2], x_neg)
+            # the objective's BCE on the already perturbed negatives: eps 0 skips its inner attack
+            loss, _ = binary_loss(model, x[:batch // 2], x_neg, dataclasses.replace(cfg, eps=0.0), g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

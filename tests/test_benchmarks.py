@@ -2,6 +2,7 @@
 end-to-end one on the CPU at the smoke profile's size and check what it prints."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,15 @@ def test_bench_epoch_runs_both_paths_and_projects(tmp_path):
 
 def test_gpu_script_parses():
     assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "run_gpu.sh")]).returncode == 0
+
+
+def test_bench_epoch_compares_with_an_old_tree(tmp_path):
+    """--compare-old with a directory holding an old lib/: both engines measured in one run, the ratio printed."""
+    old = tmp_path / "old"
+    shutil.copytree(ROOT / "lib", old / "lib")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_epoch.py"), "--device", "cpu",
+                          "--profile", "smoke", "--paths", "sequential", "--train-per-class", "40", "--threads", "1",
+                          "--compare-old", str(old)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "GENROBUST_RUNS": str(tmp_path / "runs")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "(old engine); new / old = " in out.stdout and "x on CPU" in out.stdout

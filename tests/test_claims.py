@@ -108,6 +108,23 @@ def test_tab2_with_ten_replicates_states_no_interval():
     assert C.generation_verdicts([enough])[0].decision == "contradicted"  # the paper says lower, ours is higher
 
 
+def test_the_mcnemar_interval_excludes_zero_exactly_when_the_test_is_significant():
+    """A stored verdict must not print an interval that excludes 0 beside 'not established' (the Wald interval did,
+    in 86 of a grid of 1,800 cases, among them 03's 5-of-130 protocol gap at eps 0.25: p = 0.0625)."""
+    for n in (130, 1000):
+        for b in range(25):
+            for c in range(25):
+                t = C.mcnemar_subject(*paired(0, b, c, n - b - c), "x", {})
+                lo, hi = t["ci95"]
+                assert (lo > 0 or hi < 0) == (t["p"] < 0.05), (n, b, c, t["p"], lo, hi)
+                assert lo <= t["effect"] + 1e-6 and t["effect"] <= hi + 1e-6  # effect: float32 accuracies
+    five = C.judge("protocol_generative", [subject(*paired(40, 5, 0, 85), "eps 0.25")])[0]
+    assert five.decision == "not established" and five.ci95[0] < 0 < five.ci95[1]
+    gap = C.judge("protocol_generative", [subject(*paired(40, 17, 0, 73), "eps 1")])[0]  # control: decided
+    assert gap.decision == "contradicted" and gap.ci95[0] > 0
+    assert C.mcnemar_interval(0, 0, 130) == (0.0, 0.0)
+
+
 def test_verdicts_round_trip_and_bad_ones_are_refused():
     v = C.judge("tab1_robust", [subject(*paired(50, 30, 2, 18))])[0]
     assert C.Verdict.from_dict(json.loads(json.dumps(v.to_dict()))) == v
@@ -117,6 +134,9 @@ def test_verdicts_round_trip_and_bad_ones_are_refused():
         C.Verdict.from_dict({**v.to_dict(), "decision": "probably"})
     with pytest.raises(C.ClaimError, match="unknown claim id"):
         C.Verdict.from_dict({**v.to_dict(), "claim": "tab9"})
+    with pytest.raises(C.ClaimError, match=r"lacks field\(s\) \['p_adjusted'\]") as err:
+        C.Verdict.from_dict({k: x for k, x in v.to_dict().items() if k != "p_adjusted"})
+    assert "\n" not in str(err.value)
     assert C.claim_decision([v, v]) == ("supported", "all 2 subject(s) supported")
     assert C.claim_decision([])[0] == "not tested"
 

@@ -127,6 +127,20 @@ def test_frechet_routes_agree_with_pytorch_fid(n1, n2):
         assert value == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
+@pytest.mark.parametrize("rank", [12, 5])  # full-rank and singular first covariance
+def test_trace_term_matches_scipy_sqrtm_on_random_covariances(rank):
+    """tr sqrt(S1 S2) by the eigenvalues of sqrt(S1) S2 sqrt(S1) equals scipy.linalg.sqrtm's (called directly, so
+    the check outlives pytorch-fid's deprecated sqrtm(disp=...))."""
+    from scipy.linalg import sqrtm
+    rng = np.random.default_rng(rank)
+    for _ in range(5):
+        a, b = rng.normal(size=(12, rank)), rng.normal(size=(12, 12))
+        s1, s2 = a @ a.T / 12, b @ b.T / 12
+        mu1, mu2 = rng.normal(size=12), rng.normal(size=12)
+        expected = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(sqrtm(s1 @ s2)).real)
+        assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-7, abs=1e-9)
+
+
 def test_frechet_identical_sets_is_zero_and_symmetric():
     a, b = fid.statistics(_gauss(500, 64, 0)), fid.statistics(_gauss(500, 64, 1, 2.0))
     assert abs(fid.frechet_distance_stats(a, a)) < 1e-8
@@ -261,14 +275,15 @@ def test_kid_is_unbiased_seeded_and_leaves_the_global_rng_alone():
 
 
 def test_bootstrap_replicates_equal_fid_of_the_resampled_rows():
-    """The n x n eigenvalue form of a replicate equals fid() on the resampled rows (duplicates included), for sets
-    smaller and larger than the feature dimension; different resamples give different values (it is not a
+    """The eigenvalue forms of a replicate (n x n, and D x D where a resample holds more distinct rows than D) equal
+    fid() on the resampled rows (duplicates included), for sets smaller and larger than the feature dimension; different resamples give different values (it is not a
     constant)."""
     rng = np.random.default_rng(3)
     ref = fid.statistics(rng.standard_normal((400, 24)))
-    for n in (16, 90):
+    for n, route in ((16, "n x n"), (30, "n x n"), (90, "D x D")):
         a = rng.standard_normal((n, 24)) * 1.3 + 0.2
         r = fid._Resampler(ref, a)
+        assert r.route == route
         values = []
         for _ in range(4):
             i = rng.integers(0, n, n)

@@ -14,6 +14,7 @@ from genrobust.core.models import create_model
 
 K, N = 3, 4  # 3 models, 4 positives + 4 negatives each (batch 8)
 TOL = 1e-5
+TOL64 = 1e-9  # float64 (issue 24: perturbations, losses and weights of the K-model step to 1e-9)
 # The equivalence tests run on the CPU in CI; GENROBUST_TEST_DEVICE=cuda runs them on a GPU (with TF32 off: they
 # check that fused and sequential compute the same arithmetic, not TF32's 10-bit rounding of either).
 DEVICE = torch.device(os.environ.get("GENROBUST_TEST_DEVICE", "cpu"))
@@ -57,8 +58,7 @@ def _sequential(models, x_pos, x_neg, cfg, steps):
         opt = loop.make_optimizer(m, cfg.lr_for(k), cfg.momentum, cfg.weight_decay)
         sched = loop.make_scheduler(opt, cfg, steps, 1, cfg.lr_for(k))
         for _ in range(steps):
-            loss, _ = objectives.BINARY_OBJECTIVES[cfg.objective](m, x_pos[k], x_neg[k], cfg,
-                                                                  torch.Generator().manual_seed(0))
+            loss, _ = objectives.binary_loss(m, x_pos[k], x_neg[k], cfg, torch.Generator().manual_seed(0))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if len(losses) == k:  # first step's loss and gradients
@@ -76,7 +76,7 @@ def _fused(fm, x_pos, x_neg, cfg, steps):
     for s in range(steps):
         opt.set_lrs(gf.fused_lrs(cfg, range(K), s, steps, 1))
         fm.train()
-        loss, stats = gf.fused_binary_loss(fm, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))
+        loss, stats = objectives.binary_loss(fm, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if first is None:
@@ -102,17 +102,36 @@ def test_fused_matches_sequential(name, width, objective, dtype, steps, on_devic
     ref_loss, ref_grads = _sequential(models, x_pos, x_neg, cfg, steps=steps)
     loss, stats, grads = _fused(fm, x_pos, x_neg, cfg, steps=steps)
 
-    torch.testing.assert_close(loss, ref_loss.sum(), atol=TOL, rtol=0)
-    torch.testing.assert_close(stats["loss_k"], ref_loss, atol=TOL, rtol=0)
+    tol = TOL64 if dtype == torch.float64 else TOL  # float64: the same function, to rounding
+    torch.testing.assert_close(loss, ref_loss.sum(), atol=tol, rtol=0)
+    torch.testing.assert_close(stats["loss_k"], ref_loss, atol=tol, rtol=0)
     for n in fm._param_names:
-        torch.testing.assert_close(grads[n], torch.stack([g[n] for g in ref_grads]), atol=TOL, rtol=0, msg=n)
+        torch.testing.assert_close(grads[n], torch.stack([g[n] for g in ref_grads]), atol=tol, rtol=0, msg=n)
     # after the steps: weights and every buffer (BN running_mean/var, num_batches_tracked) per model
     for k, m in enumerate(models):
         state = fm.model_state_dict(k)
         assert state.keys() == m.state_dict().keys()
         for n, v in m.state_dict().items():
-            torch.testing.assert_close(state[n], v, atol=TOL, rtol=0, msg=f"model {k}: {n}")
+            torch.testing.assert_close(state[n], v, atol=tol, rtol=0, msg=f"model {k}: {n}")
     assert [int(v) for n, v in fm.model_state_dict(0).items() if n.endswith("num_batches_tracked")][0] == steps
+
+
+@pytest.mark.parametrize("objective", ["out", "combined"])
+def test_k_model_perturbations_equal_single_model_ones(objective):
+    """float64, K = 3: the inner attack of the K-model objective gives each model the perturbation its own
+    objective gives it (to 1e-9), and the check tells the models apart (negative control: the K models in another order)."""
+    cfg = _cfg(objective)
+    models = _models("resnet18", 0.125, torch.float64)
+    fm = gf.FusedBinaryModels(copy.deepcopy(models))
+    x_pos, x_neg = _batches()
+    adv = objectives.perturb_negatives(fm, gf._flat(x_neg), cfg, None).view_as(x_neg)
+    ref = torch.stack([objectives.perturb_negatives(m, x_neg[k], cfg, None) for k, m in enumerate(models)])
+    torch.testing.assert_close(adv, ref, atol=TOL64, rtol=0)
+    # negative control: the same K models in another order perturb block 0 with model 1, which the check sees
+    swapped = gf.FusedBinaryModels(copy.deepcopy([models[1], models[0], models[2]]))
+    other = objectives.perturb_negatives(swapped, gf._flat(x_neg), cfg, None).view_as(x_neg)
+    assert (other[0] - ref[0]).abs().max() > 1e3 * TOL64
+    torch.testing.assert_close(other[2], ref[2], atol=TOL64, rtol=0)
 
 
 def test_comparison_detects_a_mixed_up_batch(on_device):
@@ -167,7 +186,9 @@ def test_errors():
     with pytest.raises(gf.FusedError, match="K \\* n rows"):
         fm(torch.rand(3, 3, 32, 32))
     with pytest.raises(gf.FusedError, match="x_pos and x_neg"):
-        gf.fused_binary_loss(fm, torch.rand(3, 2, 3, 32, 32), torch.rand(3, 2, 3, 32, 32), _cfg("out"), None)
+        gf.fused_train_step(fm, None, torch.rand(3, 2, 3, 32, 32), torch.rand(3, 2, 3, 32, 32), _cfg("out"), None)
+    with pytest.raises(objectives.ObjectiveError, match="x_pos and x_neg"):
+        objectives.binary_loss(fm, torch.rand(2, 2, 3, 32, 32), torch.rand(2, 3, 3, 32, 32), _cfg("out"), None)
     with pytest.raises(gf.FusedError, match="expected 2 learning rates, got 3"):
         gf.FusedSGD(fm.parameters(), lrs=[0.1, 0.1]).set_lrs([0.1] * 3)
 

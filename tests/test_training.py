@@ -48,7 +48,7 @@ def test_train_binary_then_reuse(tmp_runs):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_runs, monkeypatch):
     p = tiny_profile(**{"train.epochs": 3})
-    real = objectives.out_distribution_loss
+    real = objectives.binary_loss
     calls = {"n": 0}
     steps_per_epoch = 64 // 16  # 64 positives, 16 per half-batch
 
@@ -57,8 +57,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_runs, monkeypatch):
         loss, stats = real(model, x_pos, x_neg, cfg, g)
         return (loss * float("nan"), stats) if calls["n"] > steps_per_epoch else (loss, stats)
 
-    monkeypatch.setitem(objectives.BINARY_OBJECTIVES, "out", poisoned)
-    monkeypatch.setattr(binary, "BINARY_OBJECTIVES", objectives.BINARY_OBJECTIVES)
+    monkeypatch.setattr(binary, "binary_loss", poisoned)
     with pytest.raises(loop.TrainingDiverged, match="lower the learning rate"):
         binary.train_binary(p, 0, progress=False)
     run_dir = runs.run_dir_for(runs.binary_run_config(p, 0))

@@ -1,7 +1,8 @@
 """Training objectives: Eq. 3 (out-distribution AT), Eq. 9 (combined in/out AT), and Madry's softmax PGD-AT.
 
-Each objective is a small function ``(model, batch, cfg, generator) -> (loss, stats)``; the one training loop in
-``genrobust.training`` calls them. The paper writes the objectives as log-likelihoods to *maximize*; here they are
+Each objective is one function ``(model, batches, cfg, generator) -> (loss, stats)``: :func:`binary_loss` (Eq. 3
+and Eq. 9, written once on (K, n) batches of K binary models; K = 1 is one d_k) and :func:`softmax_pgd_at_loss`;
+the training loop in ``genrobust.training`` calls them. The paper writes the objectives as log-likelihoods to *maximize*; here they are
 the equivalent binary cross-entropy losses to *minimize* on the logit d_k (D_k = sigmoid(d_k)).
 
 BatchNorm during the inner attack: the attack runs with the model in **eval mode** (BN uses its running
@@ -48,28 +49,42 @@ def perturb_positives(model, x_pos, cfg, generator):
     return _perturb(model, x_pos, cfg.eps1, True, cfg, generator)
 
 
-def _bce_on(model, x_pos, x_neg):
-    """BCE of d_k on [positives -> 1, negatives -> 0] in one forward pass (one balanced BN batch)."""
-    logits = d_score(model, torch.cat([x_pos, x_neg]))
-    target = torch.cat([logits.new_ones(len(x_pos)), logits.new_zeros(len(x_neg))])
-    loss = F.binary_cross_entropy_with_logits(logits, target)
+class ObjectiveError(ValueError):
+    """Batches of the wrong shape, or an unknown objective."""
+
+
+BINARY_OBJECTIVES = ("out", "combined")  # Eq. 3, Eq. 9 (cfg.objective)
+
+
+def binary_loss(model, x_pos, x_neg, cfg, generator):
+    """Eq. 3 (cfg.objective 'out') or Eq. 9 ('combined') for K binary models at once -- the one copy of both.
+
+    x_pos, x_neg: (K, n, 3, H, W) in [0, 1], or (n, 3, H, W) for one model (K = 1). Model k trains on x_pos[k]
+    (class k) and x_neg[k] (the other classes); ``model`` maps (K * n, 3, H, W) rows in K-major blocks to
+    (K * n, 1) logits (one d_k when K = 1; genrobust.training.fused.FusedBinaryModels for K). The inner attacks
+    (:func:`perturb_negatives`, :func:`perturb_positives`) run in eval mode with BN folded; the BCE then runs in the
+    model's current mode on [x_pos[k]; x_neg'[k]] per model, one balanced BN batch each. Returns (loss, stats):
+    loss = sum_k loss_k (so each model's gradient is that of its own objective); stats: 'loss', 'acc' (means over
+    k, 0-d tensors) and 'loss_k', 'acc_k' (K,), all on the device (no host sync)."""
+    if cfg.objective not in BINARY_OBJECTIVES:
+        raise ObjectiveError(f"train.objective must be one of {BINARY_OBJECTIVES}, got {cfg.objective!r}")
+    if x_pos.dim() == 4:
+        x_pos, x_neg = x_pos.unsqueeze(0), x_neg.unsqueeze(0)
+    if x_pos.dim() != 5 or x_neg.shape != x_pos.shape:
+        raise ObjectiveError(f"x_pos and x_neg must both be (K, n, 3, H, W) (or (n, 3, H, W) for one model); got "
+                             f"{tuple(x_pos.shape)} and {tuple(x_neg.shape)}")
+    k, n = x_pos.shape[:2]
+    flat = lambda t: t.reshape(k * t.shape[1], *t.shape[2:])  # noqa: E731  (K, m, ...) -> (K * m, ...)
+    x_neg = perturb_negatives(model, flat(x_neg), cfg, generator).view_as(x_neg)
+    if cfg.objective == "combined":
+        x_pos = perturb_positives(model, flat(x_pos), cfg, generator).view_as(x_pos)
+    logits = d_score(model, flat(torch.cat([x_pos, x_neg], dim=1))).view(k, 2 * n)  # (K, 2n)
+    target = torch.cat([logits.new_ones(n), logits.new_zeros(n)]).expand(k, 2 * n)
+    loss_k = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)  # (K,)
     with torch.no_grad():
-        acc = ((logits > 0).float() == target).float().mean()
-    return loss, {"loss": loss.detach(), "acc": acc}
-
-
-def out_distribution_loss(model, x_pos, x_neg, cfg, generator):
-    """Eq. 3: clean positives of class k, negatives (other classes) perturbed to maximize d_k within eps."""
-    return _bce_on(model, x_pos, perturb_negatives(model, x_neg, cfg, generator))
-
-
-def combined_loss(model, x_pos, x_neg, cfg, generator):
-    """Eq. 9: positives perturbed to minimize d_k within eps1, negatives perturbed to maximize d_k within eps."""
-    return _bce_on(model, perturb_positives(model, x_pos, cfg, generator),
-                   perturb_negatives(model, x_neg, cfg, generator))
-
-
-BINARY_OBJECTIVES = {"out": out_distribution_loss, "combined": combined_loss}
+        acc_k = ((logits > 0).to(target.dtype) == target).to(target.dtype).mean(dim=1)
+    return loss_k.sum(), {"loss": loss_k.detach().mean(), "acc": acc_k.mean(), "loss_k": loss_k.detach(),
+                          "acc_k": acc_k}
 
 
 def softmax_pgd_at_loss(model, x, y, cfg, generator):

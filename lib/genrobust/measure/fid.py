@@ -521,14 +521,22 @@ class _Resampler:
     replicate's mean is m = c X / n and covariance S* = Y^T C Y / (n - 1), Y = X - m. The nonzero eigenvalues of
     sqrt(S_r) S* sqrt(S_r) equal those of C^1/2 Y S_r Y^T C^1/2 / (n - 1) (eig(AB) = eig(BA)), and
     Y S_r Y^T = G - h 1^T - 1 h^T + m S_r m with G = X S_r X^T computed once and h = X S_r m: each replicate costs
-    one eigvalsh of (distinct rows)^2 (about 0.63 n) instead of a D x D one. Equal to :func:`fid` on the resampled
-    rows up to float rounding (tests/test_fid.py)."""
+    one eigvalsh of (distinct rows)^2 (about 0.63 n) instead of a D x D one. Where a resample holds more distinct
+    rows than D (n > 1.58 D, e.g. the paper's N = 50,000, whose n x n G alone would take 20 GB) the D x D form is
+    smaller: sqrt(S_r) S* sqrt(S_r) = (Z^T C Z - n z z^T) / (n - 1) with Z = X sqrt(S_r) computed once and
+    z = c Z / n (``route``: "n x n" or "D x D"). Equal to :func:`fid` on the resampled rows up to float rounding
+    (tests/test_fid.py)."""
 
     def __init__(self, reference: Stats, feats: np.ndarray):
         self.x = np.asarray(feats, dtype=np.float64)
         self.ref = reference
-        self.xs = self.x @ reference.sigma                      # (n, D): X S_r
-        self.g = self.xs @ self.x.T                             # (n, n): X S_r X^T
+        n, dim = self.x.shape
+        self.route = "n x n" if n * (1 - np.exp(-1.0)) <= dim else "D x D"  # expected distinct rows vs D
+        if self.route == "n x n":
+            self.xs = self.x @ reference.sigma                  # (n, D): X S_r
+            self.g = self.xs @ self.x.T                         # (n, n): X S_r X^T
+        else:
+            self.z = self.x @ reference.sqrt_sigma()            # (n, D): X sqrt(S_r)
         self.sq = np.einsum("ij,ij->i", self.x, self.x)         # (n,): |x_i|^2
         self.tr_ref = float(np.trace(reference.sigma))
 
@@ -537,11 +545,16 @@ class _Resampler:
         idx = np.flatnonzero(counts)
         c = counts[idx].astype(np.float64)
         m = counts @ self.x / n                                  # (D,)
-        h = self.xs[idx] @ m                                     # (k,): x_i S_r m
-        q = float(m @ self.ref.sigma @ m)
-        k = self.g[np.ix_(idx, idx)] - h[:, None] - h[None, :] + q
-        w = np.sqrt(c)
-        tr_sqrt = _sum_sqrt_eigs(w[:, None] * k * w[None, :] / (n - 1))
+        if self.route == "n x n":
+            h = self.xs[idx] @ m                                 # (k,): x_i S_r m
+            q = float(m @ self.ref.sigma @ m)
+            k = self.g[np.ix_(idx, idx)] - h[:, None] - h[None, :] + q
+            w = np.sqrt(c)
+            tr_sqrt = _sum_sqrt_eigs(w[:, None] * k * w[None, :] / (n - 1))
+        else:
+            zi = self.z[idx]                                     # (k, D)
+            zm = c @ zi / n                                      # (D,): sqrt(S_r) m
+            tr_sqrt = _sum_sqrt_eigs(((zi.T * c) @ zi - n * np.outer(zm, zm)) / (n - 1))
         tr_s = float((c @ self.sq[idx] - n * (m @ m)) / (n - 1))
         d = m - self.ref.mu
         return float(d @ d + self.tr_ref + tr_s - 2.0 * tr_sqrt)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -74,59 +75,118 @@ def to_device(x_uint8, device, channels_last):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def fit(run_dir: Path, *, model, cfg, lr: float, epochs: int, make_batches: Callable[[torch.Generator], Iterable],
-        steps_per_epoch: int, step_loss: Callable, select_metrics: Callable | None, select_key: str | None,
-        ckpt_kind: str, ckpt_config: dict, run_config: dict, data_source: dict, device, desc: str,
-        progress: bool = True) -> dict:
-    """Train ``model`` for ``epochs`` with resume, per-epoch checkpoints, metrics log, NaN guard and selection.
+@dataclass
+class Run:
+    """One training run (one model), typed: where it lives, its module, optimizer, scheduler and RNG, how it is
+    checkpointed and selected, and where it stands (the first epoch to run, the best selection metric so far and
+    its epoch). :func:`open_run` makes one, resumed from its last.pt; :func:`fit` trains any number of them."""
+    run_dir: Path
+    run_config: dict
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    g: torch.Generator
+    ckpt_kind: str
+    ckpt_config: dict
+    select_metrics: Optional[Callable] = None
+    select_key: Optional[str] = None
+    start: int = 0
+    best: float = -math.inf
+    best_epoch: int = -1
 
-    make_batches(generator) yields one epoch of batches; step_loss(model, batch, generator) -> (loss, stats);
-    select_metrics(model) -> dict of metrics (higher select_key = better) or None to keep the last epoch.
-    """
+
+def open_run(run_dir: Path, *, model, cfg, lr: float, epochs: int, steps_per_epoch: int, ckpt_kind: str,
+             ckpt_config: dict, run_config: dict, device, select_metrics: Callable | None = None,
+             select_key: str | None = None, channels_last: bool | None = None) -> Run:
+    """A :class:`Run` in ``run_dir`` (config.json written), its model on ``device``, optimizer, scheduler and
+    generator seeded from cfg and resumed from last.pt when there is one."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", run_config)
     model.to(device)
-    if cfg.channels_last:
+    if cfg.channels_last if channels_last is None else channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, lr, cfg.momentum, cfg.weight_decay)
     sched = make_scheduler(opt, cfg, epochs, steps_per_epoch, lr)
     g = torch.Generator().manual_seed(cfg.seed)
-    last = run_dir / "last.pt"
-    start_epoch, best, best_epoch = resume(last, model=model, opt=opt, sched=sched, g=g)
+    start, best, best_epoch = resume(run_dir / "last.pt", model=model, opt=opt, sched=sched, g=g)
+    return Run(run_dir, run_config, model, opt, sched, g, ckpt_kind, ckpt_config, select_metrics, select_key,
+               start, best, best_epoch)
+
+
+class OneModel:
+    """The stepper of one model: ``step_loss(model, batch, generator) -> (loss, stats)``, backward, the
+    optimizer and scheduler steps. Stats it reports: the 0-d ones (loss, acc)."""
+
+    def __init__(self, run: Run, make_batches: Callable[[torch.Generator], Iterable], step_loss: Callable,
+                 desc: str):
+        self.runs, self.make_batches, self.step_loss, self.desc = [run], make_batches, step_loss, desc
+
+    def batches(self) -> Iterable:
+        return self.make_batches(self.runs[0].g)
+
+    def step(self, batch, epoch: int, step: int) -> tuple[dict[str, torch.Tensor], int]:
+        r = self.runs[0]
+        loss, stats = self.step_loss(r.model, batch, r.g)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"{self.desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
+                f"checkpoint (last.pt, epoch {epoch}) is kept in {r.run_dir}; lower the learning rate (train.lr) "
+                "and run again")
+        r.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        r.opt.step()
+        r.sched.step()
+        n_img = sum(len(b) for b in batch if b.dtype == torch.uint8)
+        return {k: v.detach().reshape(1) for k, v in stats.items() if v.dim() == 0}, n_img
+
+    def train(self) -> None:
+        self.runs[0].model.train()
+
+    def sync(self) -> None:
+        """Nothing to copy: the run's own model and optimizer are the ones stepped."""
+
+    def epoch_record(self, n_img: int, seconds: float) -> dict:
+        return {"images_per_s": round(n_img / max(seconds, 1e-9), 1)}
+
+
+def fit(stepper, *, cfg, epochs: int, steps_per_epoch: int, data_source: dict, device, desc: str,
+        progress: bool = True, **finish_extra) -> list[dict]:
+    """The one training loop: ``stepper`` (:class:`OneModel`, or genrobust.training.binary's K-model stepper) over
+    its runs for ``epochs``, each run resumed, checkpointed per epoch, logged, selected and guarded against NaN.
+    Statistics stay on the device during an epoch (float64 sums, read once at its end). Returns each run's
+    result.json content."""
+    runs = stepper.runs
+    start = runs[0].start
     t_start = time.time()
-    bar = tqdm(range(start_epoch, epochs), desc=desc, initial=start_epoch, total=epochs, disable=not progress,
-               unit="epoch")
+    bar = tqdm(range(start, epochs), desc=desc, initial=start, total=epochs, disable=not progress, unit="epoch")
     for epoch in bar:
-        model.train()
+        stepper.train()
         t0, n_img, sums = time.time(), 0, {}
-        inner = tqdm(make_batches(g), total=steps_per_epoch, leave=False, disable=not progress, unit="batch",
+        inner = tqdm(stepper.batches(), total=steps_per_epoch, leave=False, disable=not progress, unit="batch",
                      desc=f"epoch {epoch + 1}")
         for step, batch in enumerate(inner):
-            loss, stats = step_loss(model, batch, g)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
-                    f"checkpoint ({last.name}, epoch {start_epoch if not last.exists() else epoch}) is kept in "
-                    f"{run_dir}; lower the learning rate (train.lr) and run again")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            n_img += sum(len(b) for b in batch if b.dtype == torch.uint8)
-            for key, v in stats.items():
-                sums[key] = sums.get(key, 0.0) + float(v)
+            stats, n = stepper.step(batch, epoch, step)
+            n_img += n
+            for key, v in stats.items():  # (len(runs),) per key
+                sums[key] = sums.get(key, 0) + v.to(torch.float64)
         train_time = time.time() - t0
-        rec = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_time_s": round(train_time, 2),
-               "images_per_s": round(n_img / max(train_time, 1e-9), 1)}
-        rec.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
-        best, best_epoch = end_epoch(run_dir, rec, model=model, opt=opt, sched=sched, g=g, epoch=epoch,
-                                      epochs=epochs, cfg=cfg, select_metrics=select_metrics, select_key=select_key,
-                                      best=best, best_epoch=best_epoch, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config,
-                                      run_config=run_config)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.startswith(("train_loss", "adv_auroc", "val"))})
-    return finish(run_dir, model=model, cfg=cfg, epochs=epochs, best=best, best_epoch=best_epoch,
-                   select_key=select_key, run_config=run_config, data_source=data_source, device=device,
-                   wall_time_s=time.time() - t_start)
+        stepper.sync()
+        per_run = {key: v.tolist() for key, v in sums.items()}  # the epoch's one read of the statistics
+        for i, r in enumerate(runs):
+            rec = {"epoch": epoch + 1, "lr": r.opt.param_groups[0]["lr"], "train_time_s": round(train_time, 2),
+                   **stepper.epoch_record(n_img, train_time)}
+            rec.update({f"train_{k}": v[i] / max(1, steps_per_epoch) for k, v in per_run.items()})
+            r.best, r.best_epoch = end_epoch(r.run_dir, rec, model=r.model, opt=r.opt, sched=r.sched, g=r.g,
+                                             epoch=epoch, epochs=epochs, cfg=cfg, select_metrics=r.select_metrics,
+                                             select_key=r.select_key, best=r.best, best_epoch=r.best_epoch,
+                                             ckpt_kind=r.ckpt_kind, ckpt_config=r.ckpt_config,
+                                             run_config=r.run_config)
+            if len(runs) == 1:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items()
+                                 if k.startswith(("train_loss", "adv_auroc", "val"))})
+    return [finish(r.run_dir, model=r.model, cfg=cfg, epochs=epochs, best=r.best, best_epoch=r.best_epoch,
+                   select_key=r.select_key, run_config=r.run_config, data_source=data_source, device=device,
+                   wall_time_s=time.time() - t_start, **finish_extra) for r in runs]
 
 
 def resume(last: Path, *, model, opt, sched, g) -> tuple[int, float, int]:

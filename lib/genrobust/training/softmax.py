@@ -17,7 +17,7 @@ from ..store.checkpoints import robustness_state_dict, save_checkpoint
 from ..store.io import read_json, write_json
 from ..store.provenance import provenance
 from ..store.runs import run_dir_for, softmax_run_config
-from .loop import default_device, fit, seeded_model, select_split, to_device
+from .loop import OneModel, default_device, fit, open_run, seeded_model, select_split, to_device
 
 
 def _class_batches(x, y, batch_size, g):
@@ -83,9 +83,10 @@ def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None
                 rob = (work(xa).argmax(1) == y).float().mean().item()
             return {f"{split_name}_clean_acc": clean, f"{split_name}_robust_acc": rob}
         select_key = None if cfg.select_on == "last" else f"{split_name}_robust_acc"
-    return fit(run_dir, model=model, cfg=cfg, lr=cfg.lr, epochs=cfg.epochs,
-               make_batches=lambda g: _class_batches(data.train_x, data.train_y, cfg.batch_size, g),
-               steps_per_epoch=steps_per_epoch, step_loss=step_loss, select_metrics=select_metrics,
-               select_key=select_key, ckpt_kind="softmax",
-               ckpt_config={"name": cfg.model, "width": cfg.width, "num_outputs": 10}, run_config=run_config,
-               data_source=data.source, device=device, desc=f"softmax {cfg.model}", progress=progress)
+    run = open_run(run_dir, model=model, cfg=cfg, lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                   ckpt_kind="softmax", ckpt_config={"name": cfg.model, "width": cfg.width, "num_outputs": 10},
+                   run_config=run_config, device=device, select_metrics=select_metrics, select_key=select_key)
+    desc = f"softmax {cfg.model}"
+    stepper = OneModel(run, lambda g: _class_batches(data.train_x, data.train_y, cfg.batch_size, g), step_loss, desc)
+    return fit(stepper, cfg=cfg, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, data_source=data.source,
+               device=device, desc=desc, progress=progress)[0]
