@@ -43,7 +43,7 @@ import time
 import torch
 
 from genrobust.core import attacks as A
-from genrobust.core.config import get_profile
+from genrobust.core.config import budget_values, get_profile
 from genrobust.measure.accuracy import _attack_copy, plan_runs
 from genrobust.pipeline.evaluation import probe_seconds_per_image
 from genrobust.core.fold import folded_copy
@@ -179,9 +179,10 @@ def estimate(args) -> None:
     models = {"generative": GenerativeClassifier([create_model(cfg.model.name, 1, cfg.model.width) for _ in range(10)]),
               "softmax": create_model(cfg.softmax.model, 10, cfg.softmax.width)}
     x = torch.rand(args.probe, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    b = budget_values(e)
     print(f"profile {cfg.name}: n_test {e.n_test}, n_strong {e.n_strong}, steps {e.steps}, restarts {e.restarts}, "
-          f"AutoAttack apgd {e.aa_apgd_iters} it, {e.aa_targets} targets, fab {e.aa_fab_iters} it, "
-          f"square {e.aa_square_queries} q; assumed clean accuracy {args.clean_acc}, robust fraction {args.robust}; "
+          f"AutoAttack apgd {b['apgd_iters']} it, {b['targets']} targets, fab {b['fab_iters']} it, "
+          f"square {b['square_queries']} q; assumed clean accuracy {args.clean_acc}, robust fraction {args.robust}; "
           f"{torch.get_num_threads()} thread(s), probe batch {args.probe}")
     total_ub = total_exp = 0.0
     for kind in e.classifiers:
@@ -193,8 +194,8 @@ def estimate(args) -> None:
             n_att = args.clean_acc * run.n
             ub = per_img * n_att
             # Early stopping on broken examples: later targets / queries run only on the still-robust ones.
-            shrink = {"apgd-t": (1 + (e.aa_targets - 1) * args.robust) / e.aa_targets,
-                      "fab-t": (1 + (e.aa_targets - 1) * args.robust) / e.aa_targets,
+            shrink = {"apgd-t": (1 + (b["targets"] - 1) * args.robust) / b["targets"],
+                      "fab-t": (1 + (b["targets"] - 1) * args.robust) / b["targets"],
                       "square": args.robust}.get(run.attack, 1.0)
             total_ub += ub
             total_exp += ub * shrink

@@ -4,26 +4,30 @@ deliberately masked ones (gradient-killing rounding, saturated logits), and the 
 in a temporary runs directory). Tiny models and budgets: the whole file runs in about a minute on one core."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
+import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from genrobust.core import metrics
+from genrobust.core import metrics, registry
+from genrobust.core.attacks import pgd_untargeted
 from genrobust.core.registry import PAPER_ATTACK
 from genrobust.measure import accuracy as E
 from genrobust.measure import claims
 from genrobust.measure.record import records
-from genrobust.measure.checks import masking_checks
+from genrobust.measure.checks import CHECKS, masking_checks
 from genrobust.reporting import metrics_files, tables
 from genrobust.core.config import ConfigError, EvalConfig, get_profile
 from genrobust.core.models import GenerativeClassifier, create_model
 from genrobust.data import prepare_data
 from genrobust.pipeline.classifiers import ensure_classifiers
 from genrobust.store.io import read_json
+from genrobust.store.units import UnitStore
 from conftest import smoke_classifiers
 from test_attacks import LogitAsBinary, fit_cross_entropy  # LogitAsBinary: d_k = z_k of a softmax net
 
@@ -182,8 +186,8 @@ def net():
     return fit_cross_entropy(model, x, y, epochs=8, batch=50)
 
 
-ECFG = EvalConfig(eps_grid=(0.0, 0.5, 1.0), n_test=30, n_strong=20, steps=5, strong_eps=1.0, aa_apgd_iters=10,
-                  aa_targets=2, aa_fab_iters=10, aa_square_queries=100, batch_size=64)
+ECFG = EvalConfig(eps_grid=(0.0, 0.5, 1.0), n_test=30, n_strong=20, steps=5, strong_eps=1.0, batch_size=64,
+                  budgets=(("apgd_iters", 10), ("targets", 2), ("fab_iters", 10), ("square_queries", 100)))
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +223,7 @@ def test_normal_models_pass_every_masking_check(net, test_set):
 def test_rounded_input_masks_gradients_and_is_flagged(net, test_set):
     # at eps 2 a 300-query Square breaks ~90% of the rounded model (at eps 1 / 100 queries it breaks none, so the
     # check could not fire), while every gradient-based attack sees zero gradients and breaks nothing
-    ecfg = dataclasses.replace(ECFG, strong_eps=2.0, aa_square_queries=300)
+    ecfg = dataclasses.replace(ECFG, strong_eps=2.0, budgets=tuple(dict(ECFG.budgets, square_queries=300).items()))
     x, y = test_set
     rec = E.evaluate_classifier(Rounded(net), x, y, ecfg, kind="softmax", progress=False)
     checks = masking_checks({"softmax": rec}, ecfg)
@@ -310,21 +314,166 @@ def test_attack_registry_is_what_planning_labels_and_config_read():
         registry.attack_spec("nope")
     with pytest.raises(ValueError, match="registered twice"):
         registry.register_attack(registry.ATTACKS["pgd"])
+    with pytest.raises(ValueError, match="budget 'apgd_iters' differs"):
+        registry.register_attack(registry.AttackSpec("apgd-x", "x", registry.ATTACKS["apgd-ce"].run, ("softmax",),
+                                                     "autoattack", budgets=(registry.Budget("apgd_iters", 7, ""),)))
+    assert "apgd-x" not in registry.ATTACKS
+
+
+@pytest.mark.parametrize("name", list(registry.ATTACKS))
+def test_config_accepts_exactly_the_registered_strong_attacks_and_budgets(name):
+    """eval.strong_attacks' choices and eval.budgets' names are the registry's: a strong entry validates, a
+    non-strong one is refused naming the choices; each of the entry's budgets is accepted, within its bound."""
+    spec = registry.ATTACKS[name]
+    if spec.strong:
+        assert EvalConfig(strong_attacks=(name,)).strong_attacks == (name,)
+    else:
+        with pytest.raises(ConfigError, match=f"eval.strong_attacks: '{name}' is not allowed"):
+            EvalConfig(strong_attacks=(name,))
+    for b in spec.budgets:
+        assert dict(EvalConfig(budgets=((b.name, 1),)).budgets) == {b.name: 1}
+        if b.hi is not None:
+            with pytest.raises(ConfigError, match=f"eval.budgets: {b.name} {b.hi + 1} is out of range"):
+                EvalConfig(budgets=((b.name, b.hi + 1),))
+    # the default set is what the registry calls strong, AutoAttack's first
+    strong = [n for n, s in registry.ATTACKS.items() if s.strong]
+    assert sorted(EvalConfig().strong_attacks) == sorted(strong)
+    with pytest.raises(ConfigError, match="unknown budget 'nope'"):
+        EvalConfig(budgets=(("nope", 3),))
+
+
+def _with_budget(ecfg, name, value):
+    return dataclasses.replace(ecfg, budgets=tuple({**dict(ecfg.budgets), name: value}.items()))
+
+
+@pytest.mark.parametrize("name", list(registry.ATTACKS))
+def test_each_attack_owns_its_key_record_and_more_steps(name):
+    """Through its entry alone: a change of one of its budgets (or, PGD-style, of eval.steps) re-keys its units and
+    a change of any other attack's budget does not; its record states exactly its settings and is JSON; 'more
+    steps' multiplies its effort by the factor (or it has nothing to scale), the cost probe lowers it."""
+    spec = registry.ATTACKS[name]
+    ecfg = dataclasses.replace(ECFG, masking_steps_factor=3)
+    run = E.AttackRun(name, 0.5, 10, "strong", seed=1, **spec.settings(ecfg))
+    key = lambda r, e: E.unit_key(spec.applies_to[0], r, 0, 10, e, classifier="c", eval_set={})  # noqa: E731
+    base = key(run, ecfg)
+    json.dumps(base)
+    own = {b.name for b in spec.budgets}
+    for b in registry.BUDGETS.values():
+        now = dict(ecfg.budgets).get(b.name, b.default)
+        other = _with_budget(ecfg, b.name, now + 1 if b.hi is None or now < b.hi else now - 1)
+        changed = key(E.AttackRun(name, 0.5, 10, "strong", seed=1, **spec.settings(other)), other) != base
+        assert changed == (b.name in own), (name, b.name)
+    more_steps = dataclasses.replace(ecfg, steps=ecfg.steps + 1)
+    assert (key(E.AttackRun(name, 0.5, 10, "strong", seed=1, **spec.settings(more_steps)), more_steps) != base) \
+        == spec.pgd_style
+    rec = E._run_record(run, torch.ones(10, dtype=torch.bool), {"n_attacked": 10, "time_s": 0.0,
+                                                                 "max_perturbation": 0.0}, ecfg)
+    json.dumps(rec)
+    if spec.pgd_style:
+        assert rec["steps"] == ecfg.steps and rec["step_size"] > 0 and "budgets" not in rec
+    else:
+        assert rec["budgets"] == {b.name: dict(ecfg.budgets).get(b.name, b.default) for b in spec.budgets}
+    scaled = spec.scaled(run, mul=3)
+    if scaled is not None:
+        assert spec.effort(dataclasses.replace(run, **scaled)) == 3 * spec.effort(run)
+        probe = dataclasses.replace(run, **spec.scaled(run, div=spec.probe_divisor))
+        assert spec.effort(probe) < spec.effort(run) or spec.effort(run) == 1
+    else:
+        assert not spec.pgd_style and not any(b.scales for b in spec.budgets)
+
+
+# A throwaway attack: a PGD variant that owns its iterations (steps=None in its runs), registered for one test.
+def _toy_pgd(model, x, y, *, eps, norm, steps, step_size, restarts, seed, generator, budgets, warnings):
+    assert steps is None and set(budgets) == {"toy_iters"}  # the profile's eval.steps never reach it
+    return pgd_untargeted(model, x, y, eps=eps, norm=norm, steps=budgets["toy_iters"], generator=generator)
+
+
+@contextlib.contextmanager
+def registered(spec):
+    registry.register_attack(spec)
+    try:
+        yield spec
+    finally:
+        registry.unregister_attack(spec.name)
+
+
+TOY_ITERS = registry.Budget("toy_iters", 4, "iterations of the throwaway PGD")
+TOY = registry.AttackSpec("toy_pgd", "toy PGD", _toy_pgd, registry.CLASSIFIER_KINDS, "ours", strong=True,
+                          budgets=(TOY_ITERS,))
+
+
+def test_a_new_attack_is_one_registry_entry(net, test_set, tmp_path, monkeypatch):
+    """Registering a PGD variant with steps=None is all it takes: config accepts it and its budget, planning runs
+    it, the cost probe scales it, its units are keyed by its budget, its records state it, the worst case, checks
+    and tables include it, and 'more steps' scales it when it is the paper's attack. Removed again afterwards."""
+    from genrobust.pipeline.evaluation import probe_seconds_per_image
+    x, y = test_set
+    with registered(TOY):
+        ecfg = dataclasses.replace(ECFG, eps_grid=(0.0, 1.0), strong_attacks=("toy_pgd",),
+                                   budgets=ECFG.budgets + (("toy_iters", 3),))
+        runs = [r for r in E.plan_runs("softmax", ecfg, len(y)) if r.attack == "toy_pgd"]
+        assert [(r.role, r.eps, r.steps, r.budgets) for r in runs] == [("strong", 1.0, None, (("toy_iters", 3),))]
+        work, clean = E.prepare_attacks(net, x, y, ecfg)
+        rate = probe_seconds_per_image(work, x, y, runs[0], ecfg)
+        assert rate > 0 and math.isfinite(rate)
+        units = E.UnitContext(UnitStore(tmp_path / "units"), "digest", {"data": "test"})
+        rec = E.evaluate_classifier(net, x, y, ecfg, kind="softmax", progress=False, units=units)
+        toy = [r for r in rec["runs"] if r["attack"] == "toy_pgd"]
+        assert len(toy) == 1 and toy[0]["budgets"] == {"toy_iters": 3} and toy[0]["steps"] is None
+        assert toy[0]["accuracy"] < rec["clean"]["accuracy"]  # it attacks: a trained net loses examples at eps 1
+        json.dumps(rec)
+        assert "toy_pgd" in E.worst_case(rec, 1.0)["attacks"]
+        assert "toy PGD" in set(tables.accuracy_table({"softmax": rec})["attack"])
+        assert len(masking_checks({"softmax": rec}, ecfg)) == len(CHECKS)
+        # its budget re-keys its units and no one else's
+        more = _with_budget(ecfg, "toy_iters", 5)
+        k3, k5 = (units.key("softmax", E.AttackRun("toy_pgd", 1.0, 20, "strong", seed=0,
+                                                   **TOY.settings(e)), 0, 20, e) for e in (ecfg, more))
+        assert k3 != k5 and k3 in units.store and k5 not in units.store
+        paper_run = next(r for r in E.plan_runs("softmax", ecfg, len(y)) if r.role == "paper")
+        assert units.key("softmax", paper_run, 0, 20, ecfg) == units.key("softmax", paper_run, 0, 20, more)
+        # as the paper's attack, 'more steps' multiplies its iterations
+        monkeypatch.setitem(PAPER_ATTACK, "softmax", "toy_pgd")
+        more_steps = [r for r in E.plan_runs("softmax", ecfg, len(y)) if r.role == "more steps"]
+        assert [(r.attack, r.steps, r.budgets) for r in more_steps] == \
+            [("toy_pgd", None, (("toy_iters", 3 * ecfg.masking_steps_factor),))]
+        monkeypatch.undo()
+    assert "toy_pgd" not in registry.ATTACKS and "toy_iters" not in registry.BUDGETS
+    assert "toy_pgd" not in registry.ATTACK_LABELS
+    with pytest.raises(ConfigError, match="'toy_pgd' is not allowed"):
+        dataclasses.replace(ecfg, budgets=ECFG.budgets)
+
+
+def test_an_attack_with_nothing_to_scale_has_no_more_steps_run(monkeypatch):
+    """An attack whose only budget does not scale (like a number of targets): as the paper's attack, planning makes
+    no 'more steps' run and the check says 'not run'; the cost probe runs it at its full budget."""
+    fixed = registry.Budget("toy_targets", 2, "targets", scales=False)
+    spec = dataclasses.replace(TOY, name="toy_fixed", budgets=(fixed,))
+    with registered(spec):
+        monkeypatch.setitem(PAPER_ATTACK, "softmax", "toy_fixed")
+        runs = E.plan_runs("softmax", ECFG, 30)
+        assert "more steps" not in {r.role for r in runs} and {"more restarts", "large eps"} <= {r.role for r in runs}
+        run = runs[0]
+        assert spec.scaled(run, mul=5) is None and spec.scaled(run, div=spec.probe_divisor) is None
+        rec = _record([True] * 4, [_run("toy_fixed", ECFG.strong_eps, [True] * 4, "paper")])
+        row = check(masking_checks({"softmax": rec}, ECFG), "softmax", "more steps")
+        assert row["passed"] is None and row["detail"] == "not run"
+        monkeypatch.undo()
 
 
 @pytest.fixture
 def throwaway_attack():
-    """A PGD-style stronger attack registered for one test (an L-inf-free copy of PGD-CE), removed afterwards."""
-    from genrobust.core import registry
+    """A PGD-style stronger attack registered for one test (a copy of PGD-CE), removed afterwards."""
     spec = registry.register_attack(dataclasses.replace(registry.ATTACKS["pgd"], name="pgd_copy", label="PGD copy",
                                                         strong=True))
     yield spec
-    del registry.ATTACKS["pgd_copy"]
+    registry.unregister_attack("pgd_copy")
 
 
-def test_a_new_attack_is_one_registry_entry(throwaway_attack, net, test_set):
+def test_a_pgd_style_strong_attack_is_one_registry_entry(throwaway_attack, net, test_set):
     """Registered, a PGD-style stronger attack is a valid config choice, is planned with the PGD settings, keys its
-    units by them, gets a cost probe (the old probe crashed on steps=None) and records like the others."""
+    units by them, gets a cost probe and records like the others."""
+    from genrobust.core.config import budget_values
     from genrobust.pipeline.evaluation import probe_seconds_per_image
     ecfg = dataclasses.replace(ECFG, strong_attacks=("pgd_copy", "apgd-ce"))  # validated against the registry
     with pytest.raises(ConfigError, match="'nope' is not allowed"):  # negative control: unknown names still fail
@@ -334,32 +483,14 @@ def test_a_new_attack_is_one_registry_entry(throwaway_attack, net, test_set):
     key = E.unit_key("softmax", runs[0], 0, 10, ecfg, classifier="c", eval_set={})
     assert key["steps"] == ecfg.steps and "budgets" not in key
     aa = next(r for r in E.plan_runs("softmax", ecfg, 20) if r.attack == "apgd-ce")
-    assert E.unit_key("softmax", aa, 0, 10, ecfg, classifier="c", eval_set={})["budgets"]["apgd_iters"] == \
-        ecfg.aa_apgd_iters
+    assert E.unit_key("softmax", aa, 0, 10, ecfg, classifier="c", eval_set={})["budgets"] == \
+        {"apgd_iters": budget_values(ecfg)["apgd_iters"]}
     x, y = test_set
     assert probe_seconds_per_image(net, x, y, runs[0], ecfg) > 0
     rec = E.evaluate_classifier(net, x[:20], y[:20], ecfg, kind="softmax", progress=False)
     mine = [r for r in rec["runs"] if r["attack"] == "pgd_copy"]
     assert mine and all(r["steps"] == ecfg.steps and r["step_size"] is not None for r in mine)
-    assert next(r for r in rec["runs"] if r["attack"] == "apgd-ce")["autoattack"]["version"] == "standard"
-
-
-@pytest.mark.parametrize("name", list(__import__("genrobust.core.registry", fromlist=["ATTACKS"]).ATTACKS))
-def test_every_registered_attack_keeps_the_contract(name, net, test_set):
-    """Every entry: x_adv has x's shape, stays in [0, 1] and in the eps-ball, and its settings and probe are
-    defined (the contract tests run over the registry, so a new entry cannot skip them)."""
-    from genrobust.core import registry
-    spec = registry.ATTACKS[name]
-    x, y = test_set
-    ecfg = dataclasses.replace(ECFG, aa_apgd_iters=2, aa_fab_iters=2, aa_square_queries=10, aa_targets=2)
-    run = E.AttackRun(name, 0.5, 4, "strong", steps=2 if spec.iterative else None, seed=0)
-    model = GenerativeClassifier([LogitAsBinary(net, k) for k in range(10)], torch.zeros(10)) \
-        if "softmax" not in spec.applies_to else net
-    x_adv = E.run_attack(model, x[:4], y[:4], run, ecfg=ecfg, generator=torch.Generator().manual_seed(0))
-    E._check_perturbation(x[:4], x_adv, 0.5, ecfg.norm, name)
-    assert isinstance(spec.settings(run, ecfg), dict)
-    probe, small, factor = spec.probe(run, ecfg)
-    assert factor >= 1 and probe.attack == name
+    assert next(r for r in rec["runs"] if r["attack"] == "apgd-ce")["budgets"] == {"apgd_iters": 10}
 
 
 def test_every_check_gives_one_row_per_classifier():
@@ -437,9 +568,10 @@ def test_notebook_03_from_units_gives_the_records_before_units(smoke_records):
         x, y = E.evaluation_set(data, cfg.eval)
         work, clean = E.prepare_attacks(load_classifier(paths[kind]), x, y, cfg.eval)
         for r in rec["runs"]:
-            # the recorded step size is the one the run used (2.5 eps / steps when the config says None)
+            # the recorded step size is the one the run used (2.5 eps / steps when the config says None), and the
+            # recorded budgets are the attack's own: the record alone rebuilds the run
             run = E.AttackRun(**{k: r[k] for k in ("attack", "eps", "n", "role", "steps", "step_size", "restarts",
-                                                   "seed")})
+                                                   "seed")}, budgets=tuple(r.get("budgets", {}).items()))
             old = _old_attack_flags(work, x[:run.n], y[:run.n], clean[:run.n], run, cfg.eval)
             assert E.flags_to_str(old) == r["robust"], (kind, r["attack"], r["role"], r["eps"])
 

@@ -11,7 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genrobust.core import attacks as A
+from genrobust.core import registry
 from genrobust.core.attacks import AttackError
+from genrobust.core.config import EvalConfig
 from genrobust.core.models import GenerativeClassifier, create_model
 
 
@@ -252,6 +254,48 @@ def test_attack_invariants(attack, kind, mode, norm, request, data):
         assert x_adv.min() >= 0 and x_adv.max() <= 1
         assert (_dist(x_adv, x, norm) <= eps + 1e-5).all()
         assert (_dist(x_adv, x, norm) > 0).any()  # it did move
+    finally:
+        model.eval()
+        for p in params:
+            p.grad = None
+
+
+# Every registered attack, run through its registry entry as an evaluation runs it (genrobust.core.registry): a new
+# entry is tested by being added. Tiny budgets: eval.steps 2 and every registered budget at 2.
+TINY = EvalConfig(steps=2, budgets=tuple((name, 2) for name in registry.BUDGETS))
+
+
+def _run_entry(spec, model, x, y, seed):
+    s = spec.settings(TINY)
+    return spec.run(model, x, y, eps=L2_EPS, norm="l2", steps=s.get("steps"), step_size=s.get("step_size"),
+                    restarts=s.get("restarts", 1), seed=seed, generator=torch.Generator().manual_seed(seed),
+                    budgets=dict(s.get("budgets", ())), warnings=[])
+
+
+@pytest.mark.parametrize("name,kind", [(n, k) for n, s in registry.ATTACKS.items() for k in s.applies_to])
+def test_every_registered_attack_keeps_the_contract(name, kind, request, data):
+    """Through its entry: x_adv in [0, 1] and the eps-ball, the same for the same seed, and the model untouched
+    (mode, parameters' .grad, BN buffers) as well as the global RNG."""
+    spec = registry.ATTACKS[name]
+    model = _pick_model(kind, request)
+    x, y = _small_batch(data)
+    params = list(model.parameters())
+    try:
+        for i, p in enumerate(params):
+            p.grad = torch.randn_like(p) if i % 2 == 0 else None
+        grads = [None if p.grad is None else p.grad.clone() for p in params]
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        rng = torch.get_rng_state()
+        a, b = (_run_entry(spec, model, x, y, seed=3) for _ in range(2))
+        assert not any(mod.training for mod in model.modules())
+        for p, g in zip(params, grads):
+            assert (p.grad is None) if g is None else torch.equal(p.grad, g)
+        assert all(torch.equal(buffers[n], v) for n, v in model.named_buffers())
+        assert torch.equal(torch.get_rng_state(), rng)
+        assert a.shape == x.shape and a.dtype == x.dtype and not a.requires_grad
+        assert a.min() >= 0 and a.max() <= 1
+        assert (_dist(a, x, "l2") <= L2_EPS + 1e-4).all()
+        assert torch.equal(a, b)
     finally:
         model.eval()
         for p in params:

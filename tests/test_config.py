@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -66,3 +67,39 @@ def test_unknown_profile():
 def test_hash_changes_with_config():
     p = get_profile("smoke")
     assert config_hash(p) != config_hash(apply_overrides(p, {"train.seed": 1}))
+
+
+def test_autoattack_budgets_keep_their_profile_values_and_legacy_aa_fields_still_work():
+    """The budgets moved from eval.aa_* into the attack registry (eval.budgets overrides them by name): each profile
+    runs AutoAttack with the budgets it had, and overrides or recorded configs that set aa_* still mean the same."""
+    from genrobust.core.config import budget_values
+    from genrobust.core.registry import BUDGETS
+    # the values the profiles held as eval.aa_* before (core/config.py at 3b684b7)
+    before = {"paper": (100, 9, 100, 5000), "cpu": (50, 3, 50, 500), "gpu": (50, 3, 50, 500),
+              "smoke": (10, 3, 10, 100)}
+    names = ("apgd_iters", "targets", "fab_iters", "square_queries")
+    for name, values in before.items():
+        assert tuple(budget_values(get_profile(name).eval)[n] for n in names) == values, name
+    cpu = get_profile("cpu")
+    old = apply_overrides(cpu, {"eval.aa_apgd_iters": 7, "eval.aa_targets": 2})
+    new = apply_overrides(cpu, {"eval.budgets": [["apgd_iters", 7], ["targets", 2], ["fab_iters", 50],
+                                                 ["square_queries", 500]]})
+    assert old.eval == new.eval and budget_values(old.eval)["apgd_iters"] == 7
+    assert apply_overrides(cpu, {"eval": {"aa_square_queries": 9}}).eval.budgets[-1] == ("square_queries", 9)
+    recorded = to_dict(cpu)
+    recorded["eval"].pop("budgets")
+    recorded["eval"].update(aa_apgd_iters=50, aa_targets=3, aa_fab_iters=50, aa_square_queries=500)
+    assert from_dict(recorded) == cpu  # a results file written before the move loads as the same profile
+    allowed = re.escape(str(sorted(BUDGETS)))
+    with pytest.raises(ConfigError, match=f"^eval.budgets: unknown budget 'apgd_iter'; the registered attacks' "
+                                          f"budgets are {allowed}$"):
+        apply_overrides(cpu, {"eval.budgets": [["apgd_iter", 3]]})
+    with pytest.raises(ConfigError, match="eval.aa_targets: 10 is out of range|targets 10 is out of range"):
+        apply_overrides(cpu, {"eval.aa_targets": 10})
+
+
+def test_legacy_aa_field_given_to_replace_names_the_fix():
+    from genrobust.core.config import replace
+    with pytest.raises(ConfigError, match=r"^eval.aa_fab_iters is now a budget .* set eval.budgets, e.g. "
+                                          r"\[\['fab_iters', 20\]\]"):
+        replace(get_profile("cpu").eval, aa_fab_iters=20)

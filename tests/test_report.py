@@ -317,3 +317,18 @@ def test_metrics_files_carry_a_schema_version_and_unknown_ones_are_refused(resul
     assert status["02_calibration"] == "ok"
     assert status["03_accuracy"].startswith("unreadable: schema_version 99") and "update genrobust" in status["03_accuracy"]
     assert "\n" not in status["03_accuracy"]
+
+
+def test_attack_budgets_differ_alike_in_old_and_new_results_files():
+    """A results file written before the attacks owned their budgets (eval.aa_*) and one written after
+    (eval.budgets) name the same differences from the paper profile, per budget."""
+    from genrobust.core.config import to_dict
+    from genrobust.reporting import report as R
+    new = to_dict(get_profile("cpu"))
+    old = to_dict(get_profile("cpu"))
+    old["eval"].pop("budgets")
+    old["eval"].update(aa_apgd_iters=50, aa_targets=3, aa_fab_iters=50, aa_square_queries=500)
+    keys = R.ATTACK_KEYS
+    assert R.differences(old, keys) == R.differences(new, keys)
+    assert {"eval.budget.apgd_iters 50 vs 100", "eval.budget.targets 3 vs 9"} <= set(R.differences(new, keys))
+    assert not [d for d in R.differences(to_dict(get_profile("paper")), keys) if "budget" in d]

@@ -42,7 +42,8 @@ def small():
 
 def _ecfg(**kw):
     base = dict(eps_grid=(0.0, 0.05), n_test=30, n_strong=20, steps=3, restarts=2, strong_eps=0.05,
-                strong_attacks=("apgd-ce", "multi_targeted"), aa_apgd_iters=3, batch_size=8, shard_batches=1)
+                strong_attacks=("apgd-ce", "multi_targeted"), budgets=(("apgd_iters", 3),), batch_size=8,
+                shard_batches=1)
     return EvalConfig(**{**base, **kw})
 
 
@@ -206,3 +207,26 @@ def test_killed_generation_resumes_to_the_uninterrupted_images(tmp_path, smoke_r
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"{kept} done" in resumed.stdout
     assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+
+
+def test_autoattack_units_under_their_legacy_key_are_reused_not_recomputed(tmp_path):
+    """AutoAttack's unit keys now hold the attack's own budgets; a unit stored under the key it had before (all
+    four AutoAttack budgets, under the same eval config) is the same computation: read, and kept under the new key.
+    Other budgets or other attacks do not match."""
+    ecfg = _ecfg(strong_attacks=("apgd-ce", "square", "multi_targeted"))
+    ctx = _context(tmp_path, "legacy")
+    runs = {r.attack: r for r in E.plan_runs("generative", ecfg, 20) if r.role == "strong"}
+    key = ctx.key("generative", runs["apgd-ce"], 0, 8, ecfg)
+    old = E.legacy_unit_key(key, ecfg)
+    assert key["budgets"] == {"apgd_iters": 3}
+    assert old["budgets"] == {"apgd_iters": 3, "targets": 9, "fab_iters": 100, "square_queries": 5000}
+    marker = {"robust": "10" * 4, "n_attacked": 8, "time_s": 1.0, "max_perturbation": 0.0, "warnings": ["legacy"]}
+    ctx.store.put(old, marker)
+    assert ctx.lookup("generative", runs["apgd-ce"], 0, 8, ecfg) == marker and key in ctx.store
+    # negative controls: a legacy unit of other budgets, and attacks whose keys did not change
+    other = _ecfg(strong_attacks=("apgd-ce", "square", "multi_targeted"), budgets=(("apgd_iters", 3),
+                                                                                   ("square_queries", 7)))
+    sq = ctx.key("generative", runs["square"], 0, 8, ecfg)
+    ctx.store.put(E.legacy_unit_key(sq, other), marker)
+    assert ctx.lookup("generative", runs["square"], 0, 8, ecfg) is None
+    assert E.legacy_unit_key(ctx.key("generative", runs["multi_targeted"], 0, 8, ecfg), ecfg) is None

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .registry import CLASSIFIER_KINDS, STRONG_ATTACKS, strong_attack_names
+from .registry import BUDGETS, CLASSIFIER_KINDS, STRONG_ATTACKS, strong_attacks
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "SoftmaxConfig", "CalibConfig", "EvalConfig",
@@ -31,7 +31,8 @@ class ConfigError(ValueError):
 
 
 def _f(default, *, choices=None, lo=None, hi=None, lo_open=False, doc="", **kw):
-    """A dataclass field with validation metadata. ``lo``/``hi`` bound numbers (and every number inside tuples)."""
+    """A dataclass field with validation metadata. ``lo``/``hi`` bound numbers (and every number inside tuples);
+    ``choices`` is a tuple, or a function returning one (read at validation: a registry's current entries)."""
     meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for config defaults")
@@ -107,7 +108,6 @@ def _check_range(name, value, meta):
     if value is None:
         return
     if meta.get("choices") is not None:
-        # a callable reads a registry when validating (e.g. the attack registry's stronger attacks)
         choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
         items = value if isinstance(value, tuple) else (value,)
         for v in items:
@@ -227,9 +227,36 @@ class CalibConfig(_Config):
     train_per_class: Optional[int] = _f(None, lo=1, doc="training images per class whose d_k outputs are cached")
 
 
-# The classifier kinds and the stronger attacks (AutoAttack's standard L2 set and our multi-targeted margin
-# attack) come from the attack registry: the config accepts exactly what can run.
+# The classifier kinds, the stronger attacks (AutoAttack's standard L2 set and our multi-targeted margin attack) and
+# the attacks' budgets come from the attack registry: the config accepts exactly what can run.
 CLASSIFIERS = CLASSIFIER_KINDS
+# eval.aa_* fields of profiles and overrides before the attacks owned their budgets -> the budget each one sets.
+LEGACY_BUDGET_FIELDS = {"aa_apgd_iters": "apgd_iters", "aa_targets": "targets", "aa_fab_iters": "fab_iters",
+                        "aa_square_queries": "square_queries"}
+# AutoAttack's budgets of the cpu and gpu profiles (the registry's defaults are its standard version)
+REDUCED_AUTOATTACK = (("apgd_iters", 50), ("targets", 3), ("fab_iters", 50), ("square_queries", 500))
+
+
+def upgrade_eval(values: dict, budgets=()) -> dict:
+    """``values`` (eval settings: a recorded config's eval section or overrides) with legacy aa_* fields turned into
+    eval.budgets entries, merged into ``values['budgets']`` (else ``budgets``, the base they override); values
+    without aa_* fields are returned as they are."""
+    legacy = {k: v for k, v in values.items() if k in LEGACY_BUDGET_FIELDS}
+    if not legacy:
+        return values
+    merged = dict(tuple(b) for b in values.get("budgets", budgets))
+    merged.update({LEGACY_BUDGET_FIELDS[k]: v for k, v in legacy.items()})
+    out = {k: v for k, v in values.items() if k not in LEGACY_BUDGET_FIELDS}
+    out["budgets"] = tuple(merged.items())
+    return out
+
+
+def budget_values(ecfg) -> dict[str, int]:
+    """{budget name: value} of every registered budget under ``ecfg`` (an EvalConfig or a recorded eval dict, with
+    legacy aa_* fields): eval.budgets where set, else the attack's default."""
+    d = upgrade_eval(dataclasses.asdict(ecfg) if dataclasses.is_dataclass(ecfg) else dict(ecfg))
+    over = dict(tuple(b) for b in d.get("budgets", ()))
+    return {name: over.get(name, b.default) for name, b in BUDGETS.items()}
 
 
 @dataclass(frozen=True)
@@ -239,7 +266,9 @@ class EvalConfig(_Config):
     The paper's protocol (Sec. 3.2: PGD on cross-entropy for softmax, Eq. 11-12 for the generative classifier)
     runs over ``eps_grid`` on the first ``n_test`` images of a seeded permutation of the test set; the stronger
     attacks run at ``strong_eps`` on the first ``n_strong`` of them (a prefix, so per-example worst cases are
-    defined). The aa_* fields are AutoAttack's standard settings (paper profile); smaller profiles shrink them.
+    defined). The attacks' own budgets (AutoAttack's iterations, targets, queries) live in their registry entries
+    (genrobust.core.registry), their defaults AutoAttack's standard version (paper profile); ``budgets`` overrides
+    them by name (smaller profiles shrink them).
     """
     classifiers: tuple[str, ...] = _f(CLASSIFIERS, choices=CLASSIFIERS)
     norm: str = _f("l2", choices=("l2", "linf"), doc="threat model; eps values are in [0, 1] pixel units")
@@ -253,11 +282,10 @@ class EvalConfig(_Config):
                                             doc="further eps where the strong attacks run too: the worst case at "
                                                 "several points of Fig. 1 (the masking checks stay at strong_eps)")
     n_strong: int = _f(1000, lo=1, doc="images for the strong attacks and masking checks (<= n_test; clipped)")
-    strong_attacks: tuple[str, ...] = _f(STRONG_ATTACKS, choices=strong_attack_names)
-    aa_apgd_iters: int = _f(100, lo=1, doc="APGD-CE / APGD-T iterations (AutoAttack standard: 100)")
-    aa_targets: int = _f(9, lo=1, hi=9, doc="target classes of APGD-T and FAB-T, most likely first (standard: 9)")
-    aa_fab_iters: int = _f(100, lo=1, doc="FAB-T iterations (standard: 100)")
-    aa_square_queries: int = _f(5000, lo=1, doc="Square queries (standard: 5000)")
+    strong_attacks: tuple[str, ...] = _f(STRONG_ATTACKS, choices=strong_attacks)
+    budgets: tuple[tuple[str, int], ...] = _f((), lo=1, doc="attack budgets by name, overriding their registry "
+                                                           "defaults (AutoAttack standard), e.g. "
+                                                           "[['apgd_iters', 50], ['targets', 3]]")
     masking_eps: float = _f(8.0, lo=0.0, lo_open=True, doc="a radius at which any sound attack must win")
     masking_max_acc: float = _f(0.05, lo=0.0, hi=1.0, doc="'near 0': robust accuracy allowed at masking_eps")
     masking_steps_factor: int = _f(5, lo=2, doc="'more steps' check: the paper's attack with steps x this")
@@ -287,6 +315,15 @@ class EvalConfig(_Config):
                               f"got {self.classifiers}")
         if not self.eps_grid:
             raise ConfigError("eval.eps_grid: give at least one eps (e.g. [0, 0.5])")
+        names = [n for n, _ in self.budgets]
+        for n, v in self.budgets:
+            if n not in BUDGETS:
+                raise ConfigError(f"eval.budgets: unknown budget {n!r}; the registered attacks' budgets are "
+                                  f"{sorted(BUDGETS)}")
+            if BUDGETS[n].hi is not None and v > BUDGETS[n].hi:
+                raise ConfigError(f"eval.budgets: {n} {v} is out of range; must be <= {BUDGETS[n].hi}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"eval.budgets: each budget at most once, got {names}")
 
 
 @dataclass(frozen=True)
@@ -445,8 +482,8 @@ CPU = Profile(
     # holds the paper's attacks on 1,000 images (~21 core-min) plus the worst case on 130 images at three eps
     # (0.25, 0.5, 1.0: ~54 core-min) and the masking checks; 500 worst-case images at three eps would take ~1.7 h.
     # One unit is one batch (250 positions): 4 units per paper run, 1 per strong run, 4 per job.
-    eval=EvalConfig(n_test=1000, steps=20, n_strong=130, strong_eps_more=(0.25, 1.0), aa_apgd_iters=50,
-                    aa_targets=3, aa_fab_iters=50, aa_square_queries=500, shard_batches=1, units_per_job=4),
+    eval=EvalConfig(n_test=1000, steps=20, n_strong=130, strong_eps_more=(0.25, 1.0), budgets=REDUCED_AUTOATTACK,
+                    shard_batches=1, units_per_job=4),
     # Tab. 2 at CPU scale: 2 PGD configs x 2 classifiers x 2 kinds = 8 cells + the FID(test, train) anchor, each
     # 2,050 images (> 2048: full-rank covariance) through Inception, against a one-time cached 10,000-image
     # reference; FIDs at this N are biased upward and comparable only among themselves.
@@ -496,7 +533,7 @@ GPU = Profile(
     # the paper's attacks on 2,000 images at every eps of the grid; AutoAttack + multi-targeted + the paper's attack
     # on 500 at eps 0.25, 0.5, 1.0 with the cpu profile's AutoAttack budgets (the standard ones would cost ~6x)
     eval=EvalConfig(n_test=2000, steps=20, n_strong=500, strong_eps=0.5, strong_eps_more=(0.25, 1.0),
-                    aa_apgd_iters=50, aa_targets=3, aa_fab_iters=50, aa_square_queries=500, batch_size=500,
+                    budgets=REDUCED_AUTOATTACK, batch_size=500,
                     shard_batches=1, units_per_job=8, channels_last=False),
     # Tab. 2: 2,050 images per cell (> 2048, full-rank covariance) against 10,000 reference training images, FID
     # and KID on the GPU from the staged Inception weights (tools/gpu_run)
@@ -523,7 +560,7 @@ SMOKE = Profile(
     calib=CalibConfig(select_on="val", max_steps=300, patience=30),
     # tiny AutoAttack budgets: notebook 03 runs every attack and masking check in seconds
     eval=EvalConfig(n_test=100, steps=5, n_strong=40, eps_grid=(0.0, 0.5, 1.0), strong_eps_more=(1.0,),
-                    aa_apgd_iters=10, aa_targets=3, aa_fab_iters=10, aa_square_queries=100),
+                    budgets=(("apgd_iters", 10), ("targets", 3), ("fab_iters", 10), ("square_queries", 100))),
     # tiny N: exercises the real Inception path in CI; singular covariances, numbers not comparable to anything
     gen=GenConfig(n_samples=20, n_reference=40, eps=10.0, n_show=2),
     ablation=AblationConfig(widths=(0.5, 1.0), weight_decays=(0.0, 1e-4), train_eps=(0.1, 0.3),
@@ -549,7 +586,7 @@ def to_dict(cfg) -> dict:
 def from_dict(d: dict) -> Profile:
     """Rebuild a Profile from :func:`to_dict` output (e.g. a saved config.json)."""
     kw = {k: v for k, v in d.items() if k not in SECTIONS}
-    sections = {s: _SECTION_TYPES[s](**d[s]) for s in SECTIONS if s in d}
+    sections = {s: _SECTION_TYPES[s](**(upgrade_eval(d[s]) if s == "eval" else d[s])) for s in SECTIONS if s in d}
     return Profile(**kw, **sections)
 
 
@@ -563,6 +600,11 @@ def replace(cfg, **changes):
     unknown = sorted(set(changes) - names)
     if unknown:
         prefix = type(cfg).__name__.replace("Config", "").lower()
+        legacy = [u for u in unknown if u in LEGACY_BUDGET_FIELDS]
+        if isinstance(cfg, EvalConfig) and legacy:
+            raise ConfigError(f"eval.{legacy[0]} is now a budget of the attacks that use it: set eval.budgets, e.g. "
+                              f"[['{LEGACY_BUDGET_FIELDS[legacy[0]]}', {changes[legacy[0]]!r}]] (apply_overrides "
+                              f"translates eval.aa_* itself)")
         raise ConfigError(f"unknown key(s) {', '.join(prefix + '.' + u for u in unknown)}; allowed: {sorted(names)}")
     return dataclasses.replace(cfg, **changes)
 
@@ -585,6 +627,8 @@ def apply_overrides(profile: Profile, overrides: dict[str, Any] | None = None, *
             per_section.setdefault(sec, {})[sub] = value
         else:
             top[key] = value
+    if "eval" in per_section:  # eval.aa_* (before the attacks owned their budgets) -> eval.budgets
+        per_section["eval"] = upgrade_eval(per_section["eval"], profile.eval.budgets)
     changes = {sec: replace(getattr(profile, sec), **vals) for sec, vals in per_section.items()}
     return replace(profile, **top, **changes)
 

@@ -8,7 +8,8 @@ flags of every example as a '0'/'1' string, so tables, worst cases and checks ca
 without rerunning anything. Runs evaluate a *prefix* of one seeded permutation of the test set (the paper's attacks
 the first n_test images, the strong attacks and masking runs the first n_strong), so any two runs share their first
 min(n) examples and the worst case per example is well defined there. Which attacks exist, their labels and which
-classifier each applies to come from the registry (:data:`genrobust.core.registry.ATTACKS`).
+classifier each applies to, and each attack's settings (its budgets, what goes into its unit keys and records, how
+'more steps' scales it) come from the registry (:data:`genrobust.core.registry.ATTACKS`).
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.attacks import default_step_size
 from ..core.compiling import maybe_compile
-from ..core.config import EvalConfig
+from ..core.autoattack import AUTOATTACK_ATTACKS
+from ..core.config import EvalConfig, budget_values
 from ..core.fold import folded_copy
 from ..core.metrics import mcnemar, wilson_interval
 from ..core.models import GenerativeClassifier
@@ -52,15 +53,18 @@ def eval_indices(n_total: int, n: int, seed: int) -> torch.Tensor:
 @dataclass(frozen=True)
 class AttackRun:
     """One attack at one eps on the first ``n`` examples. ``role``: 'paper' (Sec. 3.2 protocol), 'strong'
-    (AutoAttack / multi-targeted), or a masking check ('more steps', 'more restarts', 'large eps')."""
+    (AutoAttack / multi-targeted), or a masking check ('more steps', 'more restarts', 'large eps'). Its settings
+    are the registry entry's (:meth:`genrobust.core.registry.AttackSpec.settings`): steps, step size and restarts
+    of a PGD-style attack, or the attack's own budgets."""
     attack: str
     eps: float
     n: int
     role: str
-    steps: Optional[int] = None          # PGD-type attacks (ours); AutoAttack's budgets are in the eval config
+    steps: Optional[int] = None          # PGD-style attacks (ours)
     step_size: Optional[float] = None    # None: 2.5 * eps / steps
     restarts: int = 1
     seed: int = 0
+    budgets: tuple[tuple[str, int], ...] = ()  # an attack with budgets (AutoAttack's): its own, (name, value)
 
 
 def plan_runs(kind: str, ecfg: EvalConfig, n: int) -> list[AttackRun]:
@@ -74,20 +78,22 @@ def plan_runs(kind: str, ecfg: EvalConfig, n: int) -> list[AttackRun]:
         raise EvaluationError(f"attack(s) {wrong} do not apply to a {kind} classifier; drop them from "
                               "eval.strong_attacks")
     paper, n_strong = PAPER_ATTACK[kind], min(ecfg.n_strong, n)
-    pgd = dict(steps=ecfg.steps, step_size=ecfg.step_size, restarts=ecfg.restarts, seed=ecfg.seed)
+    spec = attack_spec(paper)
+    own = spec.settings(ecfg)
     strong = (ecfg.strong_eps,) + tuple(e for e in ecfg.strong_eps_more if e != ecfg.strong_eps)
-    runs = [AttackRun(paper, float(e), n, "paper", **pgd)
+    runs = [AttackRun(paper, float(e), n, "paper", seed=ecfg.seed, **own)
             for e in sorted(set(ecfg.eps_grid) | set(strong)) if e > 0]
     for e in strong:  # the worst case over every attack at each of these eps
         for a in ecfg.strong_attacks:
-            runs.append(AttackRun(a, e, n_strong, "strong", **pgd) if attack_spec(a).iterative
-                        else AttackRun(a, e, n_strong, "strong", seed=ecfg.seed))
+            runs.append(AttackRun(a, e, n_strong, "strong", seed=ecfg.seed, **attack_spec(a).settings(ecfg)))
+    base = AttackRun(paper, ecfg.strong_eps, n_strong, "paper", seed=ecfg.seed, **own)
+    more = spec.scaled(base, mul=ecfg.masking_steps_factor)  # None: the paper's attack has nothing to scale
+    if more is not None:
+        runs.append(replace(base, role="more steps", **more))
     runs += [
-        AttackRun(paper, ecfg.strong_eps, n_strong, "more steps", ecfg.steps * ecfg.masking_steps_factor,
-                  ecfg.step_size, ecfg.restarts, ecfg.seed),
-        AttackRun(paper, ecfg.strong_eps, n_strong, "more restarts", ecfg.steps, ecfg.step_size,
-                  max(ecfg.masking_restarts, ecfg.restarts + 1), ecfg.seed + 1),
-        AttackRun(paper, ecfg.masking_eps, n_strong, "large eps", **pgd),
+        replace(base, role="more restarts", restarts=max(ecfg.masking_restarts, base.restarts + 1),
+                seed=ecfg.seed + 1),
+        AttackRun(paper, ecfg.masking_eps, n_strong, "large eps", seed=ecfg.seed, **own),
     ]
     return runs
 
@@ -98,12 +104,12 @@ def run_attack(model, x: torch.Tensor, y: torch.Tensor, run: AttackRun, *, ecfg:
                generator: torch.Generator, warnings: Optional[list] = None) -> torch.Tensor:
     """x_adv for one batch (every example attacked), by the registry entry of ``run.attack``. Our PGD attacks
     (genrobust.core.attacks) take input gradients only; Eq. 11-12 and multi-targeted run only the sub-models their
-    objectives touch; AutoAttack's budgets come from ``ecfg``."""
+    objectives touch; an attack with budgets (AutoAttack's) gets ``run.budgets``."""
     if run.attack not in ATTACKS:
         raise EvaluationError(f"unknown attack {run.attack!r}; choose one of {list(ATTACKS)}")
     return ATTACKS[run.attack].run(model, x, y, eps=run.eps, norm=ecfg.norm, steps=run.steps,
                                    step_size=run.step_size, restarts=run.restarts, seed=run.seed,
-                                   generator=generator, budgets=ecfg, warnings=warnings)
+                                   generator=generator, budgets=dict(run.budgets), warnings=warnings)
 
 
 def _check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str, attack: str) -> float:
@@ -148,12 +154,16 @@ def shards(n: int, shard_size: int) -> list[tuple[int, int]]:
 def unit_key(kind: str, run: AttackRun, lo: int, hi: int, ecfg: EvalConfig, *, classifier: str,
              eval_set: dict) -> dict:
     """Everything a unit's result depends on: the classifier's weights digest, the evaluation set (data, split,
-    permutation seed), the attack and its settings, eps, norm, the run's seed, the chunk size and [lo, hi). Not the
-    run's role or n (a unit is shared by every run that needs it) and not execution settings (channels_last,
-    compile: the same function up to float rounding)."""
-    return {"unit": "attack", "classifier": classifier, "kind": kind, "eval_set": eval_set, "attack": run.attack,
-            "eps": float(run.eps), "norm": ecfg.norm, "seed": run.seed, "batch_size": ecfg.batch_size,
-            "lo": lo, "hi": hi, **attack_spec(run.attack).settings(run, ecfg)}
+    permutation seed), the attack and its settings (its registry entry's
+    :meth:`~genrobust.core.registry.AttackSpec.key_settings`: steps, step size and restarts, or exactly its own
+    budgets), eps, norm, the run's seed, the chunk size and [lo, hi). Not the run's role or n (a unit is shared by
+    every run that needs it) and not execution settings (channels_last, compile: the same function up to float
+    rounding)."""
+    key = {"unit": "attack", "classifier": classifier, "kind": kind, "eval_set": eval_set, "attack": run.attack,
+           "eps": float(run.eps), "norm": ecfg.norm, "seed": run.seed, "batch_size": ecfg.batch_size,
+           "lo": lo, "hi": hi}
+    key.update(attack_spec(run.attack).key_settings(run))
+    return key
 
 
 def attack_unit(model, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, run: AttackRun, lo: int, hi: int, *,
@@ -183,6 +193,21 @@ def attack_unit(model, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, ru
             "max_perturbation": size, "warnings": warnings}
 
 
+# Before the attacks owned their budgets (CHANGELOG, unreleased), each AutoAttack unit was keyed by all four of
+# AutoAttack's budgets. The computation is the same (autoattack() runs one attack; the others' budgets are unused),
+# so a unit stored under that key is read and kept under today's key instead of being recomputed.
+LEGACY_AUTOATTACK_BUDGETS = ("apgd_iters", "targets", "fab_iters", "square_queries")
+
+
+def legacy_unit_key(key: dict, ecfg: EvalConfig) -> Optional[dict]:
+    """The key ``key``'s unit had before the attacks owned their budgets, for AutoAttack's four attacks (None for
+    the others, whose keys did not change)."""
+    if key["attack"] not in AUTOATTACK_ATTACKS:
+        return None
+    values = budget_values(ecfg)
+    return {**key, "budgets": {n: values[n] for n in LEGACY_AUTOATTACK_BUDGETS}}
+
+
 @dataclass(frozen=True)
 class UnitContext:
     """Where an evaluation keeps its units: a store, the classifier's weights digest and the evaluation set's
@@ -194,6 +219,18 @@ class UnitContext:
     def key(self, kind: str, run: AttackRun, lo: int, hi: int, ecfg: EvalConfig) -> dict:
         return unit_key(kind, run, lo, hi, ecfg, classifier=self.classifier, eval_set=self.eval_set)
 
+    def lookup(self, kind: str, run: AttackRun, lo: int, hi: int, ecfg: EvalConfig) -> Optional[dict]:
+        """The unit's stored result, or None. One stored under its legacy key (:func:`legacy_unit_key`) is copied
+        to its key now and returned."""
+        key = self.key(kind, run, lo, hi, ecfg)
+        rec = self.store.get(key)
+        old = legacy_unit_key(key, ecfg) if rec is None else None
+        if old is not None and old in self.store:
+            rec = self.store.get(old)
+            if rec is not None:
+                rec = self.store.put(key, rec)
+        return rec
+
 
 def run_units(work, x, y, clean, kind: str, run: AttackRun, ecfg: EvalConfig,
               units: UnitContext | None = None) -> list[dict]:
@@ -201,7 +238,7 @@ def run_units(work, x, y, clean, kind: str, run: AttackRun, ecfg: EvalConfig,
     out = []
     for lo, hi in shards(run.n, ecfg.shard_size):
         key = units.key(kind, run, lo, hi, ecfg) if units is not None else None
-        rec = units.store.get(key) if units is not None else None
+        rec = units.lookup(kind, run, lo, hi, ecfg) if units is not None else None
         if rec is None:
             rec = attack_unit(work, x, y, clean, run, lo, hi, ecfg=ecfg)
             if units is not None:
@@ -252,15 +289,12 @@ def model_checks(model, x: torch.Tensor, y: torch.Tensor) -> dict:
 
 
 def _run_record(run: AttackRun, flags: torch.Tensor, info: dict, ecfg: EvalConfig) -> dict:
+    """The record of one run: its AttackRun fields (budgets only where the attack has any), the settings its registry
+    entry records (:meth:`~genrobust.core.registry.AttackSpec.record_settings`), the flags and their summary."""
     k, n = int(flags.sum()), len(flags)
-    rec = {**asdict(run), "norm": ecfg.norm, "robust": flags_to_str(flags), "n_robust": k, "accuracy": k / n,
-           "ci95": wilson_interval(k, n), **info}
-    spec = attack_spec(run.attack)
-    if not spec.iterative:
-        rec.update(steps=None, step_size=None)
-    elif run.step_size is None and run.steps:
-        rec["step_size"] = default_step_size(run.eps, run.steps)
-    return {**rec, **spec.recorded(ecfg)}
+    fields = {f: v for f, v in asdict(run).items() if f != "budgets"}
+    return {**fields, "norm": ecfg.norm, "robust": flags_to_str(flags), "n_robust": k, "accuracy": k / n,
+            "ci95": wilson_interval(k, n), **info, **attack_spec(run.attack).record_settings(run)}
 
 
 def prepare_attacks(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfig) -> tuple[torch.nn.Module, torch.Tensor]:

@@ -66,24 +66,27 @@ def plan(profile: Profile, data: Prepared, paths: dict[str, str], x: torch.Tenso
         for run in plan_runs(kind, e, len(y)):
             for lo, hi in shards(run.n, e.shard_size):
                 p.units.append((run, lo, hi))
-                p.done.append(p.context.key(kind, run, lo, hi, e) in p.context.store)
+                p.done.append(p.context.lookup(kind, run, lo, hi, e) is not None)
                 p.to_attack.append(int(clean[kind][lo:hi].sum()))
         out[kind] = p
     return out
 
 
 def _settings(run: AttackRun) -> tuple:
-    return (run.attack, run.eps, run.steps, run.step_size, run.restarts)
+    return (run.attack, run.eps, run.steps, run.step_size, run.restarts, run.budgets)
 
 
 def probe_seconds_per_image(work, x, y, run: AttackRun, ecfg: EvalConfig, n: int = 4) -> float:
     """Seconds per attacked image of ``run`` on ``work``, from a probe on n images with the same per-iteration cost
-    and fewer iterations (scaled back up), at a tiny eps (the attack never stops early): an upper bound."""
+    and fewer iterations (its registry entry's :meth:`~genrobust.core.registry.AttackSpec.scaled` by
+    1 / probe_divisor, scaled back up by the effort ratio; an attack with nothing to scale runs in full), at a tiny
+    eps (the attack never stops early): an upper bound."""
     spec = attack_spec(run.attack)
-    probe, small, factor = spec.probe(run, ecfg)  # the registry's cheaper run of the same per-iteration cost
-    probe = dataclasses.replace(probe, eps=1e-4)
+    small = spec.scaled(run, div=spec.probe_divisor)
+    probe = dataclasses.replace(run, eps=1e-4, **(small or {}))
+    factor = spec.effort(run) / spec.effort(probe)
     t0 = time.perf_counter()
-    run_attack(work, x[:n], y[:n], probe, ecfg=small, generator=torch.Generator(device=x.device).manual_seed(0))
+    run_attack(work, x[:n], y[:n], probe, ecfg=ecfg, generator=torch.Generator(device=x.device).manual_seed(0))
     return (time.perf_counter() - t0) * factor / min(n, len(x))
 
 
@@ -97,7 +100,7 @@ def estimate_seconds(plans: dict[str, ClassifierPlan], works: dict, x, y, ecfg: 
         done: dict[tuple, list[float]] = {}
         for (run, lo, hi), is_done, n_att in zip(p.units, p.done, p.to_attack):
             if is_done:
-                rec = p.context.store.get(p.context.key(kind, run, lo, hi, ecfg))
+                rec = p.context.lookup(kind, run, lo, hi, ecfg)
                 if rec is not None and rec["n_attacked"]:
                     t = done.setdefault(_settings(run), [0.0, 0])
                     t[0] += rec["time_s"]
@@ -145,7 +148,7 @@ def _eval_units_job(profile_dict: dict, kind: str, checkpoint: str, units: list[
     for run_dict, lo, hi in units:
         run = AttackRun(**run_dict)
         key = ctx.key(kind, run, lo, hi, profile.eval)
-        if ctx.store.get(key) is None:
+        if ctx.lookup(kind, run, lo, hi, profile.eval) is None:
             ctx.store.put(key, attack_unit(work, x, y, clean, run, lo, hi, ecfg=profile.eval))
             n += 1
     return n

@@ -26,9 +26,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..core import paper
-from ..core.config import PAPER, get_profile
+from ..core.config import LEGACY_BUDGET_FIELDS, PAPER, budget_values, get_profile
 from ..core.fmt import ci_pct, pct
-from ..core.registry import ATTACK_LABELS
+from ..core.registry import ATTACK_LABELS, BUDGETS
 from ..data.base import CLASSES
 from ..measure.ablate import base_profile
 from ..measure.claims import accuracy_verdicts, generation_verdicts
@@ -60,8 +60,9 @@ MODEL_KEYS = {
     "softmax": ("data.train_per_class", "softmax.model", "softmax.width", "softmax.epochs", "softmax.eps",
                 "softmax.attack_steps", "softmax.select_on"),
 }
-ATTACK_KEYS = ("eval.norm", "eval.n_test", "eval.steps", "eval.restarts", "eval.n_strong", "eval.aa_apgd_iters",
-               "eval.aa_targets", "eval.aa_fab_iters", "eval.aa_square_queries")
+# The attacks' budgets compare per name (eval.budget.<name>, see _with_budgets), whichever way a file records them.
+ATTACK_KEYS = ("eval.norm", "eval.n_test", "eval.steps", "eval.restarts", "eval.n_strong",
+               *(f"eval.budget.{name}" for name in BUDGETS))
 CALIB_KEYS = ("calib.select_on", "calib.train_per_class", "calib.max_steps", "calib.patience")
 GEN_KEYS = ("gen.n_samples", "gen.n_counterfactuals", "gen.n_reference", "gen.eps", "gen.cf_target")
 ABLATION_BASE_KEYS = ("data.train_per_class", "model.name", "model.width", "train.epochs", "train.weight_decay",
@@ -88,6 +89,16 @@ def _get(cfg: dict | None, key: str):
     return node
 
 
+def _with_budgets(cfg: dict | None) -> dict | None:
+    """A recorded config with its attack budgets resolved per name under eval.budget ({name: value}: eval.budgets,
+    the aa_* fields of files written before the attacks owned their budgets, else the attack's default), so old and
+    new results files compare alike."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("eval"), dict):
+        return cfg
+    ev = {k: v for k, v in cfg["eval"].items() if k not in LEGACY_BUDGET_FIELDS and k != "budgets"}
+    return {**cfg, "eval": {**ev, "budget": budget_values(cfg["eval"])}}
+
+
 def _norm(v) -> str:
     return json.dumps(v, sort_keys=True, default=str)  # tuples and lists compare equal, as in the JSON files
 
@@ -110,7 +121,7 @@ def _paper_ablation_config() -> dict:
 def differences(config: dict | None, keys, reference: dict | None = None) -> list[str]:
     """'key ours vs paper' for every key whose recorded value differs from the paper profile's (keys absent from
     the recorded config are skipped)."""
-    reference = PAPER_CONFIG if reference is None else reference
+    config, reference = _with_budgets(config), _with_budgets(PAPER_CONFIG if reference is None else reference)
     out = []
     for key in keys:
         if key in EXECUTION_ONLY:
@@ -461,8 +472,8 @@ def provenance_table(sources: dict[str, Source]) -> pd.DataFrame:
 
 def settings_table(sources: dict[str, Source]) -> pd.DataFrame:
     """Every recorded setting that differs from the paper profile, per results file (blank: not recorded there)."""
-    flat = {nb: _flatten(s.config) for nb, s in sources.items() if s.ok and s.config}
-    paper_flat = _flatten(PAPER_CONFIG)
+    flat = {nb: _flatten(_with_budgets(s.config)) for nb, s in sources.items() if s.ok and s.config}
+    paper_flat = _flatten(_with_budgets(PAPER_CONFIG))
     keys = sorted({k for f in flat.values() for k in f if k in paper_flat and k not in EXECUTION_ONLY
                    and any(_norm(f.get(k)) != _norm(paper_flat[k]) for f in flat.values() if k in f)},
                   key=lambda k: (list(paper_flat).index(k)))
