@@ -1,7 +1,8 @@
 """Training objectives: Eq. 3 (out-distribution AT), Eq. 9 (combined in/out AT), and Madry's softmax PGD-AT.
 
 Each objective is a small function ``(model, batch, cfg, generator) -> (loss, stats)``; the one training loop in
-``genrobust.training`` calls them. The paper writes the objectives as log-likelihoods to *maximize*; here they are
+``genrobust.training`` steps them. Eq. 3 and Eq. 9 are written once, in :func:`binary_loss`, on (K, n) batches of
+K binary models (K = 1: one d_k). The paper writes the objectives as log-likelihoods to *maximize*; here they are
 the equivalent binary cross-entropy losses to *minimize* on the logit d_k (D_k = sigmoid(d_k)).
 
 BatchNorm during the inner attack: the attack runs with the model in **eval mode** (BN uses its running
@@ -48,28 +49,44 @@ def perturb_positives(model, x_pos, cfg, generator):
     return _perturb(model, x_pos, cfg.eps1, True, cfg, generator)
 
 
-def _bce_on(model, x_pos, x_neg):
-    """BCE of d_k on [positives -> 1, negatives -> 0] in one forward pass (one balanced BN batch)."""
-    logits = d_score(model, torch.cat([x_pos, x_neg]))
-    target = torch.cat([logits.new_ones(len(x_pos)), logits.new_zeros(len(x_neg))])
-    loss = F.binary_cross_entropy_with_logits(logits, target)
+class ObjectiveError(ValueError):
+    """Batches that do not match the (K, n) layout of :func:`binary_loss`, or an unknown objective."""
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # (K, n, ...) -> (K * n, ...): row i belongs to d_{i // n}
+
+
+def binary_loss(model, x_pos, x_neg, cfg, generator):
+    """Eq. 3 (``cfg.objective`` 'out') or Eq. 9 ('combined') of K binary models d_k at once: the one copy.
+
+    x_pos, x_neg: (K, n, 3, H, W) in [0, 1]; model k trains on x_pos[k] (class k, label 1) and x_neg[k] (not k,
+    label 0). ``model`` maps (K * n, 3, H, W) -> (K * n, 1) with row i scored by d_{i // n}: one d_k when K = 1
+    (the per-class path), or the K models as one network (:class:`genrobust.training.fused.FusedBinaryModels`).
+    Eq. 9 first perturbs the positives (within eps1, minimizing d_k), then both objectives perturb the negatives
+    (within eps, maximizing d_k), each on the eval-mode function with BN folded (module docstring); then one
+    forward in the model's own mode on [x_pos[k]; x_neg'[k]] per model (one balanced BN batch each).
+
+    Returns (loss_k, stats): loss_k (K,) each model's mean BCE (so ``loss_k.sum().backward()`` gives every model
+    the gradient of its own objective); stats 'loss' and 'acc', (K,) each, detached.
+    """
+    if x_pos.dim() != 5 or x_neg.shape != x_pos.shape:
+        raise ObjectiveError(f"x_pos and x_neg must both be (K, n, 3, H, W); got {tuple(x_pos.shape)} and "
+                             f"{tuple(x_neg.shape)}")
+    if cfg.objective not in ("out", "combined"):
+        raise ObjectiveError(f"cfg.objective must be 'out' or 'combined', got {cfg.objective!r}")
+    k, n = x_pos.shape[:2]
+    if cfg.objective == "combined":  # positives first: the per-class path's order of draws (random starts)
+        x_pos = perturb_positives(model, _rows(x_pos), cfg, generator).view_as(x_pos)
+    x_neg = perturb_negatives(model, _rows(x_neg), cfg, generator).view_as(x_neg)
+    # (K * 2n, 3, H, W): [x_pos[k]; x_neg[k]] per model, concatenated as 4-d images (keeps a channels-last batch so)
+    x = torch.cat([t for j in range(k) for t in (x_pos[j], x_neg[j])])
+    logits = d_score(model, x).view(k, 2 * n)  # (K, 2n)
+    target = torch.cat([logits.new_ones(n), logits.new_zeros(n)]).expand(k, 2 * n)
+    loss_k = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)  # (K,)
     with torch.no_grad():
-        acc = ((logits > 0).float() == target).float().mean()
-    return loss, {"loss": loss.detach(), "acc": acc}
-
-
-def out_distribution_loss(model, x_pos, x_neg, cfg, generator):
-    """Eq. 3: clean positives of class k, negatives (other classes) perturbed to maximize d_k within eps."""
-    return _bce_on(model, x_pos, perturb_negatives(model, x_neg, cfg, generator))
-
-
-def combined_loss(model, x_pos, x_neg, cfg, generator):
-    """Eq. 9: positives perturbed to minimize d_k within eps1, negatives perturbed to maximize d_k within eps."""
-    return _bce_on(model, perturb_positives(model, x_pos, cfg, generator),
-                   perturb_negatives(model, x_neg, cfg, generator))
-
-
-BINARY_OBJECTIVES = {"out": out_distribution_loss, "combined": combined_loss}
+        acc_k = ((logits > 0).to(target.dtype) == target).to(target.dtype).mean(dim=1)
+    return loss_k, {"loss": loss_k.detach(), "acc": acc_k}
 
 
 def softmax_pgd_at_loss(model, x, y, cfg, generator):

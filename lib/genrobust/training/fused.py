@@ -10,8 +10,8 @@ vmap reshuffles cost extra, so sequential stays the default there (see :func:`ch
 Layout. The fused module is an ordinary ``nn.Module`` taking x: (K * n, 3, H, W) in [0, 1], rows
 ``k * n .. (k + 1) * n - 1`` belonging to model k, and returning (K * n, num_outputs) where row i is
 d_{i // n}(x_i). Every attack step in ``genrobust.core.attacks`` is per example (per row), so the existing
-``objectives.perturb_negatives`` / ``perturb_positives`` run on the fused module unchanged, with the same
-guarantees (eval mode restored, buffers frozen, input gradients only).
+objective :func:`genrobust.core.objectives.binary_loss` runs on the fused module as on one d_k (K = 1), with the
+same guarantees (eval mode restored, buffers frozen, input gradients only).
 
 BatchNorm. Running statistics are buffers stacked per model (running_mean (K, C), running_var (K, C),
 num_batches_tracked (K,)). Under vmap the BN batching rule normalizes each model's slice with its own batch
@@ -19,8 +19,8 @@ statistics and updates its own slice of the stacked buffers in place, exactly as
 would (checked in tests/test_fused.py to 1e-5 against the sequential objective code). We do NOT use
 ``torch.func.replace_all_batch_norm_modules_``, which would drop the running statistics.
 
-Exactness: :func:`fused_binary_loss` returns the SUM of the K per-model losses, so ``loss.backward()`` gives every
-model the gradient of its own sequential objective (not 1/K of it), and with :class:`FusedSGD` (one learning rate
+Exactness: ``binary_loss`` returns the K per-model losses; the backward of their SUM gives every model the gradient
+of its own sequential objective (not 1/K of it), and with :class:`FusedSGD` (one learning rate
 per model: the paper's 0.05 for classes 0, 1, 6) one fused step equals K sequential SGD steps. One difference:
 with ``attack_random_start=True`` the random starts are drawn for all K * n negatives at once, so they differ
 from the sequential draws (same distribution); the default deterministic attack (start at delta = 0) is identical.
@@ -30,7 +30,7 @@ Usage::
     models = [create_model("resnet18", 1, 0.5) for _ in range(10)]
     fused = FusedBinaryModels(models).to(device)
     opt = FusedSGD(fused.parameters(), lrs=fused_lrs(cfg, classes, step=0, ...), momentum=0.9, weight_decay=1e-4)
-    loss, stats = fused_train_step(fused, opt, x_pos, x_neg, cfg, generator)   # x_pos, x_neg: (K, n, 3, 32, 32)
+    loss_k, stats = fused_train_step(fused, opt, x_pos, x_neg, cfg, generator)   # x_pos, x_neg: (K, n, 3, 32, 32)
     fused.model_state_dict(k)   # d_k's weights in the ordinary single-model format (checkpoints, evaluation)
 """
 from __future__ import annotations
@@ -42,14 +42,13 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..core.fold import FoldedView, conv_bn_pairs, fold_modules_, fold_state, register_view, set_tensor, tensor_slots
-from ..core.objectives import BINARY_OBJECTIVES, d_score, perturb_negatives, perturb_positives
+from ..core.objectives import binary_loss
 from .loop import lr_factor
 
-__all__ = ["FusedError", "FusedBinaryModels", "FoldedFusedView", "fused_binary_loss", "FusedSGD", "fused_lrs", "fused_train_step",
+__all__ = ["FusedError", "FusedBinaryModels", "FoldedFusedView", "FusedSGD", "fused_lrs", "fused_train_step",
            "measure_training_paths", "choose_training_path", "PATH_RULE"]
 
 
@@ -133,38 +132,6 @@ class FusedBinaryModels(nn.Module):
             m.load_state_dict(self.model_state_dict(k))
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])  # (K, n, ...) -> (K * n, ...)
-
-
-def fused_binary_loss(fused: FusedBinaryModels, x_pos: torch.Tensor, x_neg: torch.Tensor, cfg, generator):
-    """Eq. 3 (cfg.objective 'out') or Eq. 9 ('combined') for all K models at once.
-
-    x_pos, x_neg: (K, n, 3, H, W) in [0, 1]; model k trains on x_pos[k] (class k) and x_neg[k] (non-k). The inner
-    attacks are ``objectives.perturb_negatives`` / ``perturb_positives`` themselves (eval mode, BN frozen); the BCE
-    then runs in the fused module's current mode on [x_pos[k]; x_neg'[k]] per model (one balanced BN batch each,
-    as ``objectives._bce_on``). Returns (loss, stats): loss = sum_k loss_k (so each model's gradient is that of its
-    own sequential objective); stats: 'loss', 'acc' (means over k) and 'loss_k', 'acc_k' (K,).
-    """
-    k = fused.num_models
-    if x_pos.dim() != 5 or x_pos.shape[0] != k or x_neg.shape != x_pos.shape:
-        raise FusedError(f"x_pos and x_neg must both be (K={k}, n, 3, H, W); got {tuple(x_pos.shape)} and "
-                         f"{tuple(x_neg.shape)}")
-    if cfg.objective not in ("out", "combined"):
-        raise FusedError(f"cfg.objective must be 'out' or 'combined', got {cfg.objective!r}")
-    x_neg = perturb_negatives(fused, _flat(x_neg), cfg, generator).view_as(x_neg)
-    if cfg.objective == "combined":
-        x_pos = perturb_positives(fused, _flat(x_pos), cfg, generator).view_as(x_pos)
-    n = x_pos.shape[1]
-    logits = d_score(fused, _flat(torch.cat([x_pos, x_neg], dim=1))).view(k, 2 * n)  # (K, 2n)
-    target = torch.cat([logits.new_ones(n), logits.new_zeros(n)]).expand(k, 2 * n)
-    loss_k = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)  # (K,)
-    with torch.no_grad():
-        acc_k = ((logits > 0).to(target.dtype) == target).to(target.dtype).mean(dim=1)
-    stats = {"loss": loss_k.detach().mean(), "acc": acc_k.mean(), "loss_k": loss_k.detach(), "acc_k": acc_k}
-    return loss_k.sum(), stats
-
-
 class FusedSGD(torch.optim.Optimizer):
     """``torch.optim.SGD`` (momentum, weight decay; no dampening, no Nesterov) over stacked (K, ...) parameters
     with one learning rate per model: for model k, buf_k = momentum * buf_k + g_k + wd * p_k; p_k -= lr_k * buf_k
@@ -229,19 +196,20 @@ def fused_lrs(cfg, classes: Sequence[int], step: int, total_steps: int, steps_pe
 
 def fused_train_step(fused: FusedBinaryModels, opt: torch.optim.Optimizer, x_pos: torch.Tensor,
                      x_neg: torch.Tensor, cfg, generator: torch.Generator):
-    """One training step of all K models: attack, BCE (train mode), backward, ``opt.step()``.
+    """One training step of all K models: attack, BCE (train mode), backward of the summed losses, ``opt.step()``.
 
-    Returns (loss, stats) of :func:`fused_binary_loss` (loss is the sum over the K models). A non-finite loss is
-    returned before any update, so a caller's NaN guard can stop with the parameters unchanged.
+    x_pos, x_neg: (K, n, 3, H, W). Returns (loss_k, stats) of :func:`genrobust.core.objectives.binary_loss` (loss_k:
+    (K,)). A non-finite loss is returned before any update. The training loop steps through
+    :class:`genrobust.training.steppers.BinaryStepper`; this is the bare step of the benchmarks and tests.
     """
     fused.train()
-    loss, stats = fused_binary_loss(fused, x_pos, x_neg, cfg, generator)
-    if not torch.isfinite(loss):
-        return loss, stats
+    loss_k, stats = binary_loss(fused, x_pos, x_neg, cfg, generator)
+    if not torch.isfinite(loss_k).all():
+        return loss_k, stats
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    loss_k.sum().backward()
     opt.step()
-    return loss, stats
+    return loss_k, stats
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,7 +286,7 @@ def measure_training_paths(make_model: Callable[[int], nn.Module], cfg, device, 
     """Training images/s of the sequential and the fused path, measured in one process on random images.
 
     make_model(k) -> a fresh d_k; cfg: a ``TrainConfig`` (objective, eps, attack steps, channels_last, momentum,
-    weight decay). Sequential: for each k, ``objectives.BINARY_OBJECTIVES[cfg.objective]`` + backward + SGD step
+    weight decay). Sequential: for each k, ``objectives.binary_loss`` (K = 1) + backward + SGD step
     on its own (batch_size // 2 + batch_size // 2) batch, channels_last as cfg says (as ``train.fit`` runs it).
     Fused: one :func:`fused_train_step` on the K batches. Returns {'sequential': img/s, 'fused': img/s,
     'ratio': fused / sequential, 'seconds_per_step': {...}} with one step = all K models' update on K * batch_size
@@ -333,15 +301,14 @@ def measure_training_paths(make_model: Callable[[int], nn.Module], cfg, device, 
     models = [make_model(k).to(device).to(memory_format=fmt).train() for k in range(num_models)]
     opts = [torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
             for m in models]
-    objective = BINARY_OBJECTIVES[cfg.objective]
     xs_pos = [x_pos[k].contiguous(memory_format=fmt) for k in range(num_models)]
     xs_neg = [x_neg[k].contiguous(memory_format=fmt) for k in range(num_models)]
 
     def sequential_step():
         for m, o, xp, xn in zip(models, opts, xs_pos, xs_neg):
-            loss, _ = objective(m, xp, xn, cfg, g)
+            loss_k, _ = binary_loss(m, xp[None], xn[None], cfg, g)
             o.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_k.sum().backward()
             o.step()
 
     fused = FusedBinaryModels([make_model(k) for k in range(num_models)]).to(device).train()

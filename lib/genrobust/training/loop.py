@@ -7,8 +7,10 @@ A run is keyed by a hash of its config (``runs/<kind>/<hash>/``) and holds:
   metrics.jsonl   one line per epoch: loss, train accuracy, clean/adversarial selection metrics, lr, images/s
   result.json     written last, atomically: its presence means "finished" (train-if-missing reuses the run)
 
-A run killed at any moment (even ``kill -9``) and started again with the same config resumes after its last
-completed epoch: it loses at most the epoch in progress. A NaN/inf loss stops the run with ``TrainingDiverged`` and
+:func:`fit` steps a list of :class:`Run` records through a :class:`Stepper` (``genrobust.training.steppers``: the K
+d_k as one network, K = 1 the per-class path, or the softmax model); resume, the NaN guard, the metric sums,
+selection and checkpoints are here, once. A run killed at any moment (even ``kill -9``) and started again with the
+same config resumes after its last completed epoch: it loses at most the epoch in progress. A NaN/inf loss stops the run with ``TrainingDiverged`` and
 leaves last.pt (the last good epoch) in place.
 """
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -74,59 +77,142 @@ def to_device(x_uint8, device, channels_last):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def fit(run_dir: Path, *, model, cfg, lr: float, epochs: int, make_batches: Callable[[torch.Generator], Iterable],
-        steps_per_epoch: int, step_loss: Callable, select_metrics: Callable | None, select_key: str | None,
-        ckpt_kind: str, ckpt_config: dict, run_config: dict, data_source: dict, device, desc: str,
-        progress: bool = True) -> dict:
-    """Train ``model`` for ``epochs`` with resume, per-epoch checkpoints, metrics log, NaN guard and selection.
+@dataclass
+class Run:
+    """One run directory's training state, the typed record :func:`fit` steps: one per d_k, or the softmax model.
 
-    make_batches(generator) yields one epoch of batches; step_loss(model, batch, generator) -> (loss, stats);
-    select_metrics(model) -> dict of metrics (higher select_key = better) or None to keep the last epoch.
-    """
+    ``model``, ``opt``, ``sched`` and ``generator`` are the run's own (its checkpoint holds them); a stepper may
+    step them through a network of several runs (the K d_k as one) and writes its state back with ``sync``.
+    ``make_batches(generator)`` yields one epoch of this run's batches (uint8 images, drawn from ``generator``)."""
+    run_dir: Path
+    run_config: dict
+    ckpt_kind: str
+    ckpt_config: dict
+    label: str  # names the run in messages: 'd_3 (cat)', 'softmax resnet50'
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    make_batches: Callable[[torch.Generator], Iterable]
+    steps_per_epoch: int
+    select_metrics: Callable | None = None
+    select_key: str | None = None
+    start_epoch: int = 0  # the first epoch to run (after resume)
+    best: float = -math.inf
+    best_epoch: int = -1
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+
+def open_run(run_dir: Path, run_config: dict, *, model, cfg, lr: float, epochs: int, make_batches, steps_per_epoch,
+             device, channels_last: bool, label: str, ckpt_kind: str, ckpt_config: dict, select_metrics=None,
+             select_key=None) -> Run:
+    """The run's directory and config.json, its model on ``device``, SGD with the lr schedule, its generator
+    (seeded cfg.seed), resumed from last.pt when one is there (:func:`resume`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", run_config)
     model.to(device)
-    if cfg.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, lr, cfg.momentum, cfg.weight_decay)
     sched = make_scheduler(opt, cfg, epochs, steps_per_epoch, lr)
     g = torch.Generator().manual_seed(cfg.seed)
-    last = run_dir / "last.pt"
-    start_epoch, best, best_epoch = resume(last, model=model, opt=opt, sched=sched, g=g)
+    start, best, best_epoch = resume(run_dir / "last.pt", model=model, opt=opt, sched=sched, g=g)
+    return Run(run_dir=run_dir, run_config=run_config, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config, label=label,
+               model=model, opt=opt, sched=sched, generator=g, make_batches=make_batches,
+               steps_per_epoch=steps_per_epoch, select_metrics=select_metrics, select_key=select_key,
+               start_epoch=start, best=best, best_epoch=best_epoch)
+
+
+class Stepper(Protocol):
+    """What :func:`fit` steps: the models of its runs, one network (``genrobust.training.steppers``)."""
+    result_extra: dict  # added to every run's result.json (e.g. {'path': 'fused (10 models)'})
+
+    def train(self) -> None:
+        """Train mode, before each epoch (selection left the models in eval mode)."""
+
+    def loss(self, batches: Sequence) -> tuple[torch.Tensor, dict, int]:
+        """One batch per run -> (loss_k (K,) on the device, stats {name: (K,)} detached, images in the step)."""
+
+    def update(self, loss_k: torch.Tensor) -> None:
+        """Backward of loss_k.sum(), the optimizer step and each run's lr schedule step."""
+
+    def sync(self) -> None:
+        """Write the stepped state into each run's model and optimizer (before its checkpoints)."""
+
+
+def fit(runs: Sequence[Run], stepper: Stepper, *, cfg, epochs: int, data_source: dict, device, desc: str,
+        progress: bool = True) -> list[dict]:
+    """Train ``runs`` (all at the same epoch) with ``stepper`` for ``epochs``: the one training loop.
+
+    Per step: one batch from each run's ``make_batches``, ``stepper.loss``, the NaN guard, ``stepper.update``; the
+    per-run statistics are summed on the device (float64) and read once per epoch. On a CUDA device the NaN flag
+    is read once per epoch too (no host sync inside a step): a non-finite loss stops the run at the end of its
+    epoch, before any checkpoint of it; elsewhere it stops before the update of the step. After each epoch, per
+    run: selection, best.pt, the metrics line and last.pt (:func:`end_epoch`). Returns each run's result.json.
+    """
+    runs = list(runs)
+    starts, steps = {r.start_epoch for r in runs}, {r.steps_per_epoch for r in runs}
+    if len(starts) != 1 or len(steps) != 1:
+        raise ValueError(f"{desc}: fit steps runs that stand at one epoch with one epoch length; got epochs "
+                         f"{sorted(starts)} and epoch lengths {sorted(steps)}")
+    start, steps_per_epoch, n_runs = starts.pop(), steps.pop(), len(runs)
+    device = torch.device(device)
+    sync_every_step = device.type != "cuda"  # a host read costs nothing on the CPU and names the step
     t_start = time.time()
-    bar = tqdm(range(start_epoch, epochs), desc=desc, initial=start_epoch, total=epochs, disable=not progress,
-               unit="epoch")
+    bar = tqdm(range(start, epochs), desc=desc, initial=start, total=epochs, disable=not progress, unit="epoch")
     for epoch in bar:
-        model.train()
+        stepper.train()
         t0, n_img, sums = time.time(), 0, {}
-        inner = tqdm(make_batches(g), total=steps_per_epoch, leave=False, disable=not progress, unit="batch",
-                     desc=f"epoch {epoch + 1}")
-        for step, batch in enumerate(inner):
-            loss, stats = step_loss(model, batch, g)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
-                    f"checkpoint ({last.name}, epoch {start_epoch if not last.exists() else epoch}) is kept in "
-                    f"{run_dir}; lower the learning rate (train.lr) and run again")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            n_img += sum(len(b) for b in batch if b.dtype == torch.uint8)
-            for key, v in stats.items():
-                sums[key] = sums.get(key, 0.0) + float(v)
+        nonfinite = torch.zeros(n_runs, dtype=torch.bool, device=device)
+        iters = [iter(r.make_batches(r.generator)) for r in runs]
+        for step in tqdm(range(steps_per_epoch), leave=False, disable=not progress, unit="batch",
+                         desc=f"epoch {epoch + 1}"):
+            loss_k, stats, n = stepper.loss([next(it) for it in iters])
+            bad = ~torch.isfinite(loss_k.detach())
+            if sync_every_step:
+                if bad.any():
+                    raise _diverged(desc, runs, bad, epoch, f"step {step + 1}")
+            else:
+                nonfinite |= bad
+            stepper.update(loss_k)
+            n_img += n
+            for key, v in stats.items():  # float64 sums on the device: the numbers of a per-step float() sum
+                sums[key] = sums[key] + v.double() if key in sums else v.double()
+        if nonfinite.any():  # the one read of the flag per epoch (CUDA)
+            raise _diverged(desc, runs, nonfinite, epoch, "a step")
         train_time = time.time() - t0
-        rec = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_time_s": round(train_time, 2),
-               "images_per_s": round(n_img / max(train_time, 1e-9), 1)}
-        rec.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
-        best, best_epoch = end_epoch(run_dir, rec, model=model, opt=opt, sched=sched, g=g, epoch=epoch,
-                                      epochs=epochs, cfg=cfg, select_metrics=select_metrics, select_key=select_key,
-                                      best=best, best_epoch=best_epoch, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config,
-                                      run_config=run_config)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.startswith(("train_loss", "adv_auroc", "val"))})
-    return finish(run_dir, model=model, cfg=cfg, epochs=epochs, best=best, best_epoch=best_epoch,
-                   select_key=select_key, run_config=run_config, data_source=data_source, device=device,
-                   wall_time_s=time.time() - t_start)
+        stepper.sync()
+        means = {key: (v / max(1, steps_per_epoch)).tolist() for key, v in sums.items()}  # one read per epoch
+        for i, r in enumerate(runs):
+            rec = {"epoch": epoch + 1, "lr": r.lr, "train_time_s": round(train_time, 2),
+                   "images_per_s": round(n_img / n_runs / max(train_time, 1e-9), 1)}
+            if n_runs > 1:
+                rec.update({"fused_models": n_runs, "fused_images_per_s": round(n_img / max(train_time, 1e-9), 1)})
+            rec.update({f"train_{key}": v[i] for key, v in means.items()})
+            r.best, r.best_epoch = end_epoch(r.run_dir, rec, model=r.model, opt=r.opt, sched=r.sched, g=r.generator,
+                                             epoch=epoch, epochs=epochs, cfg=cfg, select_metrics=r.select_metrics,
+                                             select_key=r.select_key, best=r.best, best_epoch=r.best_epoch,
+                                             ckpt_kind=r.ckpt_kind, ckpt_config=r.ckpt_config,
+                                             run_config=r.run_config)
+            if n_runs == 1:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items()
+                                 if k.startswith(("train_loss", "adv_auroc", "val"))})
+    return [finish(r.run_dir, model=r.model, cfg=cfg, epochs=epochs, best=r.best, best_epoch=r.best_epoch,
+                   select_key=r.select_key, run_config=r.run_config, data_source=data_source, device=device,
+                   wall_time_s=time.time() - t_start, **stepper.result_extra) for r in runs]
+
+
+def _diverged(desc: str, runs: Sequence[Run], bad: torch.Tensor, epoch: int, where: str) -> TrainingDiverged:
+    names = [r.label for r, b in zip(runs, bad.tolist()) if b]
+    kept = f"last.pt of epoch {epoch}" if epoch > 0 else "no checkpoint yet"
+    whose = "loss" if len(runs) == 1 else f"loss of {', '.join(names)}"
+    return TrainingDiverged(
+        f"{desc}: {whose} became non-finite at epoch {epoch + 1}, {where}; the last good "
+        f"checkpoint ({kept}) is kept in {runs[0].run_dir if len(runs) == 1 else 'each run directory'}; lower the "
+        f"learning rate (train.lr) and run again")
 
 
 def resume(last: Path, *, model, opt, sched, g) -> tuple[int, float, int]:
