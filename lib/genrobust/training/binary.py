@@ -11,11 +11,11 @@ from tqdm.auto import tqdm
 from ..core.config import Profile, TrainConfig, to_dict
 from ..core.scoring import binary_auroc
 from ..data.base import CLASSES
-from ..data.batches import BinaryBatches, to_float
+from ..data.batches import BinaryBatches, DeviceBinaryBatches, augmented, to_float
 from ..data.splits import Prepared, prepare_data
 from ..store.io import read_json
 from ..store.runs import binary_result, binary_run_config, run_dir_for
-from .loop import Run, default_device, fit, open_run, seeded_model, select_split
+from .loop import Engine, Run, default_device, engine_for, fit, open_run, seeded_model, select_split
 from .steppers import BinaryStepper
 
 
@@ -39,25 +39,39 @@ def _binary_selection(data: Prepared, cfg: TrainConfig, k: int, device):
     return select_metrics, (None if cfg.select_on == "last" else f"{split_name}_adv_auroc")
 
 
-def _binary_batches(data: Prepared, cfg: TrainConfig, k: int):
-    """(make_batches(g), steps per epoch) of d_k's balanced batches."""
-    batches = lambda g: BinaryBatches(data.train_x, data.train_y, k, cfg.batch_size, generator=g)  # noqa: E731
-    steps_per_epoch = len(batches(torch.Generator()))
+def _binary_batches(data: Prepared, cfg: TrainConfig, k: int, x_train: torch.Tensor, on_device: bool):
+    """(make_batches(g), steps per epoch) of d_k's balanced, augmented batches: drawn on the CPU in the per-class
+    path's exact order (BinaryBatches, then augment from the same generator), or on the images' device
+    (DeviceBinaryBatches; ``x_train`` is then the training set uploaded once)."""
+    if on_device:
+        batches = lambda g: DeviceBinaryBatches(x_train, data.train_y, k, cfg.batch_size, cfg.augment,  # noqa: E731
+                                                generator=g)
+    else:
+        batches = lambda g: augmented(BinaryBatches(x_train, data.train_y, k, cfg.batch_size,  # noqa: E731
+                                                    generator=g), cfg.augment, g)
+    steps_per_epoch = len(BinaryBatches(data.train_x, data.train_y, k, cfg.batch_size, generator=torch.Generator()))
     if steps_per_epoch == 0:
         raise ValueError(f"class {k} has too few training images for batch size {cfg.batch_size}; "
                          "lower train.batch_size or raise data.train_per_class")
     return batches, steps_per_epoch
 
 
+def _train_images(data: Prepared, engine: Engine, device) -> torch.Tensor:
+    """The uint8 training images the batches index: uploaded to ``device`` once when the engine keeps the data
+    there, else the CPU tensor."""
+    return data.train_x.to(device) if engine.data_on_device else data.train_x
+
+
 def _binary_ckpt_config(profile: Profile, k: int) -> dict:
     return {**to_dict(profile.model), "k": k, "num_outputs": 1}
 
 
-def _open_binary_run(profile: Profile, k: int, data: Prepared, device, channels_last: bool) -> Run:
+def _open_binary_run(profile: Profile, k: int, data: Prepared, device, channels_last: bool, engine: Engine,
+                     x_train: torch.Tensor) -> Run:
     """d_k's run record: its directory and config, seeded model, optimizer and schedule, resumed from last.pt."""
     cfg: TrainConfig = profile.train
     run_config = binary_run_config(profile, k)
-    batches, steps_per_epoch = _binary_batches(data, cfg, k)
+    batches, steps_per_epoch = _binary_batches(data, cfg, k, x_train, engine.data_on_device)
     select_metrics, select_key = _binary_selection(data, cfg, k, device)
     model = seeded_model(profile.model.name, 1, profile.model.width, cfg.seed * 1000 + k)
     return open_run(run_dir_for(run_config), run_config, model=model, cfg=cfg, lr=cfg.lr_for(k), epochs=cfg.epochs,
@@ -76,9 +90,12 @@ def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, devi
         return read_json(run_dir / "result.json")
     device = torch.device(device) if device else default_device()
     data = data or prepare_data(profile.data, progress=progress)
-    run = _open_binary_run(profile, k, data, device, profile.train.channels_last)
-    return fit([run], BinaryStepper([run], profile.train, device), cfg=profile.train, epochs=profile.train.epochs,
-               data_source=data.source, device=device, desc=run.label, progress=progress)[0]
+    engine = engine_for(profile.engine, device)
+    run = _open_binary_run(profile, k, data, device, profile.train.channels_last, engine,
+                           _train_images(data, engine, device))
+    return fit([run], BinaryStepper([run], profile.train, device, engine), cfg=profile.train,
+               epochs=profile.train.epochs, data_source=data.source, device=device, desc=run.label,
+               progress=progress, engine=engine)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,9 +130,11 @@ def train_binaries_fused(profile: Profile, classes=None, data: Prepared | None =
 
     if len(classes) < 2:
         return sequentially("fewer than two classes left to train")
-    runs = [_open_binary_run(profile, k, data, device, channels_last=False) for k in classes]
+    engine = engine_for(profile.engine, device)
+    x_train = _train_images(data, engine, device)  # uploaded once for all K classes
+    runs = [_open_binary_run(profile, k, data, device, False, engine, x_train) for k in classes]
     if len({r.start_epoch for r in runs}) > 1 or len({r.steps_per_epoch for r in runs}) > 1:
         return sequentially("the classes stand at different epochs or have different epoch lengths")
-    fit(runs, BinaryStepper(runs, profile.train, device), cfg=profile.train, epochs=profile.train.epochs,
-        data_source=data.source, device=device, desc=f"d_k x {len(runs)} (fused)", progress=progress)
+    fit(runs, BinaryStepper(runs, profile.train, device, engine), cfg=profile.train, epochs=profile.train.epochs,
+        data_source=data.source, device=device, desc=f"d_k x {len(runs)} (fused)", progress=progress, engine=engine)
     return [binary_result(profile, k) for k in wanted]

@@ -16,7 +16,7 @@ from ..store.checkpoints import robustness_state_dict, save_checkpoint
 from ..store.io import read_json, write_json
 from ..store.provenance import provenance
 from ..store.runs import run_dir_for, softmax_run_config
-from .loop import default_device, fit, open_run, seeded_model, select_split
+from .loop import default_device, engine_for, fit, open_run, seeded_model, select_split
 from .steppers import SoftmaxStepper
 
 
@@ -84,5 +84,6 @@ def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None
                    label=f"softmax {cfg.model}", ckpt_kind="softmax",
                    ckpt_config={"name": cfg.model, "width": cfg.width, "num_outputs": 10},
                    select_metrics=select_metrics, select_key=select_key)
-    return fit([run], SoftmaxStepper(run, cfg, device), cfg=cfg, epochs=cfg.epochs, data_source=data.source,
-               device=device, desc=run.label, progress=progress)[0]
+    engine = engine_for(profile.engine, device)
+    return fit([run], SoftmaxStepper(run, cfg, device, engine), cfg=cfg, epochs=cfg.epochs, data_source=data.source,
+               device=device, desc=run.label, progress=progress, engine=engine)[0]

@@ -8,12 +8,15 @@
   class keeps its own checkpoint, in the per-class format.
 * :class:`SoftmaxStepper`: the softmax PGD-AT baseline (:func:`genrobust.core.objectives.softmax_pgd_at_loss`).
 
-Each run draws its batches and augmentation from its own generator, in the per-class path's order, so the K models
-stepped together get the numbers of K runs one after another (tests/test_training.py); the inner attack's random
-starts (``train.attack_random_start``) come from the first run's generator.
+Each run draws its batches and augmentation from its own generator (its ``make_batches`` yields augmented
+batches), in the per-class path's order, so the K models stepped together get the numbers of K runs one after
+another (tests/test_training.py); the inner attack's random starts (``train.attack_random_start``) come from the
+first run's generator. Where the engine says so (:func:`genrobust.training.loop.engine_for`: CUDA), the forward
+passes run under bf16 autocast.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 
@@ -22,14 +25,14 @@ import torch
 from ..core.objectives import binary_loss, softmax_pgd_at_loss
 from ..data.batches import augment
 from .fused import FusedBinaryModels, FusedSGD
-from .loop import Run, to_device
+from .loop import Engine, Run, engine_for, to_device
 
 
 class _Stepper:
     """The part every stepper shares: train mode, and the update (backward of the summed per-run losses, one
     optimizer step, each run's lr schedule step)."""
-    def __init__(self, runs: Sequence[Run], net, opt):
-        self.runs, self.net, self.opt = list(runs), net, opt
+    def __init__(self, runs: Sequence[Run], net, opt, engine: Engine):
+        self.runs, self.net, self.opt, self.engine = list(runs), net, opt, engine
         self.result_extra: dict = {}  # added to each run's result.json
         self._runs_opts_bookkeeping = False  # True: the runs' optimizers are not stepped (FusedSGD steps for them)
 
@@ -49,22 +52,30 @@ class _Stepper:
     def sync(self) -> None:
         pass
 
+    def _precision(self):
+        """bf16 autocast of the forward passes (attack and update) where the engine says so (CUDA); the loss,
+        the PGD state (perturbation, norms, projection: fp32 tensors), BN statistics and weights stay fp32."""
+        if self.engine.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.engine.autocast)
+
 
 class BinaryStepper(_Stepper):
     """The d_k of ``runs`` (one run per class, all at one epoch) stepped together; see the module docstring."""
 
-    def __init__(self, runs: Sequence[Run], cfg, device):
+    def __init__(self, runs: Sequence[Run], cfg, device, engine: Engine | None = None):
         runs = list(runs)
         self.cfg, self.device = cfg, torch.device(device)
+        engine = engine or engine_for(None, self.device)
         if len(runs) == 1:  # the model itself: no vmap, its own SGD, channels-last as the config says
-            super().__init__(runs, runs[0].model, runs[0].opt)
+            super().__init__(runs, runs[0].model, runs[0].opt, engine)
             self.channels_last = cfg.channels_last
             return
         models = [r.model for r in runs]
         fused = FusedBinaryModels([m.train() for m in models]).to(self.device)
         opt = FusedSGD(fused.parameters(), lrs=[r.lr for r in runs], momentum=cfg.momentum,
                        weight_decay=cfg.weight_decay)
-        super().__init__(runs, fused, opt)
+        super().__init__(runs, fused, opt, engine)
         self.channels_last = False  # the stacked weights are 5-d
         self.result_extra = {"path": f"fused ({len(runs)} models)"}
         self._runs_opts_bookkeeping = True
@@ -79,19 +90,17 @@ class BinaryStepper(_Stepper):
                     opt.state[fp]["momentum_buffer"] = torch.stack(bufs).to(self.device)
 
     def loss(self, batches):
-        pos, neg, n = [], [], 0
-        for r, (b_pos, b_neg) in zip(self.runs, batches):  # each run draws from its own generator
-            pos.append(to_device(augment(b_pos, self.cfg.augment, r.generator), self.device, self.channels_last))
-            neg.append(to_device(augment(b_neg, self.cfg.augment, r.generator), self.device, self.channels_last))
-            n += len(b_pos) + len(b_neg)
+        """batches: one augmented (x_pos, x_neg) uint8 pair per run (its make_batches drew and augmented them)."""
+        pos = [to_device(b_pos, self.device, self.channels_last) for b_pos, _ in batches]
+        neg = [to_device(b_neg, self.device, self.channels_last) for _, b_neg in batches]
         if len(pos) == 1:  # (1, n, ...) views keep a channels-last batch channels-last
             x_pos, x_neg = pos[0].unsqueeze(0), neg[0].unsqueeze(0)
         else:
             x_pos, x_neg = torch.stack(pos), torch.stack(neg)
-        if len(self.runs) > 1:
             self.opt.set_lrs([r.lr for r in self.runs])  # each class's scheduled lr of this step
-        loss_k, stats = binary_loss(self.net, x_pos, x_neg, self.cfg, self.runs[0].generator)
-        return loss_k, stats, n
+        with self._precision():
+            loss_k, stats = binary_loss(self.net, x_pos, x_neg, self.cfg, self.runs[0].generator)
+        return loss_k.float(), stats, sum(len(p) + len(q) for p, q in batches)
 
     def sync(self) -> None:
         """The stacked weights, buffers and momentum into each class's model and optimizer (its checkpoint)."""
@@ -109,13 +118,14 @@ class BinaryStepper(_Stepper):
 class SoftmaxStepper(_Stepper):
     """The softmax model of one run: PGD-AT (Madry) on (x, y) batches of uint8 images and labels."""
 
-    def __init__(self, run: Run, cfg, device):
-        super().__init__([run], run.model, run.opt)
+    def __init__(self, run: Run, cfg, device, engine: Engine | None = None):
         self.cfg, self.device = cfg, torch.device(device)
+        super().__init__([run], run.model, run.opt, engine or engine_for(None, self.device))
 
     def loss(self, batches):
         (x, y), = batches
         r = self.runs[0]
         xf = to_device(augment(x, self.cfg.augment, r.generator), self.device, self.cfg.channels_last)
-        loss, stats = softmax_pgd_at_loss(self.net, xf, y.to(self.device), self.cfg, r.generator)
-        return loss.reshape(1), {k: v.reshape(1) for k, v in stats.items()}, len(x)
+        with self._precision():
+            loss, stats = softmax_pgd_at_loss(self.net, xf, y.to(self.device), self.cfg, r.generator)
+        return loss.float().reshape(1), {k: v.reshape(1) for k, v in stats.items()}, len(x)
