@@ -156,7 +156,19 @@ class FusedSGD(torch.optim.Optimizer):
         for group in self.param_groups:
             if lrs.shape != group["lrs"].shape:
                 raise FusedError(f"expected {len(group['lrs'])} learning rates, got {len(lrs)}")
-            group["lrs"] = lrs
+            if not torch.equal(lrs, group["lrs"]):  # unchanged (constant / step schedules): keep the device copies
+                group["lrs"] = lrs
+                group.pop("_lrs_on", None)
+
+    @staticmethod
+    def _lrs_for(group, p) -> torch.Tensor:
+        """The group's (K,) learning rates on p's device and dtype: one host-to-device copy per change of the
+        rates, not one per parameter per step."""
+        cache = group.setdefault("_lrs_on", {})
+        key = (p.device, p.dtype)
+        if key not in cache:
+            cache[key] = group["lrs"].to(device=p.device, dtype=p.dtype)
+        return cache[key]
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -178,7 +190,7 @@ class FusedSGD(torch.optim.Optimizer):
                     else:
                         buf.mul_(mom).add_(d_p)
                     d_p = buf
-                lr = group["lrs"].to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.dim() - 1)))  # (K, 1, ..)
+                lr = self._lrs_for(group, p).view(-1, *([1] * (p.dim() - 1)))  # (K, 1, ..)
                 p.sub_(lr * d_p)
         return loss
 
