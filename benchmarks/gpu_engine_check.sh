@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Issue 24's GPU checks of the training engine, prepared on a CPU machine and NOT RUN YET: run it once on a lent
 # GPU (about 8 min on an H100/H200; each part has its own time limit, so one failure does not cost the others).
-#   bash benchmarks/gpu_engine_check.sh [NAME...]    (NAMEs: equivalence syncs precision epoch epoch_fp32; default all)
+#   bash benchmarks/gpu_engine_check.sh [NAME...]    (NAMEs: equivalence syncs precision epoch epoch_bf16; default all)
 # Logs go to $OUT (default ./bench-gpu-engine), one file per part; keep them under benchmarks/logs/.
 #   equivalence  the K-model step equals the per-model step in fp32 on CUDA (TF32 off), tests/test_fused.py
 #   syncs        host syncs left inside a training step (torch.cuda.set_sync_debug_mode), counted per step
 #   precision    a short bf16 training run against fp32 on the same seeds: losses per epoch and final AUROC,
 #                the differences printed (not only a pass)
 #   epoch        bench_epoch.py at the paper profile: the old engine (OLD_REV, default 18bdf27, the issue's
-#                reference) and the new one in the same run; then the new one with autocast off (what bf16 buys)
+#                reference) and the new one (engine 'auto': fp32, cuDNN autotuning, data on the device) in one run
+#   epoch_bf16   the new one with bf16 autocast: if it beats 'epoch', set ENGINE_RULE['cuda']['autocast'] = True
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-gpu-engine}
@@ -86,4 +87,4 @@ for k, (a, b) in enumerate(zip(out["off"], out["bf16"])):
 EOF
 
 part epoch 420 "$PY" benchmarks/bench_epoch.py --device cuda --profile paper --paths fused --compare-old "$OLD_REV"
-part epoch_fp32 200 "$PY" benchmarks/bench_epoch.py --device cuda --profile paper --paths fused --set engine.autocast=off
+part epoch_bf16 200 "$PY" benchmarks/bench_epoch.py --device cuda --profile paper --paths fused --set engine.autocast=bf16

@@ -17,7 +17,9 @@ def test_engine_settings_resolve_per_device():
     cpu = loop.engine_for(None, "cpu")
     assert cpu == loop.Engine(autocast=None, cudnn_benchmark=False, data_on_device=False)  # the exact CPU stream
     cuda = loop.engine_for(None, "cuda")  # the rule; constructing the device needs no GPU
-    assert cuda == loop.Engine(autocast=torch.bfloat16, cudnn_benchmark=True, data_on_device=True)
+    assert cuda == loop.Engine(autocast=None, cudnn_benchmark=True, data_on_device=True)
+    bf16 = loop.engine_for(EngineConfig(autocast="bf16"), "cuda")
+    assert bf16 == loop.Engine(autocast=torch.bfloat16, cudnn_benchmark=True, data_on_device=True)
     off = loop.engine_for(EngineConfig(autocast="off", cudnn_benchmark="off", data_on_device="off"), "cuda")
     assert off == cpu
     # autocast and cuDNN autotuning never apply on the CPU; data on the device may be asked for (tests)
@@ -143,3 +145,32 @@ def test_fit_refuses_runs_at_different_epochs(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="one epoch"):
         loop.fit(rs, binary.BinaryStepper(rs, p.train, "cpu"), cfg=p.train, epochs=2, data_source={},
                  device="cpu", desc="test", progress=False)
+
+
+def test_bf16_autocast_keeps_weights_bn_statistics_loss_and_pgd_state_fp32(tmp_path, monkeypatch):
+    """The stepper under bf16 autocast (on CUDA in training; torch's CPU autocast runs the same code here): the
+    forward passes are bf16 (the loss moves off fp32's, slightly), while the perturbations, the loss, the weights
+    and the BN running statistics stay fp32."""
+    from genrobust.core import objectives
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path))
+    p = apply_overrides(get_profile("smoke"), TINY)
+    data = binary.prepare_data(p.data, progress=False)
+    adv = []
+    real = objectives.perturb_negatives
+    monkeypatch.setattr(objectives, "perturb_negatives", lambda *a: adv.append(real(*a)) or adv[-1])
+    losses = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        engine = loop.Engine(autocast=dtype, cudnn_benchmark=False, data_on_device=False)
+        rs = [binary._open_binary_run(p, k, data, torch.device("cpu"), False, engine, data.train_x) for k in (0, 1)]
+        stepper = binary.BinaryStepper(rs, p.train, "cpu", engine)
+        stepper.train()
+        loss_k, stats, n = stepper.loss([next(iter(r.make_batches(r.generator))) for r in rs])
+        stepper.update(loss_k)
+        stepper.sync()
+        losses[name] = loss_k.detach()
+        assert loss_k.dtype == torch.float32 and adv[-1].dtype == torch.float32 and n == 2 * 32
+        for r in rs:
+            assert all(v.dtype == torch.float32 for v in r.model.state_dict().values() if v.is_floating_point())
+            assert all(torch.isfinite(v).all() for v in r.model.parameters())
+    diff = (losses["bf16"] - losses["fp32"]).abs().max().item()
+    assert 0 < diff < 0.05, losses

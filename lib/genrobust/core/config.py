@@ -229,7 +229,8 @@ class CalibConfig(_Config):
 class EngineConfig(_Config):
     """How the training engine runs on its device, not what it trains: no field is part of any run's key
     (``genrobust.store.runs``), so changing one never moves a model to another runs/ directory. 'auto' follows
-    ``genrobust.training.loop.ENGINE_RULE`` per device kind (CUDA: all on; CPU: all off, the exact CPU stream)."""
+    ``genrobust.training.loop.ENGINE_RULE`` per device kind (CUDA: autotuning and data on the device, bf16 until
+    measured off; CPU: all off, the exact CPU stream)."""
     autocast: str = _f("auto", choices=("auto", "bf16", "off"),
                        doc="bf16 autocast of the training step on CUDA (fp32 master weights, BN statistics, loss and "
                            "PGD state); never on the CPU")
