@@ -128,7 +128,8 @@ class Run:
 
     ``model``, ``opt``, ``sched`` and ``generator`` are the run's own (its checkpoint holds them); a stepper may
     step them through a network of several runs (the K d_k as one) and writes its state back with ``sync``.
-    ``make_batches(generator)`` yields one epoch of this run's batches (uint8 images, drawn from ``generator``)."""
+    ``make_batches(generator)`` yields one epoch of this run's batches (uint8 images drawn from ``generator``; a
+    d_k's also augmented there). ``best``/``best_epoch``: the selection so far (last.pt keeps them)."""
     run_dir: Path
     run_config: dict
     ckpt_kind: str
@@ -245,16 +246,11 @@ def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
             if n_runs > 1:
                 rec.update({"fused_models": n_runs, "fused_images_per_s": round(n_img / max(train_time, 1e-9), 1)})
             rec.update({f"train_{key}": v[i] for key, v in means.items()})
-            r.best, r.best_epoch = end_epoch(r.run_dir, rec, model=r.model, opt=r.opt, sched=r.sched, g=r.generator,
-                                             epoch=epoch, epochs=epochs, cfg=cfg, select_metrics=r.select_metrics,
-                                             select_key=r.select_key, best=r.best, best_epoch=r.best_epoch,
-                                             ckpt_kind=r.ckpt_kind, ckpt_config=r.ckpt_config,
-                                             run_config=r.run_config)
+            end_epoch(r, rec, epoch=epoch, epochs=epochs, cfg=cfg)
             if n_runs == 1:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items()
                                  if k.startswith(("train_loss", "adv_auroc", "val"))})
-    return [finish(r.run_dir, model=r.model, cfg=cfg, epochs=epochs, best=r.best, best_epoch=r.best_epoch,
-                   select_key=r.select_key, run_config=r.run_config, data_source=data_source, device=device,
+    return [finish(r, cfg=cfg, epochs=epochs, data_source=data_source, device=device,
                    wall_time_s=time.time() - t_start, **stepper.result_extra) for r in runs]
 
 
@@ -286,36 +282,33 @@ def _selects(epoch: int, epochs: int, every: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
-def end_epoch(run_dir: Path, rec: dict, *, model, opt, sched, g, epoch, epochs, cfg, select_metrics, select_key,
-               best, best_epoch, ckpt_kind, ckpt_config, run_config):
-    """After the training steps of ``epoch`` (0-based): selection metrics (every cfg.select_every epochs and the
-    last), best.pt if improved, the metrics line, then last.pt (the resume point, written after best.pt and the
-    metrics line so that both are consistent with it). Returns the updated (best, best_epoch)."""
-    selecting = select_metrics is not None and _selects(epoch, epochs, getattr(cfg, "select_every", 1))
+def end_epoch(run: Run, rec: dict, *, epoch: int, epochs: int, cfg) -> None:
+    """After the training steps of ``epoch`` (0-based), for one run: selection metrics (every cfg.select_every
+    epochs and the last), best.pt if improved (run.best, run.best_epoch updated), the metrics line, then last.pt
+    (the resume point, written after best.pt and the metrics line so that both are consistent with it)."""
+    selecting = run.select_metrics is not None and _selects(epoch, epochs, getattr(cfg, "select_every", 1))
     if selecting:
-        model.eval()
-        rec.update(select_metrics(model))
-    if select_key is None or (selecting and rec.get(select_key, -math.inf) >= best):
-        best, best_epoch = (rec[select_key] if select_key else best), epoch + 1
-        save_checkpoint(run_dir / "best.pt", kind=ckpt_kind, state={"model": _cpu_state(model)},
-                        config=ckpt_config, epoch=epoch + 1, run_config=run_config)
-    append_jsonl(run_dir / "metrics.jsonl", rec)
-    save_torch(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "scheduler": sched.state_dict(), "generator": g.get_state(), "epoch": epoch,
-                                     "best": best, "best_epoch": best_epoch})
-    return best, best_epoch
+        run.model.eval()
+        rec.update(run.select_metrics(run.model))
+    if run.select_key is None or (selecting and rec.get(run.select_key, -math.inf) >= run.best):
+        run.best, run.best_epoch = (rec[run.select_key] if run.select_key else run.best), epoch + 1
+        save_checkpoint(run.run_dir / "best.pt", kind=run.ckpt_kind, state={"model": _cpu_state(run.model)},
+                        config=run.ckpt_config, epoch=epoch + 1, run_config=run.run_config)
+    append_jsonl(run.run_dir / "metrics.jsonl", rec)
+    save_torch(run.run_dir / "last.pt", {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+                                         "scheduler": run.sched.state_dict(), "generator": run.generator.get_state(),
+                                         "epoch": epoch, "best": run.best, "best_epoch": run.best_epoch})
 
 
-def finish(run_dir: Path, *, model, cfg, epochs, best, best_epoch, select_key, run_config, data_source, device,
-            wall_time_s, **extra) -> dict:
+def finish(run: Run, *, cfg, epochs: int, data_source, device, wall_time_s: float, **extra) -> dict:
     """result.json (written last, atomically: the run is finished) and its content as a later call reads it."""
-    result = {"best_epoch": best_epoch, "best_metric": None if select_key is None else best,
-              "select_key": select_key, "epochs": epochs, "metrics": read_jsonl(run_dir / "metrics.jsonl"),
-              "checkpoint": str(run_dir / "best.pt"), "parameters": count_parameters(model), **extra,
-              "provenance": provenance(run_config, data_source=data_source, seed=cfg.seed,
+    result = {"best_epoch": run.best_epoch, "best_metric": None if run.select_key is None else run.best,
+              "select_key": run.select_key, "epochs": epochs, "metrics": read_jsonl(run.run_dir / "metrics.jsonl"),
+              "checkpoint": str(run.run_dir / "best.pt"), "parameters": count_parameters(run.model), **extra,
+              "provenance": provenance(run.run_config, data_source=data_source, seed=cfg.seed,
                                        wall_time_s=round(wall_time_s, 1), device=device)}
-    write_json(run_dir / "result.json", result)
-    return read_json(run_dir / "result.json")  # the same object that a later train-if-missing call returns
+    write_json(run.run_dir / "result.json", result)
+    return read_json(run.run_dir / "result.json")  # the same object that a later train-if-missing call returns
 
 
 def _cpu_state(model):
