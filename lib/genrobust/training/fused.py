@@ -46,7 +46,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ..core.fold import FoldedView, conv_bn_pairs, fold_modules_, fold_state, register_view, set_tensor, tensor_slots
 from ..core.objectives import binary_loss
-from .loop import lr_factor
+from .loop import ENGINE_RULE, lr_factor
 
 __all__ = ["FusedError", "FusedBinaryModels", "FoldedFusedView", "FusedSGD", "fused_lrs", "fused_train_step",
            "measure_training_paths", "choose_training_path", "PATH_RULE"]
@@ -264,16 +264,9 @@ register_view(FusedBinaryModels, FoldedFusedView)  # fold_for_attack / folded_co
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Choosing fused vs sequential per device.
-# The documented rule, from benchmarks/bench_fused.py (K = 10, batch 128 each, PGD-2): on the 2-vCPU AMD EPYC
-# (AVX2, torch 2.14.1 CPU, 1 thread, machine shared with training jobs) the fused path ran at 0.53x (width 0.5:
-# 8.7 vs 16.3 img/s) and 0.41x (width 0.125: 106 vs 259 img/s) of the sequential images/s -- on CPU the grouped
-# convolutions are no faster than K separate ones, and vmap's layout copies and its batch-norm rule add ~40%
-# (torch.profiler). On CUDA the K small per-model kernels of a width-0.5 ResNet18 at batch 64-128 leave the GPU
-# mostly idle and the fused kernels are K times larger. Measured on one H100 (torch 2.11, 2026-11-26; logs in
-# benchmarks/logs/h100-2026-11-26): fused 2.50x sequential for the paper's step (width 0.5, PGD-10), 2.24x with
-# PGD-2, 3.89x at width 0.125, and 2.41x end to end (bench_epoch.py: the training loops with their data pipeline).
-PATH_RULE = {"cpu": "sequential", "cuda": "fused"}
+# Choosing fused vs sequential per device: the rule is written with the other per-device choices, in
+# genrobust.training.loop.ENGINE_RULE (its comment gives the measurements).
+PATH_RULE = {kind: rule["path"] for kind, rule in ENGINE_RULE.items()}
 
 
 def _sync(device: torch.device):

@@ -51,13 +51,25 @@ class Engine:
     data_on_device: bool  # training set uploaded once, sampling and crop/flip on the device (DeviceBinaryBatches)
 
 
-# What 'auto' means per device kind: the one place these choices are written. CUDA: cuDNN autotuning and the data on
-# the device (they remove the per-step host copies and syncs of the CPU pipeline, 7% of the old fused step on an
-# H200); bf16 autocast stays off until it is measured on the fused step (docs/performance.md: on the per-model Eq. 3
-# step bf16 ran at 0.87x fp32 on an H100; issue 24's H200 reference: 1.11x for grouped convolutions, channels-last):
-# benchmarks/gpu_engine_check.sh measures it, and engine.autocast='bf16' asks for it. CPU: all off, so the CPU
-# keeps its exact random stream and numbers.
-ENGINE_RULE = {"cuda": {"autocast": False, "cudnn_benchmark": True, "data_on_device": True}}
+# What 'auto' means per device kind: the one place these choices are written.
+# path (train_path=auto; fused.PATH_RULE reads it): from benchmarks/bench_fused.py (K = 10, batch 128 each, PGD-2):
+# on the 2-vCPU AMD EPYC (AVX2, torch 2.14.1 CPU, 1 thread, machine shared with training jobs) the fused path ran at
+# 0.53x (width 0.5: 8.7 vs 16.3 img/s) and 0.41x (width 0.125: 106 vs 259 img/s) of the sequential images/s -- on
+# CPU the grouped convolutions are no faster than K separate ones, and vmap's layout copies and its batch-norm rule
+# add ~40% (torch.profiler); the new engine, 2026-12-05, Intel Xeon: fused / sequential 0.75x end to end. On CUDA
+# the K small per-model kernels of a width-0.5 ResNet18 at batch 64-128 leave the GPU mostly idle and the fused
+# kernels are K times larger. Measured on one H100 (torch 2.11, 2026-11-26; logs in benchmarks/logs/h100-2026-11-26):
+# fused 2.50x sequential for the paper's step (width 0.5, PGD-10), 2.24x with PGD-2, 3.89x at width 0.125, and
+# 2.41x end to end (bench_epoch.py: the training loops with their data pipeline).
+# CUDA also: cuDNN autotuning and the data on the device (they remove the per-step host copies and syncs of the CPU
+# pipeline, 7% of the old fused step on an H200); bf16 autocast stays off until it is measured on the fused step
+# (docs/performance.md: on the per-model Eq. 3 step bf16 ran at 0.87x fp32 on an H100; issue 24's H200 reference:
+# 1.11x for grouped convolutions, channels-last): benchmarks/gpu_engine_check.sh measures it, and
+# engine.autocast='bf16' asks for it. CPU: all off, so the CPU keeps its exact random stream and numbers.
+ENGINE_RULE = {
+    "cpu": {"path": "sequential", "autocast": False, "cudnn_benchmark": False, "data_on_device": False},
+    "cuda": {"path": "fused", "autocast": False, "cudnn_benchmark": True, "data_on_device": True},
+}
 
 
 def engine_for(cfg, device) -> Engine:
