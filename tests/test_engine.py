@@ -95,7 +95,7 @@ def test_device_batches_crop_and_flip():
     # output column 4 shows source column 4 + ox - 4 = ox (ox in 0..8, padded coordinates) for unflipped images
     ox = (inner[unflipped, 0] - 1) // 8
     assert ox.min() >= 0 and ox.max() <= 8 and len(set(ox.tolist())) >= 6
-    with pytest.raises(B.DataError, match="data_on_device='off'"):
+    with pytest.raises(B.DataError, match="autoaugment_cutout runs per image on the CPU"):
         B.DeviceBinaryBatches(x, y, 0, 100, "autoaugment_cutout", generator=torch.Generator())
 
 
@@ -174,3 +174,13 @@ def test_bf16_autocast_keeps_weights_bn_statistics_loss_and_pgd_state_fp32(tmp_p
             assert all(torch.isfinite(v).all() for v in r.model.parameters())
     diff = (losses["bf16"] - losses["fp32"]).abs().max().item()
     assert 0 < diff < 0.05, losses
+
+
+def test_an_augmentation_the_device_does_not_draw_keeps_the_data_on_the_cpu():
+    """autoaugment_cutout (the ablation's policy) runs per image on the CPU: with the data on the device asked for,
+    d_k's engine keeps them on the CPU instead of failing."""
+    p = apply_overrides(get_profile("smoke"), {**TINY, "engine.data_on_device": "on"})
+    assert binary._engine(p, "cpu").data_on_device
+    q = apply_overrides(p, {"train.augment": "autoaugment_cutout"})
+    assert not binary._engine(q, "cpu").data_on_device
+    assert not binary._engine(q, "cuda").data_on_device and binary._engine(p, "cuda").data_on_device

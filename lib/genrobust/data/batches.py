@@ -84,6 +84,9 @@ def augmented(batches, policy: str, generator: torch.Generator) -> Iterator[tupl
         yield augment(x_pos, policy, generator), augment(x_neg, policy, generator)
 
 
+DEVICE_AUGMENTATIONS = ("none", "crop_flip")  # the policies DeviceBinaryBatches draws on the device
+
+
 class DeviceBinaryBatches:
     """:class:`BinaryBatches`' distribution with every draw on the images' device (a GPU: no host sync, no copy).
 
@@ -102,9 +105,9 @@ class DeviceBinaryBatches:
             raise DataError(f"DeviceBinaryBatches: x has {len(x)} images but y has {len(y)} labels")
         if batch_size < 2 or batch_size % 2:
             raise DataError(f"DeviceBinaryBatches: batch_size={batch_size} must be even and >= 2")
-        if policy == "autoaugment_cutout":
-            raise DataError("DeviceBinaryBatches: autoaugment_cutout runs per image on the CPU; set "
-                            "engine.data_on_device='off' for it")
+        if policy not in DEVICE_AUGMENTATIONS:
+            raise DataError(f"DeviceBinaryBatches: {policy} runs per image on the CPU; the device path draws "
+                            f"{', '.join(DEVICE_AUGMENTATIONS)} (set engine.data_on_device='off')")
         y = y.to(x.device)
         self.pos_idx = torch.nonzero(y == k, as_tuple=True)[0]
         self.neg_idx = torch.nonzero(y != k, as_tuple=True)[0]

@@ -5,13 +5,15 @@ with a :class:`genrobust.training.steppers.BinaryStepper` (K = 1 per class, K > 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from tqdm.auto import tqdm
 
 from ..core.config import Profile, TrainConfig, to_dict
 from ..core.scoring import binary_auroc
 from ..data.base import CLASSES
-from ..data.batches import BinaryBatches, DeviceBinaryBatches, augmented, to_float
+from ..data.batches import DEVICE_AUGMENTATIONS, BinaryBatches, DeviceBinaryBatches, augmented, to_float
 from ..data.splits import Prepared, prepare_data
 from ..store.io import read_json
 from ..store.runs import binary_result, binary_run_config, run_dir_for
@@ -56,6 +58,15 @@ def _binary_batches(data: Prepared, cfg: TrainConfig, k: int, x_train: torch.Ten
     return batches, steps_per_epoch
 
 
+def _engine(profile: Profile, device) -> Engine:
+    """The engine settings of d_k's training on ``device``; the data stay on the CPU for an augmentation that the
+    device path does not draw (autoaugment_cutout runs per image on the CPU)."""
+    engine = engine_for(profile.engine, device)
+    if engine.data_on_device and profile.train.augment not in DEVICE_AUGMENTATIONS:
+        engine = dataclasses.replace(engine, data_on_device=False)
+    return engine
+
+
 def _train_images(data: Prepared, engine: Engine, device) -> torch.Tensor:
     """The uint8 training images the batches index: uploaded to ``device`` once when the engine keeps the data
     there, else the CPU tensor."""
@@ -90,7 +101,7 @@ def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, devi
         return read_json(run_dir / "result.json")
     device = torch.device(device) if device else default_device()
     data = data or prepare_data(profile.data, progress=progress)
-    engine = engine_for(profile.engine, device)
+    engine = _engine(profile, device)
     run = _open_binary_run(profile, k, data, device, profile.train.channels_last, engine,
                            _train_images(data, engine, device))
     return fit([run], BinaryStepper([run], profile.train, device, engine), cfg=profile.train,
@@ -130,7 +141,7 @@ def train_binaries_fused(profile: Profile, classes=None, data: Prepared | None =
 
     if len(classes) < 2:
         return sequentially("fewer than two classes left to train")
-    engine = engine_for(profile.engine, device)
+    engine = _engine(profile, device)
     x_train = _train_images(data, engine, device)  # uploaded once for all K classes
     runs = [_open_binary_run(profile, k, data, device, False, engine, x_train) for k in classes]
     if len({r.start_epoch for r in runs}) > 1 or len({r.steps_per_epoch for r in runs}) > 1:
