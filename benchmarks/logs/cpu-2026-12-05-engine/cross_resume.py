@@ -3,7 +3,7 @@ them; run partial with one tree's lib and resume with another's, then compare di
 import os, sys
 import torch
 torch.set_num_threads(1)
-sys.path.insert(0, "/tmp/wt24dig")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from genrobust.core.config import get_profile
 from genrobust.data import prepare_data
 from genrobust.training import binary, softmax, loop
@@ -11,7 +11,7 @@ mode, runs_dir = sys.argv[1], sys.argv[2]
 os.environ["GENROBUST_RUNS"] = runs_dir
 p = get_profile("smoke")
 data = prepare_data(p.data, progress=False)
-import digest_lib as D  # digest.py up to its "p = get_profile" line, saved as digest_lib.py beside it
+import digest_lib as D  # digest.py up to its "p = get_profile" line (digest_lib.py beside it)
 jobs = [("fused", lambda: binary.train_binaries_fused(p, data=data, device="cpu", progress=False), 10),
         ("sequential d_0", lambda: [binary.train_binary(p, 0, data, device="cpu", progress=False)], 1),
         ("softmax", lambda: [softmax.train_softmax(p, data=data, device="cpu", progress=False)], 1)]
