@@ -83,7 +83,9 @@ def binary_loss(model, x_pos, x_neg, cfg, generator):
     x = torch.cat([t for j in range(k) for t in (x_pos[j], x_neg[j])])
     logits = d_score(model, x).view(k, 2 * n)  # (K, 2n)
     target = torch.cat([logits.new_ones(n), logits.new_zeros(n)]).expand(k, 2 * n)
-    loss_k = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)  # (K,)
+    # one mean-reduced BCE per model: its backward divides by 2n as the single-model loss always did (a
+    # reduction='none' then .mean(1) would multiply by 1/(2n) instead: other rounding unless 2n is a power of two)
+    loss_k = torch.stack([F.binary_cross_entropy_with_logits(logits[j], target[j]) for j in range(k)])  # (K,)
     with torch.no_grad():
         acc_k = ((logits > 0).to(target.dtype) == target).to(target.dtype).mean(dim=1)
     return loss_k, {"loss": loss_k.detach(), "acc": acc_k}
