@@ -1,9 +1,10 @@
 """End-to-end training epochs of all K d_k (the real training loop, data pipeline included), fused vs one after
 another, and from them the projected wall time of a profile's whole training (default: the paper profile).
 
-bench_fused.py times the bare vmapped step on tensors already on the device; this runs the loops a user runs,
-genrobust.training.binary.train_binaries_fused and train_binary, with their per-class batch sampling,
-crop+flip augmentation on the CPU, host->device copies, checkpoints and metrics, on SYNTHETIC images of CIFAR-10's
+bench_fused.py times the bare vmapped step on tensors already on the device; this runs the training a user runs,
+genrobust.training.binary.train_binaries_fused and train_binary (the one loop, training.loop.fit), with their
+per-class batch sampling and crop+flip (on the CPU, or on the device where the engine settings say so),
+host->device copies, checkpoints and metrics, on SYNTHETIC images of CIFAR-10's
 shape (genrobust.data.make_synthetic; throughput does not depend on the pixels) in throw-away run directories.
 
 Measured in this one run, for the profile's model, objective, batch, PGD steps and eps:
@@ -21,9 +22,9 @@ validation split, and selections = epochs / select_every. It leaves out the cost
                                                [--train-per-class N] [--epochs E] [--threads N] [--softmax]
                                                [--compare-old REV]
 
-``--compare-old REV`` also runs the same paths with the package of git revision REV (a temporary detached
-worktree; this script's own code, REV's genrobust on its path, in a subprocess) right after each path of this
-tree, and prints old, new and new / old measured in this one run on this machine.
+--compare-old REV: also run the old engine, this script as it was at git revision REV with its own lib/ (a
+temporary git worktree of REV, removed afterwards), in a subprocess of this same run on the same device and
+settings, first; then print each path's rate new / old, every number labelled with the machine.
 
 Defaults: on a GPU the paper profile, 1,000 images per class, 2 epochs (47 s on an H100); on a CPU the cpu
 profile, 200 images per class, 1 epoch (warm-up included; about 45 s on the 2-vCPU machine), since the paper's
@@ -33,8 +34,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -114,39 +115,28 @@ def measure_selection(profile, device, k: int = 0) -> tuple[float, int]:
     return _timed(lambda: select_metrics(model), device, warmup=1, repeats=1), 2 * n
 
 
-@contextlib.contextmanager
-def _old_tree(rev: str | None):
-    """The lib/ of a temporary detached worktree of ``rev`` (None: no comparison), removed afterwards; ``rev`` may
-    also be a directory holding the old tree's lib/ (where no git history is, e.g. a GPU machine: carry
-    ``git archive REV lib | tar -x -C DIR``)."""
-    if rev is None:
-        yield None
-        return
-    if (Path(rev) / "lib" / "genrobust").is_dir():
-        yield Path(rev) / "lib"
-        return
-    root = Path(__file__).resolve().parents[1]
-    tmp = Path(tempfile.mkdtemp(prefix="genrobust-old-"))
-    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(tmp / "tree"), rev], check=True)
-    try:
-        yield tmp / "tree" / "lib"
-    finally:
-        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tmp / "tree")], check=False)
+ROOT = Path(__file__).resolve().parents[1]
+RATE_LINE = re.compile(r"^\s+(fused|sequential)\s+([\d.]+) img/s", re.M)
 
 
-def _measure_old(old_lib: Path, path: str, argv: list[str]) -> dict:
-    """measure_path of ``path`` with the old package: this script in a subprocess with old_lib first on the path."""
-    keep, skip = [], False
-    for a in argv:  # the same settings, minus the comparison and the path list
-        if skip:
-            skip = False
-        elif a in ("--compare-old", "--paths"):
-            skip = True
-        elif not a.startswith(("--compare-old=", "--paths=")) and a != "--softmax":
-            keep.append(a)
-    out = subprocess.run([sys.executable, __file__, *keep, "--paths", path, "--json-only"], check=True,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(old_lib)})
-    return json.loads(out.stdout.strip().splitlines()[-1])[path]
+def run_old_engine(rev: str, argv: list[str]) -> tuple[str, dict[str, float]]:
+    """This benchmark as it was at ``rev``, on its own lib/ (a temporary git worktree), with the arguments
+    ``argv``. Returns (the short commit, {path: img/s}) parsed from its output."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="bench_epoch_old_") as tmp:
+        tree = Path(tmp) / "old"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
+                       capture_output=True)
+        try:
+            env = {**os.environ, "PYTHONPATH": str(tree / "lib"), "PYTHONUNBUFFERED": "1"}
+            out = subprocess.run([sys.executable, str(tree / "benchmarks" / "bench_epoch.py"), *argv], env=env,
+                                 capture_output=True, text=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the old engine ({rev} = {commit}) failed:\n{out.stderr[-3000:]}")
+    return commit, {p: float(r) for p, r in RATE_LINE.findall(out.stdout)}
 
 
 def main() -> None:
@@ -162,9 +152,11 @@ def main() -> None:
                     help="epochs per path; the last one is timed (default: 2 on a GPU, 1 on a CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--softmax", action="store_true", help="also time and project the softmax PGD-AT baseline")
-    ap.add_argument("--compare-old", default=None, metavar="REV",
-                    help="also run each path with git revision REV's package and print new / old (same machine, run)")
-    ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)  # the --compare-old subprocess
+    ap.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                    help="a config override of the new engine's run, e.g. engine.autocast=off (repeatable)")
+    ap.add_argument("--compare-old", metavar="REV", default=None,
+                    help="also run the old engine at git revision REV (a temporary worktree) in this run and print "
+                         "new / old per path")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,31 +169,38 @@ def main() -> None:
         "data.synthetic_test_per_class": 10, "data.val_per_class": 0, "data.train_per_class": None,
         "data.test_per_class": None, "train.epochs": args.epochs, "train.lr_schedule": "constant",
         "train.select_on": "last", "softmax.epochs": args.epochs, "softmax.lr_schedule": "constant",
-        "softmax.select_on": "last"})
+        "softmax.select_on": "last", **dict(kv.split("=", 1) for kv in args.set)})
     t = target.train
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU ({os.cpu_count()} logical), {torch.get_num_threads()} thread(s)")
+    if args.set:
+        print(f"new engine's settings: {', '.join(args.set)} -> {bench.engine}")
     print(f"profile {target.name}: {target.model.name} width {target.model.width:g}, Eq. {3 if t.objective == 'out' else 9}, "
           f"batch {t.batch_size}, PGD-{t.attack_steps} at eps {t.eps:g}, K={len(t.classes)}; synthetic data, "
           f"{args.train_per_class} images/class, {args.epochs} epochs per path (last timed); torch {torch.__version__}, "
           f"{where}")
+    old = None
+    if args.compare_old:  # the old engine first, the same arguments, on this machine and device
+        argv = ["--device", args.device, "--profile", args.profile, "--paths", args.paths, "--train-per-class",
+                str(args.train_per_class), "--epochs", str(args.epochs)] + (
+                    ["--threads", str(args.threads)] if args.threads else [])
+        old = run_old_engine(args.compare_old, argv)
+        for path, rate in old[1].items():
+            print(f"  old engine ({old[0]}) {path:<11} {rate:9.1f} img/s  on {where}")
     data = prepare_data(bench.data, progress=False)
-    if args.json_only:
-        print(json.dumps({p: measure_path(p, bench, data, device) for p in args.paths.split(",")}))
-        return
     res = {}
-    with _old_tree(args.compare_old) as old_lib:
-        for path in args.paths.split(","):
-            res[path] = measure_path(path, bench, data, device)
-            print(f"  {path:<11} {res[path]['images_per_s']:9.1f} img/s  (epoch {res[path]['epoch_s']:.1f} s, "
-                  f"run {res[path]['wall_s']:.1f} s in all)")
-            if old_lib is not None:
-                old = _measure_old(old_lib, path, sys.argv[1:])
-                print(f"  {path:<11} {old['images_per_s']:9.1f} img/s with {args.compare_old} (old engine); "
-                      f"new / old = {res[path]['images_per_s'] / old['images_per_s']:.2f}x on {where}")
+    for path in args.paths.split(","):
+        res[path] = measure_path(path, bench, data, device)
+        print(f"  {path:<11} {res[path]['images_per_s']:9.1f} img/s  (epoch {res[path]['epoch_s']:.1f} s, "
+              f"run {res[path]['wall_s']:.1f} s in all; {'new engine, ' if old else ''}{where})")
     if {"fused", "sequential"} <= res.keys():
         print(f"  fused / sequential: {res['fused']['images_per_s'] / res['sequential']['images_per_s']:.2f}x "
               f"(end to end, same run)")
+    if old is not None:
+        for path in res:
+            if path in old[1]:
+                print(f"  new / old engine ({old[0]}), {path}: {res[path]['images_per_s'] / old[1][path]:.2f}x "
+                      f"({res[path]['images_per_s']:.1f} vs {old[1][path]:.1f} img/s, same run, {where})")
     sel_s, sel_n = measure_selection(target, device)
     print(f"  one selection evaluation of a d_k ({sel_n} images, clean + PGD-{t.select_attack_steps}): {sel_s:.2f} s")
     # the projection: the target profile's epochs, classes and images per epoch at the measured rates

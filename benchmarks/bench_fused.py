@@ -1,7 +1,7 @@
 """Training K = 10 binary models d_k: one after another (sequential) vs together (genrobust.training.fused), images/s.
 
 One step = every d_k's Eq. 3 update on its own batch of 128 (64 positives + 64 negatives with 2-step L2 PGD by
-default, ``--pgd-steps 10`` for the paper's; eps 0.3): sequential runs objectives.out_distribution_loss + SGD ten
+default, ``--pgd-steps 10`` for the paper's; eps 0.3): sequential runs objectives.binary_loss (K = 1) + SGD ten
 times; fused runs one vmapped step of all ten (fused.fused_train_step). Both are measured in this one run on the same random images
 (fused.measure_training_paths), for the paper's ResNet18Thinner (width 0.5) and the cpu profile's width 0.125.
 

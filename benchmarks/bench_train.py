@@ -25,7 +25,7 @@ import torch
 from genrobust.core.config import apply_overrides, get_profile
 from genrobust.core import objectives
 from genrobust.core.models import create_model
-from genrobust.core.objectives import binary_loss, perturb_negatives
+from genrobust.core.objectives import binary_loss
 
 
 @contextlib.contextmanager
@@ -62,14 +62,13 @@ def measure(width, steps, channels_last, device, repeats, batch=128, amp=False, 
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             with inner_attack(fold):
-                x_neg = perturb_negatives(model, x[batch // 2:], cfg, g)
+                x_neg = objectives.perturb_negatives(model, x[batch // 2:], cfg, g)
         sync()
         t1 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            # the objective's BCE on the already perturbed negatives: eps 0 skips its inner attack
-            loss, _ = binary_loss(model, x[:batch // 2], x_neg, dataclasses.replace(cfg, eps=0.0), g)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # the update: binary_loss, attack off
+            loss, _ = binary_loss(model, x[None, :batch // 2], x_neg[None], dataclasses.replace(cfg, eps=0.0), g)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         opt.step()
         sync()
         t2 = time.perf_counter()

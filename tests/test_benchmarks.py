@@ -2,7 +2,6 @@
 end-to-end one on the CPU at the smoke profile's size and check what it prints."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,17 +28,25 @@ def test_bench_epoch_runs_both_paths_and_projects(tmp_path):
         "bench_epoch must train in throw-away run directories"
 
 
-def test_gpu_script_parses():
-    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "run_gpu.sh")]).returncode == 0
-
-
-def test_bench_epoch_compares_with_an_old_tree(tmp_path):
-    """--compare-old with a directory holding an old lib/: both engines measured in one run, the ratio printed."""
-    old = tmp_path / "old"
-    shutil.copytree(ROOT / "lib", old / "lib")
+def test_bench_epoch_compares_with_an_old_revision(tmp_path):
+    """--compare-old runs the engine of a git revision (here HEAD, in a temporary worktree) in the same run and
+    prints new / old per path, equal to the ratio of the two printed rates; the worktree is removed after."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "GENROBUST_RUNS": str(tmp_path / "runs")}
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_epoch.py"), "--device", "cpu",
-                          "--profile", "smoke", "--paths", "sequential", "--train-per-class", "40", "--threads", "1",
-                          "--compare-old", str(old)], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "GENROBUST_RUNS": str(tmp_path / "runs")})
+                          "--profile", "smoke", "--train-per-class", "40", "--epochs", "1", "--paths", "sequential",
+                          "--threads", "1", "--compare-old", "HEAD"], capture_output=True, text=True, env=env,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "(old engine); new / old = " in out.stdout and "x on CPU" in out.stdout
+    text = out.stdout
+    old = float(re.search(r"old engine \(\w+\) sequential\s+([\d.]+) img/s  on CPU", text).group(1))
+    new = float(re.search(r"^\s+sequential\s+([\d.]+) img/s .*new engine, CPU", text, re.M).group(1))
+    ratio = float(re.search(r"new / old engine \(\w+\), sequential: ([\d.]+)x", text).group(1))
+    assert old > 0 and new > 0 and abs(ratio - new / old) < 0.01 + 0.01 * ratio, text
+    trees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list", "--porcelain"], capture_output=True,
+                           text=True).stdout
+    assert "bench_epoch_old_" not in trees, trees
+
+
+def test_gpu_scripts_parse():
+    for script in ("run_gpu.sh", "gpu_engine_check.sh"):
+        assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / script)]).returncode == 0, script

@@ -232,7 +232,7 @@ def test_training_step_with_folded_attack(monkeypatch, objective, dtype, channel
     x_pos, x_neg = (torch.rand(6, 3, 32, 32, generator=g, dtype=dtype).contiguous(memory_format=fmt)
                     for _ in range(2))
     cfg = _cfg(objective)
-    step = lambda m, gen: objectives.binary_loss(m, x_pos, x_neg, cfg, gen)[0]  # noqa: E731
+    step = lambda m, gen: objectives.binary_loss(m, x_pos[None], x_neg[None], cfg, gen)[0].sum()  # noqa: E731
     adv_ref, loss_ref = _train(ref, step, 3, monkeypatch, lambda m: m)
     adv, loss = _train(live, step, 3, monkeypatch, fold.fold_for_attack)
 
@@ -264,7 +264,7 @@ def test_stale_fold_in_training_is_detected(monkeypatch):
     live = copy.deepcopy(ref)
     g = torch.Generator().manual_seed(4)
     x_pos, x_neg = (torch.rand(6, 3, 32, 32, generator=g, dtype=dtype) for _ in range(2))
-    step = lambda m, gen: objectives.binary_loss(m, x_pos, x_neg, _cfg(), gen)[0]  # noqa: E731
+    step = lambda m, gen: objectives.binary_loss(m, x_pos[None], x_neg[None], _cfg(), gen)[0].sum()  # noqa: E731
     adv_ref, _ = _train(ref, step, 2, monkeypatch, lambda m: m)
     adv, _ = _train(live, step, 2, monkeypatch, lambda m: stale)
     torch.testing.assert_close(adv[0], adv_ref[0], atol=1e-9, rtol=0)
@@ -297,7 +297,7 @@ def test_fused_view_is_the_eval_function():
 
 
 def test_fused_training_step_with_folded_attack(monkeypatch):
-    """fused_binary_loss + FusedSGD, 2 steps: same perturbations, losses and stacked weights with the folded view."""
+    """fused_train_step (objectives.binary_loss) + FusedSGD, 2 steps: same perturbations, losses and stacked weights with the folded view."""
     ref = _fused()
     live = copy.deepcopy(ref)
     g = torch.Generator().manual_seed(6)
@@ -307,7 +307,7 @@ def test_fused_training_step_with_folded_attack(monkeypatch):
     def run(fm, make_target):
         record = _recording_attack(monkeypatch, make_target)
         opt = gf.FusedSGD(fm.parameters(), lrs=[0.2, 0.1, 0.2], momentum=0.9, weight_decay=1e-4)
-        losses = [gf.fused_train_step(fm, opt, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))[0].detach()
+        losses = [gf.fused_train_step(fm, opt, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))[0].detach().sum()
                   for _ in range(2)]
         return record, torch.stack(losses)
 

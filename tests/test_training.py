@@ -11,7 +11,7 @@ import torch
 
 from genrobust.core import objectives
 from genrobust.store import checkpoints, runs
-from genrobust.training import binary, calibrate, loop, softmax
+from genrobust.training import binary, calibrate, loop, softmax, steppers
 from genrobust.core.config import apply_overrides, get_profile
 from genrobust.store.io import read_jsonl
 
@@ -57,14 +57,37 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_runs, monkeypatch):
         loss, stats = real(model, x_pos, x_neg, cfg, g)
         return (loss * float("nan"), stats) if calls["n"] > steps_per_epoch else (loss, stats)
 
-    monkeypatch.setattr(binary, "binary_loss", poisoned)
-    with pytest.raises(loop.TrainingDiverged, match="lower the learning rate"):
+    monkeypatch.setattr(steppers, "binary_loss", poisoned)
+    with pytest.raises(loop.TrainingDiverged, match=r"d_0 \(airplane\): loss became non-finite at epoch 2, step \d.*lower the learning rate"):
         binary.train_binary(p, 0, progress=False)
     run_dir = runs.run_dir_for(runs.binary_run_config(p, 0))
     last = torch.load(run_dir / "last.pt", weights_only=False)
     assert last["epoch"] == 0  # epoch 1 (0-based 0) completed and kept
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert not (run_dir / "result.json").exists()
+
+
+def test_nan_guard_of_the_fused_path_names_the_class(tmp_runs, monkeypatch):
+    """The one NaN guard serves the K models stepped together: it names the class whose loss broke, stops before
+    the update, and keeps every class's last good checkpoint."""
+    p = tiny_profile(**{"train.epochs": 3, "train.classes": (2, 5)})
+    real, calls = objectives.binary_loss, {"n": 0}
+
+    def poisoned(model, x_pos, x_neg, cfg, g):
+        calls["n"] += 1
+        loss_k, stats = real(model, x_pos, x_neg, cfg, g)
+        if calls["n"] > 3:  # the second epoch (3 steps per epoch): class 5's loss only
+            loss_k = loss_k * torch.tensor([1.0, float("nan")])
+        return loss_k, stats
+
+    monkeypatch.setattr(steppers, "binary_loss", poisoned)
+    with pytest.raises(loop.TrainingDiverged, match=r"loss of d_5 \(dog\) became non-finite at epoch 2, step 1"):
+        binary.train_binaries_fused(p, progress=False)
+    for k in (2, 5):
+        last = torch.load(runs.run_dir_for(runs.binary_run_config(p, k)) / "last.pt", weights_only=True)
+        assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["model"].values()
+                                          if v.is_floating_point())
+        assert runs.binary_result(p, k) is None
 
 
 RESUME_SCRIPT = """

@@ -227,6 +227,21 @@ class CalibConfig(_Config):
     train_per_class: Optional[int] = _f(None, lo=1, doc="training images per class whose d_k outputs are cached")
 
 
+@dataclass(frozen=True)
+class EngineConfig(_Config):
+    """How the training engine runs on its device, not what it trains: no field is part of any run's key
+    (``genrobust.store.runs``), so changing one never moves a model to another runs/ directory. 'auto' follows
+    ``genrobust.training.loop.ENGINE_RULE`` per device kind (CUDA: autotuning and data on the device, bf16 until
+    measured off; CPU: all off, the exact CPU stream)."""
+    autocast: str = _f("auto", choices=("auto", "bf16", "off"),
+                       doc="bf16 autocast of the training step on CUDA (fp32 master weights, BN statistics, loss and "
+                           "PGD state); never on the CPU")
+    cudnn_benchmark: str = _f("auto", choices=("auto", "on", "off"), doc="cuDNN autotuning during training (CUDA)")
+    data_on_device: str = _f("auto", choices=("auto", "on", "off"),
+                             doc="the uint8 training set uploaded once; per-class sampling, crop and flip on the device "
+                                 "(CUDA; the CPU keeps its exact random stream)")
+
+
 # The classifier kinds, the stronger attacks (AutoAttack's standard L2 set and our multi-targeted margin attack) and
 # the attacks' budgets come from the attack registry: the config accepts exactly what can run.
 CLASSIFIERS = CLASSIFIER_KINDS
@@ -415,6 +430,7 @@ class Profile(_Config):
     eval: EvalConfig = field(default_factory=EvalConfig)
     gen: GenConfig = field(default_factory=GenConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     executor: str = _f("local", choices=("local", "slurm", "inline"))
     workers: int = _f(1, lo=1, doc="parallel jobs of the local executor")
     num_threads: Optional[int] = _f(None, lo=1, doc="torch threads per job (None: torch default)")
@@ -427,7 +443,7 @@ class Profile(_Config):
                                          "models too large for git)")
 
 
-SECTIONS = ("data", "model", "train", "softmax", "calib", "eval", "gen", "ablation")
+SECTIONS = ("data", "model", "train", "softmax", "calib", "eval", "gen", "ablation", "engine")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Named profiles. 'paper' holds Section 3.1's values; the others say how and why they differ.
@@ -591,7 +607,8 @@ def from_dict(d: dict) -> Profile:
 
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "softmax": SoftmaxConfig,
-                  "calib": CalibConfig, "eval": EvalConfig, "gen": GenConfig, "ablation": AblationConfig}
+                  "calib": CalibConfig, "eval": EvalConfig, "gen": GenConfig, "ablation": AblationConfig,
+                  "engine": EngineConfig}
 
 
 def replace(cfg, **changes):

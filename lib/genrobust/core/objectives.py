@@ -1,8 +1,8 @@
 """Training objectives: Eq. 3 (out-distribution AT), Eq. 9 (combined in/out AT), and Madry's softmax PGD-AT.
 
-Each objective is one function ``(model, batches, cfg, generator) -> (loss, stats)``: :func:`binary_loss` (Eq. 3
-and Eq. 9, written once on (K, n) batches of K binary models; K = 1 is one d_k) and :func:`softmax_pgd_at_loss`;
-the training loop in ``genrobust.training`` calls them. The paper writes the objectives as log-likelihoods to *maximize*; here they are
+Each objective is a small function ``(model, batch, cfg, generator) -> (loss, stats)``; the one training loop in
+``genrobust.training`` steps them. Eq. 3 and Eq. 9 are written once, in :func:`binary_loss`, on (K, n) batches of
+K binary models (K = 1: one d_k). The paper writes the objectives as log-likelihoods to *maximize*; here they are
 the equivalent binary cross-entropy losses to *minimize* on the logit d_k (D_k = sigmoid(d_k)).
 
 BatchNorm during the inner attack: the attack runs with the model in **eval mode** (BN uses its running
@@ -50,41 +50,45 @@ def perturb_positives(model, x_pos, cfg, generator):
 
 
 class ObjectiveError(ValueError):
-    """Batches of the wrong shape, or an unknown objective."""
+    """Batches that do not match the (K, n) layout of :func:`binary_loss`, or an unknown objective."""
 
 
-BINARY_OBJECTIVES = ("out", "combined")  # Eq. 3, Eq. 9 (cfg.objective)
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # (K, n, ...) -> (K * n, ...): row i belongs to d_{i // n}
 
 
 def binary_loss(model, x_pos, x_neg, cfg, generator):
-    """Eq. 3 (cfg.objective 'out') or Eq. 9 ('combined') for K binary models at once -- the one copy of both.
+    """Eq. 3 (``cfg.objective`` 'out') or Eq. 9 ('combined') of K binary models d_k at once: the one copy.
 
-    x_pos, x_neg: (K, n, 3, H, W) in [0, 1], or (n, 3, H, W) for one model (K = 1). Model k trains on x_pos[k]
-    (class k) and x_neg[k] (the other classes); ``model`` maps (K * n, 3, H, W) rows in K-major blocks to
-    (K * n, 1) logits (one d_k when K = 1; genrobust.training.fused.FusedBinaryModels for K). The inner attacks
-    (:func:`perturb_negatives`, :func:`perturb_positives`) run in eval mode with BN folded; the BCE then runs in the
-    model's current mode on [x_pos[k]; x_neg'[k]] per model, one balanced BN batch each. Returns (loss, stats):
-    loss = sum_k loss_k (so each model's gradient is that of its own objective); stats: 'loss', 'acc' (means over
-    k, 0-d tensors) and 'loss_k', 'acc_k' (K,), all on the device (no host sync)."""
-    if cfg.objective not in BINARY_OBJECTIVES:
-        raise ObjectiveError(f"train.objective must be one of {BINARY_OBJECTIVES}, got {cfg.objective!r}")
-    if x_pos.dim() == 4:
-        x_pos, x_neg = x_pos.unsqueeze(0), x_neg.unsqueeze(0)
+    x_pos, x_neg: (K, n, 3, H, W) in [0, 1]; model k trains on x_pos[k] (class k, label 1) and x_neg[k] (not k,
+    label 0). ``model`` maps (K * n, 3, H, W) -> (K * n, 1) with row i scored by d_{i // n}: one d_k when K = 1
+    (the per-class path), or the K models as one network (:class:`genrobust.training.fused.FusedBinaryModels`).
+    Eq. 9 first perturbs the positives (within eps1, minimizing d_k), then both objectives perturb the negatives
+    (within eps, maximizing d_k), each on the eval-mode function with BN folded (module docstring); then one
+    forward in the model's own mode on [x_pos[k]; x_neg'[k]] per model (one balanced BN batch each).
+
+    Returns (loss_k, stats): loss_k (K,) each model's mean BCE (so ``loss_k.sum().backward()`` gives every model
+    the gradient of its own objective); stats 'loss' and 'acc', (K,) each, detached.
+    """
     if x_pos.dim() != 5 or x_neg.shape != x_pos.shape:
-        raise ObjectiveError(f"x_pos and x_neg must both be (K, n, 3, H, W) (or (n, 3, H, W) for one model); got "
-                             f"{tuple(x_pos.shape)} and {tuple(x_neg.shape)}")
+        raise ObjectiveError(f"x_pos and x_neg must both be (K, n, 3, H, W); got {tuple(x_pos.shape)} and "
+                             f"{tuple(x_neg.shape)}")
+    if cfg.objective not in ("out", "combined"):
+        raise ObjectiveError(f"cfg.objective must be 'out' or 'combined', got {cfg.objective!r}")
     k, n = x_pos.shape[:2]
-    flat = lambda t: t.reshape(k * t.shape[1], *t.shape[2:])  # noqa: E731  (K, m, ...) -> (K * m, ...)
-    x_neg = perturb_negatives(model, flat(x_neg), cfg, generator).view_as(x_neg)
-    if cfg.objective == "combined":
-        x_pos = perturb_positives(model, flat(x_pos), cfg, generator).view_as(x_pos)
-    logits = d_score(model, flat(torch.cat([x_pos, x_neg], dim=1))).view(k, 2 * n)  # (K, 2n)
+    if cfg.objective == "combined":  # positives first: the per-class path's order of draws (random starts)
+        x_pos = perturb_positives(model, _rows(x_pos), cfg, generator).view_as(x_pos)
+    x_neg = perturb_negatives(model, _rows(x_neg), cfg, generator).view_as(x_neg)
+    # (K * 2n, 3, H, W): [x_pos[k]; x_neg[k]] per model, concatenated as 4-d images (keeps a channels-last batch so)
+    x = torch.cat([t for j in range(k) for t in (x_pos[j], x_neg[j])])
+    logits = d_score(model, x).view(k, 2 * n)  # (K, 2n)
     target = torch.cat([logits.new_ones(n), logits.new_zeros(n)]).expand(k, 2 * n)
-    loss_k = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)  # (K,)
+    # one mean-reduced BCE per model: its backward divides by 2n as the single-model loss always did (a
+    # reduction='none' then .mean(1) would multiply by 1/(2n) instead: other rounding unless 2n is a power of two)
+    loss_k = torch.stack([F.binary_cross_entropy_with_logits(logits[j], target[j]) for j in range(k)])  # (K,)
     with torch.no_grad():
         acc_k = ((logits > 0).to(target.dtype) == target).to(target.dtype).mean(dim=1)
-    return loss_k.sum(), {"loss": loss_k.detach().mean(), "acc": acc_k.mean(), "loss_k": loss_k.detach(),
-                          "acc_k": acc_k}
+    return loss_k, {"loss": loss_k.detach(), "acc": acc_k}
 
 
 def softmax_pgd_at_loss(model, x, y, cfg, generator):

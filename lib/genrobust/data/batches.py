@@ -1,5 +1,6 @@
 """What a training step draws: float images from uint8 (:func:`to_float`), the balanced class-k-vs-rest batches of
-d_k (:class:`BinaryBatches`), and per-image augmentation (:func:`augment`). All randomness comes from an explicit
+d_k (:class:`BinaryBatches`; :class:`DeviceBinaryBatches` draws them on a GPU), and per-image augmentation
+(:func:`augment`, on whatever device the images are). All randomness comes from an explicit
 ``torch.Generator``; no global RNG is read or written."""
 from __future__ import annotations
 
@@ -74,6 +75,61 @@ class BinaryBatches:
         for b in range(n_batches):
             lo, hi = b * half, min((b + 1) * half, n_pos_used)
             yield self.x[pos[lo:hi].to(idx_device)], self.x[neg[lo:hi].to(idx_device)]
+
+
+def augmented(batches, policy: str, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Each (x_pos, x_neg) of ``batches`` through :func:`augment` (positives first, then negatives, both from
+    ``generator``, right after the batch is drawn): the order of draws of the per-class training path."""
+    for x_pos, x_neg in batches:
+        yield augment(x_pos, policy, generator), augment(x_neg, policy, generator)
+
+
+DEVICE_AUGMENTATIONS = ("none", "crop_flip")  # the policies DeviceBinaryBatches draws on the device
+
+
+class DeviceBinaryBatches:
+    """:class:`BinaryBatches`' distribution with every draw on the images' device (a GPU: no host sync, no copy).
+
+    x: uint8 (N, 3, 32, 32) already on the device (uploaded once, shared by the K classes); y: (N,) labels. Per
+    epoch, one draw of the run's ``generator`` (a CPU generator: the one last.pt saves) seeds a generator on the
+    device, which draws the permutation of the positives, the negatives (without replacement within the epoch,
+    further permutations appended as needed) and the augmentation (:func:`augment`, crop_flip or none; its draws
+    are vectorized per batch). Yields augmented (x_pos, x_neg), uint8 (batch_size // 2, 3, 32, 32) each, on the
+    device. The same distribution as ``augmented(BinaryBatches(...))``, not the same stream.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int, policy: str, *,
+                 generator: torch.Generator):
+        check_labels(y, "DeviceBinaryBatches")
+        if len(x) != len(y):
+            raise DataError(f"DeviceBinaryBatches: x has {len(x)} images but y has {len(y)} labels")
+        if batch_size < 2 or batch_size % 2:
+            raise DataError(f"DeviceBinaryBatches: batch_size={batch_size} must be even and >= 2")
+        if policy not in DEVICE_AUGMENTATIONS:
+            raise DataError(f"DeviceBinaryBatches: {policy} runs per image on the CPU; the device path draws "
+                            f"{', '.join(DEVICE_AUGMENTATIONS)} (set engine.data_on_device='off')")
+        y = y.to(x.device)
+        self.pos_idx = torch.nonzero(y == k, as_tuple=True)[0]
+        self.neg_idx = torch.nonzero(y != k, as_tuple=True)[0]
+        if len(self.pos_idx) == 0 or len(self.neg_idx) == 0:
+            raise DataError(f"DeviceBinaryBatches: class {k} has {len(self.pos_idx)} positives and "
+                            f"{len(self.neg_idx)} negatives; both must be > 0")
+        self.x, self.half, self.policy, self.generator = x, int(batch_size) // 2, policy, generator
+
+    def __len__(self) -> int:
+        return len(self.pos_idx) // self.half
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        dev, half, n = self.x.device, self.half, len(self)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))  # the run's CPU generator: no sync
+        g = torch.Generator(device=dev).manual_seed(seed)
+        pos = self.pos_idx[torch.randperm(len(self.pos_idx), generator=g, device=dev)]
+        reps = -(-n * half // len(self.neg_idx))  # permutations of the negatives the epoch needs
+        neg = torch.cat([self.neg_idx[torch.randperm(len(self.neg_idx), generator=g, device=dev)]
+                         for _ in range(reps)])
+        for b in range(n):
+            sl = slice(b * half, (b + 1) * half)
+            yield augment(self.x[pos[sl]], self.policy, g), augment(self.x[neg[sl]], self.policy, g)
 
 
 def augment(x: torch.Tensor, policy: str, generator: torch.Generator) -> torch.Tensor:

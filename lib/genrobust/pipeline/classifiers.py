@@ -43,8 +43,9 @@ def _fused_job(profile_dict: dict, classes: list[int]) -> list[dict]:
 
 def training_path(profile: Profile) -> str:
     """'fused' or 'sequential' for the binary models: profile.train_path, where 'auto' follows
-    genrobust.training.fused.PATH_RULE for this machine's default device (the device a local or inline job gets; for SLURM
-    GPU jobs set train_path='fused' explicitly to train all classes in one job)."""
+    genrobust.training.fused.PATH_RULE (read from genrobust.training.loop.ENGINE_RULE) for this machine's default
+    device (the device a local or inline job gets; for SLURM GPU jobs set train_path='fused' explicitly to train all
+    classes in one job)."""
     if profile.train_path != "auto":
         return profile.train_path
     return choose_training_path(default_device())

@@ -1,4 +1,5 @@
-"""Training: the one loop (``loop.fit``: resume, selection, metrics log, NaN guard), the binary models d_k per
-class or fused (``binary``, ``fused``), the softmax baseline (``softmax``) and the calibration constants c_k
-(``calibrate``). Imports core, store and data.
+"""Training: the one loop (``loop.fit``: resume, NaN guard, metric sums, selection, checkpoints, metrics log; the
+engine settings per device) stepping what ``steppers`` holds (K binary models d_k, K = 1 per class or the K as one
+network from ``fused``; the softmax model), the runs of ``binary`` and ``softmax``, and the calibration constants
+c_k (``calibrate``). Imports core, store and data.
 """

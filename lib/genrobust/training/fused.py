@@ -10,8 +10,8 @@ vmap reshuffles cost extra, so sequential stays the default there (see :func:`ch
 Layout. The fused module is an ordinary ``nn.Module`` taking x: (K * n, 3, H, W) in [0, 1], rows
 ``k * n .. (k + 1) * n - 1`` belonging to model k, and returning (K * n, num_outputs) where row i is
 d_{i // n}(x_i). Every attack step in ``genrobust.core.attacks`` is per example (per row), so the existing
-``objectives.perturb_negatives`` / ``perturb_positives`` run on the fused module unchanged, with the same
-guarantees (eval mode restored, buffers frozen, input gradients only).
+objective :func:`genrobust.core.objectives.binary_loss` runs on the fused module as on one d_k (K = 1), with the
+same guarantees (eval mode restored, buffers frozen, input gradients only).
 
 BatchNorm. Running statistics are buffers stacked per model (running_mean (K, C), running_var (K, C),
 num_batches_tracked (K,)). Under vmap the BN batching rule normalizes each model's slice with its own batch
@@ -19,8 +19,8 @@ statistics and updates its own slice of the stacked buffers in place, exactly as
 would (checked in tests/test_fused.py to 1e-5 against the sequential objective code). We do NOT use
 ``torch.func.replace_all_batch_norm_modules_``, which would drop the running statistics.
 
-Exactness: :func:`genrobust.core.objectives.binary_loss` returns the SUM of the K per-model losses, so ``loss.backward()`` gives every
-model the gradient of its own sequential objective (not 1/K of it), and with :class:`FusedSGD` (one learning rate
+Exactness: ``binary_loss`` returns the K per-model losses; the backward of their SUM gives every model the gradient
+of its own sequential objective (not 1/K of it), and with :class:`FusedSGD` (one learning rate
 per model: the paper's 0.05 for classes 0, 1, 6) one fused step equals K sequential SGD steps. One difference:
 with ``attack_random_start=True`` the random starts are drawn for all K * n negatives at once, so they differ
 from the sequential draws (same distribution); the default deterministic attack (start at delta = 0) is identical.
@@ -30,7 +30,7 @@ Usage::
     models = [create_model("resnet18", 1, 0.5) for _ in range(10)]
     fused = FusedBinaryModels(models).to(device)
     opt = FusedSGD(fused.parameters(), lrs=fused_lrs(cfg, classes, step=0, ...), momentum=0.9, weight_decay=1e-4)
-    loss, stats = fused_train_step(fused, opt, x_pos, x_neg, cfg, generator)   # x_pos, x_neg: (K, n, 3, 32, 32)
+    loss_k, stats = fused_train_step(fused, opt, x_pos, x_neg, cfg, generator)   # x_pos, x_neg: (K, n, 3, 32, 32)
     fused.model_state_dict(k)   # d_k's weights in the ordinary single-model format (checkpoints, evaluation)
 """
 from __future__ import annotations
@@ -42,12 +42,11 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..core.fold import FoldedView, conv_bn_pairs, fold_modules_, fold_state, register_view, set_tensor, tensor_slots
 from ..core.objectives import binary_loss
-from .loop import lr_factor
+from .loop import ENGINE_RULE, lr_factor
 
 __all__ = ["FusedError", "FusedBinaryModels", "FoldedFusedView", "FusedSGD", "fused_lrs", "fused_train_step",
            "measure_training_paths", "choose_training_path", "PATH_RULE"]
@@ -133,10 +132,6 @@ class FusedBinaryModels(nn.Module):
             m.load_state_dict(self.model_state_dict(k))
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])  # (K, n, ...) -> (K * n, ...)
-
-
 class FusedSGD(torch.optim.Optimizer):
     """``torch.optim.SGD`` (momentum, weight decay; no dampening, no Nesterov) over stacked (K, ...) parameters
     with one learning rate per model: for model k, buf_k = momentum * buf_k + g_k + wd * p_k; p_k -= lr_k * buf_k
@@ -161,7 +156,19 @@ class FusedSGD(torch.optim.Optimizer):
         for group in self.param_groups:
             if lrs.shape != group["lrs"].shape:
                 raise FusedError(f"expected {len(group['lrs'])} learning rates, got {len(lrs)}")
-            group["lrs"] = lrs
+            if not torch.equal(lrs, group["lrs"]):  # unchanged (constant / step schedules): keep the device copies
+                group["lrs"] = lrs
+                group.pop("_lrs_on", None)
+
+    @staticmethod
+    def _lrs_for(group, p) -> torch.Tensor:
+        """The group's (K,) learning rates on p's device and dtype: one host-to-device copy per change of the
+        rates, not one per parameter per step."""
+        cache = group.setdefault("_lrs_on", {})
+        key = (p.device, p.dtype)
+        if key not in cache:
+            cache[key] = group["lrs"].to(device=p.device, dtype=p.dtype)
+        return cache[key]
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -183,7 +190,7 @@ class FusedSGD(torch.optim.Optimizer):
                     else:
                         buf.mul_(mom).add_(d_p)
                     d_p = buf
-                lr = group["lrs"].to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.dim() - 1)))  # (K, 1, ..)
+                lr = self._lrs_for(group, p).view(-1, *([1] * (p.dim() - 1)))  # (K, 1, ..)
                 p.sub_(lr * d_p)
         return loss
 
@@ -201,21 +208,20 @@ def fused_lrs(cfg, classes: Sequence[int], step: int, total_steps: int, steps_pe
 
 def fused_train_step(fused: FusedBinaryModels, opt: torch.optim.Optimizer, x_pos: torch.Tensor,
                      x_neg: torch.Tensor, cfg, generator: torch.Generator):
-    """One training step of all K models: attack, BCE (train mode), backward, ``opt.step()``.
+    """One training step of all K models: attack, BCE (train mode), backward of the summed losses, ``opt.step()``.
 
-    Returns (loss, stats) of :func:`genrobust.core.objectives.binary_loss` (loss is the sum over the K models). A
-    non-finite loss is returned before any update, so a caller's NaN guard can stop with the parameters unchanged.
+    x_pos, x_neg: (K, n, 3, H, W). Returns (loss_k, stats) of :func:`genrobust.core.objectives.binary_loss` (loss_k:
+    (K,)). A non-finite loss is returned before any update. The training loop steps through
+    :class:`genrobust.training.steppers.BinaryStepper`; this is the bare step of the benchmarks and tests.
     """
     fused.train()
-    if x_pos.dim() != 5 or x_pos.shape[0] != fused.num_models:
-        raise FusedError(f"x_pos and x_neg must both be (K={fused.num_models}, n, 3, H, W); got {tuple(x_pos.shape)}")
-    loss, stats = binary_loss(fused, x_pos, x_neg, cfg, generator)
-    if not torch.isfinite(loss):
-        return loss, stats
+    loss_k, stats = binary_loss(fused, x_pos, x_neg, cfg, generator)
+    if not torch.isfinite(loss_k).all():
+        return loss_k, stats
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    loss_k.sum().backward()
     opt.step()
-    return loss, stats
+    return loss_k, stats
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,16 +264,9 @@ register_view(FusedBinaryModels, FoldedFusedView)  # fold_for_attack / folded_co
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Choosing fused vs sequential per device.
-# The documented rule, from benchmarks/bench_fused.py (K = 10, batch 128 each, PGD-2): on the 2-vCPU AMD EPYC
-# (AVX2, torch 2.14.1 CPU, 1 thread, machine shared with training jobs) the fused path ran at 0.53x (width 0.5:
-# 8.7 vs 16.3 img/s) and 0.41x (width 0.125: 106 vs 259 img/s) of the sequential images/s -- on CPU the grouped
-# convolutions are no faster than K separate ones, and vmap's layout copies and its batch-norm rule add ~40%
-# (torch.profiler). On CUDA the K small per-model kernels of a width-0.5 ResNet18 at batch 64-128 leave the GPU
-# mostly idle and the fused kernels are K times larger. Measured on one H100 (torch 2.11, 2026-11-26; logs in
-# benchmarks/logs/h100-2026-11-26): fused 2.50x sequential for the paper's step (width 0.5, PGD-10), 2.24x with
-# PGD-2, 3.89x at width 0.125, and 2.41x end to end (bench_epoch.py: the training loops with their data pipeline).
-PATH_RULE = {"cpu": "sequential", "cuda": "fused"}
+# Choosing fused vs sequential per device: the rule is written with the other per-device choices, in
+# genrobust.training.loop.ENGINE_RULE (its comment gives the measurements).
+PATH_RULE = {kind: rule["path"] for kind, rule in ENGINE_RULE.items()}
 
 
 def _sync(device: torch.device):
@@ -292,7 +291,7 @@ def measure_training_paths(make_model: Callable[[int], nn.Module], cfg, device, 
     """Training images/s of the sequential and the fused path, measured in one process on random images.
 
     make_model(k) -> a fresh d_k; cfg: a ``TrainConfig`` (objective, eps, attack steps, channels_last, momentum,
-    weight decay). Sequential: for each k, ``objectives.binary_loss`` + backward + SGD step
+    weight decay). Sequential: for each k, ``objectives.binary_loss`` (K = 1) + backward + SGD step
     on its own (batch_size // 2 + batch_size // 2) batch, channels_last as cfg says (as ``train.fit`` runs it).
     Fused: one :func:`fused_train_step` on the K batches. Returns {'sequential': img/s, 'fused': img/s,
     'ratio': fused / sequential, 'seconds_per_step': {...}} with one step = all K models' update on K * batch_size
@@ -312,9 +311,9 @@ def measure_training_paths(make_model: Callable[[int], nn.Module], cfg, device, 
 
     def sequential_step():
         for m, o, xp, xn in zip(models, opts, xs_pos, xs_neg):
-            loss, _ = binary_loss(m, xp, xn, cfg, g)
+            loss_k, _ = binary_loss(m, xp[None], xn[None], cfg, g)
             o.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_k.sum().backward()
             o.step()
 
     fused = FusedBinaryModels([make_model(k) for k in range(num_models)]).to(device).train()

@@ -7,17 +7,20 @@ A run is keyed by a hash of its config (``runs/<kind>/<hash>/``) and holds:
   metrics.jsonl   one line per epoch: loss, train accuracy, clean/adversarial selection metrics, lr, images/s
   result.json     written last, atomically: its presence means "finished" (train-if-missing reuses the run)
 
-A run killed at any moment (even ``kill -9``) and started again with the same config resumes after its last
-completed epoch: it loses at most the epoch in progress. A NaN/inf loss stops the run with ``TrainingDiverged`` and
+:func:`fit` steps a list of :class:`Run` records through a :class:`Stepper` (``genrobust.training.steppers``: the K
+d_k as one network, K = 1 the per-class path, or the softmax model); resume, the NaN guard, the metric sums,
+selection and checkpoints are here, once. A run killed at any moment (even ``kill -9``) and started again with the
+same config resumes after its last completed epoch: it loses at most the epoch in progress. A NaN/inf loss stops the run with ``TrainingDiverged`` and
 leaves last.pt (the last good epoch) in place.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -36,6 +39,62 @@ class TrainingDiverged(RuntimeError):
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Engine settings: how a step runs on its device (genrobust.core.config.EngineConfig; never part of a run key)
+@dataclass(frozen=True)
+class Engine:
+    """The resolved engine settings of one training run on one device."""
+    autocast: torch.dtype | None  # bf16 autocast of the step (CUDA only): weights, BN statistics, loss, PGD stay fp32
+    cudnn_benchmark: bool  # cuDNN autotuning (CUDA only)
+    data_on_device: bool  # training set uploaded once, sampling and crop/flip on the device (DeviceBinaryBatches)
+
+
+# What 'auto' means per device kind: the one place these choices are written.
+# path (train_path=auto; fused.PATH_RULE reads it): from benchmarks/bench_fused.py (K = 10, batch 128 each, PGD-2):
+# on the 2-vCPU AMD EPYC (AVX2, torch 2.14.1 CPU, 1 thread, machine shared with training jobs) the fused path ran at
+# 0.53x (width 0.5: 8.7 vs 16.3 img/s) and 0.41x (width 0.125: 106 vs 259 img/s) of the sequential images/s -- on
+# CPU the grouped convolutions are no faster than K separate ones, and vmap's layout copies and its batch-norm rule
+# add ~40% (torch.profiler); the new engine, 2026-12-05, Intel Xeon: fused / sequential 0.75x end to end. On CUDA
+# the K small per-model kernels of a width-0.5 ResNet18 at batch 64-128 leave the GPU mostly idle and the fused
+# kernels are K times larger. Measured on one H100 (torch 2.11, 2026-11-26; logs in benchmarks/logs/h100-2026-11-26):
+# fused 2.50x sequential for the paper's step (width 0.5, PGD-10), 2.24x with PGD-2, 3.89x at width 0.125, and
+# 2.41x end to end (bench_epoch.py: the training loops with their data pipeline).
+# CUDA also: cuDNN autotuning and the data on the device (they remove the per-step host copies and syncs of the CPU
+# pipeline, 7% of the old fused step on an H200); bf16 autocast stays off until it is measured on the fused step
+# (docs/performance.md: on the per-model Eq. 3 step bf16 ran at 0.87x fp32 on an H100; issue 24's H200 reference:
+# 1.11x for grouped convolutions, channels-last): benchmarks/gpu_engine_check.sh measures it, and
+# engine.autocast='bf16' asks for it. CPU: all off, so the CPU keeps its exact random stream and numbers.
+ENGINE_RULE = {
+    "cpu": {"path": "sequential", "autocast": False, "cudnn_benchmark": False, "data_on_device": False},
+    "cuda": {"path": "fused", "autocast": False, "cudnn_benchmark": True, "data_on_device": True},
+}
+
+
+def engine_for(cfg, device) -> Engine:
+    """``cfg`` (an EngineConfig, or None for all 'auto') resolved for ``device``: 'auto' follows ENGINE_RULE;
+    autocast and cuDNN autotuning apply on CUDA only; data_on_device='on' also runs on the CPU (tests)."""
+    device = torch.device(device)
+    rule = ENGINE_RULE.get(device.type, {})
+
+    def pick(name: str) -> bool:
+        value = "auto" if cfg is None else getattr(cfg, name)
+        return rule.get(name, False) if value == "auto" else value in ("on", "bf16")
+    cuda = device.type == "cuda"
+    return Engine(autocast=torch.bfloat16 if cuda and pick("autocast") else None,
+                  cudnn_benchmark=cuda and pick("cudnn_benchmark"), data_on_device=pick("data_on_device"))
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(on: bool):
+    """torch.backends.cudnn.benchmark set for the duration, restored after."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on or before
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -77,116 +136,144 @@ def to_device(x_uint8, device, channels_last):
 
 @dataclass
 class Run:
-    """One training run (one model), typed: where it lives, its module, optimizer, scheduler and RNG, how it is
-    checkpointed and selected, and where it stands (the first epoch to run, the best selection metric so far and
-    its epoch). :func:`open_run` makes one, resumed from its last.pt; :func:`fit` trains any number of them."""
+    """One run directory's training state, the typed record :func:`fit` steps: one per d_k, or the softmax model.
+
+    ``model``, ``opt``, ``sched`` and ``generator`` are the run's own (its checkpoint holds them); a stepper may
+    step them through a network of several runs (the K d_k as one) and writes its state back with ``sync``.
+    ``make_batches(generator)`` yields one epoch of this run's batches (uint8 images drawn from ``generator``; a
+    d_k's also augmented there). ``best``/``best_epoch``: the selection so far (last.pt keeps them)."""
     run_dir: Path
     run_config: dict
-    model: torch.nn.Module
-    opt: torch.optim.Optimizer
-    sched: Any
-    g: torch.Generator
     ckpt_kind: str
     ckpt_config: dict
-    select_metrics: Optional[Callable] = None
-    select_key: Optional[str] = None
-    start: int = 0
+    label: str  # names the run in messages: 'd_3 (cat)', 'softmax resnet50'
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    make_batches: Callable[[torch.Generator], Iterable]
+    steps_per_epoch: int
+    select_metrics: Callable | None = None
+    select_key: str | None = None
+    start_epoch: int = 0  # the first epoch to run (after resume)
     best: float = -math.inf
     best_epoch: int = -1
 
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
 
-def open_run(run_dir: Path, *, model, cfg, lr: float, epochs: int, steps_per_epoch: int, ckpt_kind: str,
-             ckpt_config: dict, run_config: dict, device, select_metrics: Callable | None = None,
-             select_key: str | None = None, channels_last: bool | None = None) -> Run:
-    """A :class:`Run` in ``run_dir`` (config.json written), its model on ``device``, optimizer, scheduler and
-    generator seeded from cfg and resumed from last.pt when there is one."""
+
+def open_run(run_dir: Path, run_config: dict, *, model, cfg, lr: float, epochs: int, make_batches, steps_per_epoch,
+             device, channels_last: bool, label: str, ckpt_kind: str, ckpt_config: dict, select_metrics=None,
+             select_key=None) -> Run:
+    """The run's directory and config.json, its model on ``device``, SGD with the lr schedule, its generator
+    (seeded cfg.seed), resumed from last.pt when one is there (:func:`resume`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", run_config)
     model.to(device)
-    if cfg.channels_last if channels_last is None else channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, lr, cfg.momentum, cfg.weight_decay)
     sched = make_scheduler(opt, cfg, epochs, steps_per_epoch, lr)
     g = torch.Generator().manual_seed(cfg.seed)
     start, best, best_epoch = resume(run_dir / "last.pt", model=model, opt=opt, sched=sched, g=g)
-    return Run(run_dir, run_config, model, opt, sched, g, ckpt_kind, ckpt_config, select_metrics, select_key,
-               start, best, best_epoch)
+    return Run(run_dir=run_dir, run_config=run_config, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config, label=label,
+               model=model, opt=opt, sched=sched, generator=g, make_batches=make_batches,
+               steps_per_epoch=steps_per_epoch, select_metrics=select_metrics, select_key=select_key,
+               start_epoch=start, best=best, best_epoch=best_epoch)
 
 
-class OneModel:
-    """The stepper of one model: ``step_loss(model, batch, generator) -> (loss, stats)``, backward, the
-    optimizer and scheduler steps. Stats it reports: the 0-d ones (loss, acc)."""
-
-    def __init__(self, run: Run, make_batches: Callable[[torch.Generator], Iterable], step_loss: Callable,
-                 desc: str):
-        self.runs, self.make_batches, self.step_loss, self.desc = [run], make_batches, step_loss, desc
-
-    def batches(self) -> Iterable:
-        return self.make_batches(self.runs[0].g)
-
-    def step(self, batch, epoch: int, step: int) -> tuple[dict[str, torch.Tensor], int]:
-        r = self.runs[0]
-        loss, stats = self.step_loss(r.model, batch, r.g)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"{self.desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
-                f"checkpoint (last.pt, epoch {epoch}) is kept in {r.run_dir}; lower the learning rate (train.lr) "
-                "and run again")
-        r.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        r.opt.step()
-        r.sched.step()
-        n_img = sum(len(b) for b in batch if b.dtype == torch.uint8)
-        return {k: v.detach().reshape(1) for k, v in stats.items() if v.dim() == 0}, n_img
+class Stepper(Protocol):
+    """What :func:`fit` steps: the models of its runs, one network (``genrobust.training.steppers``)."""
+    result_extra: dict  # added to every run's result.json (e.g. {'path': 'fused (10 models)'})
 
     def train(self) -> None:
-        self.runs[0].model.train()
+        """Train mode, before each epoch (selection left the models in eval mode)."""
+
+    def loss(self, batches: Sequence) -> tuple[torch.Tensor, dict, int]:
+        """One batch per run -> (loss_k (K,) on the device, stats {name: (K,)} detached, images in the step)."""
+
+    def update(self, loss_k: torch.Tensor) -> None:
+        """Backward of loss_k.sum(), the optimizer step and each run's lr schedule step."""
 
     def sync(self) -> None:
-        """Nothing to copy: the run's own model and optimizer are the ones stepped."""
-
-    def epoch_record(self, n_img: int, seconds: float) -> dict:
-        return {"images_per_s": round(n_img / max(seconds, 1e-9), 1)}
+        """Write the stepped state into each run's model and optimizer (before its checkpoints)."""
 
 
-def fit(stepper, *, cfg, epochs: int, steps_per_epoch: int, data_source: dict, device, desc: str,
-        progress: bool = True, **finish_extra) -> list[dict]:
-    """The one training loop: ``stepper`` (:class:`OneModel`, or genrobust.training.binary's K-model stepper) over
-    its runs for ``epochs``, each run resumed, checkpointed per epoch, logged, selected and guarded against NaN.
-    Statistics stay on the device during an epoch (float64 sums, read once at its end). Returns each run's
-    result.json content."""
-    runs = stepper.runs
-    start = runs[0].start
+def fit(runs: Sequence[Run], stepper: Stepper, *, cfg, epochs: int, data_source: dict, device, desc: str,
+        progress: bool = True, engine: Engine | None = None) -> list[dict]:
+    """Train ``runs`` (all at the same epoch) with ``stepper`` for ``epochs``: the one training loop.
+
+    Per step: one batch from each run's ``make_batches``, ``stepper.loss``, the NaN guard, ``stepper.update``; the
+    per-run statistics are summed on the device (float64) and read once per epoch. On a CUDA device the NaN flag
+    is read once per epoch too (no host sync inside a step): a non-finite loss stops the run at the end of its
+    epoch, before any checkpoint of it; elsewhere it stops before the update of the step. After each epoch, per
+    run: selection, best.pt, the metrics line and last.pt (:func:`end_epoch`). ``engine`` (default: engine_for
+    the device): cuDNN autotuning for the duration. Returns each run's result.json.
+    """
+    engine = engine or engine_for(None, device)
+    with cudnn_benchmark(engine.cudnn_benchmark):
+        return _fit(runs, stepper, cfg=cfg, epochs=epochs, data_source=data_source, device=device, desc=desc,
+                    progress=progress)
+
+
+def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
+    runs = list(runs)
+    starts, steps = {r.start_epoch for r in runs}, {r.steps_per_epoch for r in runs}
+    if len(starts) != 1 or len(steps) != 1:
+        raise ValueError(f"{desc}: fit steps runs that stand at one epoch with one epoch length; got epochs "
+                         f"{sorted(starts)} and epoch lengths {sorted(steps)}")
+    start, steps_per_epoch, n_runs = starts.pop(), steps.pop(), len(runs)
+    device = torch.device(device)
+    sync_every_step = device.type != "cuda"  # a host read costs nothing on the CPU and names the step
     t_start = time.time()
     bar = tqdm(range(start, epochs), desc=desc, initial=start, total=epochs, disable=not progress, unit="epoch")
     for epoch in bar:
         stepper.train()
         t0, n_img, sums = time.time(), 0, {}
-        inner = tqdm(stepper.batches(), total=steps_per_epoch, leave=False, disable=not progress, unit="batch",
-                     desc=f"epoch {epoch + 1}")
-        for step, batch in enumerate(inner):
-            stats, n = stepper.step(batch, epoch, step)
+        nonfinite = torch.zeros(n_runs, dtype=torch.bool, device=device)
+        iters = [iter(r.make_batches(r.generator)) for r in runs]
+        for step in tqdm(range(steps_per_epoch), leave=False, disable=not progress, unit="batch",
+                         desc=f"epoch {epoch + 1}"):
+            loss_k, stats, n = stepper.loss([next(it) for it in iters])
+            bad = ~torch.isfinite(loss_k.detach())
+            if sync_every_step:
+                if bad.any():
+                    raise _diverged(desc, runs, bad, epoch, f"step {step + 1}")
+            else:
+                nonfinite |= bad
+            stepper.update(loss_k)
             n_img += n
-            for key, v in stats.items():  # (len(runs),) per key
-                sums[key] = sums.get(key, 0) + v.to(torch.float64)
+            for key, v in stats.items():  # float64 sums on the device: the numbers of a per-step float() sum
+                sums[key] = sums[key] + v.double() if key in sums else v.double()
+        if nonfinite.any():  # the one read of the flag per epoch (CUDA)
+            raise _diverged(desc, runs, nonfinite, epoch, "a step")
         train_time = time.time() - t0
         stepper.sync()
-        per_run = {key: v.tolist() for key, v in sums.items()}  # the epoch's one read of the statistics
+        means = {key: (v / max(1, steps_per_epoch)).tolist() for key, v in sums.items()}  # one read per epoch
         for i, r in enumerate(runs):
-            rec = {"epoch": epoch + 1, "lr": r.opt.param_groups[0]["lr"], "train_time_s": round(train_time, 2),
-                   **stepper.epoch_record(n_img, train_time)}
-            rec.update({f"train_{k}": v[i] / max(1, steps_per_epoch) for k, v in per_run.items()})
-            r.best, r.best_epoch = end_epoch(r.run_dir, rec, model=r.model, opt=r.opt, sched=r.sched, g=r.g,
-                                             epoch=epoch, epochs=epochs, cfg=cfg, select_metrics=r.select_metrics,
-                                             select_key=r.select_key, best=r.best, best_epoch=r.best_epoch,
-                                             ckpt_kind=r.ckpt_kind, ckpt_config=r.ckpt_config,
-                                             run_config=r.run_config)
-            if len(runs) == 1:
+            rec = {"epoch": epoch + 1, "lr": r.lr, "train_time_s": round(train_time, 2),
+                   "images_per_s": round(n_img / n_runs / max(train_time, 1e-9), 1)}
+            if n_runs > 1:
+                rec.update({"fused_models": n_runs, "fused_images_per_s": round(n_img / max(train_time, 1e-9), 1)})
+            rec.update({f"train_{key}": v[i] for key, v in means.items()})
+            end_epoch(r, rec, epoch=epoch, epochs=epochs, cfg=cfg)
+            if n_runs == 1:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items()
                                  if k.startswith(("train_loss", "adv_auroc", "val"))})
-    return [finish(r.run_dir, model=r.model, cfg=cfg, epochs=epochs, best=r.best, best_epoch=r.best_epoch,
-                   select_key=r.select_key, run_config=r.run_config, data_source=data_source, device=device,
-                   wall_time_s=time.time() - t_start, **finish_extra) for r in runs]
+    return [finish(r, cfg=cfg, epochs=epochs, data_source=data_source, device=device,
+                   wall_time_s=time.time() - t_start, **stepper.result_extra) for r in runs]
+
+
+def _diverged(desc: str, runs: Sequence[Run], bad: torch.Tensor, epoch: int, where: str) -> TrainingDiverged:
+    names = [r.label for r, b in zip(runs, bad.tolist()) if b]
+    kept = f"last.pt of epoch {epoch}" if epoch > 0 else "no checkpoint yet"
+    whose = "loss" if len(runs) == 1 else f"loss of {', '.join(names)}"
+    return TrainingDiverged(
+        f"{desc}: {whose} became non-finite at epoch {epoch + 1}, {where}; the last good "
+        f"checkpoint ({kept}) is kept in {runs[0].run_dir if len(runs) == 1 else 'each run directory'}; lower the "
+        f"learning rate (train.lr) and run again")
 
 
 def resume(last: Path, *, model, opt, sched, g) -> tuple[int, float, int]:
@@ -207,36 +294,33 @@ def _selects(epoch: int, epochs: int, every: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
-def end_epoch(run_dir: Path, rec: dict, *, model, opt, sched, g, epoch, epochs, cfg, select_metrics, select_key,
-               best, best_epoch, ckpt_kind, ckpt_config, run_config):
-    """After the training steps of ``epoch`` (0-based): selection metrics (every cfg.select_every epochs and the
-    last), best.pt if improved, the metrics line, then last.pt (the resume point, written after best.pt and the
-    metrics line so that both are consistent with it). Returns the updated (best, best_epoch)."""
-    selecting = select_metrics is not None and _selects(epoch, epochs, getattr(cfg, "select_every", 1))
+def end_epoch(run: Run, rec: dict, *, epoch: int, epochs: int, cfg) -> None:
+    """After the training steps of ``epoch`` (0-based), for one run: selection metrics (every cfg.select_every
+    epochs and the last), best.pt if improved (run.best, run.best_epoch updated), the metrics line, then last.pt
+    (the resume point, written after best.pt and the metrics line so that both are consistent with it)."""
+    selecting = run.select_metrics is not None and _selects(epoch, epochs, getattr(cfg, "select_every", 1))
     if selecting:
-        model.eval()
-        rec.update(select_metrics(model))
-    if select_key is None or (selecting and rec.get(select_key, -math.inf) >= best):
-        best, best_epoch = (rec[select_key] if select_key else best), epoch + 1
-        save_checkpoint(run_dir / "best.pt", kind=ckpt_kind, state={"model": _cpu_state(model)},
-                        config=ckpt_config, epoch=epoch + 1, run_config=run_config)
-    append_jsonl(run_dir / "metrics.jsonl", rec)
-    save_torch(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "scheduler": sched.state_dict(), "generator": g.get_state(), "epoch": epoch,
-                                     "best": best, "best_epoch": best_epoch})
-    return best, best_epoch
+        run.model.eval()
+        rec.update(run.select_metrics(run.model))
+    if run.select_key is None or (selecting and rec.get(run.select_key, -math.inf) >= run.best):
+        run.best, run.best_epoch = (rec[run.select_key] if run.select_key else run.best), epoch + 1
+        save_checkpoint(run.run_dir / "best.pt", kind=run.ckpt_kind, state={"model": _cpu_state(run.model)},
+                        config=run.ckpt_config, epoch=epoch + 1, run_config=run.run_config)
+    append_jsonl(run.run_dir / "metrics.jsonl", rec)
+    save_torch(run.run_dir / "last.pt", {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+                                         "scheduler": run.sched.state_dict(), "generator": run.generator.get_state(),
+                                         "epoch": epoch, "best": run.best, "best_epoch": run.best_epoch})
 
 
-def finish(run_dir: Path, *, model, cfg, epochs, best, best_epoch, select_key, run_config, data_source, device,
-            wall_time_s, **extra) -> dict:
+def finish(run: Run, *, cfg, epochs: int, data_source, device, wall_time_s: float, **extra) -> dict:
     """result.json (written last, atomically: the run is finished) and its content as a later call reads it."""
-    result = {"best_epoch": best_epoch, "best_metric": None if select_key is None else best,
-              "select_key": select_key, "epochs": epochs, "metrics": read_jsonl(run_dir / "metrics.jsonl"),
-              "checkpoint": str(run_dir / "best.pt"), "parameters": count_parameters(model), **extra,
-              "provenance": provenance(run_config, data_source=data_source, seed=cfg.seed,
+    result = {"best_epoch": run.best_epoch, "best_metric": None if run.select_key is None else run.best,
+              "select_key": run.select_key, "epochs": epochs, "metrics": read_jsonl(run.run_dir / "metrics.jsonl"),
+              "checkpoint": str(run.run_dir / "best.pt"), "parameters": count_parameters(run.model), **extra,
+              "provenance": provenance(run.run_config, data_source=data_source, seed=cfg.seed,
                                        wall_time_s=round(wall_time_s, 1), device=device)}
-    write_json(run_dir / "result.json", result)
-    return read_json(run_dir / "result.json")  # the same object that a later train-if-missing call returns
+    write_json(run.run_dir / "result.json", result)
+    return read_json(run.run_dir / "result.json")  # the same object that a later train-if-missing call returns
 
 
 def _cpu_state(model):

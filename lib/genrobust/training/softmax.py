@@ -10,14 +10,14 @@ from ..core.attacks import pgd_untargeted
 from ..core.fold import folded_copy
 from ..core.config import Profile
 from ..core.models import count_parameters, create_model
-from ..core.objectives import softmax_pgd_at_loss
-from ..data.batches import augment, to_float
+from ..data.batches import to_float
 from ..data.splits import Prepared, prepare_data
 from ..store.checkpoints import robustness_state_dict, save_checkpoint
 from ..store.io import read_json, write_json
 from ..store.provenance import provenance
 from ..store.runs import run_dir_for, softmax_run_config
-from .loop import OneModel, default_device, fit, open_run, seeded_model, select_split, to_device
+from .loop import default_device, engine_for, fit, open_run, seeded_model, select_split
+from .steppers import SoftmaxStepper
 
 
 def _class_batches(x, y, batch_size, g):
@@ -62,11 +62,6 @@ def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None
     model = seeded_model(cfg.model, 10, cfg.width, cfg.seed)
     steps_per_epoch = len(data.train_y) // cfg.batch_size
 
-    def step_loss(model, batch, g):
-        x, y = batch
-        x = to_device(augment(x, cfg.augment, g), device, cfg.channels_last)
-        return softmax_pgd_at_loss(model, x, y.to(device), cfg, g)
-
     sel = select_split(data, cfg.select_on, 50, cfg.seed)
     select_metrics, select_key = None, None
     if sel is not None:
@@ -83,10 +78,12 @@ def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None
                 rob = (work(xa).argmax(1) == y).float().mean().item()
             return {f"{split_name}_clean_acc": clean, f"{split_name}_robust_acc": rob}
         select_key = None if cfg.select_on == "last" else f"{split_name}_robust_acc"
-    run = open_run(run_dir, model=model, cfg=cfg, lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-                   ckpt_kind="softmax", ckpt_config={"name": cfg.model, "width": cfg.width, "num_outputs": 10},
-                   run_config=run_config, device=device, select_metrics=select_metrics, select_key=select_key)
-    desc = f"softmax {cfg.model}"
-    stepper = OneModel(run, lambda g: _class_batches(data.train_x, data.train_y, cfg.batch_size, g), step_loss, desc)
-    return fit(stepper, cfg=cfg, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, data_source=data.source,
-               device=device, desc=desc, progress=progress)[0]
+    run = open_run(run_dir, run_config, model=model, cfg=cfg, lr=cfg.lr, epochs=cfg.epochs,
+                   make_batches=lambda g: _class_batches(data.train_x, data.train_y, cfg.batch_size, g),
+                   steps_per_epoch=steps_per_epoch, device=device, channels_last=cfg.channels_last,
+                   label=f"softmax {cfg.model}", ckpt_kind="softmax",
+                   ckpt_config={"name": cfg.model, "width": cfg.width, "num_outputs": 10},
+                   select_metrics=select_metrics, select_key=select_key)
+    engine = engine_for(profile.engine, device)
+    return fit([run], SoftmaxStepper(run, cfg, device, engine), cfg=cfg, epochs=cfg.epochs, data_source=data.source,
+               device=device, desc=run.label, progress=progress, engine=engine)[0]

@@ -1,0 +1,186 @@
+"""The training engine's settings and device paths, as far as the CPU can check them: engine settings resolved per
+device and kept out of run keys; the on-device batch source (run here on CPU tensors) draws the distribution of
+the CPU one; the K-model fit with data on the device trains, resumes and refuses runs at different epochs."""
+import pytest
+import torch
+
+from genrobust.core.config import EngineConfig, apply_overrides, config_hash, from_dict, get_profile, to_dict
+from genrobust.data import batches as B
+from genrobust.store import runs
+from genrobust.training import binary, loop
+
+TINY = {"data.synthetic_train_per_class": 64, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
+        "train.batch_size": 32, "train.epochs": 2, "train.classes": (0, 1)}
+
+
+def test_engine_settings_resolve_per_device():
+    cpu = loop.engine_for(None, "cpu")
+    assert cpu == loop.Engine(autocast=None, cudnn_benchmark=False, data_on_device=False)  # the exact CPU stream
+    cuda = loop.engine_for(None, "cuda")  # the rule; constructing the device needs no GPU
+    assert cuda == loop.Engine(autocast=None, cudnn_benchmark=True, data_on_device=True)
+    bf16 = loop.engine_for(EngineConfig(autocast="bf16"), "cuda")
+    assert bf16 == loop.Engine(autocast=torch.bfloat16, cudnn_benchmark=True, data_on_device=True)
+    off = loop.engine_for(EngineConfig(autocast="off", cudnn_benchmark="off", data_on_device="off"), "cuda")
+    assert off == cpu
+    # autocast and cuDNN autotuning never apply on the CPU; data on the device may be asked for (tests)
+    forced = loop.engine_for(EngineConfig(autocast="bf16", cudnn_benchmark="on", data_on_device="on"), "cpu")
+    assert forced == loop.Engine(autocast=None, cudnn_benchmark=False, data_on_device=True)
+
+
+def test_engine_settings_are_not_part_of_any_run_key():
+    p = get_profile("paper")
+    q = apply_overrides(p, {"engine.autocast": "off", "engine.cudnn_benchmark": "off", "engine.data_on_device": "on"})
+    assert q.engine != p.engine
+    for k in range(10):
+        assert config_hash(runs.binary_run_config(q, k)) == config_hash(runs.binary_run_config(p, k))
+    assert config_hash(runs.softmax_run_config(q)) == config_hash(runs.softmax_run_config(p))
+    assert runs.classifier_path(q) == runs.classifier_path(p)
+    assert from_dict(to_dict(q)) == q  # jobs carry it
+    # a training setting does move the run (the check above is not vacuous)
+    r = apply_overrides(p, {"train.eps": 0.2})
+    assert config_hash(runs.binary_run_config(r, 0)) != config_hash(runs.binary_run_config(p, 0))
+
+
+def _labelled_images(y):
+    """uint8 images whose pixel (0, 0, 0) is the label and (1, 0, 0)/(1, 0, 1) the index; the rest of channel 2 a
+    left-to-right ramp (so a horizontal flip is visible)."""
+    n = len(y)
+    idx = torch.arange(n)
+    x = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    x[:, 0, 0, 0] = y.to(torch.uint8)
+    x[:, 1, 0, 0] = (idx // 256).to(torch.uint8)
+    x[:, 1, 0, 1] = (idx % 256).to(torch.uint8)
+    x[:, 2] = (torch.arange(32, dtype=torch.uint8) * 8 + 1).view(1, 1, 32)
+    return x
+
+
+def _ids(xb):
+    return (xb[:, 1, 0, 0].long() * 256 + xb[:, 1, 0, 1].long()).tolist()
+
+
+def test_device_batches_draw_the_cpu_distribution():
+    """On CPU tensors: each epoch's positives are the class-k images once each, negatives distinct and not k,
+    a fresh permutation per epoch, reproducible from the run's generator, which advances one draw per epoch."""
+    y = torch.arange(10).repeat_interleave(30)
+    x = _labelled_images(y)
+    g = torch.Generator().manual_seed(0)
+    db = B.DeviceBinaryBatches(x, y, 3, 8, "none", generator=g)
+    ref = B.BinaryBatches(x, y, 3, 8, generator=torch.Generator())
+    assert len(db) == len(ref) == 7
+    epoch1 = list(db)
+    assert len(epoch1) == 7
+    pos = [i for xp, _ in epoch1 for i in _ids(xp)]
+    neg = [i for _, xn in epoch1 for i in _ids(xn)]
+    assert all(xp.shape == xn.shape == (4, 3, 32, 32) and xp.dtype == torch.uint8 for xp, xn in epoch1)
+    assert len(set(pos)) == 28 and all(y[i] == 3 for i in pos)
+    assert len(set(neg)) == len(neg) == 28 and all(y[i] != 3 for i in neg)
+    assert [i for xp, _ in db for i in _ids(xp)] != pos  # the next epoch: a fresh permutation
+    again = B.DeviceBinaryBatches(x, y, 3, 8, "none", generator=torch.Generator().manual_seed(0))
+    assert [i for xp, _ in again for i in _ids(xp)] == pos
+
+
+def test_device_batches_crop_and_flip():
+    """crop_flip on the device path: shapes kept, about half the images flipped, crop offsets over 0..8."""
+    y = torch.arange(10).repeat_interleave(100)
+    x = _labelled_images(y)
+    db = B.DeviceBinaryBatches(x, y, 0, 100, "crop_flip", generator=torch.Generator().manual_seed(1))
+    out = torch.cat([torch.cat([xp, xn]) for xp, xn in db])
+    assert out.shape == (200, 3, 32, 32) and out.dtype == torch.uint8
+    row = out[:, 2, 16].long()  # (N, 32): the ramp, shifted by the crop, reversed when flipped, 0 in the padding
+    inner = row[:, 4:28]  # always inside the image for crop offsets in 0..8
+    flipped = (inner[:, 1:] < inner[:, :-1]).all(1)
+    unflipped = (inner[:, 1:] > inner[:, :-1]).all(1)
+    assert bool((flipped | unflipped).all())
+    assert 0.3 < flipped.float().mean().item() < 0.7
+    # output column 4 shows source column 4 + ox - 4 = ox (ox in 0..8, padded coordinates) for unflipped images
+    ox = (inner[unflipped, 0] - 1) // 8
+    assert ox.min() >= 0 and ox.max() <= 8 and len(set(ox.tolist())) >= 6
+    with pytest.raises(B.DataError, match="autoaugment_cutout runs per image on the CPU"):
+        B.DeviceBinaryBatches(x, y, 0, 100, "autoaugment_cutout", generator=torch.Generator())
+
+
+def test_fused_fit_with_data_on_the_device_trains_and_resumes(tmp_path, monkeypatch):
+    """engine.data_on_device='on' on the CPU runs the device path end to end: the K-model fit trains, and a run
+    stopped after epoch 1 resumes to the uninterrupted weights (the run's CPU generator seeds each epoch)."""
+    p = apply_overrides(get_profile("smoke"), {**TINY, "engine.data_on_device": "on", "train.epochs": 3})
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "whole"))
+    whole = binary.train_binaries_fused(p, progress=False)
+    assert [r["path"] for r in whole] == ["fused (2 models)"] * 2
+    ref = {k: torch.load(runs.binary_result(p, k)["checkpoint"], weights_only=True)["state"]["model"] for k in (0, 1)}
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "resumed"))
+    real, saved = loop.save_torch, []
+
+    def stop_after_first_epoch(path, obj):
+        real(path, obj)
+        saved.append(path)
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_torch", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        binary.train_binaries_fused(p, progress=False)
+    monkeypatch.setattr(loop, "save_torch", real)
+    res = binary.train_binaries_fused(p, progress=False)
+    assert [m["epoch"] for m in res[0]["metrics"]] == [1, 2, 3]
+    for k in (0, 1):
+        got = torch.load(runs.binary_result(p, k)["checkpoint"], weights_only=True)["state"]["model"]
+        for name, v in ref[k].items():
+            assert torch.equal(got[name], v), (k, name)
+    # the device stream is not the CPU one: the same profile with data on the CPU trains other weights
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "cpu"))
+    q = apply_overrides(p, {"engine.data_on_device": "off"})
+    binary.train_binaries_fused(q, progress=False)
+    other = torch.load(runs.binary_result(q, 0)["checkpoint"], weights_only=True)["state"]["model"]
+    assert any(not torch.equal(other[n], v) for n, v in ref[0].items())
+
+
+def test_fit_refuses_runs_at_different_epochs(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path))
+    p = apply_overrides(get_profile("smoke"), TINY)
+    from_data = binary.prepare_data(p.data, progress=False)
+    engine = loop.engine_for(None, "cpu")
+    rs = [binary._open_binary_run(p, k, from_data, torch.device("cpu"), False, engine, from_data.train_x)
+          for k in (0, 1)]
+    rs[1].start_epoch = 1
+    with pytest.raises(ValueError, match="one epoch"):
+        loop.fit(rs, binary.BinaryStepper(rs, p.train, "cpu"), cfg=p.train, epochs=2, data_source={},
+                 device="cpu", desc="test", progress=False)
+
+
+def test_bf16_autocast_keeps_weights_bn_statistics_loss_and_pgd_state_fp32(tmp_path, monkeypatch):
+    """The stepper under bf16 autocast (on CUDA in training; torch's CPU autocast runs the same code here): the
+    forward passes are bf16 (the loss moves off fp32's, slightly), while the perturbations, the loss, the weights
+    and the BN running statistics stay fp32."""
+    from genrobust.core import objectives
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path))
+    p = apply_overrides(get_profile("smoke"), TINY)
+    data = binary.prepare_data(p.data, progress=False)
+    adv = []
+    real = objectives.perturb_negatives
+    monkeypatch.setattr(objectives, "perturb_negatives", lambda *a: adv.append(real(*a)) or adv[-1])
+    losses = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        engine = loop.Engine(autocast=dtype, cudnn_benchmark=False, data_on_device=False)
+        rs = [binary._open_binary_run(p, k, data, torch.device("cpu"), False, engine, data.train_x) for k in (0, 1)]
+        stepper = binary.BinaryStepper(rs, p.train, "cpu", engine)
+        stepper.train()
+        loss_k, stats, n = stepper.loss([next(iter(r.make_batches(r.generator))) for r in rs])
+        stepper.update(loss_k)
+        stepper.sync()
+        losses[name] = loss_k.detach()
+        assert loss_k.dtype == torch.float32 and adv[-1].dtype == torch.float32 and n == 2 * 32
+        for r in rs:
+            assert all(v.dtype == torch.float32 for v in r.model.state_dict().values() if v.is_floating_point())
+            assert all(torch.isfinite(v).all() for v in r.model.parameters())
+    diff = (losses["bf16"] - losses["fp32"]).abs().max().item()
+    assert 0 < diff < 0.05, losses
+
+
+def test_an_augmentation_the_device_does_not_draw_keeps_the_data_on_the_cpu():
+    """autoaugment_cutout (the ablation's policy) runs per image on the CPU: with the data on the device asked for,
+    d_k's engine keeps them on the CPU instead of failing."""
+    p = apply_overrides(get_profile("smoke"), {**TINY, "engine.data_on_device": "on"})
+    assert binary._engine(p, "cpu").data_on_device
+    q = apply_overrides(p, {"train.augment": "autoaugment_cutout"})
+    assert not binary._engine(q, "cpu").data_on_device
+    assert not binary._engine(q, "cuda").data_on_device and binary._engine(p, "cuda").data_on_device
