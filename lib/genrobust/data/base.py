@@ -5,7 +5,6 @@ Image tensors are uint8, shape (N, 3, 32, 32), values 0..255; labels are int64, 
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 # The allowed values live with the config that validates them (one owner).
 from ..core.config import AUGMENTATIONS  # noqa: F401 (re-exported)
 from ..core.config import DATA_SOURCES as SOURCES  # noqa: F401
+from ..store.io import sha256_file  # noqa: F401 (re-exported: the data loaders hash their files)
 
 CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -103,12 +103,6 @@ class Splits:
     source: DataSource
 
 
-def sha256_file(path: Path, h: "hashlib._Hash | None" = None) -> "hashlib._Hash":
-    h = hashlib.sha256() if h is None else h
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h
 
 
 def check_labels(y: torch.Tensor, fn: str) -> None:

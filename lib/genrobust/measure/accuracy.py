@@ -31,7 +31,7 @@ from ..core.registry import ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, attack_spec
 from ..data.batches import to_float
 from ..store.checkpoints import load_classifier
 from ..store.units import UnitStore
-from .record import EvalRecord, flags_to_str, str_to_flags
+from .record import ROLES_ATTACKED, EvalRecord, flags_to_str, str_to_flags
 
 
 class EvaluationError(RuntimeError):
@@ -346,7 +346,7 @@ def flags_of(rec: dict, n: Optional[int] = None) -> torch.Tensor:
     return f if n is None else f[:n]
 
 
-def eps_values(record: dict, roles=("paper", "strong", "more steps", "more restarts")) -> list[float]:
+def eps_values(record: dict, roles=ROLES_ATTACKED) -> list[float]:
     """The eps values with runs of the given roles, plus 0 (clean), ascending."""
     return EvalRecord.from_dict(record).eps_values(roles)
 

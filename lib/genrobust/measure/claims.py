@@ -34,7 +34,7 @@ import torch
 from scipy.stats import beta, norm
 
 from ..core import paper
-from ..core.metrics import MIN_BOOTSTRAP_FOR_CI, mcnemar
+from ..core.metrics import MIN_BOOTSTRAP_FOR_CI, bootstrap_p, mcnemar
 from ..core.registry import PAPER_ATTACK
 from .record import EvalRecord
 
@@ -91,20 +91,21 @@ class Verdict:
             d["ci95"] = tuple(d["ci95"])
         return cls(**d)
 
-    def _fmt(self, v: float) -> str:
+    def fmt(self, v: float) -> str:
+        """An effect (or bound) of this verdict in its unit, signed: points, AUROC or FID."""
         return f"{100 * v:+.1f} points" if self.unit == "accuracy" else f"{v:+.3f}" if self.unit == "AUROC" \
             else f"{v:+.1f}"
 
     def render(self) -> str:
         """One line from the stored fields only."""
-        ci = "" if self.ci95 is None else f", 95% CI [{self._fmt(self.ci95[0])}, {self._fmt(self.ci95[1])}]"
+        ci = "" if self.ci95 is None else f", 95% CI [{self.fmt(self.ci95[0])}, {self.fmt(self.ci95[1])}]"
         p = "" if self.p is None else f", p = {self.p:.2g}" + (
             "" if self.p_adjusted is None or self.p_adjusted == self.p else f" (Holm {self.p_adjusted:.2g})")
         n = self.evidence.get("n")
         tail = ""
         if self.decision == "not established" and self.detectable is not None:
-            tail = f"; at this n only an effect of about {self._fmt(self.detectable).lstrip('+')} or more could be detected"
-        return (f"{self.subject}: **{self.decision}** ({self.unit} {self._fmt(self.effect)}{ci}{p}; "
+            tail = f"; at this n only an effect of about {self.fmt(self.detectable).lstrip('+')} or more could be detected"
+        return (f"{self.subject}: **{self.decision}** ({self.unit} {self.fmt(self.effect)}{ci}{p}; "
                 f"{self.test}{'' if n is None else f', n = {n:,}'}{tail})" + (f". {self.note}" if self.note else ""))
 
 
@@ -209,8 +210,7 @@ def bootstrap_subject(replicates: np.ndarray, effect: float, subject: str, evide
         raise ClaimError(f"{subject}: {len(reps)} bootstrap replicates; a stated 95% interval needs at least "
                          f"{MIN_BOOTSTRAP_FOR_CI} (raise n_boot)")
     lo, hi = np.percentile(reps, [2.5, 97.5])
-    p = min(1.0, 2 * min(float((reps <= 0).mean()), float((reps >= 0).mean())))
-    p = max(p, 1.0 / len(reps))  # resolution of a bootstrap p
+    p = bootstrap_p(reps)
     return {"subject": subject, "evidence": {**evidence, "n_boot": len(reps)}, "test": test, "effect": float(effect),
             "ci95": (float(lo), float(hi)), "p": p, "detectable": Z_DETECT * float(reps.std(ddof=1)), "unit": unit}
 

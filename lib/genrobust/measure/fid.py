@@ -56,8 +56,8 @@ import torch
 import torch.nn as nn
 
 from ..core.fold import fold_inplace
-from ..core.metrics import MIN_BOOTSTRAP_FOR_CI
-from ..store.io import atomic_path
+from ..core.metrics import MIN_BOOTSTRAP_FOR_CI, bootstrap_p
+from ..store.io import atomic_path, sha256_file
 from ..store.paths import cache_dir
 
 __all__ = [
@@ -106,11 +106,7 @@ class Weights:
 
 @functools.lru_cache(maxsize=8)
 def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path).hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -583,8 +579,7 @@ def paired_bootstrap(reference: Stats, feats_a: np.ndarray, feats_b: np.ndarray,
         reps.append(ra.fid(counts) - rb.fid(counts))
     reps = np.asarray(reps)
     # two-sided bootstrap p of 'no difference' (resolution 1 / n_boot); None where no interval is stated
-    p = max(min(1.0, 2 * min(float((reps <= 0).mean()), float((reps >= 0).mean()))), 1.0 / n_boot) \
-        if n_boot >= MIN_BOOTSTRAP_FOR_CI else None
+    p = bootstrap_p(reps) if n_boot >= MIN_BOOTSTRAP_FOR_CI else None
     return {"diff": float(diff), "n_boot": int(n_boot), "n": len(a), "p": p,
             "sd": float(reps.std(ddof=1)) if n_boot > 1 else None,
             "ci95": [float(v) for v in np.percentile(reps, [2.5, 97.5])] if n_boot >= MIN_BOOTSTRAP_FOR_CI else None}

@@ -44,10 +44,6 @@ class Run:
     def flags(self) -> torch.Tensor:
         return str_to_flags(self.robust)
 
-    @property
-    def accuracy(self) -> float:
-        return self.robust.count("1") / len(self.robust) if self.robust else float("nan")
-
     @classmethod
     def from_dict(cls, d: dict) -> "Run":
         return cls(d["attack"], float(d["eps"]), int(d["n"]), d["role"], d["robust"],
@@ -85,11 +81,10 @@ class EvalRecord:
     n: int
     clean: str                        # clean-correct flags as '1'/'0'
     runs: tuple[Run, ...]
-    raw: dict = field(compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalRecord":
-        return cls(d["classifier"], int(d["n"]), d["clean"]["robust"], tuple(Run.from_dict(r) for r in d["runs"]), d)
+        return cls(d["classifier"], int(d["n"]), d["clean"]["robust"], tuple(Run.from_dict(r) for r in d["runs"]))
 
     @property
     def clean_flags(self) -> torch.Tensor:

@@ -26,8 +26,7 @@ from ..core.config import Profile, get_profile, to_dict
 from ..core.metrics import mcnemar, wilson_interval
 from ..core.models import CIFAR10_MEAN, CIFAR10_STD, ModelError
 from ..data.splits import prepare_data
-from ..measure.accuracy import (UnitContext, eps_values, evaluate_classifier, evaluation_set, flags_of,
-                                prepare_attacks, str_to_flags, worst_case)
+from ..measure.accuracy import UnitContext, evaluate_classifier, evaluation_set, prepare_attacks
 from ..measure.checks import masking_checks
 from ..measure.record import EvalRecord
 from ..store.checkpoints import state_digest
@@ -124,14 +123,14 @@ def _frozen(model: torch.nn.Module, device) -> torch.nn.Module:
 
 def per_class_rows(rec: dict, y: torch.Tensor) -> list[dict]:
     """Accuracy per class, clean and as the worst case at every eps: rows (eps, attacks, class, n, accuracy, ci95)."""
-    rows = []
-    for e in eps_values(rec):
-        w = worst_case(rec, e)
-        flags, yy = str_to_flags(w["robust"]), y[:w["n"]].cpu()
+    rows, record = [], EvalRecord.from_dict(rec)
+    for e in record.eps_values():
+        w = record.worst(e)
+        yy = y[:w.n].cpu()
         for k in range(NUM_CLASSES):
             mask = yy == k
-            n, r = int(mask.sum()), int(flags[mask].sum())
-            rows.append({"eps": e, "attacks": w["attacks"], "class": k, "n": n,
+            n, r = int(mask.sum()), int(w.flags[mask].sum())
+            rows.append({"eps": e, "attacks": list(w.attacks) or ["clean"], "class": k, "n": n,
                          "accuracy": r / n if n else float("nan"), "ci95": wilson_interval(r, n)})
     return rows
 

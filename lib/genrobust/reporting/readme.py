@@ -87,7 +87,7 @@ def verdicts_table(profile: str = "cpu", directory: Path | None = None) -> str:
         for claim in dict.fromkeys(v.claim for v in verdicts):
             mine = [v for v in verdicts if v.claim == claim]
             decision, why = claim_decision(mine)
-            decided = "; ".join(f"{v.subject}: {v.decision} ({v._fmt(v.effect)}, p = {v.p:.2g})" for v in mine
+            decided = "; ".join(f"{v.subject}: {v.decision} ({v.fmt(v.effect)}, p = {v.p:.2g})" for v in mine
                                 if v.decision != "not established")
             ns = sorted({v.evidence["n"] for v in mine if v.evidence.get("n")})
             undecided = "none decided" + (f" at n = {', '.join(f'{n:,}' for n in ns)}" if ns else "") + \

@@ -5,6 +5,7 @@ half of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import dataclasses
 import io
 import json
@@ -61,6 +62,15 @@ def write_json(path, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
     return Path(path)
+
+
+def sha256_file(path, h: "hashlib._Hash | None" = None) -> "hashlib._Hash":
+    """The sha256 of a file's bytes, read in 1 MiB blocks (into ``h`` when given, to hash several files as one)."""
+    h = hashlib.sha256() if h is None else h
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h
 
 
 def write_text(path, text: str) -> Path:

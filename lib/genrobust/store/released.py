@@ -11,11 +11,10 @@ digest and refuses a mismatch (:func:`genrobust.store.checkpoints.read_checkpoin
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from .checkpoints import RELEASED_SUFFIX, save_released, weights_digest
-from .io import ResultsError, read_json, write_json, write_text
+from .io import ResultsError, read_json, sha256_file, write_json, write_text
 from .paths import results_dir
 
 MODELS_DIR = "models"
@@ -27,14 +26,6 @@ WHAT = {"generative": "the generative classifier argmax_k d_k(x) + c_k (Eq. 7): 
 
 def models_dir(profile: str) -> Path:
     return results_dir(profile) / MODELS_DIR
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def release_models(profile: str, checkpoints: dict[str, str], *, provenance: dict,
@@ -57,7 +48,7 @@ def release_models(profile: str, checkpoints: dict[str, str], *, provenance: dic
                 entry = {"kind": kind, "weights_digest": digest, "what": WHAT.get(kind, kind), "weights": "not released"}
         elif entry is None or not (out / name).is_file() or entry["weights_digest"] != weights_digest(ckpt):
             entry = {**save_released(out / name, ckpt), "what": WHAT.get(kind, kind)}
-            entry["sha256"] = _sha256(out / name)
+            entry["sha256"] = sha256_file(out / name).hexdigest()
         if accuracy and kind in accuracy:
             entry["accuracy"] = accuracy[kind]
         files[name] = entry
