@@ -3,6 +3,7 @@ global RNG, norm ball, [0, 1], determinism), attack strength on a tiny undefende
 sub-model usage and selection. Everything runs on CPU in well under a minute (tiny models, few steps)."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pytest
@@ -219,6 +220,28 @@ def test_frozen_state_restores_bn_stats(untrained_gen, data):
     assert all(torch.equal(before[n], b) for n, b in m.named_buffers())  # ...and frozen_state undoes it
 
 
+@contextlib.contextmanager
+def _leaves_model_alone(model):
+    """Give half the parameters a .grad (the others None); after the block, assert that the .grads, BN buffers and the
+    global RNG are as before (attacks are pure functions); finally eval mode and no .grad again."""
+    params = list(model.parameters())
+    try:
+        for i, p in enumerate(params):
+            p.grad = torch.randn_like(p) if i % 2 == 0 else None
+        grads = [None if p.grad is None else p.grad.clone() for p in params]
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        rng = torch.get_rng_state()
+        yield
+        for p, g in zip(params, grads):
+            assert (p.grad is None) if g is None else torch.equal(p.grad, g)
+        assert all(torch.equal(buffers[n], v) for n, v in model.named_buffers())
+        assert torch.equal(torch.get_rng_state(), rng)
+    finally:
+        model.eval()
+        for p in params:
+            p.grad = None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Guarantees of every attack.
 # Both norms are covered by pairing them with the modes (train/l2, eval/linf), which halves the runtime; the
@@ -230,34 +253,18 @@ def test_attack_invariants(attack, kind, mode, norm, request, data):
     model = _pick_model(kind, request)
     x, y = _small_batch(data)
     eps = L2_EPS if norm == "l2" else LINF_EPS
-    params = list(model.parameters())
-    try:
-        model.train(mode == "train")
-        submodules = list(model.modules())
-        submodules[len(submodules) // 2].train(mode != "train")  # a mixed state must survive as well
-        flags = [mod.training for mod in model.modules()]
-        for i, p in enumerate(params):  # half the parameters have a .grad, half None
-            p.grad = torch.randn_like(p) if i % 2 == 0 else None
-        grads = [None if p.grad is None else p.grad.clone() for p in params]
-        buffers = {n: b.clone() for n, b in model.named_buffers()}
-        rng = torch.get_rng_state()
-
+    model.train(mode == "train")
+    submodules = list(model.modules())
+    submodules[len(submodules) // 2].train(mode != "train")  # a mixed state must survive as well
+    flags = [mod.training for mod in model.modules()]
+    with _leaves_model_alone(model):
         x_adv = ATTACKS[attack](model, x, y, eps=eps, norm=norm, steps=2, random_start=True, restarts=2,
                                 generator=torch.Generator().manual_seed(0))
-
         assert [mod.training for mod in model.modules()] == flags
-        for p, g in zip(params, grads):
-            assert (p.grad is None) if g is None else torch.equal(p.grad, g)
-        assert all(torch.equal(buffers[n], b) for n, b in model.named_buffers())
-        assert torch.equal(torch.get_rng_state(), rng)
-        assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
-        assert x_adv.min() >= 0 and x_adv.max() <= 1
-        assert (_dist(x_adv, x, norm) <= eps + 1e-5).all()
-        assert (_dist(x_adv, x, norm) > 0).any()  # it did move
-    finally:
-        model.eval()
-        for p in params:
-            p.grad = None
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (_dist(x_adv, x, norm) <= eps + 1e-5).all()
+    assert (_dist(x_adv, x, norm) > 0).any()  # it did move
 
 
 # Every registered attack, run through its registry entry as an evaluation runs it (genrobust.core.registry): a new
@@ -279,27 +286,13 @@ def test_every_registered_attack_keeps_the_contract(name, kind, request, data):
     spec = registry.ATTACKS[name]
     model = _pick_model(kind, request)
     x, y = _small_batch(data)
-    params = list(model.parameters())
-    try:
-        for i, p in enumerate(params):
-            p.grad = torch.randn_like(p) if i % 2 == 0 else None
-        grads = [None if p.grad is None else p.grad.clone() for p in params]
-        buffers = {n: b.clone() for n, b in model.named_buffers()}
-        rng = torch.get_rng_state()
+    with _leaves_model_alone(model):
         a, b = (_run_entry(spec, model, x, y, seed=3) for _ in range(2))
         assert not any(mod.training for mod in model.modules())
-        for p, g in zip(params, grads):
-            assert (p.grad is None) if g is None else torch.equal(p.grad, g)
-        assert all(torch.equal(buffers[n], v) for n, v in model.named_buffers())
-        assert torch.equal(torch.get_rng_state(), rng)
-        assert a.shape == x.shape and a.dtype == x.dtype and not a.requires_grad
-        assert a.min() >= 0 and a.max() <= 1
-        assert (_dist(a, x, "l2") <= L2_EPS + 1e-4).all()
-        assert torch.equal(a, b)
-    finally:
-        model.eval()
-        for p in params:
-            p.grad = None
+    assert a.shape == x.shape and a.dtype == x.dtype and not a.requires_grad
+    assert a.min() >= 0 and a.max() <= 1
+    assert (_dist(a, x, "l2") <= L2_EPS + 1e-4).all()
+    assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("norm,eps", [("l2", 6.0), ("l2", 0.3), ("linf", 0.3), ("linf", 2 / 255)])
