@@ -497,8 +497,11 @@ CPU = Profile(
     # classifiers, the strong set at one eps ~11.9 s, masking extras ~2.6 s. The 40-minute budget (80 core-minutes)
     # holds the paper's attacks on 1,000 images (~21 core-min) plus the worst case on 130 images at three eps
     # (0.25, 0.5, 1.0: ~54 core-min) and the masking checks; 500 worst-case images at three eps would take ~1.7 h.
-    # One unit is one batch (250 positions): 4 units per paper run, 1 per strong run, 4 per job.
-    eval=EvalConfig(n_test=1000, steps=20, n_strong=130, strong_eps_more=(0.25, 1.0), budgets=REDUCED_AUTOATTACK,
+    # Re-sized from the 2026-12-03 pass (Intel AVX512, docs/performance.md): 03 took 35.5 job-min, 22.2 of them the
+    # strong set on 130 images, so 250 images (issue 28: a worst-case verdict at eps 0.5 then detects ~5 points
+    # instead of ~7) cost ~58 job-min, ~30 min on 2 workers -- inside the 40-minute budget on that machine
+    # (~45 min at the AVX2 rates). One unit is one batch (250 positions): 4 units per paper run, 1 per strong run.
+    eval=EvalConfig(n_test=1000, steps=20, n_strong=250, strong_eps_more=(0.25, 1.0), budgets=REDUCED_AUTOATTACK,
                     shard_batches=1, units_per_job=4),
     # Tab. 2 at CPU scale: 2 PGD configs x 2 classifiers x 2 kinds = 8 cells + the FID(test, train) anchor, each
     # 2,050 images (> 2048: full-rank covariance) through Inception, against a one-time cached 10,000-image
