@@ -29,13 +29,14 @@ from .pipeline.evaluation import evaluate
 from .pipeline.notebooks import REPORT_NOTEBOOK, execute_notebook, notebook_path, reproduce
 from .pipeline.own_model import evaluate_model
 from .pipeline.params import EXECUTION, NOTEBOOK_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
+from .reporting.changes import changes_markdown
 from .reporting.readme import update_readme
 from .reporting.report import build, write_report
 from .reporting.tables import accuracy_table, checks_table, own_model_table
 from .store.checkpoints import load_classifier
 from .store.executors import RunError, configure_threads, sbatch_script, slurm_parameters
-from .store.io import write_json
-from .store.paths import runs_dir
+from .store.io import ResultsError, write_json
+from .store.paths import results_dir, runs_dir
 
 
 # What `reproduce --from-released` runs: the notebooks that only evaluate models (05 trains its own ablations).
@@ -136,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--profile", default="cpu")
     rp.add_argument("--readme", action="store_true",
                     help="also rewrite README's results table from this profile's metrics files")
+    rp.add_argument("--changes-since", metavar="DIR", default=None,
+                    help="print which verdicts changed from DIR (an older copy of results/<profile>, e.g. "
+                         "`git archive REV results/cpu | tar -x -C /tmp/old`) to results/<profile>, and what "
+                         "differs in their evidence; writes nothing")
     return ap
 
 
@@ -157,6 +162,11 @@ def main(argv=None) -> int:
         elif args.cmd == "notebook":
             print(execute_notebook(args.name, args.profile, _parse_params(args.p), force=args.force,
                                    out_dir=Path(args.out_dir) if args.out_dir else None))
+        elif args.cmd == "report" and args.changes_since:
+            if not Path(args.changes_since).is_dir():
+                raise ResultsError(f"--changes-since {args.changes_since}: no such directory; give an older copy of "
+                                   f"results/{args.profile}/")
+            print(changes_markdown(args.changes_since, results_dir(args.profile)))
         elif args.cmd == "report":
             print(write_report(build(args.profile)))
             if args.readme:

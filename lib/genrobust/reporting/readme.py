@@ -10,9 +10,8 @@ from pathlib import Path
 from ..core import paper
 from ..store.io import ResultsError, read_json, write_text
 from ..store.paths import project_root, results_dir
-from ..measure.claims import Verdict, claim_decision
 from .metrics_files import load_sources, schema_problem
-from .report import claims_section, stored_verdicts
+from .changes import claim_verdicts
 
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 V_START, V_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
@@ -75,28 +74,18 @@ def results_table(profile: str = "cpu", directory: Path | None = None) -> str:
 def verdicts_table(profile: str = "cpu", directory: Path | None = None) -> str:
     """One row per claim the notebooks test: the paper's claim, our decision under the one rule, and the subjects
     decided, from the stored verdicts of 03-05 (files written before verdicts were stored: the same rule on their
-    stored data, as REPORT.md does)."""
-    d = Path(directory) if directory is not None else results_dir(profile)
-    sources = load_sources(d)
+    stored data, as REPORT.md does; :func:`genrobust.reporting.changes.claim_verdicts`)."""
     rows = []
-    for nb in ("03_accuracy", "04_generation_fid"):
-        src = sources[nb]
-        if not src.ok:
-            raise ResultsError(f"README's verdicts need {src.path} ({src.status})")
-        verdicts = [Verdict.from_dict(v) for v in stored_verdicts(src)[0]]
-        for claim in dict.fromkeys(v.claim for v in verdicts):
-            mine = [v for v in verdicts if v.claim == claim]
-            decision, why = claim_decision(mine)
-            decided = "; ".join(f"{v.subject}: {v.decision} ({v.fmt(v.effect)}, p = {v.p:.2g})" for v in mine
-                                if v.decision != "not established")
-            ns = sorted({v.evidence["n"] for v in mine if v.evidence.get("n")})
-            undecided = "none decided" + (f" at n = {', '.join(f'{n:,}' for n in ns)}" if ns else "") + \
-                (f" ({mine[0].note})" if mine[0].note else "")
-            rows.append((paper.CLAIMS[claim][0], paper.CLAIMS[claim][1], decision, decided or undecided))
-    ab = claims_section(sources, d)
-    for _, r in ab.table.iterrows():
-        why = str(r["why"] or "").split(" (its older reading")[0]  # an older file: the reason it is not judged
-        rows.append((r["figure"], r["paper"].removeprefix("claims: "), r["ours"], why or "see REPORT.md"))
+    for c in claim_verdicts(Path(directory) if directory is not None else results_dir(profile)):
+        if c.notebook == "05_ablations":  # the claim's own reason (REPORT.md's claims section)
+            rows.append((c.source, c.text, c.decision, c.why))
+            continue
+        decided = "; ".join(f"{v.subject}: {v.decision} ({v.fmt(v.effect)}, p = {v.p:.2g})" for v in c.subjects
+                            if v.decision != "not established")
+        ns = sorted({v.evidence["n"] for v in c.subjects if v.evidence.get("n")})
+        undecided = "none decided" + (f" at n = {', '.join(f'{n:,}' for n in ns)}" if ns else "") + \
+            (f" ({c.subjects[0].note})" if c.subjects and c.subjects[0].note else "")
+        rows.append((c.source, c.text, c.decision, decided or undecided))
     lines = ["| source | claim | ours | decided subjects |", "|---|---|---|---|"]
     lines += [f"| {s} | {c} | **{o}** | {w} |" for s, c, o, w in rows]
     return "\n".join(lines)

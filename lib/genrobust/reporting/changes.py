@@ -1,0 +1,166 @@
+"""Every claim's verdict in one results directory (:func:`claim_verdicts`, what README's verdicts table renders), and
+which verdicts changed between two results directories of a profile and why (:func:`verdict_changes`), e.g. the
+committed results/cpu before and after a regeneration.
+
+Why a verdict changed is read from the two files, not written by hand: the evidence each subject's test saw (n, the
+attacks, training seeds, bootstrap replicates), the commit and models the files come from, and the rule (a file
+written before verdicts were stored is judged by today's rule from its stored data where it can be, and named as
+not judgeable where it cannot)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ..core import paper
+from ..measure.claims import Verdict, claim_decision
+from ..store.io import ResultsError
+from .metrics_files import Source, load_sources
+from .report import claims_section, stored_verdicts
+
+JUDGED = ("03_accuracy", "04_generation_fid", "05_ablations")
+# evidence fields compared between two verdicts of one subject, with how a change is named
+EVIDENCE = (("n", "n"), ("seeds", "training seeds"), ("n_boot", "bootstrap replicates"), ("attacks", "attacks"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimVerdicts:
+    """One claim's verdict in one results directory: the decision, why, and its subjects' stored verdicts
+    (none where the file cannot be judged). ``stored``: False where the verdicts were computed from an older
+    file's stored data (or the file could not be judged) rather than stored by the notebook."""
+    source: str            # the paper's table, figure or section
+    claim: str             # id: core.paper.CLAIMS or paper.ABLATION_CLAIMS
+    text: str              # the paper's claim
+    decision: str
+    why: str
+    subjects: tuple[Verdict, ...]
+    stored: bool
+    notebook: str
+    commit: str
+
+
+def _notebook_claims(src: Source) -> list[ClaimVerdicts]:
+    """The claims of 03 or 04, one per claim id, from their stored verdicts (or the rule applied to an older file)."""
+    found, where = stored_verdicts(src)
+    verdicts = [Verdict.from_dict(v) for v in found]
+    out = []
+    for claim in dict.fromkeys(v.claim for v in verdicts):
+        mine = tuple(v for v in verdicts if v.claim == claim)
+        decision, why = claim_decision(mine)
+        out.append(ClaimVerdicts(paper.CLAIMS[claim][0], claim, paper.CLAIMS[claim][1], decision, why, mine,
+                                 "verdicts" in src.record, src.notebook, src.commit))
+    return out
+
+
+def _ablation_claims(sources: dict[str, Source], directory: Path) -> list[ClaimVerdicts]:
+    """The claims of Figs. 5-8 from 05's file, as REPORT.md's claims section reads them."""
+    src = sources["05_ablations"]
+    stored = src.ok and src.record.get("schema_version", 1) >= 3
+    out = []
+    for _, r in claims_section(sources, directory).table.iterrows():
+        c = src.record.get("claims", {}).get(r["claim"]) if src.ok else None
+        subjects = tuple(Verdict.from_dict(comp["verdict_record"]) for comp in (c or {}).get("comparisons", ())
+                         if stored and "verdict_record" in comp)
+        why = str(r["why"] or "").split(" (its older reading")[0]  # an older file: the reason it is not judged
+        out.append(ClaimVerdicts(r["figure"], r["claim"], r["paper"].removeprefix("claims: "), r["ours"],
+                                 why or "see REPORT.md", subjects, stored, src.notebook, src.commit))
+    return out
+
+
+def claim_verdicts(directory: str | os.PathLike) -> list[ClaimVerdicts]:
+    """Every claim notebooks 03-05 judge, in the order of README's verdicts table. A missing or unreadable 03 or
+    04 file is a ResultsError naming it (05's claims then read 'not run')."""
+    directory = Path(directory)
+    sources = load_sources(directory)
+    out: list[ClaimVerdicts] = []
+    for nb in JUDGED[:2]:
+        src = sources[nb]
+        if not src.ok:
+            raise ResultsError(f"the verdicts need {src.path} ({src.status})")
+        out += _notebook_claims(src)
+    return out + _ablation_claims(sources, directory)
+
+
+def _short(v: Verdict | None) -> str:
+    """'contradicted (-10.8 points, p = 0.00052, n = 130)' -- one subject's verdict in a table cell."""
+    if v is None:
+        return "not judged"
+    n = v.evidence.get("n")
+    bits = [v.fmt(v.effect)] + ([f"p = {v.p:.2g}"] if v.p is not None else []) + \
+        ([f"n = {n:,}"] if n else []) + ([f"seeds {v.evidence['seeds']}"] if v.evidence.get("seeds") else [])
+    return f"{v.decision} ({', '.join(bits)})"
+
+
+def evidence_changes(before: Verdict | None, after: Verdict | None) -> list[str]:
+    """What differs in the evidence of one subject's two verdicts: 'n 130 -> 250', 'training seeds 2 -> 5', ..."""
+    if before is None or after is None:
+        return []
+    out = []
+    for key, name in EVIDENCE:
+        a, b = before.evidence.get(key), after.evidence.get(key)
+        if a != b and not (a is None and b is None):
+            if isinstance(a, list) or isinstance(b, list):
+                out.append(f"{name}: {', '.join(map(str, a or ())) or 'none'} -> {', '.join(map(str, b or ()))}")
+            else:
+                out.append(f"{name} {a if a is not None else 'not stored'} -> {b}")
+    if before.test != after.test:
+        out.append(f"test: {before.test} -> {after.test}")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One claim, or one of its subjects, before and after."""
+    source: str
+    claim: str
+    subject: str           # "" for the claim's own decision
+    before: str
+    after: str
+    changed: bool
+    why: str
+
+
+def _claim_why(old: ClaimVerdicts | None, new: ClaimVerdicts) -> str:
+    if old is None:
+        return "new claim: not judged in the older results"
+    reasons = []
+    if not old.subjects and new.subjects:
+        reasons.append(f"changed rule: the older {old.notebook} could not be judged ({old.why}); the new one stores "
+                       "its verdicts")
+    elif not old.stored and new.stored:
+        reasons.append("same rule (the older file's verdicts computed from its stored data); new evidence")
+    if old.commit != new.commit:
+        reasons.append(f"retrained and re-evaluated at commit {new.commit[:7]} (was {old.commit[:7]})")
+    return "; ".join(reasons) or "same files"
+
+
+def verdict_changes(old_dir: str | os.PathLike, new_dir: str | os.PathLike) -> list[Change]:
+    """Each claim's decision and each subject's verdict in ``old_dir`` and ``new_dir``, whether it changed, and
+    what differs in its evidence and provenance."""
+    old = {c.claim: c for c in claim_verdicts(old_dir)}
+    out = []
+    for new in claim_verdicts(new_dir):
+        before = old.get(new.claim)
+        out.append(Change(new.source, new.claim, "", before.decision if before else "not judged", new.decision,
+                          before is None or before.decision != new.decision, _claim_why(before, new)))
+        old_subjects = {v.subject: v for v in (before.subjects if before else ())}
+        for v in new.subjects:
+            b = old_subjects.get(v.subject)
+            why = evidence_changes(b, v) or (["not judged before"] if b is None else ["same evidence sizes"])
+            out.append(Change(new.source, new.claim, v.subject, _short(b), _short(v),
+                              b is None or b.decision != v.decision, "; ".join(why)))
+        for subject in old_subjects.keys() - {v.subject for v in new.subjects}:
+            out.append(Change(new.source, new.claim, subject, _short(old_subjects[subject]), "not judged", True,
+                              "not a subject of the newer results (its evidence is not there)"))
+    return out
+
+
+def changes_markdown(old_dir: str | os.PathLike, new_dir: str | os.PathLike) -> str:
+    """The changes as a markdown table: one bold row per claim, then its subjects."""
+    lines = ["| source | claim / subject | before | after | changed | what differs |", "|---|---|---|---|---|---|"]
+    for c in verdict_changes(old_dir, new_dir):
+        name = f"`{c.claim}`" if not c.subject else f"&nbsp;&nbsp;{c.subject}"
+        before, after = (f"**{c.before}**", f"**{c.after}**") if not c.subject else (c.before, c.after)
+        lines.append(f"| {c.source if not c.subject else ''} | {name} | {before} | {after} | "
+                     f"{'yes' if c.changed else 'no'} | {c.why} |")
+    return "\n".join(lines)

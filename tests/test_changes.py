@@ -1,0 +1,79 @@
+"""Which verdicts changed between two results directories (genrobust.reporting.changes, `genrobust report
+--changes-since`), on copies of the committed results/cpu metrics files: the same files change nothing, and a
+worst case altered in one copy changes exactly the verdicts that read it, with the evidence and commit named."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genrobust.reporting.changes import changes_markdown, claim_verdicts, verdict_changes
+from genrobust.reporting.readme import verdicts_table
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = ROOT / "results" / "cpu"
+
+
+def _copy(dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in CPU.glob("0*.json"):
+        shutil.copy(f, dst / f.name)
+    return dst
+
+
+def _edit(path: Path, fn) -> None:
+    rec = json.loads(path.read_text())
+    fn(rec)
+    path.write_text(json.dumps(rec))
+
+
+def test_the_same_files_change_no_verdict(tmp_path):
+    old, new = _copy(tmp_path / "old"), _copy(tmp_path / "new")
+    changes = verdict_changes(old, new)
+    assert len({c.claim for c in changes}) == len(claim_verdicts(new)) >= 11  # every claim of 03-05 listed
+    assert not any(c.changed for c in changes)
+    assert all(c.why == "same files" for c in changes if not c.subject)
+
+
+def test_a_changed_worst_case_changes_its_verdicts_and_names_why(tmp_path):
+    old, new = _copy(tmp_path / "old"), _copy(tmp_path / "new")
+
+    def every_generative_image_survives_at_eps_1(rec):
+        rec.pop("verdicts", None)  # judged by the rule from the (altered) flags, as an older file would be
+        rec["provenance"]["git_commit"] = "f" * 40
+        for run in rec["classifiers"]["generative"]["runs"]:
+            if run["eps"] == 1.0 and run["role"] in ("strong", "paper"):
+                run["robust"] = "1" * len(run["robust"])
+    _edit(new / "03_accuracy.json", every_generative_image_survives_at_eps_1)
+    changes = verdict_changes(old, new)
+    row = next(c for c in changes if c.claim == "tab1_robust" and c.subject == "eps 1, worst case")
+    assert row.changed and row.before.startswith("contradicted") and row.after.startswith("supported")
+    claim = next(c for c in changes if c.claim == "tab1_robust" and not c.subject)
+    assert "retrained and re-evaluated at commit fffffff" in claim.why
+    # negative control: softmax's own protocol gap and 04-05 read nothing that changed
+    assert not any(c.changed for c in changes if c.claim in ("protocol_softmax", "tab2_fid", "tab1_clean"))
+    md = changes_markdown(old, new)
+    assert md.count("\n") == len(changes) + 1 and "| yes |" in md
+
+
+def test_readme_verdicts_table_reads_the_same_claims(tmp_path):
+    rows = verdicts_table(directory=_copy(tmp_path / "cpu")).splitlines()[2:]
+    assert [r.split(" | ")[2].strip("*") for r in rows] == [c.decision for c in claim_verdicts(CPU)]
+
+
+def test_cli_changes_since(tmp_path):
+    old = _copy(tmp_path / "old")
+    root = tmp_path / "results"
+    _copy(root / "cpu")
+    env = {**os.environ, "GENROBUST_RESULTS": str(root), "PYTHONPATH": str(ROOT / "lib")}
+    r = subprocess.run([sys.executable, "-m", "genrobust", "report", "--profile", "cpu", "--changes-since",
+                        str(old)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("| source | claim / subject | before | after |") and "| yes |" not in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "genrobust", "report", "--profile", "cpu", "--changes-since",
+                          str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode != 0 and "no such directory" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
