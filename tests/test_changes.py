@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from genrobust.reporting.changes import changes_markdown, claim_verdicts, verdict_changes
-from genrobust.reporting.readme import verdicts_table
+from genrobust.reporting.readme import findings_list, verdicts_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "results" / "cpu"
@@ -55,6 +55,8 @@ def test_a_changed_worst_case_changes_its_verdicts_and_names_why(tmp_path):
     assert "retrained and re-evaluated at commit fffffff" in claim.why
     # negative control: softmax's own protocol gap and 04-05 read nothing that changed
     assert not any(c.changed for c in changes if c.claim in ("protocol_softmax", "tab2_fid", "tab1_clean"))
+    assert findings_list(directory=new) != findings_list(directory=old)  # README's findings read the new files
+    assert "at commit fffffff" in findings_list(directory=new)
     md = changes_markdown(old, new)
     assert md.count("\n") == len(changes) + 1 and "| yes |" in md
 

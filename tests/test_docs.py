@@ -13,7 +13,8 @@ import yaml
 import genrobust
 from genrobust.cli import build_parser
 from genrobust.core.version import __version__
-from genrobust.reporting.readme import V_END, V_START, readme_block, results_table, verdicts_table
+from genrobust.reporting.readme import (F_END, F_START, V_END, V_START, findings_list, readme_block, results_table,
+                                       verdicts_table)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -106,3 +107,5 @@ def test_readme_verdicts_are_the_stored_ones():
     text = (ROOT / "README.md").read_text()
     assert readme_block(text, V_START, V_END) == verdicts_table("cpu", ROOT / "results" / "cpu"), \
         "README's verdicts differ from results/cpu: run `genrobust report --profile cpu --readme`"
+    assert readme_block(text, F_START, F_END) == findings_list("cpu", ROOT / "results" / "cpu"), \
+        "README's findings differ from results/cpu: run `genrobust report --profile cpu --readme`"

@@ -15,6 +15,7 @@ from .changes import claim_verdicts
 
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 V_START, V_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
+F_START, F_END = "<!-- findings:start -->", "<!-- findings:end -->"
 CLASSIFIERS = ("generative", "softmax")
 
 
@@ -91,6 +92,39 @@ def verdicts_table(profile: str = "cpu", directory: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def findings_list(profile: str = "cpu", directory: Path | None = None) -> str:
+    """README's findings: one numbered item per decided claim (supported, contradicted or mixed) with each
+    subject's stored verdict rendered (effect, 95% interval, p and Holm p, test, n), then one item naming the claims
+    not established and the smallest effect their n could have detected. Rendered from the stored verdicts only."""
+    d = Path(directory) if directory is not None else results_dir(profile)
+    claims = claim_verdicts(d)
+    commits = ", ".join(dict.fromkeys(c.commit[:7] for c in claims))
+    items = []
+    for c in claims:
+        if c.decision in ("supported", "contradicted", "mixed"):
+            subjects = "; ".join(v.render() for v in c.subjects)
+            items.append(f"**{c.source}: {c.text} -- {c.decision}.** {subjects or c.why}")
+    undecided = []
+    for c in claims:
+        if c.decision in ("supported", "contradicted", "mixed"):
+            continue
+        notes = dict.fromkeys(v.note for v in c.subjects if v.note)
+        det = [v for v in c.subjects if v.detectable is not None]
+        if notes or not det:  # e.g. too few bootstrap replicates for an interval: the reason, not a size
+            can = f" ({'; '.join(notes) or c.why})"
+        else:
+            best = min(det, key=lambda v: v.detectable)
+            n = best.evidence.get("n")
+            can = (f": {'at n = ' + format(n, ',') + ' ' if n else ''}only an effect of about "
+                   f"{best.fmt(best.detectable).lstrip('+')} or more could be detected")
+        undecided.append(f"{c.source}, {c.text}{can}")
+    if undecided:
+        items.append("**Not established at this n** (no subject decided under the rule below): " +
+                     "; ".join(undecided) + ".")
+    return (f"From the metrics files of results/{d.name} (notebooks 03-05 at commit {commits}):\n\n" +
+            "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1)))
+
+
 def readme_block(text: str, start: str = START, end: str = END) -> str:
     """The block between README's markers."""
     found = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, re.S)
@@ -100,9 +134,10 @@ def readme_block(text: str, start: str = START, end: str = END) -> str:
 
 
 def update_readme(profile: str = "cpu", path: Path | None = None) -> Path:
-    """Rewrite README's results and verdicts blocks from the metrics files (atomic). Returns README's path."""
+    """Rewrite README's findings, results and verdicts blocks from the metrics files (atomic). Returns README's path."""
     path = Path(path) if path is not None else project_root() / "README.md"
     text = path.read_text()
-    for start, end, new in ((START, END, results_table(profile)), (V_START, V_END, verdicts_table(profile))):
+    for start, end, new in ((START, END, results_table(profile)), (V_START, V_END, verdicts_table(profile)),
+                            (F_START, F_END, findings_list(profile))):
         text = text.replace(f"{start}\n{readme_block(text, start, end)}\n{end}", f"{start}\n{new}\n{end}")
     return write_text(path, text)
