@@ -12,6 +12,7 @@ import pytest
 
 from genrobust.reporting.changes import changes_markdown, claim_verdicts, verdict_changes
 from genrobust.reporting.readme import findings_list, verdicts_table
+from genrobust.reporting.report import build, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "results" / "cpu"
@@ -74,7 +75,12 @@ def test_cli_changes_since(tmp_path):
     r = subprocess.run([sys.executable, "-m", "genrobust", "report", "--profile", "cpu", "--changes-since",
                         str(old)], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("| source | claim / subject | before | after |") and "| yes |" not in r.stdout
+    assert r.stdout.strip() == str(root / "cpu" / "CHANGES.md")
+    text = (root / "cpu" / "CHANGES.md").read_text()
+    assert "| source | claim / subject | before | after |" in text and "| yes |" not in text
+    assert "[CHANGES.md](CHANGES.md)" in render_markdown(build("cpu", root / "cpu", replot=False))  # REPORT.md links it
+    (root / "cpu" / "CHANGES.md").unlink()
+    assert "CHANGES.md" not in render_markdown(build("cpu", root / "cpu", replot=False))
     bad = subprocess.run([sys.executable, "-m", "genrobust", "report", "--profile", "cpu", "--changes-since",
                           str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode != 0 and "no such directory" in bad.stderr

@@ -29,7 +29,7 @@ from .pipeline.evaluation import evaluate
 from .pipeline.notebooks import REPORT_NOTEBOOK, execute_notebook, notebook_path, reproduce
 from .pipeline.own_model import evaluate_model
 from .pipeline.params import EXECUTION, NOTEBOOK_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
-from .reporting.changes import changes_markdown
+from .reporting.changes import write_changes
 from .reporting.readme import update_readme
 from .reporting.report import build, write_report
 from .reporting.tables import accuracy_table, checks_table, own_model_table
@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--readme", action="store_true",
                     help="also rewrite README's results table from this profile's metrics files")
     rp.add_argument("--changes-since", metavar="DIR", default=None,
-                    help="print which verdicts changed from DIR (an older copy of results/<profile>, e.g. "
-                         "`git archive REV results/cpu | tar -x -C /tmp/old`) to results/<profile>, and what "
-                         "differs in their evidence; writes nothing")
+                    help="write results/<profile>/CHANGES.md: which verdicts changed from DIR (an older copy of "
+                         "results/<profile>, e.g. `git archive REV results/cpu | tar -x -C /tmp/old`) to "
+                         "results/<profile>, and what differs in their evidence (REPORT.md links it)")
     return ap
 
 
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
             if not Path(args.changes_since).is_dir():
                 raise ResultsError(f"--changes-since {args.changes_since}: no such directory; give an older copy of "
                                    f"results/{args.profile}/")
-            print(changes_markdown(args.changes_since, results_dir(args.profile)))
+            print(write_changes(args.changes_since, results_dir(args.profile)))
         elif args.cmd == "report":
             print(write_report(build(args.profile)))
             if args.readme:

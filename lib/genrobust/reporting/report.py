@@ -46,6 +46,7 @@ from .tables import (accuracy_conclusion, comparison_cell, kid_text, paired_tabl
 # path (notebooks 02-05 already embed them, and results/<profile>/figures/ holds the PNGs).
 EMBEDDED_FIGURES = ("fig1",)
 REPORT_NAME = "REPORT.md"
+CHANGES_NAME = "CHANGES.md"  # which verdicts changed since an older copy (reporting.changes writes it)
 
 # Config keys that change how fast a run goes, not what it computes: left out of "what differs".
 EXECUTION_ONLY = frozenset({
@@ -648,7 +649,11 @@ def render_markdown(ov: Overview) -> str:
            f"the metrics files in this directory. Generated {ov.created} by `genrobust report` at commit "
            f"`{ov.commit}`. Differences are ours minus the paper's; 'setting: ours vs paper' lists every recorded "
            f"setting that differs from the `paper` profile (genrobust.core.config).", "",
-           f"**Profile `{ov.profile}`:** {prof.description}", "", "## Status", "", markdown_table(ov.status), ""]
+           f"**Profile `{ov.profile}`:** {prof.description}", ""]
+    if (ov.directory / CHANGES_NAME).exists():
+        out += [f"Which verdicts changed against the previous results of this profile, and why: [{CHANGES_NAME}]"
+                f"({CHANGES_NAME}).", ""]
+    out += ["## Status", "", markdown_table(ov.status), ""]
     if ov.consistency:
         out += ["**Consistency:**", ""] + [f"- {n}" for n in ov.consistency] + [""]
     for s in ov.sections.values():
