@@ -53,7 +53,7 @@ def test_a_changed_worst_case_changes_its_verdicts_and_names_why(tmp_path):
     row = next(c for c in changes if c.claim == "tab1_robust" and c.subject == "eps 1, worst case")
     assert row.changed and row.before.startswith("contradicted") and row.after.startswith("supported")
     claim = next(c for c in changes if c.claim == "tab1_robust" and not c.subject)
-    assert "retrained and re-evaluated at commit fffffff" in claim.why
+    assert "re-run at commit fffffff" in claim.why and "on the same models (weights digests equal)" in claim.why
     # negative control: softmax's own protocol gap and 04-05 read nothing that changed
     assert not any(c.changed for c in changes if c.claim in ("protocol_softmax", "tab2_fid", "tab1_clean"))
     assert findings_list(directory=new) != findings_list(directory=old)  # README's findings read the new files

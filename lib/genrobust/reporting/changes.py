@@ -37,6 +37,12 @@ class ClaimVerdicts:
     stored: bool
     notebook: str
     commit: str
+    models: tuple[tuple[str, str], ...] = ()   # (classifier, weights digest) the notebook evaluated; () for 05
+
+
+def _models(src: Source) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((kind, ck.get("weights_sha256", "")) for kind, ck in
+                        (src.record.get("checkpoints") or {}).items()))
 
 
 def _notebook_claims(src: Source) -> list[ClaimVerdicts]:
@@ -48,7 +54,7 @@ def _notebook_claims(src: Source) -> list[ClaimVerdicts]:
         mine = tuple(v for v in verdicts if v.claim == claim)
         decision, why = claim_decision(mine)
         out.append(ClaimVerdicts(paper.CLAIMS[claim][0], claim, paper.CLAIMS[claim][1], decision, why, mine,
-                                 "verdicts" in src.record, src.notebook, src.commit))
+                                 "verdicts" in src.record, src.notebook, src.commit, _models(src)))
     return out
 
 
@@ -130,7 +136,10 @@ def _claim_why(old: ClaimVerdicts | None, new: ClaimVerdicts) -> str:
     elif not old.stored and new.stored:
         reasons.append("same rule (the older file's verdicts computed from its stored data); new evidence")
     if old.commit != new.commit:
-        reasons.append(f"retrained and re-evaluated at commit {new.commit[:7]} (was {old.commit[:7]})")
+        reasons.append(f"re-run at commit {new.commit[:7]} (was {old.commit[:7]})")
+    if old.commit != new.commit and old.models and new.models:  # the same weights digests: the change is in the evaluation, not the models
+        reasons.append("on the same models (weights digests equal)" if old.models == new.models else
+                       "on retrained models (weights digests differ)")
     return "; ".join(reasons) or "same files"
 
 
