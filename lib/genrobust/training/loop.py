@@ -241,17 +241,10 @@ def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
         iters = [iter(r.make_batches(r.generator)) for r in runs]
         for step in tqdm(range(steps_per_epoch), leave=False, disable=not progress, unit="batch",
                          desc=f"epoch {epoch + 1}"):
-            loss_k, stats, n = stepper.loss([next(it) for it in iters])
-            bad = ~torch.isfinite(loss_k.detach())
-            if sync_every_step:
-                if bad.any():
-                    raise _diverged(desc, runs, bad, epoch, f"step {step + 1}")
-            else:
-                nonfinite |= bad
-            stepper.update(loss_k)
+            n, bad = train_step(stepper, iters, sums, nonfinite, read_flag=sync_every_step)
+            if bad is not None:
+                raise _diverged(desc, runs, bad, epoch, f"step {step + 1}")
             n_img += n
-            for key, v in stats.items():  # float64 sums on the device: the numbers of a per-step float() sum
-                sums[key] = sums[key] + v.double() if key in sums else v.double()
         if nonfinite.any():  # the one read of the flag per epoch (CUDA)
             raise _diverged(desc, runs, nonfinite, epoch, "a step")
         train_time = time.time() - t0
@@ -271,6 +264,27 @@ def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
                                  if k.startswith(("train_loss", "adv_auroc", "val"))})
     return [finish(r, cfg=cfg, epochs=epochs, data_source=data_source, device=device,
                    wall_time_s=time.time() - t_start, **stepper.result_extra) for r in runs]
+
+
+def train_step(stepper: Stepper, iters: Sequence, sums: dict, nonfinite: torch.Tensor, *,
+               read_flag: bool) -> tuple[int, torch.Tensor | None]:
+    """One step of :func:`fit`: a batch from each run's iterator, ``stepper.loss``, the NaN guard,
+    ``stepper.update``, the per-run statistics added to ``sums`` (float64, on the device: the numbers of a per-step
+    float() sum). The NaN flag is read now with ``read_flag`` (the CPU: a non-finite loss returns its (K,) flags
+    before the update), else or'ed into ``nonfinite`` (K,) on the device and read once per epoch by fit: then the
+    step reads no tensor on the host (tests/test_engine.py checks it). Returns (images in the step, the flags of a
+    step stopped before its update or None)."""
+    loss_k, stats, n = stepper.loss([next(it) for it in iters])
+    bad = ~torch.isfinite(loss_k.detach())
+    if read_flag:
+        if bad.any():
+            return n, bad
+    else:
+        nonfinite |= bad
+    stepper.update(loss_k)
+    for key, v in stats.items():
+        sums[key] = sums[key] + v.double() if key in sums else v.double()
+    return n, None
 
 
 def _diverged(desc: str, runs: Sequence[Run], bad: torch.Tensor, epoch: int, where: str) -> TrainingDiverged:

@@ -176,5 +176,7 @@ class SoftmaxStepper(_Stepper):
         r = self.runs[0]
         xf = to_device(augment(x, self.cfg.augment, r.generator), self.device, self.cfg.channels_last)
         with self._precision():
-            loss, stats = softmax_pgd_at_loss(self.net, xf, y.to(self.device), self.cfg, r.generator)
+            # the labels' copy does not wait for the device (non_blocking; a blocking copy is a host sync)
+            loss, stats = softmax_pgd_at_loss(self.net, xf, y.to(self.device, non_blocking=True), self.cfg,
+                                              r.generator)
         return loss.float().reshape(1), {k: v.reshape(1) for k, v in stats.items()}, len(x)
