@@ -11,9 +11,11 @@ Measured in this one run, for the profile's model, objective, batch, PGD steps a
   * training images/s of each path: the LAST of ``--epochs`` epochs (the first carries warm-up: cuDNN autotuning,
     allocator growth), from the ``train_time_s`` that each path writes to metrics.jsonl;
   * one model-selection evaluation of one d_k (clean + adversarial AUROC, the profile's select_attack_steps) at the
-    profile's own selection size (the paper: the test set's 1,000 class-k images + 1,000 others), seconds.
+    profile's own selection size (the paper: the test set's 1,000 class-k images + 1,000 others), seconds; and,
+    for the fused path, one selection of all K d_k at once on their K-model network (how the fused path selects).
 Projected training wall time of the profile, path P:
-    epochs x (sum over classes of images per epoch) / (P's images/s)  +  selections x classes x (s per selection)
+    epochs x (sum over classes of images per epoch) / (P's images/s)  +  selections x (P's s per selection epoch)
+with the s per selection epoch: classes x (s per d_k) one after another, or the all-K selection's s fused,
 where images per epoch follow the profile's batch and CIFAR-10's 5,000 training images per class less the
 validation split, and selections = epochs / select_every. It leaves out the cost of data loading before training
 (seconds) and assumes the measured epoch's speed for all of them.
@@ -47,7 +49,8 @@ import torch
 from genrobust.data import prepare_data
 from genrobust.training import binary, loop, softmax
 from genrobust.core.config import apply_overrides, get_profile
-from genrobust.training.fused import _timed  # warm-up, then synchronized timing (the fused benchmarks' timer)
+from genrobust.training.fused import FusedBinaryModels, _timed  # _timed: warm-up, then synchronized timing
+from genrobust.training.steppers import BinarySelection
 
 CIFAR_TRAIN_PER_CLASS = 5000
 CIFAR_TEST_PER_CLASS = 1000
@@ -99,9 +102,11 @@ def measure_softmax(profile, data, device) -> dict:
     return {"images_per_s": last["images_per_s"], "epoch_s": last["train_time_s"]}
 
 
-def measure_selection(profile, device, k: int = 0) -> tuple[float, int]:
-    """Seconds of one selection evaluation of a fresh d_k at the profile's selection size (synthetic images of
-    the split's real size), and the number of images it scores."""
+def measure_selection(profile, device, together: bool) -> dict:
+    """Seconds of one selection evaluation of a fresh d_k at the profile's selection size (synthetic images of the
+    split's real size), {'one': s, 'images': images it scores}; with ``together``, also 'all': seconds of one
+    selection of all the profile's K d_k at once on their K-model network (BinarySelection.together, as the fused
+    path selects)."""
     p = profile
     test_per_class = CIFAR_TEST_PER_CLASS if p.train.select_on == "test" else max(p.data.val_per_class, 1)
     n = test_per_class if p.train.select_n is None else min(p.train.select_n, test_per_class)
@@ -110,9 +115,14 @@ def measure_selection(profile, device, k: int = 0) -> tuple[float, int]:
                               "data.train_per_class": None, "data.test_per_class": None,
                               "train.select_on": "test", "train.select_n": None})
     data = prepare_data(sel.data, progress=False)
-    select_metrics, _ = binary._binary_selection(data, sel.train, k, device)
-    model = loop.seeded_model(p.model.name, 1, p.model.width, 0).to(device).eval()
-    return _timed(lambda: select_metrics(model), device, warmup=1, repeats=1), 2 * n
+    classes = p.train.classes
+    sels = [binary._binary_selection(data, sel.train, k, device)[0] for k in classes]
+    models = [loop.seeded_model(p.model.name, 1, p.model.width, k).to(device).eval() for k in classes]
+    out = {"one": _timed(lambda: sels[0](models[0]), device, warmup=1, repeats=1), "images": 2 * n}
+    if together and len(classes) > 1:
+        net = FusedBinaryModels(models).to(device).eval()
+        out["all"] = _timed(lambda: BinarySelection.together(net, sels), device, warmup=1, repeats=1)
+    return out
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,8 +211,14 @@ def main() -> None:
             if path in old[1]:
                 print(f"  new / old engine ({old[0]}), {path}: {res[path]['images_per_s'] / old[1][path]:.2f}x "
                       f"({res[path]['images_per_s']:.1f} vs {old[1][path]:.1f} img/s, same run, {where})")
-    sel_s, sel_n = measure_selection(target, device)
-    print(f"  one selection evaluation of a d_k ({sel_n} images, clean + PGD-{t.select_attack_steps}): {sel_s:.2f} s")
+    sel = measure_selection(target, device, together="fused" in res)
+    print(f"  one selection evaluation of a d_k ({sel['images']} images, clean + PGD-{t.select_attack_steps}): "
+          f"{sel['one']:.2f} s")
+    per_selection = {path: len(t.classes) * sel["one"] for path in res}  # s per selection epoch, all classes
+    if "all" in sel:
+        per_selection["fused"] = sel["all"]
+        print(f"  one selection of all {len(t.classes)} d_k at once on their K-model network: {sel['all']:.2f} s "
+              f"({len(t.classes) * sel['one'] / sel['all']:.2f}x {len(t.classes)} selections one after another)")
     # the projection: the target profile's epochs, classes and images per epoch at the measured rates
     available = (target.data.synthetic_train_per_class if target.data.source == "synthetic"
                  else CIFAR_TRAIN_PER_CLASS)  # training images per class before the validation split
@@ -210,11 +226,11 @@ def main() -> None:
     half = t.batch_size // 2
     img_per_epoch = len(t.classes) * (per_class // half) * t.batch_size  # balanced batches: steps x batch per class
     n_select = -(-t.epochs // t.select_every) if t.select_on != "last" else 0
-    select_total = n_select * len(t.classes) * sel_s
     print(f"projected {target.name} training ({len(t.classes)} classes x {t.epochs} epochs x "
           f"{img_per_epoch // len(t.classes):,} images, {n_select} selections per class) on this device:")
     for path, r in res.items():
         train_s = t.epochs * img_per_epoch / r["images_per_s"]
+        select_total = n_select * per_selection[path]
         print(f"  {path:<11} {_fmt_h(train_s + select_total):>9}  (training {_fmt_h(train_s)}, selection "
               f"{_fmt_h(select_total)})")
     if args.softmax:

@@ -389,6 +389,7 @@ def _bad_cases():
         ("restarts", dict(ok, restarts=0), x, y),
         ("restarts", dict(ok, restarts=3), x, y),  # restarts > 1 without random_start
         ("random_start", dict(ok, random_start=1), x, y),
+        ("check_values", dict(ok, check_values="no"), x, y),
         ("batch_size", dict(ok, batch_size=0), x, y),
         ("generator", dict(ok, generator=123), x, y),
         ("unknown", dict(ok, epsilon=0.5), x, y),
@@ -431,6 +432,13 @@ def test_bad_arguments_of_other_attacks(softmax_model, trained_gen, data):
         A.pgd_untargeted(softmax_model, x, y)
     with pytest.raises(AttackError, match="norm"):
         A.project(x, "l0", 0.5)
+    with pytest.raises(AttackError, match="^check_values"):
+        A.pgd_score(softmax_model, _score1, x, eps=0.5, check_values=0)
+    # check_values=False skips only the two value checks (the training step's inputs hold them by construction);
+    # shapes are checked either way
+    A.pgd_score(softmax_model, _score1, x * 2, eps=0.5, steps=1, check_values=False)
+    with pytest.raises(AttackError, match="^x"):
+        A.pgd_score(softmax_model, _score1, x[:, :1], eps=0.5, check_values=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------

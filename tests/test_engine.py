@@ -1,10 +1,17 @@
 """The training engine's settings and device paths, as far as the CPU can check them: engine settings resolved per
 device and kept out of run keys; the on-device batch source (run here on CPU tensors) draws the distribution of
 the CPU one; the K-model fit with data on the device trains, resumes and refuses runs at different epochs."""
+import contextlib
+import traceback
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
+from genrobust.core import attacks, objectives
 from genrobust.core.config import EngineConfig, apply_overrides, config_hash, from_dict, get_profile, to_dict
+from genrobust.core.models import create_model
 from genrobust.data import batches as B
 from genrobust.store import runs
 from genrobust.training import binary, loop
@@ -151,7 +158,6 @@ def test_bf16_autocast_keeps_weights_bn_statistics_loss_and_pgd_state_fp32(tmp_p
     """The stepper under bf16 autocast (on CUDA in training; torch's CPU autocast runs the same code here): the
     forward passes are bf16 (the loss moves off fp32's, slightly), while the perturbations, the loss, the weights
     and the BN running statistics stay fp32."""
-    from genrobust.core import objectives
     monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path))
     p = apply_overrides(get_profile("smoke"), TINY)
     data = binary.prepare_data(p.data, progress=False)
@@ -184,3 +190,141 @@ def test_an_augmentation_the_device_does_not_draw_keeps_the_data_on_the_cpu():
     q = apply_overrides(p, {"train.augment": "autoaugment_cutout"})
     assert not binary._engine(q, "cpu").data_on_device
     assert not binary._engine(q, "cuda").data_on_device and binary._engine(p, "cuda").data_on_device
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# No host sync inside a training step. On CUDA, reading a device tensor's value on the host (.item(), bool(),
+# float(), .tolist(), .numpy(), .cpu(), torch.equal, nonzero, a boolean mask) or a host<->device copy that waits
+# (.to(device) without non_blocking) makes the host wait for the device. The CPU shows every such call as it is
+# made, on CPU tensors: an op-level recorder (TorchDispatchMode: the dispatcher ops that read values, also when a
+# library calls them) and patched Tensor methods (the reads and copies that do not pass the dispatcher on the CPU).
+# What the CPU cannot show: a sync inside a CUDA kernel or library call (benchmarks/gpu_engine_check.sh 'syncs'
+# counts those with torch.cuda.set_sync_debug_mode on a GPU).
+HOST_READ_OPS = {"_local_scalar_dense", "equal", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
+                 "unique_consecutive"}
+
+
+def _where() -> str:
+    """The innermost genrobust (or test) frame of the current stack: where a recorded call was made."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if "genrobust" in frame.filename and "test_engine" not in frame.filename:
+            return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
+    return "?"
+
+
+class _HostReadOps(TorchDispatchMode):
+    def __init__(self, seen: list):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        masked = name.startswith("index") and any(isinstance(t, torch.Tensor) and t.dtype == torch.bool
+                                                  for t in tree_leaves(args))  # a boolean mask: a nonzero inside
+        if name in HOST_READ_OPS or masked:
+            self.seen.append(f"aten.{name} at {_where()}")
+        return func(*args, **(kwargs or {}))
+
+
+def _waits(args, kwargs) -> bool:
+    """Whether a Tensor.to / .cuda call names a device (a copy between host and device on CUDA) and may block."""
+    names_device = "device" in kwargs or any(isinstance(a, (torch.device, str, torch.Tensor)) for a in args)
+    return names_device and kwargs.get("non_blocking") is not True and True not in args
+
+
+@contextlib.contextmanager
+def host_syncs():
+    """The list of calls that would be host syncs on CUDA, recorded while the block runs."""
+    seen = []
+    reads, copies = ("tolist", "numpy", "cpu"), ("to", "cuda")
+    real = {name: getattr(torch.Tensor, name) for name in reads + copies}
+
+    def recorder(name):
+        def call(t, *args, **kwargs):
+            if name in reads or _waits(args, kwargs):
+                seen.append(f"Tensor.{name} at {_where()}")
+            return real[name](t, *args, **kwargs)
+        return call
+
+    for name in real:
+        setattr(torch.Tensor, name, recorder(name))
+    try:
+        with _HostReadOps(seen):
+            yield seen
+    finally:
+        for name, f in real.items():
+            setattr(torch.Tensor, name, f)
+
+
+def test_a_training_step_reads_no_tensor_on_the_host(tmp_path, monkeypatch):
+    """fit's step as it runs on CUDA (loop.train_step with the NaN flag kept on the device), K = 2 fused and K = 1,
+    the batches drawn by the device path (engine.data_on_device), Eq. 9 (two inner attacks) with random starts and
+    a learning rate that changes every step (onecycle): no host read and no blocking copy. The first step is left
+    out: it builds the folded view of the network once."""
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path))
+    p = apply_overrides(get_profile("smoke"), {**TINY, "engine.data_on_device": "on", "train.objective": "combined",
+                                               "train.eps1": 0.2, "train.attack_random_start": True,
+                                               "train.lr_schedule": "onecycle"})
+    data = binary.prepare_data(p.data, progress=False)
+    engine = binary._engine(p, "cpu")
+    x_train = binary._train_images(data, engine, "cpu")
+    for classes in ((0, 1), (2,)):
+        rs = [binary._open_binary_run(p, k, data, torch.device("cpu"), False, engine, x_train) for k in classes]
+        stepper = binary.BinaryStepper(rs, p.train, "cpu", engine)
+        stepper.train()
+        iters, sums = [iter(r.make_batches(r.generator)) for r in rs], {}
+        nonfinite = torch.zeros(len(rs), dtype=torch.bool)
+        loop.train_step(stepper, iters, sums, nonfinite, read_flag=False)
+        lrs = [r.lr for r in rs]
+        with host_syncs() as seen:
+            for _ in range(2):
+                n, bad = loop.train_step(stepper, iters, sums, nonfinite, read_flag=False)
+        assert seen == [], (classes, seen)
+        assert n == 32 * len(classes) and bad is None and not nonfinite.any() and set(sums) == {"loss", "acc"}
+        assert [r.lr for r in rs] != lrs  # the learning rates moved during the recorded steps
+
+
+def test_the_softmax_objective_reads_no_tensor_on_the_host():
+    """The softmax PGD-AT objective (its inner attack with labels), forward and backward: no host read."""
+    cfg = get_profile("smoke").softmax
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, 0.25).train()
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8)
+    objectives.softmax_pgd_at_loss(model, x, y, cfg, torch.Generator().manual_seed(0))  # builds the folded view
+    with host_syncs() as seen:
+        loss, _ = objectives.softmax_pgd_at_loss(model, x, y, cfg, torch.Generator().manual_seed(0))
+        loss.backward()
+    assert seen == [] and cfg.eps > 0, seen
+
+
+def test_the_host_read_recorder_sees_each_kind_of_sync(tmp_path, monkeypatch):
+    """Negative controls: the recorder above sees the public attacks' value checks, fit's per-step flag read on the
+    CPU (read_flag=True), a blocking copy, a boolean mask and a list read."""
+    monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path))
+    p = apply_overrides(get_profile("smoke"), TINY)
+    data = binary.prepare_data(p.data, progress=False)
+    engine = loop.engine_for(None, "cpu")
+    rs = [binary._open_binary_run(p, 0, data, torch.device("cpu"), False, engine, data.train_x)]
+    stepper = binary.BinaryStepper(rs, p.train, "cpu", engine)
+    iters, x = [iter(rs[0].make_batches(rs[0].generator))], torch.rand(4, 3, 32, 32)
+    loop.train_step(stepper, iters, {}, torch.zeros(1, dtype=torch.bool), read_flag=False)
+    calls = {
+        "the step's flag read on the CPU": lambda: loop.train_step(stepper, iters, {}, torch.zeros(1, dtype=torch.bool),
+                                                                   read_flag=True),
+        "the public attack's range check": lambda: attacks.pgd_score(rs[0].model, objectives.d_score, x, eps=0.1,
+                                                                     steps=1),
+        "the public attack's label check": lambda: attacks.pgd_untargeted(create_model("small_cnn", 10, 0.25), x,
+                                                                          torch.arange(4), eps=0.1, steps=1),
+        "a blocking copy": lambda: x.to("cpu"),
+        "a boolean mask": lambda: x[x > 0.5],
+        "a list read": lambda: x.sum((1, 2, 3)).tolist(),
+    }
+    for what, call in calls.items():
+        with host_syncs() as seen:
+            call()
+        assert seen, what
+    with host_syncs() as seen:  # and the same attacks told that their inputs hold: none
+        attacks.pgd_score(rs[0].model, objectives.d_score, x, eps=0.1, steps=1, check_values=False)
+        attacks.pgd_untargeted(create_model("small_cnn", 10, 0.25), x, torch.arange(4), eps=0.1, steps=1,
+                               check_values=False)
+    assert seen == [], seen

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from genrobust.training import fused as gf
-from genrobust.core import objectives
-from genrobust.training import loop
+from genrobust.core import objectives, scoring
+from genrobust.training import loop, steppers
 from genrobust.core.config import TrainConfig, get_profile
 from genrobust.core.models import create_model
 
@@ -287,3 +287,66 @@ def test_k3_equivalence_detects_a_perturbed_weight_or_another_eps(monkeypatch):
     other_eps = _step_differences(monkeypatch, models, x_pos, x_neg, cfg,
                                   cfg_single=dataclasses.replace(cfg, eps=0.31), steps=1)
     assert other_eps["perturbations"] > 100 * EXACT and other_eps["weights"] > 100 * EXACT, other_eps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model selection of the K d_k at once on their K-model network (training.steppers.BinaryStepper.select) equals each
+# d_k's own selection (the per-class path), in float64: the same images, the same seeded PGD, each d_k scored on its
+# own positives vs its own negatives. Unequal set sizes (padding) and chunks of 4 images per model (batching).
+SIZES_POS, SIZES_NEG = (6, 9, 5), (7, 9, 4)
+
+
+def _selection_sets(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = lambda n: torch.rand(n, 3, 32, 32, generator=g, dtype=torch.float64)  # noqa: E731
+    return [img(n) for n in SIZES_POS], [img(n) for n in SIZES_NEG]
+
+
+def _score_differences(per_model, together):
+    """Largest |together - per model| over every score, and the smallest |s_pos - s_neg| of the per-model pairs (the
+    AUROC only compares positives with negatives: a difference below that gap cannot change it)."""
+    diff, gap = 0.0, float("inf")
+    for one, both in zip(per_model, together):
+        for eps, (s_pos, s_neg) in one.items():
+            t_pos, t_neg = both[eps]
+            assert t_pos.shape == s_pos.shape and t_neg.shape == s_neg.shape
+            diff = max(diff, (t_pos - s_pos).abs().max().item(), (t_neg - s_neg).abs().max().item())
+            gap = min(gap, (s_pos[:, None] - s_neg[None, :]).abs().min().item())
+    return diff, gap
+
+
+def test_k3_selection_at_once_equals_three_per_model_selections(on_device):
+    models = [m.to(on_device) for m in _models("resnet18", 0.125)]
+    fm = gf.FusedBinaryModels(models)
+    pos, neg = _selection_sets()
+    kw = dict(steps=3, batch_size=4, seed=0, device=on_device)
+    per_model = [scoring.binary_auroc_scores(m, p, q, (0.0, 0.3), **kw) for m, p, q in zip(models, pos, neg)]
+    together = scoring.binary_auroc_scores_k(fm, pos, neg, (0.0, 0.3), **kw)
+    diff, gap = _score_differences(per_model, together)
+    assert diff < EXACT and gap > 1e3 * EXACT, (diff, gap)  # so the AUROCs below must be equal, not close
+    # the stepper's selection records: the metrics of the K d_k at once are each d_k's own, exactly
+    sels = [steppers.BinarySelection(p, q, "val", 0.3, 3, 0, on_device) for p, q in zip(pos, neg)]
+    at_once = steppers.BinarySelection.together(fm, sels)
+    assert at_once == [s(m) for s, m in zip(sels, models)]
+    assert set(at_once[0]) == {"val_clean_auroc", "val_adv_auroc"}
+    assert len({r["val_adv_auroc"] for r in at_once}) > 1  # three different models: not one number copied
+
+
+def test_k3_selection_comparison_detects_another_model_or_mixed_up_images(on_device):
+    """Negative controls: the same comparison fails when one d_k of the per-model reference is another network
+    (different initialization), or when the K-model pass gets d_0's and d_1's images swapped."""
+    models = [m.to(on_device) for m in _models("resnet18", 0.125)]
+    fm = gf.FusedBinaryModels(models)
+    pos, neg = _selection_sets()
+    kw = dict(steps=3, batch_size=4, seed=0, device=on_device)
+    torch.manual_seed(999)
+    other = create_model("resnet18", 1, 0.125).to(torch.float64).to(on_device)
+    per_model = [scoring.binary_auroc_scores(m, p, q, (0.0, 0.3), **kw)
+                 for m, p, q in zip([models[0], other, models[2]], pos, neg)]
+    diff, _ = _score_differences(per_model, scoring.binary_auroc_scores_k(fm, pos, neg, (0.0, 0.3), **kw))
+    assert diff > 100 * EXACT, diff
+    sels = [steppers.BinarySelection(p, q, "val", 0.3, 3, 0, on_device) for p, q in zip(pos, neg)]
+    ref = [s(m) for s, m in zip(sels, models)]
+    assert steppers.BinarySelection.together(fm, [sels[0], sels[1], sels[2]]) == ref  # the control's baseline
+    assert steppers.BinarySelection(pos[1], neg[1], "val", 0.3, 3, 0, on_device)(other) != ref[1]
+    assert steppers.BinarySelection.together(fm, [sels[1], sels[0], sels[2]]) != ref

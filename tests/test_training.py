@@ -182,11 +182,15 @@ def test_fused_training_gives_the_sequential_runs(tmp_path, monkeypatch):
     seq = [binary.train_binary(p, k, progress=False) for k in (0, 3, 7)]
     seq_states = _states(p, (0, 3, 7))
     monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "fused"))
+    real, selected = steppers.binary_auroc_k, []  # the models of each selection pass
+    monkeypatch.setattr(steppers, "binary_auroc_k", lambda net, pos, *a, **kw: selected.append(len(pos)) or
+                        real(net, pos, *a, **kw))
     fused = binary.train_binaries_fused(p, progress=False)
     assert [r["path"] for r in fused] == ["fused (3 models)"] * 3
+    assert selected == [3, 3]  # the 3 d_k selected at once, once per epoch, on the fused network
     _assert_same_runs(p, seq_states, _states(p, (0, 3, 7)), (0, 3, 7))
     for s, f in zip(seq, fused):
-        assert s["best_epoch"] == f["best_epoch"]
+        assert s["best_epoch"] == f["best_epoch"] and s["best_metric"] == pytest.approx(f["best_metric"], abs=1e-4)
         for ms, mf in zip(s["metrics"], f["metrics"]):
             for key in ("lr", "train_loss", "train_acc", "val_clean_auroc", "val_adv_auroc"):
                 assert ms[key] == pytest.approx(mf[key], abs=1e-4), key

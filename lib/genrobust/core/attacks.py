@@ -33,7 +33,11 @@ because then x is returned unchanged), ``step_size`` (> 0; default :func:`defaul
 (bool), ``restarts`` (>= 1; > 1 needs random_start=True, otherwise every restart would be identical),
 ``generator`` (a ``torch.Generator``; default: a fresh generator seeded with 0 on x's device, so results are
 reproducible without touching the global RNG), ``batch_size`` (None = all at once; else attack in chunks of at
-most this many examples -- note that a train-mode BN model sees chunk statistics).
+most this many examples -- note that a train-mode BN model sees chunk statistics), ``check_values`` (default True:
+x must lie in [0, 1] and labels in [0, K), a one-line error otherwise; False skips these two checks, the only ones
+that read tensor values on the host -- on CUDA a device sync per call -- for callers whose inputs hold them by
+construction: the training step, whose images are uint8 / 255 and whose labels were checked when loaded; shapes,
+dtypes and devices are checked either way).
 
 Restarts and selection: each restart runs ``steps`` PGD steps and the *final* iterate is its candidate (no
 best-iterate tracking); per example, the candidate with the largest ``select`` value over restarts (and, for
@@ -101,19 +105,27 @@ def _check_step_size(step_size) -> float:
     return _check_number("step_size", step_size, positive=True, hint=" (or None for the default)")
 
 
-def _check_x(x) -> torch.Tensor:
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise AttackError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_x(x, values: bool = True) -> torch.Tensor:
+    """x's type and shape; with ``values``, also its range (a host read of x's min and max)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise AttackError(f"x must be a float tensor of images in [0, 1], got "
                           f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
     if x.dim() != 4 or x.shape[1] != 3:
         raise AttackError(f"x must have shape (N, 3, H, W), got {tuple(x.shape)}")
     # `not (a and b)` also catches NaN (every comparison with NaN is False).
-    if x.numel() and not (x.min().item() >= 0.0 and x.max().item() <= 1.0):
+    if values and x.numel() and not (x.min().item() >= 0.0 and x.max().item() <= 1.0):
         raise AttackError(f"x must lie in [0, 1] (got min {x.min().item():.4g}, max {x.max().item():.4g})")
     return x
 
 
-def _check_labels(name: str, y, x: torch.Tensor, num_classes: Optional[int]) -> torch.Tensor:
+def _check_labels(name: str, y, x: torch.Tensor, num_classes: Optional[int], values: bool = True) -> torch.Tensor:
+    """y's dtype, shape and device; with ``values``, also its range (a host read of y's min and max)."""
     if not isinstance(y, torch.Tensor) or y.dtype != torch.int64:
         raise AttackError(f"{name} must be an int64 tensor of class indices, got "
                           f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}")
@@ -121,7 +133,7 @@ def _check_labels(name: str, y, x: torch.Tensor, num_classes: Optional[int]) -> 
         raise AttackError(f"{name} must have shape (N,) = ({x.shape[0]},), got {tuple(y.shape)}")
     if y.device != x.device:
         raise AttackError(f"{name} must be on x's device {x.device}, got {y.device}")
-    if y.numel():
+    if values and y.numel():
         lo, hi = y.min().item(), y.max().item()
         if lo < 0 or (num_classes is not None and hi >= num_classes):
             k = "K" if num_classes is None else num_classes
@@ -149,13 +161,15 @@ class _PGD:
     restarts: int
     generator: torch.Generator
     batch_size: Optional[int]
+    check_values: bool  # x in [0, 1], labels in [0, K): checked (a host read each) or vouched for by the caller
 
 
-def _settings(x, *, eps, norm, steps, step_size, random_start, restarts, generator, batch_size) -> _PGD:
+def _settings(x, *, eps, norm, steps, step_size, random_start, restarts, generator, batch_size,
+              check_values=True) -> _PGD:
     eps = _check_eps(eps)
     norm = _check_norm(norm)
-    if not isinstance(random_start, bool):
-        raise AttackError(f"random_start must be True or False, got {random_start!r}")
+    random_start = _check_flag("random_start", random_start)
+    check_values = _check_flag("check_values", check_values)
     restarts = _check_int("restarts", restarts, 1)
     if restarts > 1 and not random_start:
         raise AttackError(f"restarts > 1 requires random_start=True (restarts from delta=0 are identical), "
@@ -168,10 +182,10 @@ def _settings(x, *, eps, norm, steps, step_size, random_start, restarts, generat
         _check_int("steps", steps, 0)
         if step_size is not None:
             _check_step_size(step_size)
-        return _PGD(0.0, norm, steps, 1.0, random_start, restarts, generator, batch_size)
+        return _PGD(0.0, norm, steps, 1.0, random_start, restarts, generator, batch_size, check_values)
     steps = _check_int("steps", steps, 1)
     step_size = default_step_size(eps, steps) if step_size is None else _check_step_size(step_size)
-    return _PGD(eps, norm, steps, step_size, random_start, restarts, generator, batch_size)
+    return _PGD(eps, norm, steps, step_size, random_start, restarts, generator, batch_size, check_values)
 
 
 def _check_grad_mode():
@@ -203,7 +217,8 @@ def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Genera
 
     linf: each coordinate uniform in [-eps, eps]. l2: a Gaussian direction times radius eps * u^(1/d), u ~ U(0, 1),
     d = numel per example -- exactly uniform in the ball (for d = 3072 the radius is ~eps). The samples are drawn on
-    the generator's device and moved to x's device, so a CPU generator works for CUDA inputs. delta is not clipped
+    the generator's device and moved to x's device, so a CPU generator works for CUDA inputs (non_blocking: a
+pageable host-to-device copy is staged before the call returns, and a blocking one would wait for the device). delta is not clipped
     to keep x + delta in [0, 1]; :func:`maximize` clamps.
     """
     norm, eps = _check_norm(norm), _check_eps(eps)
@@ -212,13 +227,13 @@ def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Genera
     gdev = generator.device
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, device=gdev, dtype=x.dtype)
-        return ((2 * u - 1) * eps).to(x.device)
+        return ((2 * u - 1) * eps).to(x.device, non_blocking=True)
     g = torch.randn(x.shape, generator=generator, device=gdev, dtype=x.dtype)
     d = g[0].numel() if x.shape[0] else 1
     u = torch.rand(x.shape[0], generator=generator, device=gdev, dtype=x.dtype)
     radius = eps * u.pow(1.0 / d)  # (N,)
     g = g / _per_example(_l2_norms(g).clamp_min(1e-12), g)
-    return (g * _per_example(radius, g)).to(x.device)
+    return (g * _per_example(radius, g)).to(x.device, non_blocking=True)
 
 
 def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
@@ -356,17 +371,18 @@ def _maximize(model, score: ScoreFn, select: ScoreFn, x: torch.Tensor, cfg: _PGD
 def maximize(model: nn.Module, score: ScoreFn, x: torch.Tensor, *, eps: float, norm: str = "l2", steps: int = 10,
              step_size: Optional[float] = None, random_start: bool = False, restarts: int = 1,
              generator: Optional[torch.Generator] = None, select: Optional[ScoreFn] = None,
-             batch_size: Optional[int] = None) -> torch.Tensor:
+             batch_size: Optional[int] = None, check_values: bool = True) -> torch.Tensor:
     """PGD ascent of a per-example objective within the eps-ball; returns x_adv (N, 3, H, W) in [0, 1].
 
     score(model, x_adv) -> (N,) is maximized (gradient of its sum w.r.t. the input only); select(model, x_adv) ->
     (N,) picks, per example, the best restart (default: score; larger = better for the attacker). The model's mode
     is used as is (wrap in :func:`eval_mode` to attack in eval mode). eps == 0 returns x.clone().
+    check_values=False: x is known to lie in [0, 1] (module docstring); no host read of x.
     """
     _check_grad_mode()
-    x = _check_x(x)
+    x = _check_x(x, values=_check_flag("check_values", check_values))
     cfg = _settings(x, eps=eps, norm=norm, steps=steps, step_size=step_size, random_start=random_start,
-                    restarts=restarts, generator=generator, batch_size=batch_size)
+                    restarts=restarts, generator=generator, batch_size=batch_size, check_values=check_values)
     if not callable(score):
         raise AttackError(f"score must be a callable score(model, x_adv) -> (N,), got {type(score).__name__}")
     if select is not None and not callable(select):
@@ -434,10 +450,11 @@ def _begin(x, kw, labels, K):
     pair against K (None: unknown yet). Returns (x ready to attack, settings), or (a clone of x, None) when there is
     nothing to attack (eps = 0 or no examples)."""
     _check_grad_mode()
-    x = _check_x(x)
-    cfg = _settings(x, **_pgd_kwargs(kw))
+    kw = _pgd_kwargs(kw)
+    x = _check_x(x, values=_check_flag("check_values", kw["check_values"]))
+    cfg = _settings(x, **kw)
     for name, lab in labels:
-        _check_labels(name, lab, x, K)
+        _check_labels(name, lab, x, K, values=cfg.check_values)
     if cfg.eps == 0 or x.shape[0] == 0:
         return x.clone(), None
     return (x.detach().clone() if x.is_inference() else x.detach()), cfg
@@ -445,7 +462,8 @@ def _begin(x, kw, labels, K):
 
 def _logit_attack(model, x, labels, make_score, make_select, kw) -> torch.Tensor:
     """Shared driver of pgd_untargeted / pgd_targeted: validate, chunk, and run :func:`_maximize` per chunk with
-    score/select closures bound to the chunk's labels. The first forward checks labels against the model's K."""
+    score/select closures ``make_score(labels, checked)`` bound to the chunk's labels. The first forward checks
+    the labels ``checked`` (all of them, or none with check_values=False) against the model's K."""
     x, cfg = _begin(x, kw, labels, _known_num_classes(model))
     if cfg is None:
         return x
@@ -453,13 +471,14 @@ def _logit_attack(model, x, labels, make_score, make_select, kw) -> torch.Tensor
     with _attack_context(model, x):
         for sl in _chunks(x.shape[0], cfg.batch_size):
             labs = [(name, lab[sl]) for name, lab in labels]
-            score, select = make_score(labs), make_select(labs)
+            checked = labs if cfg.check_values else []
+            score, select = make_score(labs, checked), make_select(labs, checked)
             out.append(_maximize(model, score, select, x[sl], cfg, need_value=False)[0])
     return torch.cat(out)
 
 
 _PGD_DEFAULTS = dict(norm="l2", steps=10, step_size=None, random_start=False, restarts=1, generator=None,
-                     batch_size=None)
+                     batch_size=None, check_values=True)
 
 
 def _pgd_kwargs(kw: dict) -> dict:
@@ -479,17 +498,17 @@ def pgd_untargeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw) -> 
     per-example winner is the candidate with the largest margin max_{j != y} z_j - z_y (positive = misclassified),
     not the largest CE. kw: the common attack arguments (see the module docstring).
     """
-    def make_score(labs):
+    def make_score(labs, checked):
         (_, y_), first = labs[0], [True]
 
         def score(m, z_in):
-            z = _checked_logits(m, z_in, labs) if first[0] else m(z_in)
+            z = _checked_logits(m, z_in, checked) if first[0] else m(z_in)
             first[0] = False
             return F.cross_entropy(z, y_, reduction="none")
         return score
 
-    def make_select(labs):
-        return lambda m, z_in: _margin(_checked_logits(m, z_in, labs), labs[0][1])
+    def make_select(labs, checked):
+        return lambda m, z_in: _margin(_checked_logits(m, z_in, checked), labs[0][1])
 
     return _logit_attack(model, x, [("y", y)], make_score, make_select, kw)
 
@@ -499,17 +518,17 @@ def pgd_targeted(model: nn.Module, x: torch.Tensor, target: torch.Tensor, **kw) 
 
     Restarts keep per example the candidate with the largest z_t - max_{j != t} z_j (positive = classified as t).
     """
-    def make_score(labs):
+    def make_score(labs, checked):
         (_, t_), first = labs[0], [True]
 
         def score(m, z_in):
-            z = _checked_logits(m, z_in, labs) if first[0] else m(z_in)
+            z = _checked_logits(m, z_in, checked) if first[0] else m(z_in)
             first[0] = False
             return -F.cross_entropy(z, t_, reduction="none")
         return score
 
-    def make_select(labs):
-        return lambda m, z_in: -_margin(_checked_logits(m, z_in, labs), labs[0][1])
+    def make_select(labs, checked):
+        return lambda m, z_in: -_margin(_checked_logits(m, z_in, checked), labs[0][1])
 
     return _logit_attack(model, x, [("target", target)], make_score, make_select, kw)
 
@@ -580,7 +599,7 @@ def multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw) -> 
         if K is None:
             with torch.no_grad():
                 K = _checked_logits(model, x[:2] if x.shape[0] >= 2 else x, []).shape[1]
-            _check_labels("y", y, x, K)
+            _check_labels("y", y, x, K, values=cfg.check_values)
         if K < 2:
             raise AttackError(f"model must have K >= 2 classes for multi_targeted, got K={K}")
         for sl in _chunks(x.shape[0], cfg.batch_size):

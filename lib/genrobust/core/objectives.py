@@ -13,6 +13,12 @@ together, so BN sees one balanced batch. In eval mode a BN is an affine map, so 
 :func:`genrobust.core.fold.fold_for_attack` of the model: BN folded into the convolutions from the live weights and
 running statistics of this step (the same function up to float rounding; tests/test_fold.py checks the
 perturbations, losses and updated weights of training steps against the unfolded attack).
+
+No host reads: the objectives run inside every training step, where a read of a device tensor's value is a host
+sync on CUDA. They take images in [0, 1] and labels in [0, K) without reading them (the inner attacks run with
+``check_values=False``): the engine's images are uint8 / 255 (``genrobust.data.batches.to_float`` checks the
+dtype), its labels were checked when the data were loaded; the public attacks keep the checks for every other
+caller.
 """
 from __future__ import annotations
 
@@ -30,13 +36,13 @@ def d_score(model, x):
 
 def _perturb(model, x, eps: float, minimize: bool, cfg, generator):
     """L2 PGD on d_k within B(x, eps) with the training attack's settings (cfg.attack_*), on the model's eval-mode
-    function with BN folded (see the module docstring)."""
+    function with BN folded (see the module docstring). x's range is not read (module docstring)."""
     if eps == 0:
         return x
     with eval_mode(model):  # the live model's mode too (the folded view is always in eval mode)
         return pgd_score(fold_for_attack(model), d_score, x, minimize=minimize, eps=eps, norm="l2",
                          steps=cfg.attack_steps, step_size=cfg.attack_step_size,
-                         random_start=cfg.attack_random_start, generator=generator)
+                         random_start=cfg.attack_random_start, generator=generator, check_values=False)
 
 
 def perturb_negatives(model, x_neg, cfg, generator):
@@ -96,7 +102,8 @@ def softmax_pgd_at_loss(model, x, y, cfg, generator):
     if cfg.eps > 0:
         with eval_mode(model):
             x = pgd_untargeted(fold_for_attack(model), x, y, eps=cfg.eps, norm="l2", steps=cfg.attack_steps,
-                               step_size=cfg.attack_step_size, random_start=False, generator=generator)
+                               step_size=cfg.attack_step_size, random_start=False, generator=generator,
+                               check_values=False)
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     with torch.no_grad():

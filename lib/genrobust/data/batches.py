@@ -159,7 +159,9 @@ def augment(x: torch.Tensor, policy: str, generator: torch.Generator) -> torch.T
 
 
 def _rand_ints(high: int, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.randint(0, high, (n,), generator=generator, device=generator.device).to(device)
+    # drawn on the generator's device (the device's own for DeviceBinaryBatches: the move is a no-op); a host
+    # generator's draws move without waiting for the device (non_blocking: a blocking copy is a host sync)
+    return torch.randint(0, high, (n,), generator=generator, device=generator.device).to(device, non_blocking=True)
 
 
 def _crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

@@ -11,19 +11,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.config import Profile, TrainConfig, to_dict
-from ..core.scoring import binary_auroc
 from ..data.base import CLASSES
 from ..data.batches import DEVICE_AUGMENTATIONS, BinaryBatches, DeviceBinaryBatches, augmented, to_float
 from ..data.splits import Prepared, prepare_data
 from ..store.io import read_json
 from ..store.runs import binary_result, binary_run_config, run_dir_for
 from .loop import Engine, Run, default_device, engine_for, fit, open_run, seeded_model, select_split
-from .steppers import BinaryStepper
+from .steppers import BinarySelection, BinaryStepper
 
 
 def _binary_selection(data: Prepared, cfg: TrainConfig, k: int, device):
     """(select_metrics, select_key) of d_k: clean and adversarial AUROC on the selection split (class-k images vs
-    as many other-class images, drawn evenly and seeded); (None, None) without a selection split."""
+    as many other-class images, drawn evenly and seeded; a :class:`BinarySelection`, which the K-model stepper
+    scores for all K d_k at once); (None, None) without a selection split."""
     sel = select_split(data, cfg.select_on, cfg.select_n, cfg.seed)
     if sel is None:
         return None, None
@@ -33,11 +33,8 @@ def _binary_selection(data: Prepared, cfg: TrainConfig, k: int, device):
     gen = torch.Generator().manual_seed(cfg.seed)
     neg = to_float(x[neg_idx[torch.randperm(len(neg_idx), generator=gen)[:len(pos)]]])
     split_name = cfg.select_on if cfg.select_on != "last" else "val"
-
-    def select_metrics(model):
-        res = binary_auroc(model, pos, neg, (0.0, cfg.eps), steps=cfg.select_attack_steps, device=device,
-                           seed=cfg.seed)
-        return {f"{split_name}_clean_auroc": res[0.0], f"{split_name}_adv_auroc": res[cfg.eps]}
+    select_metrics = BinarySelection(pos, neg, split_name, cfg.eps, cfg.select_attack_steps, cfg.seed,
+                                     torch.device(device))
     return select_metrics, (None if cfg.select_on == "last" else f"{split_name}_adv_auroc")
 
 

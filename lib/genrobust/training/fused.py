@@ -135,15 +135,16 @@ class FusedBinaryModels(nn.Module):
 class FusedSGD(torch.optim.Optimizer):
     """``torch.optim.SGD`` (momentum, weight decay; no dampening, no Nesterov) over stacked (K, ...) parameters
     with one learning rate per model: for model k, buf_k = momentum * buf_k + g_k + wd * p_k; p_k -= lr_k * buf_k
-    (the first step sets buf = g + wd * p, as torch's SGD). ``lrs``: (K,) current learning rates, set per step
+    (the first step sets buf = g + wd * p, as torch's SGD). ``lrs``: (K,) current learning rates (numbers or a
+    tensor; kept as host numbers), set per step
     with :meth:`set_lrs` (a schedule per model, see :func:`fused_lrs`; a ``torch.optim.lr_scheduler`` cannot
     schedule entries of one tensor differently, and the paper's step schedule drops classes 0, 1, 6 by 0.2x and
     the others by 0.1x)."""
 
     def __init__(self, params, lrs, momentum: float = 0.0, weight_decay: float = 0.0):
-        lrs = torch.as_tensor(lrs, dtype=torch.float64).reshape(-1)
-        if (lrs < 0).any() or momentum < 0 or weight_decay < 0:
-            raise FusedError(f"lrs, momentum and weight_decay must be >= 0, got {lrs.tolist()}, {momentum}, "
+        lrs = _host_lrs(lrs)
+        if any(lr < 0 for lr in lrs) or momentum < 0 or weight_decay < 0:
+            raise FusedError(f"lrs, momentum and weight_decay must be >= 0, got {list(lrs)}, {momentum}, "
                              f"{weight_decay}")
         super().__init__(params, dict(lrs=lrs, momentum=momentum, weight_decay=weight_decay))
         for group in self.param_groups:
@@ -152,22 +153,23 @@ class FusedSGD(torch.optim.Optimizer):
                     raise FusedError(f"every parameter must be stacked (K={len(lrs)}, ...), got {tuple(p.shape)}")
 
     def set_lrs(self, lrs) -> None:
-        lrs = torch.as_tensor(lrs, dtype=torch.float64).reshape(-1)
+        lrs = _host_lrs(lrs)
         for group in self.param_groups:
-            if lrs.shape != group["lrs"].shape:
+            if len(lrs) != len(group["lrs"]):
                 raise FusedError(f"expected {len(group['lrs'])} learning rates, got {len(lrs)}")
-            if not torch.equal(lrs, group["lrs"]):  # unchanged (constant / step schedules): keep the device copies
+            if lrs != group["lrs"]:  # unchanged (constant / step schedules): keep the device copies
                 group["lrs"] = lrs
                 group.pop("_lrs_on", None)
 
     @staticmethod
     def _lrs_for(group, p) -> torch.Tensor:
         """The group's (K,) learning rates on p's device and dtype: one host-to-device copy per change of the
-        rates, not one per parameter per step."""
+        rates, not one per parameter per step, and one that does not wait for the device (non_blocking: a
+        pageable host-to-device copy is staged before the call returns; a blocking one is a host sync)."""
         cache = group.setdefault("_lrs_on", {})
         key = (p.device, p.dtype)
         if key not in cache:
-            cache[key] = group["lrs"].to(device=p.device, dtype=p.dtype)
+            cache[key] = torch.tensor(group["lrs"], dtype=p.dtype).to(p.device, non_blocking=True)
         return cache[key]
 
     @torch.no_grad()
@@ -193,6 +195,14 @@ class FusedSGD(torch.optim.Optimizer):
                 lr = self._lrs_for(group, p).view(-1, *([1] * (p.dim() - 1)))  # (K, 1, ..)
                 p.sub_(lr * d_p)
         return loss
+
+
+def _host_lrs(lrs) -> tuple[float, ...]:
+    """(K,) learning rates (a sequence of numbers, or a tensor) as host numbers: FusedSGD compares and keeps them
+    on the host, so a training step reads no tensor to set them (a tensor's value read is a host sync on CUDA)."""
+    if isinstance(lrs, torch.Tensor):
+        return tuple(lrs.detach().double().reshape(-1).tolist())
+    return tuple(float(lr) for lr in lrs)
 
 
 def fused_lrs(cfg, classes: Sequence[int], step: int, total_steps: int, steps_per_epoch: int) -> torch.Tensor:

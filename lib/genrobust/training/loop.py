@@ -153,7 +153,7 @@ class Run:
     generator: torch.Generator
     make_batches: Callable[[torch.Generator], Iterable]
     steps_per_epoch: int
-    select_metrics: Callable | None = None
+    select_metrics: Callable | None = None  # select_metrics(model) -> {metric: value} of this run's own model
     select_key: str | None = None
     start_epoch: int = 0  # the first epoch to run (after resume)
     best: float = -math.inf
@@ -200,6 +200,10 @@ class Stepper(Protocol):
     def sync(self) -> None:
         """Write the stepped state into each run's model and optimizer (before its checkpoints)."""
 
+    def select(self) -> list[dict | None]:
+        """Each run's selection metrics on its current weights (after :meth:`sync`), in run order; None for a run
+        without selection (the K d_k stepped together: all K in one pass over their network)."""
+
 
 def fit(runs: Sequence[Run], stepper: Stepper, *, cfg, epochs: int, data_source: dict, device, desc: str,
         progress: bool = True, engine: Engine | None = None) -> list[dict]:
@@ -209,7 +213,8 @@ def fit(runs: Sequence[Run], stepper: Stepper, *, cfg, epochs: int, data_source:
     per-run statistics are summed on the device (float64) and read once per epoch. On a CUDA device the NaN flag
     is read once per epoch too (no host sync inside a step): a non-finite loss stops the run at the end of its
     epoch, before any checkpoint of it; elsewhere it stops before the update of the step. After each epoch, per
-    run: selection, best.pt, the metrics line and last.pt (:func:`end_epoch`). ``engine`` (default: engine_for
+    run: selection (``stepper.select``: the K d_k in one pass), best.pt, the metrics line and last.pt
+    (:func:`end_epoch`). ``engine`` (default: engine_for
     the device): cuDNN autotuning for the duration. Returns each run's result.json.
     """
     engine = engine or engine_for(None, device)
@@ -236,34 +241,50 @@ def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
         iters = [iter(r.make_batches(r.generator)) for r in runs]
         for step in tqdm(range(steps_per_epoch), leave=False, disable=not progress, unit="batch",
                          desc=f"epoch {epoch + 1}"):
-            loss_k, stats, n = stepper.loss([next(it) for it in iters])
-            bad = ~torch.isfinite(loss_k.detach())
-            if sync_every_step:
-                if bad.any():
-                    raise _diverged(desc, runs, bad, epoch, f"step {step + 1}")
-            else:
-                nonfinite |= bad
-            stepper.update(loss_k)
+            n, bad = train_step(stepper, iters, sums, nonfinite, read_flag=sync_every_step)
+            if bad is not None:
+                raise _diverged(desc, runs, bad, epoch, f"step {step + 1}")
             n_img += n
-            for key, v in stats.items():  # float64 sums on the device: the numbers of a per-step float() sum
-                sums[key] = sums[key] + v.double() if key in sums else v.double()
         if nonfinite.any():  # the one read of the flag per epoch (CUDA)
             raise _diverged(desc, runs, nonfinite, epoch, "a step")
         train_time = time.time() - t0
         stepper.sync()
         means = {key: (v / max(1, steps_per_epoch)).tolist() for key, v in sums.items()}  # one read per epoch
+        selecting = _selects(epoch, epochs, getattr(cfg, "select_every", 1))
+        selected = stepper.select() if selecting else [None] * n_runs
         for i, r in enumerate(runs):
             rec = {"epoch": epoch + 1, "lr": r.lr, "train_time_s": round(train_time, 2),
                    "images_per_s": round(n_img / n_runs / max(train_time, 1e-9), 1)}
             if n_runs > 1:
                 rec.update({"fused_models": n_runs, "fused_images_per_s": round(n_img / max(train_time, 1e-9), 1)})
             rec.update({f"train_{key}": v[i] for key, v in means.items()})
-            end_epoch(r, rec, epoch=epoch, epochs=epochs, cfg=cfg)
+            end_epoch(r, rec, epoch=epoch, selected=selected[i])
             if n_runs == 1:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items()
                                  if k.startswith(("train_loss", "adv_auroc", "val"))})
     return [finish(r, cfg=cfg, epochs=epochs, data_source=data_source, device=device,
                    wall_time_s=time.time() - t_start, **stepper.result_extra) for r in runs]
+
+
+def train_step(stepper: Stepper, iters: Sequence, sums: dict, nonfinite: torch.Tensor, *,
+               read_flag: bool) -> tuple[int, torch.Tensor | None]:
+    """One step of :func:`fit`: a batch from each run's iterator, ``stepper.loss``, the NaN guard,
+    ``stepper.update``, the per-run statistics added to ``sums`` (float64, on the device: the numbers of a per-step
+    float() sum). The NaN flag is read now with ``read_flag`` (the CPU: a non-finite loss returns its (K,) flags
+    before the update), else or'ed into ``nonfinite`` (K,) on the device and read once per epoch by fit: then the
+    step reads no tensor on the host (tests/test_engine.py checks it). Returns (images in the step, the flags of a
+    step stopped before its update or None)."""
+    loss_k, stats, n = stepper.loss([next(it) for it in iters])
+    bad = ~torch.isfinite(loss_k.detach())
+    if read_flag:
+        if bad.any():
+            return n, bad
+    else:
+        nonfinite |= bad
+    stepper.update(loss_k)
+    for key, v in stats.items():
+        sums[key] = sums[key] + v.double() if key in sums else v.double()
+    return n, None
 
 
 def _diverged(desc: str, runs: Sequence[Run], bad: torch.Tensor, epoch: int, where: str) -> TrainingDiverged:
@@ -294,15 +315,14 @@ def _selects(epoch: int, epochs: int, every: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
-def end_epoch(run: Run, rec: dict, *, epoch: int, epochs: int, cfg) -> None:
-    """After the training steps of ``epoch`` (0-based), for one run: selection metrics (every cfg.select_every
-    epochs and the last), best.pt if improved (run.best, run.best_epoch updated), the metrics line, then last.pt
-    (the resume point, written after best.pt and the metrics line so that both are consistent with it)."""
-    selecting = run.select_metrics is not None and _selects(epoch, epochs, getattr(cfg, "select_every", 1))
-    if selecting:
-        run.model.eval()
-        rec.update(run.select_metrics(run.model))
-    if run.select_key is None or (selecting and rec.get(run.select_key, -math.inf) >= run.best):
+def end_epoch(run: Run, rec: dict, *, epoch: int, selected: dict | None) -> None:
+    """After the training steps of ``epoch`` (0-based), for one run: its selection metrics ``selected`` (None when
+    the epoch selects nothing; :func:`fit` asks the stepper every cfg.select_every epochs and the last) into the
+    metrics line, best.pt if improved (run.best, run.best_epoch updated), the metrics line, then last.pt (the
+    resume point, written after best.pt and the metrics line so that both are consistent with it)."""
+    if selected is not None:
+        rec.update(selected)
+    if run.select_key is None or (selected is not None and rec.get(run.select_key, -math.inf) >= run.best):
         run.best, run.best_epoch = (rec[run.select_key] if run.select_key else run.best), epoch + 1
         save_checkpoint(run.run_dir / "best.pt", kind=run.ckpt_kind, state={"model": _cpu_state(run.model)},
                         config=run.ckpt_config, epoch=epoch + 1, run_config=run.run_config)

@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from ..core.objectives import binary_loss, softmax_pgd_at_loss
+from ..core.scoring import binary_auroc_k
 from ..data.batches import augment
 from .fused import FusedBinaryModels, FusedSGD
 from .loop import Engine, Run, engine_for, to_device
@@ -52,12 +54,51 @@ class _Stepper:
     def sync(self) -> None:
         pass
 
+    def select(self) -> list[dict | None]:
+        """Each run's own ``select_metrics`` on its own model (eval mode), one run after another."""
+        out = []
+        for r in self.runs:
+            if r.select_metrics is not None:
+                r.model.eval()
+            out.append(None if r.select_metrics is None else r.select_metrics(r.model))
+        return out
+
     def _precision(self):
         """bf16 autocast of the forward passes (attack and update) where the engine says so (CUDA); the loss,
         the PGD state (perturbation, norms, projection: fp32 tensors), BN statistics and weights stay fp32."""
         if self.engine.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.engine.autocast)
+
+
+@dataclass(frozen=True, eq=False)
+class BinarySelection:
+    """d_k's model selection (Section 3.4): clean and adversarial AUROC (L2 PGD within ``eps``, ``steps`` steps,
+    generator seeded ``seed``) of d_k on its selection images. Called on one d_k (the per-class path, a run's
+    ``select_metrics``), or scored for the K d_k stepped together on their K-model network at once
+    (:meth:`together`; each d_k on its own positives vs its own negatives, the same images and attacks)."""
+    pos: torch.Tensor  # (n_k, 3, H, W) float in [0, 1]: the selection split's class-k images
+    neg: torch.Tensor  # (n_k, 3, H, W): as many other-class images, drawn evenly and seeded
+    split: str  # 'val' or 'test': the metrics' names
+    eps: float
+    steps: int
+    seed: int
+    device: torch.device
+
+    def __call__(self, model) -> dict:
+        return BinarySelection.together(model, [self])[0]
+
+    @staticmethod
+    def together(net, selections: Sequence["BinarySelection"]) -> list[dict]:
+        """The metrics of each selection's d_k, in order, from ``net``: one d_k (K = 1) or K d_k as one network
+        (rows k * n .. (k + 1) * n - 1 scored by d_k, as :class:`genrobust.training.fused.FusedBinaryModels`)."""
+        s = selections[0]
+        if any((t.split, t.eps, t.steps, t.seed, t.device) != (s.split, s.eps, s.steps, s.seed, s.device)
+               for t in selections):
+            raise ValueError("the d_k selected together must share the selection split, eps, steps, seed and device")
+        res = binary_auroc_k(net, [t.pos for t in selections], [t.neg for t in selections], (0.0, s.eps),
+                             steps=s.steps, device=s.device, seed=s.seed)
+        return [{f"{s.split}_clean_auroc": r[0.0], f"{s.split}_adv_auroc": r[s.eps]} for r in res]
 
 
 class BinaryStepper(_Stepper):
@@ -114,6 +155,14 @@ class BinaryStepper(_Stepper):
                     r.opt.state[p]["momentum_buffer"] = buf[i].detach().clone()
             r.model.train()
 
+    def select(self) -> list[dict | None]:
+        """K > 1: the K d_k's selection metrics in one pass over the K-model network (each d_k on its own images;
+        :meth:`BinarySelection.together`); K = 1, or runs with another selection: one run after another."""
+        sels = [r.select_metrics for r in self.runs]
+        if len(self.runs) == 1 or not all(isinstance(t, BinarySelection) for t in sels):
+            return super().select()
+        return BinarySelection.together(self.net, sels)
+
 
 class SoftmaxStepper(_Stepper):
     """The softmax model of one run: PGD-AT (Madry) on (x, y) batches of uint8 images and labels."""
@@ -127,5 +176,7 @@ class SoftmaxStepper(_Stepper):
         r = self.runs[0]
         xf = to_device(augment(x, self.cfg.augment, r.generator), self.device, self.cfg.channels_last)
         with self._precision():
-            loss, stats = softmax_pgd_at_loss(self.net, xf, y.to(self.device), self.cfg, r.generator)
+            # the labels' copy does not wait for the device (non_blocking; a blocking copy is a host sync)
+            loss, stats = softmax_pgd_at_loss(self.net, xf, y.to(self.device, non_blocking=True), self.cfg,
+                                              r.generator)
         return loss.float().reshape(1), {k: v.reshape(1) for k, v in stats.items()}, len(x)
