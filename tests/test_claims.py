@@ -142,14 +142,14 @@ def test_verdicts_round_trip_and_bad_ones_are_refused():
 
 
 def test_the_cpu_results_read_what_their_evidence_supports():
-    """results/cpu's stored flags through the rule: the protocol gap on the generative classifier is contradicted at
-    eps 0.5 and 1 and not established at 0.25; Tab. 1's advantage is contradicted at eps 1 only; the softmax
-    'finding' is not established."""
+    """results/cpu's stored flags through the rule (03 of the 2026-12-05 pass, worst case on 250 images): the
+    protocol gap on the generative classifier is contradicted at eps 0.25, 0.5 and 1; on the softmax baseline at eps 1
+    only; Tab. 1's advantage is contradicted at eps 0.5 and 1 and not established at 0.25."""
     stored = json.loads((ROOT / "results" / "cpu" / "03_accuracy.json").read_text())
     by = {(v.claim, v.subject): v.decision for v in C.accuracy_verdicts(records(stored["classifiers"]))}
-    assert by[("protocol_generative", "eps 1")] == by[("protocol_generative", "eps 0.5")] == "contradicted"
-    assert by[("protocol_generative", "eps 0.25")] == "not established"
-    assert {by[("protocol_softmax", f"eps {e}")] for e in ("0.25", "0.5", "1")} == {"not established"}
-    assert by[("tab1_robust", "eps 1, worst case")] == "contradicted"
-    assert by[("tab1_robust", "eps 0.5, worst case")] == "not established"
+    assert {by[("protocol_generative", f"eps {e}")] for e in ("0.25", "0.5", "1")} == {"contradicted"}
+    assert [by[("protocol_softmax", f"eps {e}")] for e in ("0.25", "0.5", "1")] == \
+        ["not established", "not established", "contradicted"]
+    assert by[("tab1_robust", "eps 1, worst case")] == by[("tab1_robust", "eps 0.5, worst case")] == "contradicted"
+    assert by[("tab1_robust", "eps 0.25, worst case")] == "not established"
     assert by[("tab1_clean", "clean")] == "contradicted"

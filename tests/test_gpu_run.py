@@ -79,7 +79,8 @@ def test_calls_fit_the_device_limits(tmp_path, inputs):
     assert all(len(c["command"]) <= 2000 and len(c["carry"]) <= 8 and c["timeout_s"] <= 600 for c in calls)
     tracked = sum(p.stat().st_size for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts
                   and not {".venv", "runs", "cache", ".gpu_carry", "__pycache__"} & set(p.parts))
-    assert tracked + 52 * gpu_run.MIB <= gpu_run.CALL_LIMIT_MIB * gpu_run.MIB  # the default part + the repo
+    assert tracked + gpu_run.DEFAULT_PART_MIB * gpu_run.MIB <= gpu_run.CALL_LIMIT_MIB * gpu_run.MIB  # part + repo
+    assert tracked <= gpu_run.REPO_MIB * gpu_run.MIB
 
 
 def _results(tmp_path, profile="smoke"):

