@@ -2,7 +2,7 @@
 
 The GPU machines of this project (the `device` tool; /work/.library/device/README.md) have no network and no .git,
 Python 3.12 with their own torch but no papermill/jupytext/ipykernel/pyautoattack/clean-fid, and take at most
-64 MiB of files per call (the repo's tracked files count, ~9 MiB), warm for 30 s between calls; at most 8 files of
+64 MiB of files per call (the repo's tracked files count, ~24 MiB), warm for 30 s between calls; at most 8 files of
 16 MiB (64 MiB together) come back. So the run is cut into calls (docs/gpu-profile.md gives the exact sequence):
 
   here:    python tools/gpu_run.py pack  [--data ZIP] [--fid-weights FILE]   # parts + manifest in .gpu_carry/
@@ -85,8 +85,8 @@ def pack(files: dict[str, Path], carry: Path = CARRY, part_mib: float = DEFAULT_
     stage directories ``carry/stage-N`` of at most ``part_mib`` MiB each (one device call each), and write
     ``carry/manifest.json`` (sha256 of every file and part, the commit). Returns the manifest."""
     if part_mib <= 0 or part_mib + REPO_MIB > CALL_LIMIT_MIB:
-        raise GpuRunError(f"--part-mib {part_mib}: a part plus the repo (~24 MiB, results/cpu's released models included) must fit one call of "
-                          f"{CALL_LIMIT_MIB} MiB; use 1-{CALL_LIMIT_MIB - 10}")
+        raise GpuRunError(f"--part-mib {part_mib}: a part plus the repo (~{REPO_MIB} MiB with results/cpu's released "
+                          f"models) must fit one call of {CALL_LIMIT_MIB} MiB; use 1-{CALL_LIMIT_MIB - REPO_MIB}")
     for name, path in files.items():
         if not Path(path).is_file():
             raise GpuRunError(f"pack: {name}: no file at {path}; pass its path (see tools/gpu_run.py pack --help)")

@@ -218,8 +218,8 @@ def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Genera
     linf: each coordinate uniform in [-eps, eps]. l2: a Gaussian direction times radius eps * u^(1/d), u ~ U(0, 1),
     d = numel per example -- exactly uniform in the ball (for d = 3072 the radius is ~eps). The samples are drawn on
     the generator's device and moved to x's device, so a CPU generator works for CUDA inputs (non_blocking: a
-pageable host-to-device copy is staged before the call returns, and a blocking one would wait for the device). delta is not clipped
-    to keep x + delta in [0, 1]; :func:`maximize` clamps.
+    pageable host-to-device copy is staged before the call returns, and a blocking one would wait for the device).
+    delta is not clipped to keep x + delta in [0, 1]; :func:`maximize` clamps.
     """
     norm, eps = _check_norm(norm), _check_eps(eps)
     if not isinstance(generator, torch.Generator):

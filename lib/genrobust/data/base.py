@@ -6,7 +6,6 @@ Image tensors are uint8, shape (N, 3, 32, 32), values 0..255; labels are int64, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,8 +100,6 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     source: DataSource
-
-
 
 
 def check_labels(y: torch.Tensor, fn: str) -> None:

@@ -1,4 +1,4 @@
-"""README's results table (paper vs ours) and its verdicts table, generated from a profile's committed metrics
+"""README's results table (paper vs ours), its verdicts table and its findings, generated from a profile's committed metrics
 files and :mod:`genrobust.core.paper`, so that no number or verdict in them is typed by hand.
 ``genrobust report --profile cpu --readme`` rewrites the blocks between the markers; tests/test_docs.py fails while
 README's blocks differ from the files."""
@@ -10,8 +10,8 @@ from pathlib import Path
 from ..core import paper
 from ..store.io import ResultsError, read_json, write_text
 from ..store.paths import project_root, results_dir
-from .metrics_files import load_sources, schema_problem
 from .changes import claim_verdicts
+from .metrics_files import schema_problem
 
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 V_START, V_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
@@ -99,14 +99,11 @@ def findings_list(profile: str = "cpu", directory: Path | None = None) -> str:
     d = Path(directory) if directory is not None else results_dir(profile)
     claims = claim_verdicts(d)
     commits = ", ".join(dict.fromkeys(c.commit[:7] for c in claims))
-    items = []
+    items, undecided = [], []
     for c in claims:
         if c.decision in ("supported", "contradicted", "mixed"):
             subjects = "; ".join(v.render() for v in c.subjects)
             items.append(f"**{c.source}: {c.text} -- {c.decision}.** {subjects or c.why}")
-    undecided = []
-    for c in claims:
-        if c.decision in ("supported", "contradicted", "mixed"):
             continue
         notes = dict.fromkeys(v.note for v in c.subjects if v.note)
         det = [v for v in c.subjects if v.detectable is not None]
