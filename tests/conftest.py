@@ -2,6 +2,7 @@
 results and caches into temporary directories so they never touch a user's runs/ or results/."""
 import contextlib
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,17 @@ from genrobust.pipeline.classifiers import ensure_classifiers, train_all
 from genrobust.training.calibrate import calibrate
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+REAL_ZIP = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.zip").resolve()
+
+
+@pytest.fixture(scope="session")
+def real_zip() -> Path:
+    """The CIFAR-10 JPEG copy beside the project (../shared/data/cifar10-jpeg.zip); a test that needs it is skipped
+    without it, saying so."""
+    if not REAL_ZIP.is_file():
+        pytest.skip(f"{REAL_ZIP} not present: the real data (../shared/data/README.md)")
+    return REAL_ZIP
 
 
 @pytest.fixture(autouse=True, scope="session")

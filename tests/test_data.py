@@ -18,8 +18,6 @@ from genrobust.data import base, batches, cifar_batches, imagefolder
 from genrobust.data import cache as cache_mod
 from genrobust.data import CLASSES, DataError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REAL_ZIP = (PROJECT_ROOT / ".." / "shared" / "data" / "cifar10-jpeg.zip").resolve()
 REAL_SHA256 = "05b4c8c8bf43c21250b5d4abc4621c4fed6837d691555b00c9215bfc6b363d11"
 
 
@@ -423,11 +421,9 @@ def test_explicit_broken_genrobust_data_is_not_skipped(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    if not REAL_ZIP.is_file():
-        pytest.skip(f"{REAL_ZIP} not present")
+def real(tmp_path_factory, real_zip):
     cache = tmp_path_factory.mktemp("real_cache")
-    first = D.load("imagefolder", REAL_ZIP, cache_dir=cache, progress=False)  # decodes (~5-12 s), once
+    first = D.load("imagefolder", real_zip, cache_dir=cache, progress=False)  # decodes (~5-12 s), once
     return first, cache
 
 
@@ -444,14 +440,14 @@ def test_real_zip_contents(real):
 
 
 @pytest.mark.slow
-def test_real_zip_second_load_uses_cache(real, monkeypatch):
+def test_real_zip_second_load_uses_cache(real, real_zip, monkeypatch):
     first, cache = real
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of using the cache")
 
     monkeypatch.setattr(imagefolder, "_decode_images", no_decoding)
-    second = D.load("imagefolder", REAL_ZIP, cache_dir=cache, progress=False)
+    second = D.load("imagefolder", real_zip, cache_dir=cache, progress=False)
     for key in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(first, key), getattr(second, key)), key
     assert second.source == first.source

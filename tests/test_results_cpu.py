@@ -15,6 +15,7 @@ import torch
 from genrobust.core.config import get_profile
 from genrobust.data import prepare_data
 from genrobust.measure.accuracy import evaluation_set
+from genrobust.measure.record import records
 from genrobust.reporting.changes import claim_verdicts
 from genrobust.store.checkpoints import load_classifier, weights_digest
 from genrobust.store.io import ResultsError
@@ -27,7 +28,6 @@ RESULTS = ROOT / "results" / "cpu"
 NOTEBOOKS = ("01_training", "02_calibration", "03_accuracy", "04_generation_fid", "05_ablations", "06_report")
 METRICS = NOTEBOOKS[:5]          # 06 writes no metrics file, only its notebook and marker
 MIN_N_TEST, MIN_N_STRONG, STRONG_EPS, MIN_SEEDS = 1000, 250, {0.25, 0.5, 1.0}, 5
-REAL_ZIP = (ROOT / ".." / "shared" / "data" / "cifar10-jpeg.zip").resolve()
 N_CHECK = 200                    # images whose recorded clean answers the committed models must give again
 TIE = 1e-4                       # logits closer than this may be ordered differently by another CPU's rounding
 
@@ -147,33 +147,34 @@ def test_checker_catches_each_shortfall(copy_of_results, tmp_path, where, change
     assert any(expect in line for line in found), found
 
 
-
-def mismatches(model, x: torch.Tensor, y: torch.Tensor, recorded: str) -> list[int]:
-    """Images where ``model``'s clean answer (right or wrong) differs from ``recorded`` ('1'/'0' per image), except
-    at near-ties (top-two logit gap < TIE), which another CPU's rounding may order differently."""
+def mismatches(model, x: torch.Tensor, y: torch.Tensor, recorded: torch.Tensor) -> list[int]:
+    """Images where ``model``'s clean answer (right or wrong) differs from ``recorded`` ((n,) bool clean-correct
+    flags), except at near-ties (top-two logit gap < TIE), which another CPU's rounding may order differently."""
     with torch.no_grad():
         logits = model(x)
-    correct = (logits.argmax(1) == y).tolist()
     gap = logits.topk(2, dim=1).values.diff(dim=1).abs().squeeze(1)     # (n,) top-two logit gap
-    return [i for i, (a, b) in enumerate(zip(correct, recorded)) if a != (b == "1") and gap[i] >= TIE]
+    differ = ((logits.argmax(1) == y) != recorded) & (gap >= TIE)
+    return differ.nonzero().flatten().tolist()
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("real_zip")
 def test_committed_models_load_and_give_notebook_03s_clean_answers(tmp_path, monkeypatch):
     """On a fresh clone (no runs/), the released files load through the path `--from-released` uses and answer
     the first N_CHECK evaluation images as notebook 03 recorded them, image by image (clean-correct flags); the
     same check on a model with its last layer nudged finds differences (negative control)."""
-    if not REAL_ZIP.is_file():
-        pytest.skip(f"{REAL_ZIP} not present: the cpu profile's data (../shared/data/README.md)")
     monkeypatch.delenv("GENROBUST_DATA", raising=False)          # source 'auto' finds ../shared, as 03's run did
     monkeypatch.setenv("GENROBUST_CACHE", str(tmp_path / "cache"))   # a fresh clone's empty cache: decoded here
-    rec = _json(RESULTS / "03_accuracy.json")
+    monkeypatch.setenv("GENROBUST_RESULTS", str(RESULTS.parent))  # released_paths reads the committed RESULTS
+    stored = _json(RESULTS / "03_accuracy.json")
     profile = get_profile("cpu")
     data = prepare_data(profile.data, progress=False)
-    assert data.source.get("sha256") == rec["provenance"]["data_source"]["sha256"], "not the data 03 evaluated on"
+    assert data.source.get("sha256") == stored["provenance"]["data_source"]["sha256"], "not 03's data"
     x, y = evaluation_set(data, profile.eval)
     x, y = x[:N_CHECK], y[:N_CHECK]
+    evaluated = records(stored["classifiers"])
     for kind, path in released_paths("cpu", ("generative", "softmax")).items():
-        recorded = rec["classifiers"][kind]["clean"]["robust"][:N_CHECK]
+        recorded = evaluated[kind].clean_flags[:N_CHECK]
         model = load_classifier(path)
         differ = mismatches(model, x, y, recorded)
         assert not differ, f"{kind}: images {differ[:10]} answered differently from notebook 03's record"
