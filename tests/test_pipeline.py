@@ -8,7 +8,7 @@ from genrobust.pipeline import classifiers, notebooks
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, notebook_profile, resolve_profile
 from genrobust.store import executors
 from genrobust.training.loop import default_device
-from genrobust.core.config import ConfigError, apply_overrides, get_profile
+from genrobust.core.config import ConfigError, SlurmConfig, apply_overrides, get_profile
 
 TINY = {"data.synthetic_train_per_class": 48, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
         "train.batch_size": 32, "train.epochs": 1, "train.classes": (0, 1), "softmax.epochs": 1,
@@ -47,20 +47,24 @@ def test_fused_training_path_is_one_job(tmp_runs, monkeypatch):
 
 def test_failed_job_is_reported(tmp_runs):
     p = apply_overrides(get_profile("smoke"), {**TINY, "train.batch_size": 512, "train.classes": (0,)})
-    with pytest.raises(executors.RunError, match="job 0 failed"):
+    with pytest.raises(executors.RunError, match=r"job 0 \(local job \d+\) failed: .*Error"):
         classifiers.train_all(p, executor="local", workers=1, progress=False)
 
 
 def test_slurm_parameters_build_a_valid_submission(tmp_path):
-    params = executors.slurm_parameters(partition="gpu", gpus=1, time_min=600, cpus=8, mem_gb=32)
+    cfg = SlurmConfig(partition="gpu", gpus=1, time_min=600, cpus=8, mem_gb=32)
+    params = executors.slurm_parameters(cfg)
     text = executors.sbatch_script(params, tmp_path)
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=600",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --job-name=genrobust", "#SBATCH --mem=32GB"):
         assert line in text, line
     with pytest.raises(ConfigError, match="unknown parameter"):
         executors.sbatch_script({**params, "slurm_gpus_per_nod": 2}, tmp_path)
-    with pytest.raises(ConfigError):
-        executors.slurm_parameters(gpus=-1)
+    with pytest.raises(ConfigError, match="slurm.gpus"):
+        SlurmConfig(gpus=-1)
+    # the default fits a small node: no GPU (no gres asked at all), 1 CPU, 2 GB
+    small = executors.sbatch_script(executors.slurm_parameters(get_profile("smoke").slurm), tmp_path)
+    assert "gpus" not in small and "#SBATCH --cpus-per-task=1" in small and "#SBATCH --mem=2GB" in small
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
