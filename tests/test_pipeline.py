@@ -1,4 +1,5 @@
 """Batch runs: the local executor end to end (real subprocesses), SLURM job parameters, CLI errors."""
+import socket
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 from genrobust.pipeline import classifiers, notebooks
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, notebook_profile, resolve_profile
 from genrobust.store import executors
+from genrobust.store.io import write_json
 from genrobust.training.loop import default_device
 from genrobust.core.config import ConfigError, SlurmConfig, apply_overrides, get_profile
 
@@ -133,3 +135,74 @@ def test_notebook_command_prints_only_what_the_user_needs(tmp_runs):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(tmp_runs / "out" / "06_report.ipynb")
     assert "WARNING" not in r.stderr and "TCP" not in r.stderr, r.stderr
+
+
+def test_a_failed_job_does_not_stop_the_others_and_a_rerun_redoes_only_it(tmp_runs):
+    """The softmax job fails (a checkpoint to import that does not exist); both d_k jobs still finish; the rerun
+    submits one job."""
+    bad = apply_overrides(get_profile("smoke"), {**TINY, "softmax.checkpoint": str(tmp_runs / "missing.pt")})
+    with pytest.raises(executors.RunError, match=r"1 of 3 job\(s\) failed, the others finished.*job 0 \(local job"):
+        classifiers.train_all(bad, softmax=True, executor="local", workers=2, progress=False)
+    assert [classifiers.binary_result(bad, k) is not None for k in (0, 1)] == [True, True]
+    logs = lambda: len(list((tmp_runs / "runs" / "jobs").glob("*_submitted.pkl")))  # noqa: E731
+    assert logs() == 3
+    good = apply_overrides(get_profile("smoke"), TINY)
+    classifiers.train_all(good, softmax=True, executor="local", workers=2, progress=False)
+    assert logs() == 4  # only the failed job ran again
+
+
+def test_train_command_trains_the_softmax_baseline_that_notebook_01_finds(tmp_runs):
+    args = [sys.executable, "-m", "genrobust", "train", "--profile", "smoke", "--executor", "inline", "--classes", "0"]
+    for key, value in TINY.items():
+        args += ["-p", key, str(value)] if key != "train.classes" else []
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    p = resolve_profile("smoke", {**TINY, "classes": (0,)})
+    soft = classifiers.softmax_result(p)
+    assert soft is not None and f"softmax: best epoch 1 -> {soft['checkpoint']}" in r.stdout
+    # notebook 01's call finds it (and d_0) instead of training them again
+    rows, found = classifiers.train_all(p, softmax=True, executor="inline", progress=False)
+    assert found == soft and rows[0]["k"] == 0
+
+
+SINFO_SMALL = "vm|2|3900|(null)|debug*|infinite\n"  # sinfo -h -N -o SINFO_FORMAT of a 2-CPU, 3.9 GB node
+SINFO_GPU = "g1|32|256000|gpu:a100:4(S:0-1)|gpu|3-00:00:00\ng1|32|256000|gpu:a100:4(S:0-1)|debug*|1:00:00\n"
+
+
+def test_a_request_the_cluster_cannot_satisfy_is_refused_in_one_line():
+    executors.check_fits(SlurmConfig(), SINFO_SMALL)  # the defaults fit a small node
+    executors.check_fits(get_profile("paper").slurm, SINFO_GPU.replace("debug*", "debug").replace("|gpu|", "|gpu*|"))
+    for cfg, option in ((SlurmConfig(mem_gb=32), "--mem"), (SlurmConfig(cpus=8), "--cpus"),
+                        (SlurmConfig(gpus=1), "--gpus")):
+        with pytest.raises(ConfigError, match=f"no node in partition 'debug' .* lower {option} ") as e:
+            executors.check_fits(cfg, SINFO_SMALL)
+        assert "\n" not in str(e.value) and "nothing was submitted" in str(e.value)
+    with pytest.raises(ConfigError, match="allows at most 60 min per job"):  # the default partition's limit
+        executors.check_fits(SlurmConfig(gpus=1, time_min=120), SINFO_GPU)
+    executors.check_fits(SlurmConfig(gpus=4, partition="gpu", time_min=4320), SINFO_GPU)
+    with pytest.raises(ConfigError, match="no partition 'a100'"):
+        executors.check_fits(SlurmConfig(partition="a100"), SINFO_GPU)
+
+
+def test_cli_resource_options_override_the_profile(tmp_runs):
+    r = subprocess.run([sys.executable, "-m", "genrobust", "train", "--profile", "smoke", "--executor", "slurm",
+                        "--mem", "0.5", "--cpus", "2", "--time", "15", "--dry-run"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    for line in ("#SBATCH --mem=512MB", "#SBATCH --cpus-per-task=2", "#SBATCH --time=15"):
+        assert line in r.stdout, line
+
+
+def test_a_live_in_flight_record_is_not_submitted_twice(tmp_runs):
+    """A run directory whose record names a local job that is still alive is refused; a stale record is not."""
+    run_dir = tmp_runs / "runs" / "binary" / "abc"
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])  # a job's argv
+    try:
+        write_json(run_dir / executors.INFLIGHT, {"executor": "local", "job_id": str(job.pid),
+                                                            "host": socket.gethostname(), "log": "x.err"})
+        with pytest.raises(executors.RunError, match=r"abc has a job in flight \(local job"):
+            executors.in_flight([[run_dir]], "local")
+    finally:
+        job.kill()
+        job.wait()
+    assert executors.in_flight([[run_dir]], "local") == {}  # its job ended: stale, overwritten at submission

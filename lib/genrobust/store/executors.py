@@ -97,7 +97,7 @@ class Node:
     cpus: int
     mem_mb: int
     gpus: int
-    time_limit_min: float  # of its partition; inf = no limit
+    time_limit_min: tuple[float, ...]  # per partition, in the order of ``partitions``; inf = no limit
 
 
 SINFO_FORMAT = "%N|%c|%m|%G|%P|%l"
@@ -133,7 +133,7 @@ def parse_sinfo(text: str) -> list[Node]:
         if part.endswith("*"):
             row["default"] = clean
     return [Node(n, tuple(r["parts"]), r["default"], r["cpus"], r["mem"], r["gpus"],
-                 max(r["limit"].values())) for n, r in rows.items()]
+                 tuple(r["limit"][p] for p in r["parts"])) for n, r in rows.items()]
 
 
 def _request(cfg: SlurmConfig) -> str:
@@ -173,7 +173,7 @@ def check_fits(cfg: SlurmConfig, sinfo_text: str | None = None) -> None:
                           f"{big.name} with {big.gpus} GPU(s), {big.cpus} CPU(s), {big.mem_mb / 1024:.1f} GB); lower "
                           f"{'/'.join(short) or '--gpus/--cpus/--mem'} (or slurm.* in the profile); nothing was "
                           "submitted")
-    limit = max(n.time_limit_min for n in fits)
+    limit = max(n.time_limit_min[n.partitions.index(part)] for n in fits)
     if cfg.time_min > limit:
         raise ConfigError(f"slurm: partition {part!r} allows at most {limit:g} min per job, {cfg.time_min} asked; "
                           "lower --time (or slurm.time_min in the profile); nothing was submitted")
