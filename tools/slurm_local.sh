@@ -134,7 +134,14 @@ start() {
     fi
     local t0=$SECONDS
     mkdir -p "$DIR/log" "$DIR/pids" "$DIR/run"
+    chmod 755 "$DIR"  # mktemp -d makes it 0700: the mysql user must reach its data directory and log inside
     install_packages
+    if scontrol ping 2>/dev/null | grep -q UP; then
+        die "a SLURM controller already answers here (scontrol ping); stop it first (its own stop, or '$0 stop' with its SLURM_LOCAL_DIR)"
+    fi
+    if [ -s /run/munge/munged.pid ] && kill -0 "$(cat /run/munge/munged.pid)" 2>/dev/null; then
+        die "munged already runs (PID $(cat /run/munge/munged.pid)); stop it first"
+    fi
     start_munge
     start_mariadb
     write_configs
