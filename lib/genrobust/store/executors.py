@@ -290,10 +290,17 @@ def _signals_raise():
             signal.signal(s, h)
 
 
+def _ignore_signals() -> None:
+    """SIGTERM and SIGINT ignored (until _signals_raise restores the previous handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def _signals_held():
-    """SIGTERM/SIGINT wait until the block ends (a job submitted and recorded, or the cleanup): none is orphaned
-    between sbatch returning and its record being written."""
+    """SIGTERM/SIGINT wait until the block ends (a job submitted and recorded): none is orphaned between sbatch
+    returning and its record being written."""
     sigs = {signal.SIGTERM, signal.SIGINT}
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -423,8 +430,8 @@ def run_jobs(fn, arg_list: list[tuple], *, executor: str = "local", workers: int
                         finish(i)
                 time.sleep(0.5)
         except BaseException as e:
-            with _signals_held():
-                what = _cancel(running, executor)
+            _ignore_signals()  # a second Ctrl-C or SIGTERM must not cut the clean-up short
+            what = _cancel(running, executor)
             bar.close()
             if isinstance(e, (Interrupted, KeyboardInterrupt)):
                 raise Interrupted(f"{desc}: {e if isinstance(e, Interrupted) else 'interrupted'}; {what}") from None
