@@ -71,9 +71,25 @@ def _run(env, args, timeout=240) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _start(env, args, name) -> tuple[subprocess.Popen, Path]:
-    log = Path(env["GENROBUST_RUNS"]).parent / f"{name}.log"
-    return subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT), log
+@pytest.fixture
+def drivers(env):
+    """Start drivers in the background with ``drivers(env, args, name)`` -> (process, its log); any still running
+    when the test ends (it failed) is killed and its jobs cancelled, so no test leaves work in the queue."""
+    started: list[subprocess.Popen] = []
+
+    def start(env, args, name) -> tuple[subprocess.Popen, Path]:
+        log = Path(env["GENROBUST_RUNS"]).parent / f"{name}.log"
+        started.append(subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
+        return started[-1], log
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = [json.loads(p.read_text())["job_id"] for p in Path(env["GENROBUST_RUNS"]).glob(f"*/*/{INFLIGHT}")]
+    if left:  # only this module's jobs: those its run directories name
+        subprocess.run(["scancel", *left], capture_output=True)
 
 
 def _records(env, n: int, timeout: float = 90) -> dict[Path, dict]:
@@ -102,8 +118,8 @@ def test_a_request_no_node_can_run_is_refused_before_submission(env):
     assert "nothing was submitted" in err[0] and _submitted(env) == set()
 
 
-def test_sigterm_to_the_driver_cancels_its_jobs(env):
-    driver, log = _start(env, _args("train", "--classes", "0", "--no-softmax", params=TINY), "sigterm")
+def test_sigterm_to_the_driver_cancels_its_jobs(env, drivers):
+    driver, log = drivers(env, _args("train", "--classes", "0", "--no-softmax", params=TINY), "sigterm")
     (run_dir, rec), = _records(env, 1).items()
     driver.send_signal(signal.SIGTERM)
     assert driver.wait(timeout=90) == 2
@@ -143,19 +159,19 @@ def _queue_empties(ids, timeout: float = 30) -> bool:
     return True
 
 
-def test_kill_9_then_a_rerun_adopts_the_jobs_and_a_scancelled_one_is_reported(env, tmp_path):
+def test_kill_9_then_a_rerun_adopts_the_jobs_and_a_scancelled_one_is_reported(env, tmp_path, drivers):
     """kill -9 of the driver: its jobs run on; a rerun adopts them (nothing is submitted twice, each run directory
     has one writer). Then `scancel` of one adopted job, seen by a driver without accounting: reported in one line
     naming its log after slurm.lost_after_s, while the other jobs finish (the rerun would redo only it)."""
     args = _args("train", "--classes", "0,1", params={**TINY, "slurm.lost_after_s": 5})  # d_0, d_1, softmax
-    first, _ = _start(env, args, "kill9")
+    first, _ = drivers(env, args, "kill9")
     records = _records(env, 3)
     first.kill()
     first.wait(timeout=30)
     ids = {r["job_id"] for r in records.values()}
     assert set(queue_states(ids)) == ids  # the jobs ran on without their driver
     before = _submitted(env)
-    rerun, log = _start(_blind(env, tmp_path), args, "rerun")
+    rerun, log = drivers(_blind(env, tmp_path), args, "rerun")
     _wait_for(log, "already in flight adopted, not resubmitted")
     victim = next(d for d in records if d.parent.name == "binary" and records[d]["job_id"] == max(
         (r["job_id"] for p, r in records.items() if p.parent.name == "binary"), key=int))

@@ -273,14 +273,16 @@ def _release(t: _Tracked) -> None:
 
 
 @contextlib.contextmanager
-def _signals_raise():
-    """SIGTERM and SIGINT raise Interrupted in this (main) thread, so that the driver's cleanup runs."""
+def _signals_noted(caught: list[str]):
+    """SIGTERM and SIGINT append their name to ``caught`` instead of stopping the process; the driver's loop
+    checks it between steps and cleans up. (Raising from the handler is not safe: an exception raised while
+    submitit runs sacct is swallowed by submitit's own error handling.) Previous handlers restored on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):  # noqa: ARG001
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+        caught.append(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -288,28 +290,6 @@ def _signals_raise():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def _ignore_signals() -> None:
-    """SIGTERM and SIGINT ignored (until _signals_raise restores the previous handlers)."""
-    if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(s, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """SIGTERM/SIGINT wait until the block ends (a job submitted and recorded): none is orphaned between sbatch
-    returning and its record being written."""
-    sigs = {signal.SIGTERM, signal.SIGINT}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
 
 
 def make_executor(kind: str, folder: Path, *, slurm: dict | None = None):
@@ -413,14 +393,14 @@ def run_jobs(fn, arg_list: list[tuple], *, executor: str = "local", workers: int
         _release(t)
         bar.update(1)
 
-    with _signals_raise():
+    caught: list[str] = []
+    with _signals_noted(caught):
         try:
-            while pending or running:
-                while pending and len(running) < limit:
-                    with _signals_held():
-                        i = pending.pop(0)
-                        running[i] = _Tracked(ex.submit(fn, *arg_list[i]), claims[i], kind)
-                        _record(running[i], executor)
+            while (pending or running) and not caught:
+                while pending and len(running) < limit and not caught:
+                    i = pending.pop(0)
+                    running[i] = _Tracked(ex.submit(fn, *arg_list[i]), claims[i], kind)
+                    _record(running[i], executor)
                 if executor == "slurm" and running and time.time() - last_queue >= QUEUE_POLL_S:
                     last_queue = time.time()
                     counts = _watch_queue(running, cfg, finish)
@@ -429,9 +409,10 @@ def run_jobs(fn, arg_list: list[tuple], *, executor: str = "local", workers: int
                     if t.job.done():
                         finish(i)
                 time.sleep(0.5)
-        except BaseException as e:
-            _ignore_signals()  # a second Ctrl-C or SIGTERM must not cut the clean-up short
-            what = _cancel(running, executor)
+            if caught:
+                raise Interrupted(f"interrupted by {caught[0]}")
+        except BaseException as e:  # a signal, a failed submission, a bug: cancel what runs, then say so
+            what = _cancel(running, executor)  # further signals are only noted meanwhile
             bar.close()
             if isinstance(e, (Interrupted, KeyboardInterrupt)):
                 raise Interrupted(f"{desc}: {e if isinstance(e, Interrupted) else 'interrupted'}; {what}") from None
