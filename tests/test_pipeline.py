@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from genrobust.cli import build_parser
+from genrobust.cli import build_parser, main
 from genrobust.pipeline import classifiers, notebooks
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, notebook_profile, resolve_profile
 from genrobust.store import executors
@@ -154,15 +154,14 @@ def test_a_failed_job_does_not_stop_the_others_and_a_rerun_redoes_only_it(tmp_ru
     assert logs() == 4  # only the failed job ran again
 
 
-def test_train_command_trains_the_softmax_baseline_that_notebook_01_finds(tmp_runs):
-    args = [sys.executable, "-m", "genrobust", "train", "--profile", "smoke", "--executor", "inline", "--classes", "0"]
+def test_train_command_trains_the_softmax_baseline_that_notebook_01_finds(tmp_runs, capsys):
+    args = ["train", "--profile", "smoke", "--executor", "inline", "--classes", "0"]
     for key, value in TINY.items():
         args += ["-p", key, str(value)] if key != "train.classes" else []
-    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    assert main(args) == 0, capsys.readouterr().err
     p = resolve_profile("smoke", {**TINY, "classes": (0,)})
     soft = classifiers.softmax_result(p)
-    assert soft is not None and f"softmax: best epoch 1 -> {soft['checkpoint']}" in r.stdout
+    assert soft is not None and f"softmax: best epoch 1 -> {soft['checkpoint']}" in capsys.readouterr().out
     # notebook 01's call finds it (and d_0) instead of training them again
     rows, found = classifiers.train_all(p, softmax=True, executor="inline", progress=False)
     assert found == soft and rows[0]["k"] == 0
@@ -187,13 +186,12 @@ def test_a_request_the_cluster_cannot_satisfy_is_refused_in_one_line():
         executors.check_fits(SlurmConfig(partition="a100"), SINFO_GPU)
 
 
-def test_cli_resource_options_override_the_profile(tmp_runs):
-    r = subprocess.run([sys.executable, "-m", "genrobust", "train", "--profile", "smoke", "--executor", "slurm",
-                        "--mem", "0.5", "--cpus", "2", "--time", "15", "--dry-run"], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
+def test_cli_resource_options_override_the_profile(tmp_runs, capsys):
+    assert main(["train", "--profile", "smoke", "--executor", "slurm", "--mem", "0.5", "--cpus", "2", "--time", "15",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
     for line in ("#SBATCH --mem=512MB", "#SBATCH --cpus-per-task=2", "#SBATCH --time=15"):
-        assert line in r.stdout, line
+        assert line in out, line
 
 
 def test_a_live_in_flight_record_is_not_submitted_twice(tmp_runs):
