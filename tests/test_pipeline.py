@@ -2,6 +2,7 @@
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,9 @@ def test_a_live_in_flight_record_is_not_submitted_twice(tmp_runs):
     """A run directory whose record names a local job that is still alive is refused; a stale record is not."""
     run_dir = tmp_runs / "runs" / "binary" / "abc"
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])  # a job's argv
+    cmdline = Path(f"/proc/{job.pid}/cmdline")
+    while b"submitit" not in cmdline.read_bytes():  # between fork and exec it still shows pytest's
+        time.sleep(0.01)
     try:
         write_json(run_dir / executors.INFLIGHT, {"executor": "local", "job_id": str(job.pid),
                                                             "host": socket.gethostname(), "log": "x.err"})
