@@ -39,11 +39,15 @@ install_packages() {
     [ ${#missing[@]} -eq 0 ] && return
     command -v apt-get >/dev/null || die "no apt-get: install ${missing[*]} (SLURM 22.05+, munge, MariaDB) by hand"
     say "installing ${missing[*]} (apt-get)"
-    # no man pages: the man-db trigger alone costs ~10 s on 2 cores
-    echo 'path-exclude=/usr/share/man/*' > /etc/dpkg/dpkg.cfg.d/01-genrobust-noman
+    # no man pages for these packages: the man-db trigger alone costs ~10 s on 2 cores (the rule is removed after)
+    local noman=/etc/dpkg/dpkg.cfg.d/01-genrobust-noman
+    echo 'path-exclude=/usr/share/man/*' > "$noman"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    local rc=0
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$DIR/log/apt.log" 2>&1 \
-        || die "apt-get install ${missing[*]} failed; see $DIR/log/apt.log"
+        || rc=$?
+    rm -f "$noman"
+    [ $rc = 0 ] || die "apt-get install ${missing[*]} failed; see $DIR/log/apt.log"
 }
 
 record_pid() {  # record_pid NAME PIDFILE_WRITTEN_BY_THE_DAEMON
