@@ -35,7 +35,9 @@ wait_for() {
 
 install_packages() {
     local missing=()
-    for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    for p in "${PKGS[@]}"; do  # a removed package keeps its config files: only "install ok installed" counts
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
     [ ${#missing[@]} -eq 0 ] && return
     command -v apt-get >/dev/null || die "no apt-get: install ${missing[*]} (SLURM 22.05+, munge, MariaDB) by hand"
     say "installing ${missing[*]} (apt-get)"
