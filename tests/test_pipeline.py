@@ -1,15 +1,21 @@
 """Batch runs: the local executor end to end (real subprocesses), SLURM job parameters, CLI errors."""
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from genrobust.cli import build_parser, main
 from genrobust.pipeline import classifiers, notebooks
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, notebook_profile, resolve_profile
 from genrobust.store import executors
+from genrobust.store.io import write_json
 from genrobust.training.loop import default_device
-from genrobust.core.config import ConfigError, apply_overrides, get_profile
+from genrobust.core.config import ConfigError, SlurmConfig, apply_overrides, get_profile
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.synthetic_train_per_class": 48, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
         "train.batch_size": 32, "train.epochs": 1, "train.classes": (0, 1), "softmax.epochs": 1,
         "softmax.batch_size": 32, "softmax.width": 0.5}
@@ -47,20 +53,24 @@ def test_fused_training_path_is_one_job(tmp_runs, monkeypatch):
 
 def test_failed_job_is_reported(tmp_runs):
     p = apply_overrides(get_profile("smoke"), {**TINY, "train.batch_size": 512, "train.classes": (0,)})
-    with pytest.raises(executors.RunError, match="job 0 failed"):
+    with pytest.raises(executors.RunError, match=r"job 0 \(local job \d+\) failed: .*Error"):
         classifiers.train_all(p, executor="local", workers=1, progress=False)
 
 
 def test_slurm_parameters_build_a_valid_submission(tmp_path):
-    params = executors.slurm_parameters(partition="gpu", gpus=1, time_min=600, cpus=8, mem_gb=32)
+    cfg = SlurmConfig(partition="gpu", gpus=1, time_min=600, cpus=8, mem_gb=32)
+    params = executors.slurm_parameters(cfg)
     text = executors.sbatch_script(params, tmp_path)
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=600",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --job-name=genrobust", "#SBATCH --mem=32GB"):
         assert line in text, line
     with pytest.raises(ConfigError, match="unknown parameter"):
         executors.sbatch_script({**params, "slurm_gpus_per_nod": 2}, tmp_path)
-    with pytest.raises(ConfigError):
-        executors.slurm_parameters(gpus=-1)
+    with pytest.raises(ConfigError, match="slurm.gpus"):
+        SlurmConfig(gpus=-1)
+    # the default fits a small node: no GPU (no gres asked at all), 1 CPU, 2 GB
+    small = executors.sbatch_script(executors.slurm_parameters(get_profile("smoke").slurm), tmp_path)
+    assert "gpus" not in small and "#SBATCH --cpus-per-task=1" in small and "#SBATCH --mem=2GB" in small
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
@@ -129,3 +139,94 @@ def test_notebook_command_prints_only_what_the_user_needs(tmp_runs):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(tmp_runs / "out" / "06_report.ipynb")
     assert "WARNING" not in r.stderr and "TCP" not in r.stderr, r.stderr
+
+
+def test_a_failed_job_does_not_stop_the_others_and_a_rerun_redoes_only_it(tmp_runs):
+    """The softmax job fails (a checkpoint to import that does not exist); the d_0 job still finishes; the rerun
+    submits one job."""
+    tiny = {**TINY, "train.classes": (0,)}
+    bad = apply_overrides(get_profile("smoke"), {**tiny, "softmax.checkpoint": str(tmp_runs / "missing.pt")})
+    with pytest.raises(executors.RunError, match=r"1 of 2 job\(s\) failed, the others finished.*job 0 \(local job"):
+        classifiers.train_all(bad, softmax=True, executor="local", workers=2, progress=False)
+    assert classifiers.binary_result(bad, 0) is not None
+    submitted = lambda: len(list((tmp_runs / "runs" / "jobs").glob("*_submitted.pkl")))  # noqa: E731
+    assert submitted() == 2
+    classifiers.train_all(apply_overrides(get_profile("smoke"), tiny), softmax=True, executor="local", workers=2,
+                          progress=False)
+    assert submitted() == 3  # only the failed job ran again
+
+
+def test_train_command_trains_the_softmax_baseline_that_notebook_01_finds(tmp_runs, capsys):
+    args = ["train", "--profile", "smoke", "--executor", "inline", "--classes", "0"]
+    for key, value in TINY.items():
+        args += ["-p", key, str(value)] if key != "train.classes" else []
+    assert main(args) == 0, capsys.readouterr().err
+    p = resolve_profile("smoke", {**TINY, "classes": (0,)})
+    soft = classifiers.softmax_result(p)
+    assert soft is not None and f"softmax: best epoch 1 -> {soft['checkpoint']}" in capsys.readouterr().out
+    # notebook 01's call finds it (and d_0) instead of training them again
+    rows, found = classifiers.train_all(p, softmax=True, executor="inline", progress=False)
+    assert found == soft and rows[0]["k"] == 0
+
+
+SINFO_SMALL = "vm|2|3900|(null)|debug*|infinite\n"  # sinfo -h -N -o SINFO_FORMAT of a 2-CPU, 3.9 GB node
+SINFO_GPU = "g1|32|256000|gpu:a100:4(S:0-1)|gpu|3-00:00:00\ng1|32|256000|gpu:a100:4(S:0-1)|debug*|1:00:00\n"
+
+
+def test_a_request_the_cluster_cannot_satisfy_is_refused_in_one_line():
+    executors.check_fits(SlurmConfig(), SINFO_SMALL)  # the defaults fit a small node
+    executors.check_fits(get_profile("paper").slurm, SINFO_GPU.replace("debug*", "debug").replace("|gpu|", "|gpu*|"))
+    for cfg, option in ((SlurmConfig(mem_gb=32), "--mem"), (SlurmConfig(cpus=8), "--cpus"),
+                        (SlurmConfig(gpus=1), "--gpus")):
+        with pytest.raises(ConfigError, match=f"no node in partition 'debug' .* lower {option} ") as e:
+            executors.check_fits(cfg, SINFO_SMALL)
+        assert "\n" not in str(e.value) and "nothing was submitted" in str(e.value)
+    with pytest.raises(ConfigError, match="allows at most 60 min per job"):  # the default partition's limit
+        executors.check_fits(SlurmConfig(gpus=1, time_min=120), SINFO_GPU)
+    executors.check_fits(SlurmConfig(gpus=4, partition="gpu", time_min=4320), SINFO_GPU)
+    with pytest.raises(ConfigError, match="no partition 'a100'"):
+        executors.check_fits(SlurmConfig(partition="a100"), SINFO_GPU)
+
+
+def test_cli_resource_options_override_the_profile(tmp_runs, capsys):
+    assert main(["train", "--profile", "smoke", "--executor", "slurm", "--mem", "0.5", "--cpus", "2", "--time", "15",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for line in ("#SBATCH --mem=512MB", "#SBATCH --cpus-per-task=2", "#SBATCH --time=15"):
+        assert line in out, line
+
+
+def test_a_live_in_flight_record_is_not_submitted_twice(tmp_runs):
+    """A run directory whose record names a local job that is still alive is refused; a stale record is not."""
+    run_dir = tmp_runs / "runs" / "binary" / "abc"
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])  # a job's argv
+    cmdline = Path(f"/proc/{job.pid}/cmdline")
+    while b"submitit" not in cmdline.read_bytes():  # between fork and exec it still shows pytest's
+        time.sleep(0.01)
+    try:
+        write_json(run_dir / executors.INFLIGHT, {"executor": "local", "job_id": str(job.pid),
+                                                            "host": socket.gethostname(), "log": "x.err"})
+        with pytest.raises(executors.RunError, match=r"abc has a job in flight \(local job"):
+            executors.in_flight([[run_dir]], "local")
+    finally:
+        job.kill()
+        job.wait()
+    assert executors.in_flight([[run_dir]], "local") == {}  # its job ended: stale, overwritten at submission
+
+
+RESOURCE_OPTIONS = ("--partition", "--gpus", "--cpus", "--mem", "--time")
+
+
+def cluster_doc_gaps(text: str) -> list[str]:
+    """What docs/cluster.md must say (issue 42) and ``text`` does not: the accounting requirement, the local
+    cluster's script, every resource option the train command has, and what each injected fault does."""
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    options = {o for a in train._actions for o in a.option_strings}
+    needed = ["sacct", "slurmdbd", "tools/slurm_local.sh", "lost_after_s", "inflight.json", "scancel", "kill -9",
+              "SIGTERM", "nothing was submitted", *RESOURCE_OPTIONS]
+    return [n for n in needed if n not in text] + [o for o in RESOURCE_OPTIONS if o not in options]
+
+
+def test_cluster_doc_says_accounting_resources_and_faults():
+    assert cluster_doc_gaps((ROOT / "docs" / "cluster.md").read_text()) == []
+    assert "sacct" in cluster_doc_gaps("--partition --gpus --cpus --time: a doc without the rest")  # control

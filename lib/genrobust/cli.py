@@ -3,7 +3,7 @@
     genrobust reproduce --profile cpu            # all notebooks -> results/cpu/, skipping finished ones
     genrobust notebook 01_training --profile smoke -p epochs 3
     genrobust train --profile cpu --executor local --workers 2
-    genrobust train --profile paper --executor slurm --partition gpu --gpus 1 --time 4320
+    genrobust train --profile paper --executor slurm --partition gpu --gpus 1 --mem 32 --time 4320
     genrobust evaluate --profile cpu             # notebook 03's attack units as jobs, without the notebook
     genrobust evaluate --profile cpu --checkpoint my_model.pt   # any checkpoint load_classifier reads
     genrobust evaluate --profile cpu --model mypackage.models:build   # your own nn.Module ([0, 1] -> 10 logits)
@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--force", action="store_true")
     n.add_argument("--out-dir", default=None)
     n.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
-    t = sub.add_parser("train", help="train the binary models (and nothing else) as jobs")
+    t = sub.add_parser("train", help="train the binary models and the softmax baseline (one more job) as jobs")
     t.add_argument("--classes", default=None, help="comma-separated class indices")
+    t.add_argument("--no-softmax", action="store_true", help="train the binary models only")
     ev = sub.add_parser("evaluate", help="notebook 03's attack units (resumable) as jobs; prints the accuracies")
     ev.add_argument("--checkpoint", action="append", default=None, metavar="PATH",
                     help="evaluate this checkpoint (any file genrobust.load_classifier reads) instead of the "
@@ -126,10 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--profile", default="cpu")
         cmd.add_argument("--executor", default=None, choices=("inline", "local", "slurm"))
         cmd.add_argument("--workers", type=int, default=None)
-        cmd.add_argument("--partition", default=None)
-        cmd.add_argument("--gpus", type=int, default=1)
-        cmd.add_argument("--cpus", type=int, default=8)
-        cmd.add_argument("--time", type=int, default=4320, help="minutes per job")
+        # SLURM resources per job: each overrides the profile's slurm.* setting (None: the profile's)
+        cmd.add_argument("--partition", default=None, help="SLURM partition (default: slurm.partition, else the "
+                                                          "cluster's default)")
+        cmd.add_argument("--gpus", type=int, default=None, help="GPUs per SLURM job (default: slurm.gpus)")
+        cmd.add_argument("--cpus", type=int, default=None, help="CPUs per SLURM job (default: slurm.cpus)")
+        cmd.add_argument("--mem", type=float, default=None, help="GB per SLURM job (default: slurm.mem_gb)")
+        cmd.add_argument("--time", type=int, default=None, help="minutes per SLURM job (default: slurm.time_min)")
         cmd.add_argument("--dry-run", action="store_true",
                          help="with --executor slurm: print the sbatch script and stop")
         cmd.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
@@ -175,16 +179,24 @@ def main(argv=None) -> int:
             params = _parse_params(args.p)
             if args.cmd == "train" and args.classes:
                 params["classes"] = tuple(int(c) for c in args.classes.split(","))
+            params.update({f"slurm.{key}": value for key, value in (
+                ("partition", args.partition), ("gpus", args.gpus), ("cpus", args.cpus), ("mem_gb", args.mem),
+                ("time_min", args.time)) if value is not None})
             keys = TRAIN_PARAMETERS if args.cmd == "train" else {**NOTEBOOK_PARAMETERS["03_accuracy"], **EXECUTION}
             profile = resolve_profile(args.profile, params, keys)
             configure_threads(profile)
-            slurm = slurm_parameters(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time)
+            slurm = profile.slurm
             if args.dry_run:
-                print(sbatch_script(slurm, runs_dir() / "jobs"))
+                print(sbatch_script(slurm_parameters(slurm), runs_dir() / "jobs"))
                 return 0
             if args.cmd == "train":
-                for row in train_all(profile, executor=args.executor, workers=args.workers, slurm=slurm):
+                out = train_all(profile, softmax=not args.no_softmax, executor=args.executor, workers=args.workers,
+                                slurm=slurm)
+                rows, soft = out if not args.no_softmax else (out, None)
+                for row in rows:
                     print(f"d_{row['k']}: best epoch {row['best_epoch']} -> {row['checkpoint']}")
+                if soft is not None:
+                    print(f"softmax: best epoch {soft['best_epoch']} -> {soft['checkpoint']}")
             else:
                 _evaluate(profile, args, slurm)
     except (ConfigError, RunError, ValueError, FileNotFoundError, RuntimeError) as e:

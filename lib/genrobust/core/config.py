@@ -21,7 +21,7 @@ from .registry import BUDGETS, CLASSIFIER_KINDS, STRONG_ATTACKS, strong_attacks
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "SoftmaxConfig", "CalibConfig", "EvalConfig",
-    "GenConfig", "AblationConfig", "Profile", "PROFILES", "get_profile", "apply_overrides", "to_dict",
+    "GenConfig", "AblationConfig", "SlurmConfig", "Profile", "PROFILES", "get_profile", "apply_overrides", "to_dict",
     "from_dict", "config_hash",
 ]
 
@@ -419,6 +419,21 @@ class AblationConfig(_Config):
 
 
 @dataclass(frozen=True)
+class SlurmConfig(_Config):
+    """Resources of one job on SLURM (executor 'slurm'); ``genrobust train/evaluate`` options --partition, --gpus,
+    --cpus, --mem and --time override them. The defaults fit a small node (1 CPU, 2 GB, no GPU); before anything is
+    submitted, ``sinfo`` is asked whether some node can satisfy them (genrobust.store.executors.check_fits). Not part
+    of any run's key."""
+    partition: Optional[str] = _f(None, doc="None: the cluster's default partition")
+    gpus: int = _f(0, lo=0, doc="GPUs per job")
+    cpus: int = _f(1, lo=1, doc="CPUs per job")
+    mem_gb: float = _f(2.0, lo=0.0, lo_open=True, doc="memory per job, GB")
+    time_min: int = _f(60, lo=1, doc="wall-time limit per job, minutes")
+    lost_after_s: float = _f(120.0, lo=0.0, doc="a job that left the queue without a result, or whose state "
+                                                "cannot be read, for this long is reported lost (naming its log)")
+
+
+@dataclass(frozen=True)
 class Profile(_Config):
     name: str = _f("custom")
     description: str = _f("")
@@ -431,6 +446,7 @@ class Profile(_Config):
     gen: GenConfig = field(default_factory=GenConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     executor: str = _f("local", choices=("local", "slurm", "inline"))
     workers: int = _f(1, lo=1, doc="parallel jobs of the local executor")
     num_threads: Optional[int] = _f(None, lo=1, doc="torch threads per job (None: torch default)")
@@ -443,7 +459,7 @@ class Profile(_Config):
                                          "models too large for git)")
 
 
-SECTIONS = ("data", "model", "train", "softmax", "calib", "eval", "gen", "ablation", "engine")
+SECTIONS = ("data", "model", "train", "softmax", "calib", "eval", "gen", "ablation", "engine", "slurm")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Named profiles. 'paper' holds Section 3.1's values; the others say how and why they differ.
@@ -466,6 +482,8 @@ PAPER = Profile(
     # so they (and the test anchor) use the whole test set, 10,000 (the paper does not say what it used)
     gen=GenConfig(n_samples=50000, n_counterfactuals=10000, n_reference=None),
     ablation=AblationConfig(),
+    # one GPU job per class model: a d_k trains for days (the softmax ResNet50 longest)
+    slurm=SlurmConfig(gpus=1, cpus=8, mem_gb=32, time_min=4320),
     workers=1,
 )
 
@@ -611,7 +629,7 @@ def from_dict(d: dict) -> Profile:
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "softmax": SoftmaxConfig,
                   "calib": CalibConfig, "eval": EvalConfig, "gen": GenConfig, "ablation": AblationConfig,
-                  "engine": EngineConfig}
+                  "engine": EngineConfig, "slurm": SlurmConfig}
 
 
 def replace(cfg, **changes):

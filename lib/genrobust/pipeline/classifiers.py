@@ -9,14 +9,15 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import Profile, from_dict, to_dict
+from ..core.config import Profile, SlurmConfig, from_dict, to_dict
 from ..measure.accuracy import eps_values, worst_case
 from ..store.checkpoints import load_classifier
 from ..store.executors import RunError, call, configure_threads, run_jobs
 from ..store.paths import runs_dir
 from ..store.provenance import provenance
 from ..store.released import release_models, released_paths
-from ..store.runs import binary_result, classifier_path, softmax_result
+from ..store.runs import (binary_result, binary_run_config, classifier_path, run_dir_for, softmax_result,
+                          softmax_run_config)
 from ..training.binary import train_binaries_fused, train_binary
 from ..training.calibrate import calibrate
 from ..training.fused import choose_training_path
@@ -59,20 +60,28 @@ def _softmax_job(profile_dict: dict) -> dict:
 
 
 def train_all(profile: Profile, *, softmax: bool = False, executor: str | None = None,
-              workers: int | None = None, slurm: dict | None = None, progress: bool = True):
+              workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True):
     """Train the binary models of profile.train.classes (and, with softmax=True, the softmax baseline) as
-    independent jobs, train-if-missing. Returns the binary results (and the softmax result if asked)."""
-    jobs = []
+    independent jobs, train-if-missing. On SLURM each job gets ``slurm`` (default: profile.slurm). A job still in
+    flight from an earlier driver is adopted, not resubmitted (genrobust.store.executors.run_jobs); one that
+    fails does not stop the others: they finish, then RunError names it. Returns the binary results (and the
+    softmax result if asked)."""
+    jobs, claims = [], []
     if softmax and softmax_result(profile) is None:
         jobs.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
+        claims.append([run_dir_for(softmax_run_config(profile))])
     missing = [k for k in profile.train.classes if binary_result(profile, k) is None]
+    dirs = {k: run_dir_for(binary_run_config(profile, k)) for k in missing}
     if training_path(profile) == "fused" and len(missing) > 1:
         jobs.append((_fused_job, (to_dict(profile), missing)))  # one job (one device) trains them together
+        claims.append([dirs[k] for k in missing])
     else:
         jobs += [(_binary_job, (to_dict(profile), k)) for k in missing]
+        claims += [[dirs[k]] for k in missing]
     if jobs:
         run_jobs(call, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
-                 slurm=slurm, desc=f"training ({len(jobs)} jobs)", progress=progress)
+                 slurm=slurm or profile.slurm, desc=f"training ({len(jobs)} jobs)", progress=progress,
+                 claims=claims)
     out = []
     for k in profile.train.classes:
         res = binary_result(profile, k)

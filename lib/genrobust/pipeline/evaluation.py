@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import EvalConfig, Profile, from_dict, to_dict
+from ..core.config import EvalConfig, Profile, SlurmConfig, from_dict, to_dict
 from ..core.registry import attack_spec
 from ..data.splits import Prepared, prepare_data
 from ..measure.accuracy import (AttackRun, UnitContext, attack_unit, evaluate_classifier, evaluation_set, plan_runs,
@@ -155,7 +155,7 @@ def _eval_units_job(profile_dict: dict, kind: str, checkpoint: str, units: list[
 
 
 def run_missing(profile: Profile, plans: dict[str, ClassifierPlan], *, executor: str | None = None,
-                workers: int | None = None, slurm: dict | None = None, progress: bool = True) -> int:
+                workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True) -> int:
     """Run every missing unit as jobs of at most eval.units_per_job units of one classifier (largest first).
     Returns the number of jobs."""
     jobs = []
@@ -168,12 +168,12 @@ def run_missing(profile: Profile, plans: dict[str, ClassifierPlan], *, executor:
             jobs.append((to_dict(profile), kind, p.checkpoint, group))
     if jobs:
         run_jobs(_eval_units_job, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
-                 slurm=slurm, desc=f"attack units ({len(jobs)} jobs)", progress=progress)
+                 slurm=slurm or profile.slurm, desc=f"attack units ({len(jobs)} jobs)", progress=progress)
     return len(jobs)
 
 
 def evaluate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
-             workers: int | None = None, slurm: dict | None = None, progress: bool = True,
+             workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True,
              echo=print) -> dict[str, dict]:
     """{kind: evaluation record} of every checkpoint in ``paths`` ({kind: path}), from units: plan, say what
     remains and what it costs (``echo``), run the missing units as jobs, assemble."""

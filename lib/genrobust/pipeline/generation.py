@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..core.config import Profile, from_dict, to_dict
+from ..core.config import Profile, SlurmConfig, from_dict, to_dict
 from ..core.fold import folded_copy
 from ..data.splits import Prepared, prepare_data
 from ..measure import fid as gfid
@@ -93,7 +93,7 @@ def _generation_job(profile_dict: dict, name: str, checkpoint: str, kind: str,
 
 
 def run_missing(profile: Profile, paths: dict[str, str], plan, *, executor: str | None = None,
-                workers: int | None = None, slurm: dict | None = None, progress: bool = True) -> int:
+                workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True) -> int:
     """The missing units as jobs of at most gen.units_per_job batches of one classifier and kind. Returns the
     number of jobs."""
     groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -106,12 +106,12 @@ def run_missing(profile: Profile, paths: dict[str, str], plan, *, executor: str 
                  for i in range(0, len(ranges), size)]
     if jobs:
         run_jobs(_generation_job, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
-                 slurm=slurm, desc=f"generation units ({len(jobs)} jobs)", progress=progress)
+                 slurm=slurm or profile.slurm, desc=f"generation units ({len(jobs)} jobs)", progress=progress)
     return len(jobs)
 
 
 def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
-             workers: int | None = None, slurm: dict | None = None, echo=print, progress: bool = True) -> Generated:
+             workers: int | None = None, slurm: SlurmConfig | None = None, echo=print, progress: bool = True) -> Generated:
     """Seeds, samples and counterfactuals of the classifiers in ``paths`` ({name: checkpoint}), as units: first
     what is done, what remains and its estimated cost (``echo``), then the missing batches as jobs through the
     profile's executor, then the assembly (nothing recomputed)."""

@@ -53,6 +53,7 @@ EXECUTION_ONLY = frozenset({
     "name", "description", "executor", "workers", "num_threads", "train.channels_last", "softmax.channels_last",
     "eval.channels_last", "eval.batch_size", "gen.batch_size", "gen.fid_channels_last", "gen.fid_fold_bn",
     "gen.fid_batch_size", "gen.cache_features", "gen.n_show", "softmax.checkpoint",
+    *(f"slurm.{k}" for k in ("partition", "gpus", "cpus", "mem_gb", "time_min", "lost_after_s")),
 })
 # Which recorded settings matter for which row (compared with the paper profile; only differing ones are shown).
 MODEL_KEYS = {
