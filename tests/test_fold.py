@@ -200,8 +200,47 @@ def _recording_attack(monkeypatch, make_target):
     return record
 
 
-def test_training_objectives_attack_the_folded_view():
-    assert objectives.fold_for_attack is fold.fold_for_attack  # production: the inner attack runs folded
+def _attacked_models(monkeypatch, objective):
+    """The models that the training objectives' inner attacks (Eq. 3 / Eq. 9's pgd_score, softmax AT's
+    pgd_untargeted) receive in one loss computation each, as production code calls them."""
+    seen = []
+
+    def spy(real):
+        def attack(model, *args, **kw):
+            seen.append(model)
+            return real(model, *args, **kw)
+        return attack
+    monkeypatch.setattr(objectives, "pgd_score", spy(attacks.pgd_score))
+    monkeypatch.setattr(objectives, "pgd_untargeted", spy(attacks.pgd_untargeted))
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 4, 3, 32, 32, generator=g)
+    objectives.binary_loss(_model("resnet18", torch.float32, 1), x, x.flip(1), _cfg(objective, steps=1), g)
+    objectives.softmax_pgd_at_loss(_model("resnet18", torch.float32, 10), x[0], torch.arange(4),
+                                   _cfg(steps=1), g)
+    return seen
+
+
+def _unfolded(models) -> list[str]:
+    """Why each attacked model is not a folded eval-mode view (empty when all are)."""
+    return [f"{type(m).__name__}: " + ("has BatchNorm" if any(isinstance(b, nn.BatchNorm2d) for b in m.modules())
+                                        else "in train mode" if m.training else "trainable weights")
+            for m in models if any(isinstance(b, nn.BatchNorm2d) for b in m.modules()) or m.training
+            or any(p.requires_grad for p in m.parameters())]
+
+
+@pytest.mark.parametrize("objective", ["out", "combined"])
+def test_training_objectives_attack_the_folded_view(monkeypatch, objective):
+    """Production path: every inner attack of Eq. 3 / Eq. 9 and of softmax AT runs on a BN-folded, eval-mode,
+    frozen view of the model, never on the trained model itself (whose BN is live)."""
+    seen = _attacked_models(monkeypatch, objective)
+    assert len(seen) == (3 if objective == "combined" else 2)
+    assert _unfolded(seen) == []
+
+
+def test_unfolded_inner_attack_is_detected(monkeypatch):
+    """Negative control: with folding replaced by the model itself in eval mode, the check names every attack."""
+    monkeypatch.setattr(objectives, "fold_for_attack", lambda m: m)
+    assert _unfolded(_attacked_models(monkeypatch, "out")) == ["ResNet: has BatchNorm"] * 2
 
 
 def _train(model, step, steps, monkeypatch, make_target):

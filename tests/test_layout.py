@@ -190,3 +190,14 @@ def test_layout_map_check_catches_a_missing_module():
     # negative control: the map without its line for core/attacks.py must report exactly that module
     text = "\n".join(l for l in LAYOUT_MAP.read_text().splitlines() if not l.lstrip().startswith("attacks.py"))
     assert unmapped_modules(text) == ["core/attacks.py"]
+
+
+def test_layout_map_lists_every_profile():
+    """The map's line for config.py names each profile of core.config.PROFILES (read from its source, so a new
+    profile must be added to the map)."""
+    table = re.search(r"^PROFILES = .*\((.*)\)\}", (PKG / "core" / "config.py").read_text(), re.M).group(1)
+    profiles = [name.strip().lower() for name in table.split(",")]
+    assert "gpu" in profiles and len(profiles) >= 4
+    from_map = re.search(r"config\.py(.*?)\n    \w+\.py", LAYOUT_MAP.read_text(), re.S).group(1)
+    missing = [name for name in profiles if not re.search(rf"\b{name}\b", from_map)]
+    assert not missing, f"docs/layout.md's config.py line does not list the profile(s): {', '.join(missing)}"
