@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..core import paper
-from ..measure.claims import Verdict, claim_decision
+from ..measure.claims import Verdict, claim_decision, claim_info
 from ..store.io import ResultsError, write_text
 from .metrics_files import Source, load_sources
 from .report import CHANGES_NAME, claims_section, stored_verdicts
@@ -52,7 +52,7 @@ def _notebook_claims(src: Source) -> list[ClaimVerdicts]:
     for claim in dict.fromkeys(v.claim for v in verdicts):
         mine = tuple(v for v in verdicts if v.claim == claim)
         decision, why = claim_decision(mine)
-        out.append(ClaimVerdicts(paper.CLAIMS[claim][0], claim, paper.CLAIMS[claim][1], decision, why, mine,
+        out.append(ClaimVerdicts(*claim_info(claim)[:1], claim, claim_info(claim)[1], decision, why, mine,
                                  "verdicts" in src.record, src.notebook, src.commit, _models(src)))
     return out
 

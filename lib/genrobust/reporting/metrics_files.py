@@ -17,7 +17,7 @@ from ..core.config import config_hash
 from ..core.version import __version__
 from ..measure.ablate import base_profile, record_for_json, regime_note
 from ..measure.accuracy import eps_values, paired_tests, worst_case
-from ..measure.claims import accuracy_verdicts, generation_verdicts
+from ..measure.claims import ONE_RUN, accuracy_verdicts, generation_verdicts, scale_label
 from ..measure.record import records as eval_records
 from ..store.checkpoints import weights_digest
 from ..store.io import ResultsError, read_json, write_json
@@ -40,10 +40,11 @@ NOT_RUN = "not run yet"
 # Writers (one per notebook)
 # The layout of the metrics files. 1: the files before versions were recorded (read as 1 when absent); 2: adds
 # schema_version and names 05's per-job cost-model seconds runtime.estimated_jobs; 3: stored verdicts
-# (genrobust.measure.claims) in 03 and 04 ('verdicts') and 05 ('claims'), no prose conclusion in 04. A reader
-# refuses a newer one; for 1-2 the report computes verdicts from the stored data by the same rule.
-SCHEMA_VERSION = 3
-KNOWN_SCHEMAS = (1, 2, 3)
+# (genrobust.measure.claims) in 03 and 04 ('verdicts') and 05 ('claims'), no prose conclusion in 04; 4: 04's
+# 'paired' holds the half-subsampling replicates of each FID difference (issue 39), the evidence its verdicts are
+# re-derived from. A reader refuses a newer one; for 1-2 the report computes verdicts from the stored data.
+SCHEMA_VERSION = 4
+KNOWN_SCHEMAS = (1, 2, 3, 4)
 
 
 def _write(cfg, notebook: str, rec: dict) -> str:
@@ -111,7 +112,8 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "tab1": tab1(records).reset_index().to_dict(orient="records"),
         "paired": paired_tests(records),
         # the verdicts on Tab. 1, Fig. 1 and the protocol gap (genrobust.measure.claims): stored, rendered elsewhere
-        "verdicts": [v.to_dict() for v in accuracy_verdicts(eval_records(records))],
+        "verdicts": [v.to_dict() for v in accuracy_verdicts(eval_records(records), gap_tolerance=cfg.eval.aa_gap,
+                                                            scale=scale_label(cfg.name, ONE_RUN))],
         "checks": checks,
         "paper": {"tab1": paper.TAB1},
         "checkpoints": _checkpoint_digests(checkpoints),
@@ -155,7 +157,8 @@ def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float, checkp
     ``checkpoints``: {kind: path} of the classifiers that generated, recorded with their weights digests."""
     out = dict(rec)
     out["checkpoints"] = _checkpoint_digests(checkpoints)
-    out["verdicts"] = [v.to_dict() for v in generation_verdicts(rec.get("paired", []))]
+    out["verdicts"] = [v.to_dict() for v in generation_verdicts(rec.get("paired", []), scale_label(cfg.name, ONE_RUN),
+                                                                chained=bool(rec.get("chained")))]
     out["paper"] = {"source": paper.TAB2["source"],
                     "cells": [{"steps": s, "step_size": a, "classifier": clf, "kind": kind, "fid": v}
                               for (s, a), per in ((k, v) for k, v in paper.TAB2.items() if k != "source")

@@ -335,7 +335,8 @@ def tab2_section(sources: dict[str, Source], directory: Path) -> Section:
                      "ours KID x1e3": kid_text(a) if a.get("kid") is not None else None, "N": a["n"],
                      "reference N": a["n_reference"], "comparable with": a.get("comparable"),
                      SETTING: setting_text(src.data_source, src.config, GEN_KEYS), "source": src.cite()})
-    notes = [f"Paper: {paper.TAB2['source']} (N = 50,000 against the full training set; lower is better)."]
+    notes = [f"Paper: {paper.TAB2['source']} (FID 'between the training samples and the generated samples', "
+             "Sec. 3.3.2; the paper states no N; lower is better)."]
     if src.ok:
         verdicts, how = stored_verdicts(src)
         notes.append("The last row, FID of unmodified test images against the same reference, is our scale for "

@@ -15,7 +15,7 @@ from ..core.registry import ATTACK_LABELS
 from ..data.base import CLASSES
 from ..measure.ablate import regime_note
 from ..measure.accuracy import accuracy_rows, paired_tests, worst_case
-from ..measure.claims import Verdict, claim_decision
+from ..measure.claims import Verdict, claim_decision, claim_info
 from ..measure.record import EvalRecord
 
 
@@ -159,7 +159,7 @@ def verdicts_markdown(verdicts: list) -> str:
     parts = []
     for claim in dict.fromkeys(v.claim for v in vs):
         mine = [v for v in vs if v.claim == claim]
-        source, text, _ = paper.CLAIMS[claim]
+        source, text = claim_info(claim)
         decision, why = claim_decision(mine)
         parts.append(f"**{source}: {text}.** Ours: **{decision}** ({why}).")
         parts.extend(f"- {v.render()}" for v in mine)
@@ -224,7 +224,7 @@ def generation_conclusion(rec: dict, verdicts: list) -> str:
     pairs = sorted({(k, s, a) for k, s, a, _ in by if (k, s, a, "generative") in by and (k, s, a, "softmax") in by})
     n_text = (f"N = {rec['n_samples']:,} images per cell" if rec["n_samples"] == rec["n_counterfactuals"] else
               f"N = {rec['n_samples']:,} samples / {rec['n_counterfactuals']:,} counterfactuals per cell")
-    lines = [f"At {n_text} against {rec['n_reference']:,} reference training images (the paper: N = 50,000):",
+    lines = [f"At {n_text} against {rec['n_reference']:,} reference training images (the paper states no N):",
              verdicts_markdown(verdicts) if verdicts else "No cell has both classifiers: Tab. 2's claim is not tested."]
     kids = [(k, st, a, by[(k, st, a, "generative")].get("kid"), by[(k, st, a, "softmax")].get("kid"))
             for k, st, a in pairs]
