@@ -1,4 +1,5 @@
-"""results/cpu says what issue 28 asks of it: every results file from one clean commit, notebook 03's worst case on
+"""results/cpu says what issues 28 and 39 ask of it: each notebook's files from one clean commit, verdicts.json
+equal to the verdicts re-derived from the committed metrics files alone, notebook 03's worst case on
 at least 250 images at eps 0.25, 0.5 and 1.0 over n_test 1,000, 05's ablations over at least 5 training seeds,
 every verdict a stored one, and the committed models the ones the results files evaluated (their digests, read
 from the files themselves). The checker runs on the committed directory and, with one thing broken at a time, on
@@ -16,7 +17,8 @@ from genrobust.core.config import get_profile
 from genrobust.data import prepare_data
 from genrobust.measure.accuracy import evaluation_set
 from genrobust.measure.record import records
-from genrobust.reporting.changes import claim_verdicts
+from genrobust.reporting.metrics_files import VERDICTS_NAME, judge_evidence
+from genrobust.reporting.report import claim_verdicts
 from genrobust.store.checkpoints import load_classifier, weights_digest
 from genrobust.store.io import ResultsError
 from genrobust.store.released import released_paths
@@ -37,22 +39,29 @@ def _json(path: Path) -> dict:
 
 
 def problems(results: Path) -> list[str]:
-    """What results/cpu lacks, one line each (empty: it holds what issue 28 asks)."""
+    """What results/cpu lacks, one line each (empty: it holds what issues 28 and 39 ask)."""
     out, commits = [], {}
     for name in NOTEBOOKS:
+        mine = {}
         for path in ([results / f"{name}.json"] if name in METRICS else []) + [results / f".{name}.done.json"]:
             if not path.is_file():
                 out.append(f"{path.name} missing")
                 continue
-            commits[path.name] = _json(path)["provenance"]["git_commit"]
+            commits[path.name] = mine[path.name] = _json(path)["provenance"]["git_commit"]
+        if len(set(mine.values())) > 1:  # a notebook's metrics file and its marker come from one run
+            out.append(f"{name}'s files name several commits: {sorted(set(mine.values()))}")
         if not (results / f"{name}.ipynb").is_file():
             out.append(f"{name}.ipynb missing")
-    if len(set(commits.values())) > 1:
-        out.append(f"files name several commits: {sorted(set(commits.values()))}")
+    verdicts = results / VERDICTS_NAME
+    if not verdicts.is_file():
+        out.append(f"{VERDICTS_NAME} missing (genrobust report --profile cpu)")
+    else:
+        commits[VERDICTS_NAME] = _json(verdicts)["provenance"]["git_commit"]
     out += [f"{f} names commit {c}, not a clean one" for f, c in commits.items()
             if c.endswith("-dirty") or c == "unknown"]
     if out:
         return out
+    out += verdict_problems(results)
 
     ev = _json(results / "03_accuracy.json")["provenance"]["config"]["eval"]
     if ev["n_test"] < MIN_N_TEST or ev["n_strong"] < MIN_N_STRONG:
@@ -90,6 +99,21 @@ def problems(results: Path) -> list[str]:
     return out
 
 
+def verdict_problems(results: Path) -> list[str]:
+    """verdicts.json against the verdicts re-derived from the metrics files alone (judge_evidence: 03's per-example
+    flags, 04's subsampling replicates, 05's per-seed AUROCs), and every notebook judged (issue 39)."""
+    stored = _json(results / VERDICTS_NAME)["notebooks"]
+    again = json.loads(json.dumps(judge_evidence(results)))   # as stored: through JSON
+    out = []
+    for nb, entry in again.items():
+        if "not_judged" in entry:
+            out.append(f"{nb}: not re-judged ({entry['not_judged']})")
+        if stored.get(nb) != entry:
+            out.append(f"{VERDICTS_NAME}: {nb}'s verdicts differ from those re-derived from {nb}.json; run "
+                       "`genrobust report --profile cpu`")
+    return out
+
+
 def test_committed_results_cpu_hold_what_was_asked():
     assert problems(RESULTS) == []
 
@@ -122,6 +146,11 @@ def _retrain(path: Path) -> None:
     (".04_generation_fid.done.json", lambda r: r["provenance"].update(git_commit="2a67efc"), "several commits"),
     ("03_accuracy.json", lambda r: r["provenance"].update(git_commit=r["provenance"]["git_commit"] + "-dirty"),
      "several commits"),
+    (VERDICTS_NAME, lambda r: r["provenance"].update(git_commit="unknown"), "not a clean one"),
+    (VERDICTS_NAME, lambda r: r["notebooks"]["05_ablations"]["claims"]["fig8_combined"].update(verdict="supported"),
+     "05_ablations's verdicts differ"),
+    ("03_accuracy.json", lambda r: r["classifiers"]["softmax"]["clean"].update(n_robust=0), "03_accuracy's verdicts"),
+    ("05_ablations.json", lambda r: r["points"][0]["auroc"].__setitem__(1, 0.99), "05_ablations's verdicts differ"),
     ("03_accuracy.json", lambda r: r["provenance"]["config"]["eval"].update(n_strong=130), "n_strong 130"),
     ("03_accuracy.json", lambda r: r["provenance"]["config"]["eval"].update(strong_eps_more=[1.0]),
      "worst case not at all"),

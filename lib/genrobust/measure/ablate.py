@@ -405,7 +405,8 @@ def compare(records: list[dict], comp: Comparison) -> dict:
     v_lo = float(np.mean([r["auroc"][i] for r in lo for i in idx]))
     seed_diffs = [float(np.mean([h["auroc"][i] - l["auroc"][i] for i in idx])) for h, l in zip(hi, lo)]
     subject = seed_t_subject(seed_diffs, v_hi - v_lo, f"{METRICS[comp.metric]}: {comp.higher} vs {comp.lower}",
-                             {"higher": comp.higher, "lower": comp.lower, "n": hi[0]["n_pos"] + hi[0]["n_neg"],
+                             {"higher": comp.higher, "lower": comp.lower,
+                              "n": hi[0].get("n_pos", 0) + hi[0].get("n_neg", 0) or None,
                               "test_eps": [hi[0]["eps"][i] for i in idx]}, "AUROC")
     return {**base, "higher_value": v_hi, "lower_value": v_lo, "diff": v_hi - v_lo, "seed_diffs": seed_diffs,
             "seeds": len(seed_diffs), "test_eps": [hi[0]["eps"][i] for i in idx], "_subject": subject}

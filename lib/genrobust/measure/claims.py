@@ -137,8 +137,11 @@ class Verdict:
             tail = (f"; at this n only an effect of about {self.fmt(self.detectable).lstrip('+')} or more"
                     f"{' from the tolerance' if self.evidence.get('tolerance') is not None else ''} could be "
                     f"detected{at}")
+        seeds = self.evidence.get("seeds")
+        size = ("" if n is None else f", n = {n:,}") if not seeds else \
+            f", {seeds} seeds" + ("" if n is None else f" x {n:,} test images")
         return (f"{self.subject}: {self.decision_text()} ({self.unit} {self.fmt(self.effect)}{ci}{p}; "
-                f"{self.test}{'' if n is None else f', n = {n:,}'}{tail})" + (f". {self.note}" if self.note else ""))
+                f"{self.test}{size}{tail})" + (f". {self.note}" if self.note else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -288,7 +288,7 @@ def claims_table(claims: dict) -> pd.DataFrame:
                          "higher": round(r["higher_value"], 4) if "diff" in r else None,
                          "lower": round(r["lower_value"], 4) if "diff" in r else None,
                          "difference": round(r["diff"], 4) if "diff" in r else None,
-                         "95% CI": f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]" if "ci" in r else None,
+                         "95% CI": f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]" if r.get("ci") else None,
                          "per seed": ", ".join(f"{d:+.4f}" for d in r["seed_diffs"]) if "seed_diffs" in r else None,
                          "verdict": r["verdict"]})
     return pd.DataFrame(rows).set_index("claim")
@@ -298,8 +298,8 @@ def comparison_cell(r: dict) -> str:
     """One comparison of a claim, compactly, for a table cell of the report."""
     if "diff" not in r:
         return f"{r.get('higher')} vs {r.get('lower')}: {r.get('verdict')}"
-    return (f"{r['metric_name']}: {r['higher']} - {r['lower']} = {r['diff']:+.4f} "
-            f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] ({r['verdict']})")
+    ci = "" if r.get("ci") is None else f" [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]"
+    return f"{r['metric_name']}: {r['higher']} - {r['lower']} = {r['diff']:+.4f}{ci} ({r['verdict']})"
 
 
 def comparison_line(r: dict) -> str:
