@@ -11,7 +11,7 @@ from ..core import paper
 from ..store.io import ResultsError, read_json, write_text
 from ..store.paths import project_root, results_dir
 from .metrics_files import read_verdicts, schema_problem
-from .report import claim_verdicts
+from .report import claim_verdicts, second_look
 
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 F_START, F_END = "<!-- findings:start -->", "<!-- findings:end -->"
@@ -125,7 +125,7 @@ def findings_table(profile: str = "cpu", directory: Path | None = None) -> str:
         name = SHORT.get(c.claim, f"{c.source.replace('Figure', 'Fig.')}: {c.text}")
         verdict = f"**{c.decision}**" + (f" ({c.why})" if c.decision == "mixed" else "") + (
             f"; NOT re-judged: {c.notebook}'s stored verdict under the older rule" if judged and not c.rule_commit
-            else "")
+            else "") + ("; after a second look (n 130 -> 250)" if second_look(d.name, c.claim) else "")
         lines.append(f"| {name} | {_paper_says(c.claim)} | {_ours(c)} | {verdict} |")
     return "\n".join(lines + ["", f"At this scale: {'; '.join(scales) or d.name + ' profile'}. Long form (intervals, "
                                f"p, Holm, what each n could detect): [results/{d.name}/REPORT.md](results/{d.name}/"

@@ -218,7 +218,7 @@ def generation_checks(rec: dict) -> pd.DataFrame:
 
 
 def generation_conclusion(rec: dict, verdicts: list) -> str:
-    """Notebook 04's conclusion: the stored Tab. 2 verdicts (paired bootstrap per cell, Holm over the cells), then
+    """Notebook 04's conclusion: the stored Tab. 2 verdicts (paired half-subsampling per cell, Holm over the cells), then
     KID beside FID and the FID(test, train) anchor for scale."""
     by = {(c["kind"], c["steps"], c["step_size"], c["classifier"]): c for c in rec["cells"]}
     pairs = sorted({(k, s, a) for k, s, a, _ in by if (k, s, a, "generative") in by and (k, s, a, "softmax") in by})
