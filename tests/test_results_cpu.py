@@ -114,6 +114,24 @@ def verdict_problems(results: Path) -> list[str]:
     return out
 
 
+def test_every_stored_verdict_is_recomputed_from_the_committed_files():
+    """Issue 39: each verdict verdicts.json stores (and README, REPORT.md, CHANGES.md render) comes back, equal, from
+    the committed metrics files alone; 04's own stored verdicts (regenerated for issue 39) are the same ones."""
+    stored = _json(RESULTS / VERDICTS_NAME)["notebooks"]
+    again = json.loads(json.dumps(judge_evidence(RESULTS)))
+    assert again == stored
+    assert all("not_judged" not in e for e in again.values()), {nb: e.get("not_judged") for nb, e in again.items()}
+    assert again["04_generation_fid"]["verdicts"] == _json(RESULTS / "04_generation_fid.json")["verdicts"]
+
+
+def test_the_verdicts_doc_names_the_stored_decisions():
+    """docs/verdicts-2026-12-06.md's 'now' column is each claim's decision in verdicts.json, claim by claim."""
+    rows = [line.split(" | ") for line in (ROOT / "docs" / "verdicts-2026-12-06.md").read_text().splitlines()
+            if line.startswith("| `")]
+    doc = {r[0].strip("| ").split("`")[1]: r[2].strip() for r in rows}
+    assert doc == {c.claim: c.decision for c in claim_verdicts(RESULTS)}
+
+
 def test_committed_results_cpu_hold_what_was_asked():
     assert problems(RESULTS) == []
 
