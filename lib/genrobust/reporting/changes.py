@@ -12,7 +12,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from ..measure.claims import Verdict
+from ..measure.claims import RETIRED_CLAIMS, Verdict
 from ..store.io import write_text
 from .report import CHANGES_NAME, ClaimVerdicts, claim_verdicts
 
@@ -25,9 +25,10 @@ def _short(v: Verdict | None) -> str:
     if v is None:
         return "not judged"
     n = v.evidence.get("n")
-    bits = [v.fmt(v.effect)] + ([f"p = {v.p:.2g}"] if v.p is not None else []) + \
+    bits = [v.fmt(v.effect)] + ([f"p {v.p_text()}"] if v.p is not None else []) + \
         ([f"n = {n:,}"] if n else []) + ([f"seeds {v.evidence['seeds']}"] if v.evidence.get("seeds") else [])
-    return f"{v.decision} ({', '.join(bits)})"
+    scale = " at this scale" if v.scale and v.decision != "not established" else ""
+    return f"{v.decision}{scale} ({', '.join(bits)})"
 
 
 def evidence_changes(before: Verdict | None, after: Verdict | None) -> list[str]:
@@ -101,6 +102,9 @@ def _compare(older: list[ClaimVerdicts], newer: list[ClaimVerdicts]) -> list[Cha
         for subject in old_subjects.keys() - {v.subject for v in new.subjects}:
             out.append(Change(new.source, new.claim, subject, _short(old_subjects[subject]), "not judged", True,
                               "not a subject of the newer results (its evidence is not there)"))
+    for gone in (c for c in older if c.claim not in {n.claim for n in newer}):  # e.g. a retired claim id
+        why = RETIRED_CLAIMS[gone.claim][1] if gone.claim in RETIRED_CLAIMS else "not a claim of the newer results"
+        out.append(Change(gone.source, gone.claim, "", gone.decision, "retired", True, why))
     return out
 
 
@@ -131,7 +135,9 @@ def write_changes(old_dir: str | os.PathLike, new_dir: str | os.PathLike) -> Pat
              "(genrobust.reporting.changes) from the two copies' metrics files. A bold row is a claim's decision; the "
              "rows under it are its subjects, each with its stored verdict (or, for a file written before verdicts "
              "were stored, today's rule applied to its stored data), and what differs in the evidence its test saw. "
-             "'changed rule' marks a file today's rule could not judge.")
+             "'changed rule' marks a file today's rule could not judge. 'At this scale': "
+             + ("; ".join(dict.fromkeys(v.scale for c in newer for v in c.subjects if v.scale)) or "not recorded")
+             + ".")
     text = "\n".join([f"# Verdict changes -- results/{new_dir.name}", "", intro, "", _markdown(_compare(older, newer)),
                       ""])
     return write_text(new_dir / CHANGES_NAME, text)
