@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from genrobust.core import paper
 from genrobust.core.config import get_profile
 from genrobust.data import prepare_data
 from genrobust.measure.accuracy import evaluation_set
@@ -81,8 +82,10 @@ def problems(results: Path) -> list[str]:
     out += [f"05: {claim} compares {c['higher']} and {c['lower']} over {c['seeds']} seeds, asked >= {MIN_SEEDS}"
             for claim, v in abl["claims"].items() for c in v["comparisons"] if c["seeds"] < MIN_SEEDS]
 
-    out += [f"{c.notebook}: {c.claim}'s verdict is not a stored one" for c in claim_verdicts(results)
-            if not (c.stored and c.subjects)]
+    found = claim_verdicts(results)
+    out += [f"{c.notebook}: {c.claim}'s verdict is not a stored one" for c in found if not (c.stored and c.subjects)]
+    out += [f"{claim}'s verdict is not a stored one: none found" for claim in paper.CLAIMS
+            if claim not in {c.claim for c in found}]
 
     # the released models are the evaluated ones: digest of each file == models.json == what 02-04 recorded
     listed = _json(results / "models" / "models.json")["files"]

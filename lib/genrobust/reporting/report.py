@@ -31,7 +31,8 @@ from ..core.fmt import ci_pct, pct
 from ..core.registry import ATTACK_LABELS, BUDGETS
 from ..data.base import CLASSES
 from ..measure.ablate import base_profile
-from ..measure.claims import Verdict, accuracy_verdicts, claim_decision, claim_info, generation_verdicts
+from ..measure.claims import (ClaimError, Verdict, accuracy_verdicts, claim_decision, claim_info,
+                              generation_verdicts)
 from ..measure.record import EvalRecord
 from ..measure.record import records as eval_records
 from ..store.io import ResultsError, sha256_file, write_text
@@ -425,10 +426,13 @@ def stored_verdicts(src: Source) -> tuple[list[dict], str]:
                                         f"{src.path.name} stored under the rule of commit {src.commit[:7]}")
     if "verdicts" in src.record:
         return src.record["verdicts"], "stored in " + src.path.name
-    if src.notebook == "03_accuracy":
-        found = accuracy_verdicts(eval_records(src.record["classifiers"]))
-    else:
-        found = generation_verdicts(src.record.get("paired", []))
+    try:
+        if src.notebook == "03_accuracy":
+            found = accuracy_verdicts(eval_records(src.record["classifiers"]))
+        else:
+            found = generation_verdicts(src.record.get("paired", []))
+    except ClaimError as err:  # e.g. a 04 without verdicts or replicates: nothing the rule can judge
+        return [], f"{src.path.name} cannot be judged: {err}"
     return ([v.to_dict() for v in found],
             f"{src.path.name} predates stored verdicts: computed by genrobust.measure.claims from its stored data")
 
@@ -558,8 +562,15 @@ def findings_markdown(directory: str | os.PathLike) -> str:
     d = Path(directory)
     claims = claim_verdicts(d)
     commits = ", ".join(dict.fromkeys(c.commit[:7] for c in claims))
+    rules = ", ".join(dict.fromkeys(c.rule_commit[:7] for c in claims if c.rule_commit))
+    judged = read_verdicts(d) is not None
     items, undecided = [], []
     for c in claims:
+        if judged and not c.rule_commit:  # verdicts.json could not re-derive it: the notebook's older reading
+            look = f"NOT re-judged under the corrected rule ({c.notebook}.json lacks its evidence); its stored reading"
+            items.append(f"**{c.source}: {c.text} -- {c.decision}** ({look}). " +
+                         "; ".join(v.render() for v in c.subjects))
+            continue
         if c.decision in ("supported", "contradicted", "mixed"):
             subjects = "; ".join(v.render() for v in c.subjects)
             look = second_look(d.name, c.claim)
@@ -580,7 +591,8 @@ def findings_markdown(directory: str | os.PathLike) -> str:
         undecided.append(f"{c.source}, {c.text}{can}" + (f" (note: {look})" if look else ""))
     if undecided:
         items += [f"**Not established at this n** (no subject decided): {u}." for u in undecided]
-    return (f"From the metrics files of results/{d.name} (notebooks 03-05 at commit {commits}):\n\n" +
+    return (f"From the metrics files of results/{d.name} (notebooks 03-05 at commit {commits})"
+            + (f", judged by the rule of commit {rules} ({VERDICTS_NAME})" if rules else "") + ":\n\n" +
             "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1)))
 
 
