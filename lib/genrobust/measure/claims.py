@@ -27,7 +27,7 @@ Two numbers measured under different attack sets are never compared (:func:`same
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
