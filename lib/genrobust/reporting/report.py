@@ -296,12 +296,15 @@ def paired_section(sources: dict[str, Source]) -> Section:
     paper's attack vs AutoAttack on each classifier -- beside the CIs of Tab. 1 and Fig. 1."""
     src = sources["03_accuracy"]
     if not src.ok:
-        table = pd.DataFrame([{"comparison": "generative vs softmax", "McNemar p": src.status, "source": src.cite()}])
+        table = pd.DataFrame([{"comparison": "generative vs softmax", "McNemar p (unadjusted)": src.status, "source": src.cite()}])
     else:
         table = paired_table(src.record["classifiers"])
         table["source"] = src.cite()
     notes = ["Two-sided exact McNemar test on the per-example flags of the two sides on the same images "
-             "(genrobust.core.metrics.mcnemar): 'first' is the side named first. The paper reports no test."]
+             "(genrobust.core.metrics.mcnemar): 'first' is the side named first. The paper reports no test. The p "
+             "values are unadjusted descriptions; the claims' verdicts (Holm over each claim's subjects, and for an "
+             "attack against a worst case that contains it, a test against the tolerance) are in the sections "
+             "above and in the findings."]
     return _section("paired", "Paired tests — the same test images under both classifiers and both attacks",
                     table.to_dict(orient="records"), notes)
 

@@ -77,12 +77,13 @@ def tab4(cal: dict) -> pd.DataFrame:
 
 def paired_table(records: dict) -> pd.DataFrame:
     """The paired tests of :func:`genrobust.measure.accuracy.paired_tests` as a table: accuracies of the two sides
-    on the same images, the discordant counts, the difference and the exact McNemar p."""
+    on the same images, the discordant counts, the difference and the exact McNemar p, unadjusted: a description,
+    not a decision (the verdicts, Holm-adjusted, decide; no 'significant' column beside them)."""
     rows = [{"comparison": t["comparison"], "attack": t["attack"], "eps": t["eps"], "n": t["n"],
              "first %": pct(t["acc_first"]), "second %": pct(t["acc_second"]),
              "difference (points)": round(100 * t["diff"], 2), "right under first only": t["n_first"],
-             "right under second only": t["n_second"], "McNemar p": float(f"{t['p']:.3g}"),
-             "significant (5%)": "yes" if t["significant"] else "no"} for t in paired_tests(records)]
+             "right under second only": t["n_second"],
+             "McNemar p (unadjusted)": float(f"{t['p']:.3g}")} for t in paired_tests(records)]
     return pd.DataFrame(rows)
 
 
