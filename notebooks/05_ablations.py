@@ -18,8 +18,8 @@
 # Each figure sweeps one setting of a common *ablation base* (the profile with the `ablation` section's base
 # overrides). Every sweep point (x training seed) is one training run keyed by its config, run as an independent job
 # through the profile's executor; points shared between figures are trained once. The paper's claims are **tested,
-# not assumed**: each is a set of paired comparisons of two settings on the same test images, with a hierarchical
-# bootstrap over training seeds and then test examples; verdicts are *supported*, *contradicted* or *not established*
+# not assumed**: each is a set of paired comparisons of two settings on the same test images, judged by a t test
+# over the training seeds (paired by seed; the training run is the unit of replication); verdicts are *supported*, *contradicted* or *not established*
 # under the one rule of `genrobust.measure.claims` (Holm over a claim's comparisons). Small profiles shrink the data and epochs of the ablation runs (and the
 # cpu profile shifts Fig. 5's widths down); the regime is printed below and stated with every conclusion.
 

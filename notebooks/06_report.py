@@ -21,9 +21,10 @@ profile = "smoke"        # smoke | cpu | paper
 # %matplotlib inline
 import pandas as pd
 from IPython.display import Markdown, display
-from genrobust import report
+from genrobust import metrics_files, report, results_dir
 
 pd.set_option("display.max_colwidth", None)
+metrics_files.write_verdicts(results_dir(profile))  # every verdict re-derived from the files' evidence (verdicts.json)
 ov = report.build(profile)
 display(Markdown(f"**Profile `{ov.profile}`**, results in `{ov.directory}`; report code at commit `{ov.commit}`."))
 ov.status

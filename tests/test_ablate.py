@@ -98,34 +98,28 @@ def _record(fig, setting, seed, pos, neg, eps=(0.0, 0.5)):
 
 
 def test_compare_verdicts():
-    rng = np.random.default_rng(0)
-    n = 200
-    base_pos, base_neg = rng.normal(1, 1, n), rng.normal(0, 1, n)
-
-    def rec(setting, seed, shift):  # shift > 0 separates the adversarial scenario better
-        return _record("fig8", setting, seed, [base_pos + 1, base_pos + shift], [base_neg, base_neg])
-
+    """compare() judges a t test over training seeds (paired by seed) from the points' stored AUROCs alone."""
     hi, lo = ablate.OBJECTIVE_NAMES["combined"], ablate.OBJECTIVE_NAMES["out"]
     comp = ablate.Comparison("fig8_combined", "adv", hi, lo)
 
+    def points(diffs, clean=0.0):  # per seed: adversarial AUROC of hi = lo + diff, clean AUROC equal + clean
+        return [{"figure": "fig8", "setting": s, "seed": i, "eps": [0.0, 0.5], "n_pos": 200, "n_neg": 200,
+                 "auroc": [0.9 + (clean if s == hi else 0), 0.7 + (d if s == hi else 0)]}
+                for i, d in enumerate(diffs) for s in (hi, lo)]
+
     def verdict(recs, c=comp):  # the comparison judged alone by the one rule
         return C.judge(c.claim, [ablate.compare(recs, c)["_subject"]])[0]
-    assert verdict([rec(hi, 0, 1.0), rec(lo, 0, 0.0)]).decision == "supported"
-    assert verdict([rec(hi, 0, 0.0), rec(lo, 0, 1.0)]).decision == "contradicted"
-    # a constant shift of every positive is a paired, strictly better ranking: supported even when tiny
-    assert verdict([rec(hi, 0, 0.01), rec(lo, 0, 0.0)]).decision == "supported"
-    # independent noise of the same size on both settings: within the CI
-    noisy = [_record("fig8", s, 0, [base_pos, base_pos + rng.normal(0, 0.3, n)], [base_neg, base_neg])
-             for s in (hi, lo)]
-    v = verdict(noisy)
-    assert v.decision == "not established" and v.ci95[0] < 0 < v.ci95[1], v
-    # two seeds pointing different ways: training seeds are resampled, so not established
-    recs = [rec(hi, 0, 1.5), rec(lo, 0, 0.0), rec(hi, 1, 0.0), rec(lo, 1, 0.3)]
-    assert verdict(recs).decision == "not established" and len(ablate.compare(recs, comp)["seed_diffs"]) == 2
+    assert verdict(points([0.030, 0.025, 0.035, 0.028, 0.032])).decision == "supported"
+    assert verdict(points([-0.030, -0.025, -0.035, -0.028, -0.032])).decision == "contradicted"
+    flips = verdict(points([0.03, -0.03, 0.02, -0.02, 0.01]))   # seeds pointing different ways
+    assert flips.decision == "not established" and flips.ci95[0] < 0 < flips.ci95[1]
+    assert flips.evidence["seeds"] == 5 and flips.evidence["df"] == 4 and flips.evidence["n"] == 400
+    two = verdict(points([0.03, 0.03]))                           # too few seeds for a test over seeds
+    assert two.decision == "not established" and two.p is None and "3 or more" in two.note
     # clean metric uses eps 0 only: identical there -> difference exactly 0
     c = ablate.Comparison("fig8_combined", "clean", lo, hi)
-    assert ablate.compare([rec(hi, 0, 1.0), rec(lo, 0, 0.0)], c)["diff"] == 0
-    assert verdict([rec(hi, 0, 1.0), rec(lo, 0, 0.0)], c).decision == "not established"
+    assert ablate.compare(points([0.03, 0.02, 0.04]), c)["diff"] == 0
+    assert verdict(points([0.03, 0.02, 0.04]), c).decision == "not established"
 
 
 def test_claims_not_testable_with_one_value():

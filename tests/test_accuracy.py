@@ -280,7 +280,7 @@ def test_smoke_profile_passes_the_masking_checks(smoke_records):
     assert saved["notebook"] == "03_accuracy" and saved["provenance"]["seed"] == cfg.eval.seed
     assert saved["provenance"]["data_source"]["synthetic"] is True
     assert saved["classifiers"]["softmax"]["runs"][0]["robust"] == records["softmax"]["runs"][0]["robust"]
-    assert len(tables.tab1(records)) == 2 and {v["claim"] for v in saved["verdicts"]} >= {"tab1_clean", "fig1_robust"}
+    assert len(tables.tab1(records)) == 2 and {v["claim"] for v in saved["verdicts"]} >= {"tab1_clean", "fig1_gap"}
     assert "Table 1" in tables.accuracy_conclusion(saved["verdicts"], checks)
 
 
@@ -292,11 +292,11 @@ def test_fig1_verdict_is_not_established_when_the_differences_are_noise():
                                   _run(PAPER_ATTACK[kind], 1.0, [True] * (k // 2) + [False] * (n - k // 2), "paper")],
                                  kind=kind)
     close = claims.accuracy_verdicts(records({"generative": mk("generative", 17), "softmax": mk("softmax", 16)}))
-    assert {v.decision for v in close if v.claim == "fig1_robust"} == {"not established"}
+    assert {v.decision for v in close if v.claim == "tab1_robust_paper"} == {"not established"}
     apart = claims.accuracy_verdicts(records({"generative": mk("generative", 24), "softmax": mk("softmax", 2)}))
-    assert {v.subject: v.decision for v in apart if v.claim == "fig1_robust"}["eps 0.5, paper's attacks"] == "supported"
-    assert "Ours: **supported**" in tables.accuracy_conclusion([v.to_dict() for v in apart if v.claim == "fig1_robust"],
-                                                                [])
+    (v,) = [v for v in apart if v.claim == "tab1_robust_paper"]
+    assert v.decision == "supported"
+    assert "Ours: **supported**" in tables.accuracy_conclusion([v.to_dict()], [])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -530,7 +530,8 @@ def test_paired_tests_compare_the_same_images(smoke_records):
     aa = [r for r in rows if r["attack"] == "paper's vs AutoAttack"]
     assert {r["comparison"].split(":")[0] for r in aa} == {"generative", "softmax"}
     assert saved["paired"] == json.loads(json.dumps(rows))  # 03's metrics file records them
-    assert "McNemar p" in tables.paired_table(records).columns
+    assert "McNemar p (unadjusted)" in tables.paired_table(records).columns
+    assert not any("significant" in c for c in tables.paired_table(records).columns)  # the verdicts decide
 
 
 def _old_attack_flags(work, x, y, candidates, run, ecfg):
@@ -598,12 +599,14 @@ def test_tab1_verdict_counts_only_significant_differences():
     mk = lambda kind, a, b: _record(clean_g if kind == "generative" else clean_s,  # noqa: E731
                                     [_run(PAPER_ATTACK[kind], 0.5, flags(a), "paper"),
                                      _run(PAPER_ATTACK[kind], 1.0, flags(b), "paper")], kind=kind)
-    one = [v for v in claims.accuracy_verdicts(records({"generative": mk("generative", 5, 11),
-                                                        "softmax": mk("softmax", 30, 10)})) if v.claim == "fig1_robust"]
+    def subjects(a, b):
+        g, s_ = mk("generative", a, b), mk("softmax", 30, 10)
+        return [claims.mcnemar_subject(E.str_to_flags(g["runs"][i]["robust"]), E.str_to_flags(s_["runs"][i]["robust"]),
+                                       f"eps {e}", {}) for i, e in enumerate((0.5, 1.0))]
+    one = claims.judge("tab1_robust", subjects(5, 11))
     assert [v.decision for v in one] == ["contradicted", "not established"]
     assert claims.claim_decision(one) == ("mixed", "1 contradicted, 1 not established")
-    both = [v for v in claims.accuracy_verdicts(records({"generative": mk("generative", 5, 40),
-                                                         "softmax": mk("softmax", 30, 10)})) if v.claim == "fig1_robust"]
+    both = claims.judge("tab1_robust", subjects(5, 40))
     assert claims.claim_decision(both) == ("mixed", "1 supported, 1 contradicted")
 
 

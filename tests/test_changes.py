@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from genrobust.reporting.changes import changes_markdown, claim_verdicts, verdict_changes
-from genrobust.reporting.readme import findings_list, verdicts_table
-from genrobust.reporting.report import build, render_markdown
+from genrobust.reporting.readme import findings_table
+from genrobust.reporting.report import build, findings_markdown, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "results" / "cpu"
@@ -49,6 +49,7 @@ def test_a_changed_worst_case_changes_its_verdicts_and_names_why(tmp_path):
             if run["eps"] == 1.0 and run["role"] in ("strong", "paper"):
                 run["robust"] = "1" * len(run["robust"])
     _edit(new / "03_accuracy.json", every_generative_image_survives_at_eps_1)
+    _edit(old / "03_accuracy.json", lambda rec: rec.pop("verdicts"))  # both copies judged by today's rule
     changes = verdict_changes(old, new)
     row = next(c for c in changes if c.claim == "tab1_robust" and c.subject == "eps 1, worst case")
     assert row.changed and row.before.startswith("contradicted") and row.after.startswith("supported")
@@ -56,15 +57,18 @@ def test_a_changed_worst_case_changes_its_verdicts_and_names_why(tmp_path):
     assert "re-run at commit fffffff" in claim.why and "on the same models (weights digests equal)" in claim.why
     # negative control: softmax's own protocol gap and 04-05 read nothing that changed
     assert not any(c.changed for c in changes if c.claim in ("protocol_softmax", "tab2_fid", "tab1_clean"))
-    assert findings_list(directory=new) != findings_list(directory=old)  # README's findings read the new files
-    assert "at commit fffffff" in findings_list(directory=new)
+    assert findings_markdown(new) != findings_markdown(old)  # REPORT's long-form findings read the new files
+    assert "at commit fffffff" in findings_markdown(new)
+    assert findings_table(directory=new) != findings_table(directory=old)  # and README's table
     md = changes_markdown(old, new)
     assert md.count("\n") == len(changes) + 1 and "| yes |" in md
 
 
-def test_readme_verdicts_table_reads_the_same_claims(tmp_path):
-    rows = verdicts_table(directory=_copy(tmp_path / "cpu")).splitlines()[2:]
-    assert [r.split(" | ")[2].strip("*") for r in rows] == [c.decision for c in claim_verdicts(CPU)]
+def test_readme_findings_table_reads_the_same_claims(tmp_path):
+    copy = _copy(tmp_path / "cpu")
+    shutil.copy(CPU / "verdicts.json", copy / "verdicts.json")   # the re-derived verdicts, as committed
+    rows = [r for r in findings_table(directory=copy).splitlines()[2:] if r.startswith("|")]
+    assert [r.split(" | ")[3].split("**")[1] for r in rows] == [c.decision for c in claim_verdicts(CPU)]
 
 
 def test_cli_changes_since(tmp_path):

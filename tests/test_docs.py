@@ -13,8 +13,7 @@ import yaml
 import genrobust
 from genrobust.cli import build_parser
 from genrobust.core.version import __version__
-from genrobust.reporting.readme import (F_END, F_START, V_END, V_START, findings_list, readme_block, results_table,
-                                       verdicts_table)
+from genrobust.reporting.readme import F_END, F_START, findings_table, readme_block, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -103,9 +102,10 @@ def test_readme_results_table_is_generated_from_the_committed_files(tmp_path):
     assert results_table("cpu", tmp_path) != block
 
 
-def test_readme_verdicts_are_the_stored_ones():
+def test_readme_findings_are_the_stored_verdicts_and_fit_on_one_screen():
     text = (ROOT / "README.md").read_text()
-    assert readme_block(text, V_START, V_END) == verdicts_table("cpu", ROOT / "results" / "cpu"), \
-        "README's verdicts differ from results/cpu: run `genrobust report --profile cpu --readme`"
-    assert readme_block(text, F_START, F_END) == findings_list("cpu", ROOT / "results" / "cpu"), \
+    block = readme_block(text, F_START, F_END)
+    assert block == findings_table("cpu", ROOT / "results" / "cpu"), \
         "README's findings differ from results/cpu: run `genrobust report --profile cpu --readme`"
+    assert len(block.splitlines()) <= 20 and "at this scale" in block.lower()
+    assert "at this scale (cpu profile, one training run per arm)" in text and "do not show" in text

@@ -243,20 +243,18 @@ def test_damaged_fid_cache_files_warn_and_are_recomputed(monkeypatch, tmp_path):
     assert ex.calls == 4
 
 
-def test_paired_bootstrap_of_a_fid_difference():
+def test_paired_subsampling_of_a_fid_difference():
     rng = np.random.default_rng(0)
     d = 8  # a small feature dim keeps the eigendecompositions cheap; the code path is the same
     ref = fid.statistics(rng.normal(size=(400, d)))
     a = rng.normal(size=(300, d))
-    same = fid.paired_bootstrap(ref, a, a.copy(), n_boot=1000, seed=1)
-    assert same["diff"] == 0 and same["sd"] == 0 and same["ci95"] == [0.0, 0.0]
-    shifted = fid.paired_bootstrap(ref, a + 1.0, a, n_boot=1000, seed=1)   # a + 1 is farther from the reference
-    assert shifted["diff"] > 0 and shifted["ci95"][0] > 0 and shifted["sd"] > 0 and shifted["n_boot"] == 1000
-    assert fid.paired_bootstrap(ref, a + 1.0, a, n_boot=1000, seed=1) == shifted        # seeded
-    few = fid.paired_bootstrap(ref, a + 1.0, a, n_boot=20, seed=1)  # too few replicates to state a 95% interval
-    assert few["ci95"] is None and few["sd"] > 0
+    same = fid.paired_subsampling(ref, a, a.copy(), n_rep=50, seed=1)
+    assert same["diff"] == 0 and set(same["replicates"]) == {0.0} and (same["n"], same["m"]) == (300, 150)
+    shifted = fid.paired_subsampling(ref, a + 1.0, a, n_rep=50, seed=1)   # a + 1 is farther from the reference
+    assert shifted["diff"] > 0 and min(shifted["replicates"]) > 0 and len(set(shifted["replicates"])) == 50
+    assert fid.paired_subsampling(ref, a + 1.0, a, n_rep=50, seed=1) == shifted        # seeded
     with pytest.raises(fid.FIDError, match="paired"):
-        fid.paired_bootstrap(ref, a, a[:10], n_boot=2)
+        fid.paired_subsampling(ref, a, a[:10], n_rep=2)
 
 
 def test_kid_is_unbiased_seeded_and_leaves_the_global_rng_alone():
@@ -274,7 +272,7 @@ def test_kid_is_unbiased_seeded_and_leaves_the_global_rng_alone():
         fid.kid(a[:1], b, subsets=5)
 
 
-def test_bootstrap_replicates_equal_fid_of_the_resampled_rows():
+def test_resampled_fids_equal_fid_of_the_resampled_rows():
     """The eigenvalue forms of a replicate (n x n, and D x D where a resample holds more distinct rows than D) equal
     fid() on the resampled rows (duplicates included), for sets smaller and larger than the feature dimension; different resamples give different values (it is not a
     constant)."""
@@ -294,3 +292,11 @@ def test_bootstrap_replicates_equal_fid_of_the_resampled_rows():
             assert fast == pytest.approx(slow, rel=1e-7)  # two float64 routes through different eigenproblems
             values.append(fast)
         assert len(set(np.round(values, 6))) == 4
+        for route_m in (n // 2, n):                 # a half-subsample (rows without replacement), either route
+            sub = fid._Resampler(ref, a, distinct=route_m if route == "n x n" else 10 * 24)
+            i = rng.choice(n, size=n // 2, replace=False)
+            counts = np.zeros(n, dtype=np.int64)
+            counts[i] = 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fid.FIDWarning)
+                assert sub.fid(counts) == pytest.approx(fid.fid(ref, a[i]).fid, rel=1e-7)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -244,10 +245,10 @@ def test_tab2_record_table_and_conclusion():
     tiny = _fake_record([1, 1, 1, 1], [0, 0, 0, 0], n=20, synthetic=True)
     text = tables.generation_conclusion(tiny, [])
     assert "SYNTHETIC" in text and "singular" in text and "12.0" in text
-    boot = [{"kind": "samples", "steps": 7, "step_size": 1.0, "diff": -5.0, "n_boot": 1000, "sd": 1.0,
-             "ci95": [-7.0, -3.0], "p": 0.001, "n": 2050},
-            {"kind": "counterfactuals", "steps": 7, "step_size": 1.0, "diff": 0.5, "n_boot": 1000, "sd": 1.0,
-             "ci95": [-1.5, 2.5], "p": 0.6, "n": 2050}]
+    rng = np.random.default_rng(0)   # replicates whose spread gives SE 1 at m = n / 2: -5 decided, +0.5 not
+    boot = [{"kind": kind, "steps": 7, "step_size": 1.0, "diff": diff, "n": 2050, "m": 1025,
+             "replicates": list(diff + rng.standard_normal(1000))}
+            for kind, diff in (("samples", -5.0), ("counterfactuals", 0.5))]
     verdicts = [v.to_dict() for v in claims.generation_verdicts(boot)]
     text = tables.generation_conclusion(rec, verdicts)
     assert "samples, 7 x 1: **supported**" in text and "counterfactuals, 7 x 1: **not established**" in text

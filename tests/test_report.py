@@ -258,7 +258,7 @@ def test_cli_report(results):
     r = subprocess.run([sys.executable, "-m", "genrobust", "report", "--profile", "smoke"], capture_output=True,
                        text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == str(results.dir / "REPORT.md")
+    assert r.stdout.split() == [str(results.dir / "verdicts.json"), str(results.dir / "REPORT.md")]
     bad = subprocess.run([sys.executable, "-m", "genrobust", "report", "--profile", "bogus"], capture_output=True,
                          text=True, timeout=120, env=env)
     assert bad.returncode == 2 and "unknown profile 'bogus'" in bad.stderr

@@ -1,4 +1,5 @@
-"""results/cpu says what issue 28 asks of it: every results file from one clean commit, notebook 03's worst case on
+"""results/cpu says what issues 28 and 39 ask of it: each notebook's files from one clean commit, verdicts.json
+equal to the verdicts re-derived from the committed metrics files alone, notebook 03's worst case on
 at least 250 images at eps 0.25, 0.5 and 1.0 over n_test 1,000, 05's ablations over at least 5 training seeds,
 every verdict a stored one, and the committed models the ones the results files evaluated (their digests, read
 from the files themselves). The checker runs on the committed directory and, with one thing broken at a time, on
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from genrobust.core import paper
 from genrobust.core.config import get_profile
 from genrobust.data import prepare_data
 from genrobust.measure.accuracy import evaluation_set
 from genrobust.measure.record import records
-from genrobust.reporting.changes import claim_verdicts
+from genrobust.reporting.metrics_files import VERDICTS_NAME, judge_evidence
+from genrobust.reporting.report import claim_verdicts
 from genrobust.store.checkpoints import load_classifier, weights_digest
 from genrobust.store.io import ResultsError
 from genrobust.store.released import released_paths
@@ -30,6 +33,11 @@ METRICS = NOTEBOOKS[:5]          # 06 writes no metrics file, only its notebook 
 MIN_N_TEST, MIN_N_STRONG, STRONG_EPS, MIN_SEEDS = 1000, 250, {0.25, 0.5, 1.0}, 5
 N_CHECK = 200                    # images whose recorded clean answers the committed models must give again
 TIE = 1e-4                       # logits closer than this may be ordered differently by another CPU's rounding
+# Notebooks whose committed file lacks the evidence today's rule reads, with why. 04's FID replicates need notebook 04
+# re-run (issue 39's run on the committed models could not finish on the shared 2 cores: its Inception pass was
+# estimated at ~6 h there, benchmarks/logs/cpu-2026-12-06-issue39/). Its verdicts show as NOT re-judged wherever
+# they are rendered; once 04 is regenerated, this entry must go (the tests below fail until it does).
+NOT_YET_REJUDGED = {"04_generation_fid": "no half-subsampling replicates: re-run notebook 04 (--from-released)"}
 
 
 def _json(path: Path) -> dict:
@@ -37,22 +45,29 @@ def _json(path: Path) -> dict:
 
 
 def problems(results: Path) -> list[str]:
-    """What results/cpu lacks, one line each (empty: it holds what issue 28 asks)."""
+    """What results/cpu lacks, one line each (empty: it holds what issues 28 and 39 ask)."""
     out, commits = [], {}
     for name in NOTEBOOKS:
+        mine = {}
         for path in ([results / f"{name}.json"] if name in METRICS else []) + [results / f".{name}.done.json"]:
             if not path.is_file():
                 out.append(f"{path.name} missing")
                 continue
-            commits[path.name] = _json(path)["provenance"]["git_commit"]
+            commits[path.name] = mine[path.name] = _json(path)["provenance"]["git_commit"]
+        if len(set(mine.values())) > 1:  # a notebook's metrics file and its marker come from one run
+            out.append(f"{name}'s files name several commits: {sorted(set(mine.values()))}")
         if not (results / f"{name}.ipynb").is_file():
             out.append(f"{name}.ipynb missing")
-    if len(set(commits.values())) > 1:
-        out.append(f"files name several commits: {sorted(set(commits.values()))}")
+    verdicts = results / VERDICTS_NAME
+    if not verdicts.is_file():
+        out.append(f"{VERDICTS_NAME} missing (genrobust report --profile cpu)")
+    else:
+        commits[VERDICTS_NAME] = _json(verdicts)["provenance"]["git_commit"]
     out += [f"{f} names commit {c}, not a clean one" for f, c in commits.items()
             if c.endswith("-dirty") or c == "unknown"]
     if out:
         return out
+    out += verdict_problems(results)
 
     ev = _json(results / "03_accuracy.json")["provenance"]["config"]["eval"]
     if ev["n_test"] < MIN_N_TEST or ev["n_strong"] < MIN_N_STRONG:
@@ -67,8 +82,10 @@ def problems(results: Path) -> list[str]:
     out += [f"05: {claim} compares {c['higher']} and {c['lower']} over {c['seeds']} seeds, asked >= {MIN_SEEDS}"
             for claim, v in abl["claims"].items() for c in v["comparisons"] if c["seeds"] < MIN_SEEDS]
 
-    out += [f"{c.notebook}: {c.claim}'s verdict is not a stored one" for c in claim_verdicts(results)
-            if not (c.stored and c.subjects)]
+    found = claim_verdicts(results)
+    out += [f"{c.notebook}: {c.claim}'s verdict is not a stored one" for c in found if not (c.stored and c.subjects)]
+    out += [f"{claim}'s verdict is not a stored one: none found" for claim in paper.CLAIMS
+            if claim not in {c.claim for c in found}]
 
     # the released models are the evaluated ones: digest of each file == models.json == what 02-04 recorded
     listed = _json(results / "models" / "models.json")["files"]
@@ -88,6 +105,39 @@ def problems(results: Path) -> list[str]:
     if {e["kind"] for e in listed.values()} != {"generative", "softmax"}:
         out.append(f"models/: released {sorted(e['kind'] for e in listed.values())}, not generative and softmax")
     return out
+
+
+def verdict_problems(results: Path) -> list[str]:
+    """verdicts.json against the verdicts re-derived from the metrics files alone (judge_evidence: 03's per-example
+    flags, 04's subsampling replicates, 05's per-seed AUROCs), and every notebook judged (issue 39)."""
+    stored = _json(results / VERDICTS_NAME)["notebooks"]
+    again = json.loads(json.dumps(judge_evidence(results)))   # as stored: through JSON
+    out = []
+    for nb, entry in again.items():
+        if ("not_judged" in entry) != (nb in NOT_YET_REJUDGED):
+            out.append(f"{nb}: {'not re-judged (' + entry['not_judged'] + ')' if 'not_judged' in entry else 're-judged'}"
+                       f", but NOT_YET_REJUDGED says {'so' if nb not in NOT_YET_REJUDGED else 'otherwise'}")
+        if stored.get(nb) != entry:
+            out.append(f"{VERDICTS_NAME}: {nb}'s verdicts differ from those re-derived from {nb}.json; run "
+                       "`genrobust report --profile cpu`")
+    return out
+
+
+def test_every_stored_verdict_is_recomputed_from_the_committed_files():
+    """Issue 39: each verdict verdicts.json stores (and README, REPORT.md, CHANGES.md render) comes back, equal, from
+    the committed metrics files alone; only the notebooks NOT_YET_REJUDGED names are not re-judged."""
+    stored = _json(RESULTS / VERDICTS_NAME)["notebooks"]
+    again = json.loads(json.dumps(judge_evidence(RESULTS)))
+    assert again == stored
+    assert {nb for nb, e in again.items() if "not_judged" in e} == set(NOT_YET_REJUDGED)
+
+
+def test_the_verdicts_doc_names_the_stored_decisions():
+    """docs/verdicts-2026-12-06.md's 'now' column is each claim's decision in verdicts.json, claim by claim."""
+    rows = [line.split(" | ") for line in (ROOT / "docs" / "verdicts-2026-12-06.md").read_text().splitlines()
+            if line.startswith("| `")]
+    doc = {r[0].strip("| ").split("`")[1]: r[2].strip() for r in rows}
+    assert doc == {c.claim: c.decision for c in claim_verdicts(RESULTS)}
 
 
 def test_committed_results_cpu_hold_what_was_asked():
@@ -122,6 +172,11 @@ def _retrain(path: Path) -> None:
     (".04_generation_fid.done.json", lambda r: r["provenance"].update(git_commit="2a67efc"), "several commits"),
     ("03_accuracy.json", lambda r: r["provenance"].update(git_commit=r["provenance"]["git_commit"] + "-dirty"),
      "several commits"),
+    (VERDICTS_NAME, lambda r: r["provenance"].update(git_commit="unknown"), "not a clean one"),
+    (VERDICTS_NAME, lambda r: r["notebooks"]["05_ablations"]["claims"]["fig8_combined"].update(verdict="supported"),
+     "05_ablations's verdicts differ"),
+    ("03_accuracy.json", lambda r: r["classifiers"]["softmax"]["clean"].update(n_robust=0), "03_accuracy's verdicts"),
+    ("05_ablations.json", lambda r: r["points"][0]["auroc"].__setitem__(1, 0.99), "05_ablations's verdicts differ"),
     ("03_accuracy.json", lambda r: r["provenance"]["config"]["eval"].update(n_strong=130), "n_strong 130"),
     ("03_accuracy.json", lambda r: r["provenance"]["config"]["eval"].update(strong_eps_more=[1.0]),
      "worst case not at all"),

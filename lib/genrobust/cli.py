@@ -30,6 +30,7 @@ from .pipeline.notebooks import REPORT_NOTEBOOK, execute_notebook, notebook_path
 from .pipeline.own_model import evaluate_model
 from .pipeline.params import EXECUTION, NOTEBOOK_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
 from .reporting.changes import write_changes
+from .reporting.metrics_files import write_verdicts
 from .reporting.readme import update_readme
 from .reporting.report import build, write_report
 from .reporting.tables import accuracy_table, checks_table, own_model_table
@@ -137,10 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--dry-run", action="store_true",
                          help="with --executor slurm: print the sbatch script and stop")
         cmd.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
-    rp = sub.add_parser("report", help="write results/<profile>/REPORT.md from the metrics files (no training)")
+    rp = sub.add_parser("report", help="write results/<profile>/verdicts.json (every verdict re-derived from the "
+                                       "metrics files' evidence) and REPORT.md from them (no training)")
     rp.add_argument("--profile", default="cpu")
     rp.add_argument("--readme", action="store_true",
-                    help="also rewrite README's results table from this profile's metrics files")
+                    help="also rewrite README's results and findings tables from this profile's metrics files")
     rp.add_argument("--changes-since", metavar="DIR", default=None,
                     help="write results/<profile>/CHANGES.md: which verdicts changed from DIR (an older copy of "
                          "results/<profile>, e.g. `git archive REV results/cpu | tar -x -C /tmp/old`) to "
@@ -172,6 +174,7 @@ def main(argv=None) -> int:
                                    f"results/{args.profile}/")
             print(write_changes(args.changes_since, results_dir(args.profile)))
         elif args.cmd == "report":
+            print(write_verdicts(results_dir(args.profile)))  # re-derived from the metrics files' evidence first
             print(write_report(build(args.profile)))
             if args.readme:
                 print(update_readme(args.profile))

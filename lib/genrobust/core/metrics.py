@@ -65,17 +65,6 @@ def _discordant(base: torch.Tensor, other: torch.Tensor) -> tuple[int, int]:
     return int((other & ~base).sum()), int((base & ~other).sum())
 
 
-# A stated 95% bootstrap interval needs at least this many replicates (percentile tails of fewer are noise).
-MIN_BOOTSTRAP_FOR_CI = 1000
-
-
-def bootstrap_p(replicates) -> float:
-    """Two-sided bootstrap p of 'no effect' from replicates of an effect: 2 min(P(rep <= 0), P(rep >= 0)), at least
-    1 / (number of replicates), the resolution of a bootstrap p."""
-    reps = np.asarray(replicates, dtype=np.float64)
-    return max(min(1.0, 2 * min(float((reps <= 0).mean()), float((reps >= 0).mean()))), 1.0 / len(reps))
-
-
 def mcnemar(first: torch.Tensor, second: torch.Tensor, alpha: float = 0.05) -> dict:
     """Two-sided exact McNemar test of two per-example flag vectors on the same examples (e.g. two classifiers'
     robust flags on the same test images, or two attacks on one classifier): n_first = right under ``first`` only,

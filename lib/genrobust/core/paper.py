@@ -56,20 +56,29 @@ ABLATION_CLAIMS = {
 }
 
 # Every claim a notebook tests, by id: (source, the claim in words, direction). ``direction`` is the sign the paper
-# implies for the effect each verdict measures (genrobust.measure.claims): +1 effect > 0, -1 effect < 0, 0 no
-# difference (a claim that the paper's evaluation relies on rather than states; the evidence can contradict it,
-# never establish it). Effects: accuracy differences in [0, 1], FID differences, AUROC differences.
+# implies for the effect each verdict measures (genrobust.measure.claims): +1 effect above the test's null value,
+# -1 below it (the null is 0, or for the protocol gaps our stated tolerance: a claim that the paper's evaluation
+# relies on rather than states), 0 no difference (the evidence can contradict it, never establish it). Effects:
+# accuracy differences in [0, 1], their slope against eps, FID differences, AUROC differences.
 CLAIMS = {
     "tab1_robust": ("Table 1", "the generative classifier is more robust than the softmax baseline "
-                               "(robust accuracy, generative - softmax, worst case over every attack)", +1),
-    "fig1_robust": ("Figure 1", "the generative classifier is more robust at every eps under the paper's attacks "
-                                "(robust accuracy, generative - softmax)", +1),
+                               "(robust accuracy, generative - softmax, worst case over every attack: a stronger "
+                               "evaluation than the paper's own attack)", +1),
+    "tab1_robust_paper": ("Table 1", "the generative classifier is more robust than the softmax baseline under "
+                                     f"the paper's own attacks at eps {TAB1['eps']:g} (Eq. 11-12 / PGD-CE; robust "
+                                     f"accuracy, generative - softmax: {100 * TAB1['generative']['robust']:.2f}% vs "
+                                     f"{100 * TAB1['softmax']['robust']:.2f}%)", +1),
+    "fig1_gap": ("Figure 1", "softmax better at no or small perturbation, generative better at moderate and large "
+                             "ones, 'the larger the test perturbation, the larger the performance gap' (Sec. 3.3.1): "
+                             "the slope against eps of robust accuracy generative - softmax under the paper's "
+                             "attacks is positive", +1),
     "tab1_clean": ("Table 1", "the generative classifier's clean accuracy is lower than the softmax baseline's "
                               f"({100 * TAB1['generative']['clean']:.2f}% vs {100 * TAB1['softmax']['clean']:.2f}%)", -1),
     "protocol_generative": ("Section 3.2", "the paper's attack (Eq. 11-12) finds the generative classifier's worst "
-                                           "case (paper's attack - worst case over every attack = 0)", 0),
+                                           "case (paper's attack - worst case over every attack below our stated "
+                                           "tolerance, eval.aa_gap)", -1),
     "protocol_softmax": ("Section 3.2", "PGD-CE (Eq. 10) finds the softmax baseline's worst case (paper's attack - "
-                                        "worst case over every attack = 0)", 0),
+                                        "worst case over every attack below our stated tolerance, eval.aa_gap)", -1),
     "tab2_fid": ("Table 2", "the generative classifier's samples and counterfactuals have lower FID than the "
                             "softmax baseline's (FID, generative - softmax)", -1),
     **{key: (source, text, +1) for key, (source, text) in ABLATION_CLAIMS.items()},

@@ -13,9 +13,9 @@ then scores it on the test set (score-if-missing, cached in ``runs/ablation/<has
 
 The paper's claims (:data:`genrobust.core.paper.ABLATION_CLAIMS`) are tested, not assumed. A claim is a set of paired
 comparisons of two settings on the same test images (e.g. widest vs thinnest model, adversarial AUROC). Each
-comparison's uncertainty is a hierarchical bootstrap: training seeds resampled (paired by seed), then test examples
-(the same resampled positives and negatives for both settings, every seed and every test eps), so the spread
-between training runs counts. Each comparison is judged by the one rule of :mod:`genrobust.measure.claims`
+comparison's uncertainty is the spread of its per-seed differences (paired by seed): a t test over the training
+seeds, the training run being the unit of replication (the test-image noise is inside each seed's difference).
+Each comparison is judged by the one rule of :mod:`genrobust.measure.claims`
 (supported / contradicted / not established, Holm over the claim's comparisons).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 
 from ..core import paper
 from ..core.config import Profile, apply_overrides, config_hash, from_dict, to_dict
-from ..core.metrics import MIN_BOOTSTRAP_FOR_CI, auroc, bootstrap_auroc
+from ..core.metrics import auroc, bootstrap_auroc
 from ..core.scoring import binary_auroc_scores
 from ..data.batches import to_float
 from ..data.splits import prepare_data
@@ -46,7 +46,7 @@ from ..store.provenance import provenance
 from ..store.runs import binary_run_config
 from ..training.binary import train_binary
 from ..training.loop import default_device
-from .claims import Verdict, bootstrap_subject, claim_decision, hierarchical_auroc_bootstrap, judge
+from .claims import Verdict, claim_decision, judge, scale_label, seed_t_subject
 
 FIGURES = {
     "fig5": "Figure 5: model capacity and weight decay",
@@ -387,11 +387,11 @@ def _metric_eps(eps: list[float], metric: str) -> list[int]:
     return [i for i, e in enumerate(eps) if (e == 0) == (metric == "clean")]
 
 
-def compare(records: list[dict], comp: Comparison, *, n_boot: int = 1000, seed: int = 0) -> dict:
+def compare(records: list[dict], comp: Comparison) -> dict:
     """Difference higher - lower of the metric (mean over training seeds and the metric's test eps), the per-seed
-    differences, and the subject the verdict engine judges: a hierarchical bootstrap (training seeds resampled,
-    then test images; genrobust.measure.claims.hierarchical_auroc_bootstrap), so the spread between training runs
-    counts, not only test-set sampling."""
+    differences (paired by seed), and the subject the verdict engine judges: a t test over the training seeds
+    (genrobust.measure.claims.seed_t_subject), the training run being the unit of replication. It reads each
+    point's stored AUROCs only, so results/<profile>/05_ablations.json alone re-derives it."""
     fig = comp.claim.split("_")[0]
     hi = sorted((r for r in records if r["figure"] == fig and r["setting"] == comp.higher), key=lambda r: r["seed"])
     lo = sorted((r for r in records if r["figure"] == fig and r["setting"] == comp.lower), key=lambda r: r["seed"])
@@ -399,36 +399,37 @@ def compare(records: list[dict], comp: Comparison, *, n_boot: int = 1000, seed: 
     idx = _metric_eps(hi[0]["eps"], comp.metric) if hi and lo else []
     if not idx:
         return {**base, "verdict": "not tested", "why": f"the sweep has no {METRICS[comp.metric]}"}
-    # one image resample per replicate shared by every seed and both settings: the same test images
-    boot = bootstrap_auroc([_scores(r, i) for side in (hi, lo) for r in side for i in idx], n_boot=n_boot, seed=seed)
-    k = len(idx)
-    per_seed = [boot[:, j * k:(j + 1) * k] for j in range(len(hi) + len(lo))]
-    reps = hierarchical_auroc_bootstrap(per_seed[:len(hi)], per_seed[len(hi):], n_boot=n_boot, seed=seed)
+    if [r["seed"] for r in hi] != [r["seed"] for r in lo]:
+        raise ValueError(f"{comp.claim}: seeds differ between {comp.higher!r} and {comp.lower!r}; pair them by seed")
     v_hi = float(np.mean([r["auroc"][i] for r in hi for i in idx]))
     v_lo = float(np.mean([r["auroc"][i] for r in lo for i in idx]))
     seed_diffs = [float(np.mean([h["auroc"][i] - l["auroc"][i] for i in idx])) for h, l in zip(hi, lo)]
-    subject = bootstrap_subject(reps, v_hi - v_lo, f"{METRICS[comp.metric]}: {comp.higher} vs {comp.lower}",
-                                {"higher": comp.higher, "lower": comp.lower, "seeds": len(seed_diffs),
-                                 "n": len(hi[0]["scores_pos"][idx[0]]) + len(hi[0]["scores_neg"][idx[0]]),
-                                 "test_eps": [hi[0]["eps"][i] for i in idx]},
-                                "hierarchical bootstrap (training seeds, then test images)", "AUROC")
+    subject = seed_t_subject(seed_diffs, v_hi - v_lo, f"{METRICS[comp.metric]}: {comp.higher} vs {comp.lower}",
+                             {"higher": comp.higher, "lower": comp.lower,
+                              "n": hi[0].get("n_pos", 0) + hi[0].get("n_neg", 0) or None,
+                              "test_eps": [hi[0]["eps"][i] for i in idx]}, "AUROC")
     return {**base, "higher_value": v_hi, "lower_value": v_lo, "diff": v_hi - v_lo, "seed_diffs": seed_diffs,
             "seeds": len(seed_diffs), "test_eps": [hi[0]["eps"][i] for i in idx], "_subject": subject}
 
 
-def evaluate_claims(cfg: Profile, records: list[dict], *, n_boot: int | None = None, seed: int = 0) -> dict:
+def seeds_label(cfg: Profile) -> str:
+    """The scale of 05's verdicts: the profile and the training runs behind each setting."""
+    return scale_label(cfg.name, f"{len(cfg.ablation.seeds)} training runs (seeds) per setting")
+
+
+def evaluate_claims(cfg: Profile, records: list[dict]) -> dict:
     """Every claim of paper.ABLATION_CLAIMS: {claim: {"source", "claim", "verdict", "why", "comparisons"}}; each
     comparison carries its stored Verdict ('verdict_record'), judged under the one rule of
-    genrobust.measure.claims (Holm over the claim's comparisons)."""
-    n_boot = max(n_boot or cfg.ablation.n_boot, MIN_BOOTSTRAP_FOR_CI)
+    genrobust.measure.claims (t over seeds, Holm over the claim's comparisons). ``records``: sweep records, or the
+    points of a stored 05_ablations.json (only figure, setting, seed, eps, auroc, n_pos, n_neg are read)."""
     out = {}
     for key, comps in comparisons(cfg).items():
         source, text = paper.ABLATION_CLAIMS[key]
-        results = [compare(records, c, n_boot=n_boot, seed=seed) for c in comps]
+        results = [compare(records, c) for c in comps]
         tested = [r for r in results if "_subject" in r]
-        for r, v in zip(tested, judge(key, [r.pop("_subject") for r in tested])):
-            r.update(verdict=v.decision, ci=list(v.ci95), p=v.p, p_adjusted=v.p_adjusted, why=v.render(),
-                     verdict_record=v.to_dict())
+        for r, v in zip(tested, judge(key, [r.pop("_subject") for r in tested], seeds_label(cfg))):
+            r.update(verdict=v.decision, ci=None if v.ci95 is None else list(v.ci95), p=v.p,
+                     p_adjusted=v.p_adjusted, why=v.render(), verdict_record=v.to_dict())
         if not results:
             verdict, why = "not tested", f"the sweep has a single value of what {source} varies; give it two or more"
         elif len(tested) < len(results):

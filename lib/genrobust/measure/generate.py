@@ -352,12 +352,12 @@ def score(gen: GenConfig, data, generated: Generated, *, device=None, progress: 
         cells.append({"kind": kind, "classifier": name, "steps": pgd[0], "step_size": pgd[1],
                       **gfid.fid(ref, feats).to_dict(), **kid(feats)})
     paired = []  # generative - softmax per (kind, PGD): is the difference larger than its sampling spread?
-    if gen.n_boot:
+    if gen.n_boot:  # replicates of half-subsamples (fid.paired_subsampling), stored: the verdict's evidence
         for (kind, name, pgd), f in feats_of.items():
             other = feats_of.get((kind, "softmax", pgd))
             if name == "generative" and other is not None:
                 paired.append({"kind": kind, "steps": pgd[0], "step_size": pgd[1],
-                               **gfid.paired_bootstrap(ref, f, other, n_boot=gen.n_boot, seed=gen.seed)})
+                               **gfid.paired_subsampling(ref, f, other, n_rep=gen.n_boot, seed=gen.seed)})
     test_feats = gfid.cached_features(ex, generated.originals, cache=gen.cache_features)
     anchor = {"what": "FID(test, train)", **gfid.fid(ref, test_feats).to_dict(), **kid(test_feats)}
     n_inception, timed = ex.images, "this run's Inception passes (cache hits not counted)"
@@ -378,7 +378,8 @@ def score(gen: GenConfig, data, generated: Generated, *, device=None, progress: 
     }
 
 
-PAPER_N = 50000  # the paper's samples per FID cell, against the full training set
+FULL_N = 50000  # the common FID protocol's samples per set (the paper states no N: Sec. 3.3.2 says only 'between
+#                the training samples and the generated samples')
 
 
 def comparability(n: int, n_reference: int, full_rank: bool, synthetic: bool) -> str:
@@ -387,9 +388,9 @@ def comparability(n: int, n_reference: int, full_rank: bool, synthetic: bool) ->
         return "synthetic data: not comparable to anything"
     if not full_rank:
         return "singular covariance (N <= 2048): compare only at equal N"
-    if n < PAPER_N or n_reference < PAPER_N:
+    if n < FULL_N or n_reference < FULL_N:
         return f"N = {n:,} / reference {n_reference:,}: biased upward, compare only at equal N"
-    return "the paper's protocol (N = 50,000, full training set)"
+    return "N = 50,000 against the training set (the common protocol; the paper states no N)"
 
 
 def tab2_record(gen: GenConfig, generated: Generated, scored: dict, *, synthetic: bool) -> dict:

@@ -12,78 +12,12 @@ import dataclasses
 import os
 from pathlib import Path
 
-from ..core import paper
-from ..measure.claims import Verdict, claim_decision
-from ..store.io import ResultsError, write_text
-from .metrics_files import Source, load_sources
-from .report import CHANGES_NAME, claims_section, stored_verdicts
+from ..measure.claims import RETIRED_CLAIMS, Verdict
+from ..store.io import write_text
+from .report import CHANGES_NAME, ClaimVerdicts, claim_verdicts
 
-STORED_VERDICTS = ("03_accuracy", "04_generation_fid")  # their claims come from verdicts (05's from its claims)
 # evidence fields compared between two verdicts of one subject, with how a change is named
 EVIDENCE = (("n", "n"), ("seeds", "training seeds"), ("n_boot", "bootstrap replicates"), ("attacks", "attacks"))
-
-
-@dataclasses.dataclass(frozen=True)
-class ClaimVerdicts:
-    """One claim's verdict in one results directory: the decision, why, and its subjects' stored verdicts
-    (none where the file cannot be judged). ``stored``: False where the verdicts were computed from an older
-    file's stored data (or the file could not be judged) rather than stored by the notebook."""
-    source: str            # the paper's table, figure or section
-    claim: str             # id: core.paper.CLAIMS or paper.ABLATION_CLAIMS
-    text: str              # the paper's claim
-    decision: str
-    why: str
-    subjects: tuple[Verdict, ...]
-    stored: bool
-    notebook: str
-    commit: str
-    models: tuple[tuple[str, str], ...] = ()   # (classifier, weights digest) the notebook evaluated; () for 05
-
-
-def _models(src: Source) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((kind, ck.get("weights_sha256", "")) for kind, ck in
-                        (src.record.get("checkpoints") or {}).items()))
-
-
-def _notebook_claims(src: Source) -> list[ClaimVerdicts]:
-    """The claims of 03 or 04, one per claim id, from their stored verdicts (or the rule applied to an older file)."""
-    verdicts = [Verdict.from_dict(v) for v in stored_verdicts(src)[0]]
-    out = []
-    for claim in dict.fromkeys(v.claim for v in verdicts):
-        mine = tuple(v for v in verdicts if v.claim == claim)
-        decision, why = claim_decision(mine)
-        out.append(ClaimVerdicts(paper.CLAIMS[claim][0], claim, paper.CLAIMS[claim][1], decision, why, mine,
-                                 "verdicts" in src.record, src.notebook, src.commit, _models(src)))
-    return out
-
-
-def _ablation_claims(sources: dict[str, Source], directory: Path) -> list[ClaimVerdicts]:
-    """The claims of Figs. 5-8 from 05's file, as REPORT.md's claims section reads them."""
-    src = sources["05_ablations"]
-    stored = src.ok and src.record.get("schema_version", 1) >= 3
-    out = []
-    for _, r in claims_section(sources, directory).table.iterrows():
-        c = src.record.get("claims", {}).get(r["claim"]) if src.ok else None
-        subjects = tuple(Verdict.from_dict(comp["verdict_record"]) for comp in (c or {}).get("comparisons", ())
-                         if stored and "verdict_record" in comp)
-        why = str(r["why"] or "").split(" (its older reading")[0]  # an older file: the reason it is not judged
-        out.append(ClaimVerdicts(r["figure"], r["claim"], r["paper"].removeprefix("claims: "), r["ours"],
-                                 why or "see REPORT.md", subjects, stored, src.notebook, src.commit))
-    return out
-
-
-def claim_verdicts(directory: str | os.PathLike) -> list[ClaimVerdicts]:
-    """Every claim notebooks 03-05 judge, in the order of README's verdicts table. A missing or unreadable 03 or
-    04 file is a ResultsError naming it (05's claims then read 'not run')."""
-    directory = Path(directory)
-    sources = load_sources(directory)
-    out: list[ClaimVerdicts] = []
-    for nb in STORED_VERDICTS:
-        src = sources[nb]
-        if not src.ok:
-            raise ResultsError(f"the verdicts need {src.path} ({src.status})")
-        out += _notebook_claims(src)
-    return out + _ablation_claims(sources, directory)
 
 
 def _short(v: Verdict | None) -> str:
@@ -91,9 +25,10 @@ def _short(v: Verdict | None) -> str:
     if v is None:
         return "not judged"
     n = v.evidence.get("n")
-    bits = [v.fmt(v.effect)] + ([f"p = {v.p:.2g}"] if v.p is not None else []) + \
+    bits = [v.fmt(v.effect)] + ([f"p {v.p_text()}"] if v.p is not None else []) + \
         ([f"n = {n:,}"] if n else []) + ([f"seeds {v.evidence['seeds']}"] if v.evidence.get("seeds") else [])
-    return f"{v.decision} ({', '.join(bits)})"
+    scale = " at this scale" if v.scale and v.decision != "not established" else ""
+    return f"{v.decision}{scale} ({', '.join(bits)})"
 
 
 def evidence_changes(before: Verdict | None, after: Verdict | None) -> list[str]:
@@ -134,6 +69,9 @@ def _claim_why(old: ClaimVerdicts | None, new: ClaimVerdicts) -> str:
                        "its verdicts")
     elif not old.stored and new.stored:
         reasons.append("same rule (the older file's verdicts computed from its stored data); new evidence")
+    if new.rule_commit and new.rule_commit != old.rule_commit:
+        reasons.append(f"changed rule: re-derived from {new.notebook}'s stored evidence by the rule of commit "
+                       f"{new.rule_commit[:7]} (issue 39)")
     if old.commit != new.commit:
         reasons.append(f"re-run at commit {new.commit[:7]} (was {old.commit[:7]})")
         if old.models and new.models:  # equal weights digests: what changed is the evaluation, not the models
@@ -164,6 +102,9 @@ def _compare(older: list[ClaimVerdicts], newer: list[ClaimVerdicts]) -> list[Cha
         for subject in old_subjects.keys() - {v.subject for v in new.subjects}:
             out.append(Change(new.source, new.claim, subject, _short(old_subjects[subject]), "not judged", True,
                               "not a subject of the newer results (its evidence is not there)"))
+    for gone in (c for c in older if c.claim not in {n.claim for n in newer}):  # e.g. a retired claim id
+        why = RETIRED_CLAIMS[gone.claim][1] if gone.claim in RETIRED_CLAIMS else "not a claim of the newer results"
+        out.append(Change(gone.source, gone.claim, "", gone.decision, "retired", True, why))
     return out
 
 
@@ -189,12 +130,16 @@ def write_changes(old_dir: str | os.PathLike, new_dir: str | os.PathLike) -> Pat
     older, newer = claim_verdicts(old_dir), claim_verdicts(new_dir)  # each directory read once
     commits = {name: ", ".join(dict.fromkeys(c.commit[:7] for c in claims))
                for name, claims in (("old", older), ("new", newer))}
+    rules = ", ".join(dict.fromkeys(c.rule_commit[:7] for c in newer if c.rule_commit))
     intro = (f"From the older results (notebooks 03-05 at commit {commits['old']}) to these (commit "
-             f"{commits['new']}). Generated by `genrobust report --profile {new_dir.name} --changes-since DIR` "
+             f"{commits['new']}{f'; re-judged from their stored evidence by the rule of commit {rules}' if rules else ''}"
+             "). Generated by `genrobust report --profile {new_dir.name} --changes-since DIR` "
              "(genrobust.reporting.changes) from the two copies' metrics files. A bold row is a claim's decision; the "
              "rows under it are its subjects, each with its stored verdict (or, for a file written before verdicts "
              "were stored, today's rule applied to its stored data), and what differs in the evidence its test saw. "
-             "'changed rule' marks a file today's rule could not judge.")
+             "'changed rule' marks a file today's rule could not judge. 'At this scale': "
+             + ("; ".join(dict.fromkeys(v.scale for c in newer for v in c.subjects if v.scale)) or "not recorded")
+             + ".")
     text = "\n".join([f"# Verdict changes -- results/{new_dir.name}", "", intro, "", _markdown(_compare(older, newer)),
                       ""])
     return write_text(new_dir / CHANGES_NAME, text)

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import paper
-from ..core.config import config_hash
+from ..core.config import config_hash, from_dict
 from ..core.version import __version__
-from ..measure.ablate import base_profile, record_for_json, regime_note
+from ..measure.ablate import base_profile, evaluate_claims, record_for_json, regime_note
 from ..measure.accuracy import eps_values, paired_tests, worst_case
-from ..measure.claims import accuracy_verdicts, generation_verdicts
+from ..measure.claims import ONE_RUN, ClaimError, accuracy_verdicts, generation_verdicts, scale_label
 from ..measure.record import records as eval_records
 from ..store.checkpoints import weights_digest
-from ..store.io import ResultsError, read_json, write_json
+from ..store.io import ResultsError, read_json, sha256_file, write_json
 from ..store.paths import results_dir
 from ..store.provenance import provenance
 from .tables import tab1
@@ -40,10 +40,11 @@ NOT_RUN = "not run yet"
 # Writers (one per notebook)
 # The layout of the metrics files. 1: the files before versions were recorded (read as 1 when absent); 2: adds
 # schema_version and names 05's per-job cost-model seconds runtime.estimated_jobs; 3: stored verdicts
-# (genrobust.measure.claims) in 03 and 04 ('verdicts') and 05 ('claims'), no prose conclusion in 04. A reader
-# refuses a newer one; for 1-2 the report computes verdicts from the stored data by the same rule.
-SCHEMA_VERSION = 3
-KNOWN_SCHEMAS = (1, 2, 3)
+# (genrobust.measure.claims) in 03 and 04 ('verdicts') and 05 ('claims'), no prose conclusion in 04; 4: 04's
+# 'paired' holds the half-subsampling replicates of each FID difference (issue 39), the evidence its verdicts are
+# re-derived from. A reader refuses a newer one; for 1-2 the report computes verdicts from the stored data.
+SCHEMA_VERSION = 4
+KNOWN_SCHEMAS = (1, 2, 3, 4)
 
 
 def _write(cfg, notebook: str, rec: dict) -> str:
@@ -111,7 +112,8 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "tab1": tab1(records).reset_index().to_dict(orient="records"),
         "paired": paired_tests(records),
         # the verdicts on Tab. 1, Fig. 1 and the protocol gap (genrobust.measure.claims): stored, rendered elsewhere
-        "verdicts": [v.to_dict() for v in accuracy_verdicts(eval_records(records))],
+        "verdicts": [v.to_dict() for v in accuracy_verdicts(eval_records(records), gap_tolerance=cfg.eval.aa_gap,
+                                                            scale=scale_label(cfg.name, ONE_RUN))],
         "checks": checks,
         "paper": {"tab1": paper.TAB1},
         "checkpoints": _checkpoint_digests(checkpoints),
@@ -155,7 +157,8 @@ def write_generation_metrics(cfg, rec: dict, data, *, wall_time_s: float, checkp
     ``checkpoints``: {kind: path} of the classifiers that generated, recorded with their weights digests."""
     out = dict(rec)
     out["checkpoints"] = _checkpoint_digests(checkpoints)
-    out["verdicts"] = [v.to_dict() for v in generation_verdicts(rec.get("paired", []))]
+    out["verdicts"] = [v.to_dict() for v in generation_verdicts(rec.get("paired", []), scale_label(cfg.name, ONE_RUN),
+                                                                chained=bool(rec.get("chained")))]
     out["paper"] = {"source": paper.TAB2["source"],
                     "cells": [{"steps": s, "step_size": a, "classifier": clf, "kind": kind, "fid": v}
                               for (s, a), per in ((k, v) for k, v in paper.TAB2.items() if k != "source")
@@ -226,3 +229,57 @@ def load_sources(directory: str | os.PathLike) -> dict[str, Source]:
                 status = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
         out[nb] = Source(nb, path, record, status)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Verdicts re-derived from the committed evidence alone
+VERDICTS_NAME = "verdicts.json"
+VERDICT_NOTEBOOKS = ("03_accuracy", "04_generation_fid", "05_ablations")
+# what each notebook's verdicts are computed from, inside its metrics file
+EVIDENCE = {"03_accuracy": "per-example flags of every attack run ('classifiers'), eval.aa_gap",
+            "04_generation_fid": "half-subsampling replicates of each FID difference ('paired')",
+            "05_ablations": "per-seed AUROCs of every sweep point ('points'), the ablation config"}
+
+
+def judge_evidence(directory: str | os.PathLike) -> dict:
+    """Every verdict of 03-05 recomputed by today's rule (genrobust.measure.claims) from what their metrics files
+    in ``directory`` store (EVIDENCE), nothing else: {notebook: {"sha256", "commit", "verdicts"} (05: "claims",
+    as evaluate_claims gives them) or {"sha256", "commit", "not_judged": reason}} (a missing file: not_judged)."""
+    sources = load_sources(directory)
+    out = {}
+    for nb in VERDICT_NOTEBOOKS:
+        src = sources[nb]
+        if not src.ok:
+            out[nb] = {"not_judged": f"{src.path.name}: {src.status}"}
+            continue
+        entry = {"sha256": sha256_file(src.path).hexdigest(), "commit": src.commit}
+        cfg = src.config or {}
+        try:
+            if nb == "03_accuracy":
+                entry["verdicts"] = [v.to_dict() for v in accuracy_verdicts(
+                    eval_records(src.record["classifiers"]), gap_tolerance=cfg["eval"]["aa_gap"],
+                    scale=scale_label(cfg["name"], ONE_RUN))]
+            elif nb == "04_generation_fid":
+                entry["verdicts"] = [v.to_dict() for v in generation_verdicts(
+                    src.record.get("paired", []), scale_label(cfg["name"], ONE_RUN),
+                    chained=bool(src.record.get("chained")))]
+            else:
+                entry["claims"] = evaluate_claims(from_dict(cfg), src.record["points"])
+        except (ClaimError, KeyError) as err:
+            entry["not_judged"] = f"{src.path.name} lacks the evidence today's rule reads ({EVIDENCE[nb]}): {err}"
+        out[nb] = entry
+    return out
+
+
+def write_verdicts(directory: str | os.PathLike) -> Path:
+    """``directory``/verdicts.json (atomic): :func:`judge_evidence` with a provenance record naming the commit that
+    judged. The report, README and CHANGES.md render it; tests recompute it from the metrics files."""
+    directory = Path(directory)
+    return write_json(directory / VERDICTS_NAME, {"schema_version": 1, "notebooks": judge_evidence(directory),
+                                                  "evidence": EVIDENCE, "provenance": provenance()})
+
+
+def read_verdicts(directory: str | os.PathLike) -> dict | None:
+    """``directory``/verdicts.json, or None where none was written (an older results directory)."""
+    path = Path(directory) / VERDICTS_NAME
+    return read_json(path) if path.is_file() else None

@@ -1,4 +1,4 @@
-"""README's results table (paper vs ours), its verdicts table and its findings, generated from a profile's committed metrics
+"""README's results table (paper vs ours) and its findings table, generated from a profile's committed metrics
 files and :mod:`genrobust.core.paper`, so that no number or verdict in them is typed by hand.
 ``genrobust report --profile cpu --readme`` rewrites the blocks between the markers; tests/test_docs.py fails while
 README's blocks differ from the files."""
@@ -10,11 +10,10 @@ from pathlib import Path
 from ..core import paper
 from ..store.io import ResultsError, read_json, write_text
 from ..store.paths import project_root, results_dir
-from .changes import claim_verdicts
-from .metrics_files import schema_problem
+from .metrics_files import read_verdicts, schema_problem
+from .report import claim_verdicts, second_look
 
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
-V_START, V_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 F_START, F_END = "<!-- findings:start -->", "<!-- findings:end -->"
 CLASSIFIERS = ("generative", "softmax")
 
@@ -72,54 +71,65 @@ def results_table(profile: str = "cpu", directory: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def verdicts_table(profile: str = "cpu", directory: Path | None = None) -> str:
-    """One row per claim the notebooks test: the paper's claim, our decision under the one rule, and the subjects
-    decided, from the stored verdicts of 03-05 (files written before verdicts were stored: the same rule on their
-    stored data, as REPORT.md does; :func:`genrobust.reporting.changes.claim_verdicts`)."""
-    rows = []
-    for c in claim_verdicts(Path(directory) if directory is not None else results_dir(profile)):
-        if c.notebook == "05_ablations":  # the claim's own reason (REPORT.md's claims section)
-            rows.append((c.source, c.text, c.decision, c.why))
-            continue
-        decided = "; ".join(f"{v.subject}: {v.decision} ({v.fmt(v.effect)}, p = {v.p:.2g})" for v in c.subjects
-                            if v.decision != "not established")
-        ns = sorted({v.evidence["n"] for v in c.subjects if v.evidence.get("n")})
-        undecided = "none decided" + (f" at n = {', '.join(f'{n:,}' for n in ns)}" if ns else "") + \
-            (f" ({c.subjects[0].note})" if c.subjects and c.subjects[0].note else "")
-        rows.append((c.source, c.text, c.decision, decided or undecided))
-    lines = ["| source | claim | ours | decided subjects |", "|---|---|---|---|"]
-    lines += [f"| {s} | {c} | **{o}** | {w} |" for s, c, o, w in rows]
-    return "\n".join(lines)
+# the claims' names in README's compact table (the claims in full: core/paper.CLAIMS, REPORT.md)
+SHORT = {
+    "tab1_robust": "Tab. 1: generative more robust (worst case over every attack)",
+    "tab1_robust_paper": "Tab. 1: generative more robust (paper's own attacks, eps 0.5)",
+    "fig1_gap": "Fig. 1: the gap grows with eps (softmax ahead at small eps)",
+    "tab1_clean": "Tab. 1: generative lower clean accuracy",
+    "protocol_generative": "Sec. 3.2: Eq. 11-12 finds the generative worst case",
+    "protocol_softmax": "Sec. 3.2: PGD-CE finds the softmax worst case",
+    "tab2_fid": "Tab. 2: generative lower FID (samples, counterfactuals)",
+    "fig1_robust": "Fig. 1 (retired encoding): more robust at every eps",
+}
 
 
-def findings_list(profile: str = "cpu", directory: Path | None = None) -> str:
-    """README's findings: one numbered item per decided claim (supported, contradicted or mixed) with each
-    subject's stored verdict rendered (effect, 95% interval, p and Holm p, test, n), then one item naming the claims
-    not established and the smallest effect their n could have detected. Rendered from the stored verdicts only."""
+def _paper_says(claim: str) -> str:
+    """What the paper reports for a claim, from core/paper (numbers) or its figure (a curve)."""
+    t1, e = paper.TAB1, paper.TAB1["eps"]
+    if claim in ("tab1_robust", "tab1_robust_paper"):
+        return f"{100 * t1['generative']['robust']:.2f} vs {100 * t1['softmax']['robust']:.2f}% at {e:g}"
+    if claim == "tab1_clean":
+        return f"{100 * t1['generative']['clean']:.2f} vs {100 * t1['softmax']['clean']:.2f}%"
+    if claim == "tab2_fid":
+        cells = [(k, c) for c in ("samples", "counterfactuals") for k in sorted(x for x in paper.TAB2 if x != "source")]
+        return ", ".join(f"{paper.TAB2[k]['generative'][c] - paper.TAB2[k]['softmax'][c]:+.1f}" for k, c in cells)
+    if claim.startswith("protocol_"):
+        return "assumed (its evaluation)"
+    return "a curve"
+
+
+def _ours(c) -> str:
+    """Each subject's effect, compactly: 'eps 0.25 -2.0, eps 0.5 -5.6, eps 1 -9.2 points' (05's subjects are named
+    in REPORT.md: effects only, in the order of its comparisons)."""
+    if not c.subjects:
+        return c.why
+    effects = [v.fmt(v.effect) for v in c.subjects]
+    unit = next((u for u in (" points per unit eps", " points") if all(x.endswith(u) for x in effects)), "")
+    names = ["" if c.notebook == "05_ablations" else v.subject.split(", paper")[0].split(", worst")[0] + " "
+             for v in c.subjects]
+    return ", ".join(f"{n}{x.removesuffix(unit)}" for n, x in zip(names, effects)) + unit
+
+
+def findings_table(profile: str = "cpu", directory: Path | None = None) -> str:
+    """README's findings as one compact table, one row per claim: the claim, what the paper reports, our effect per
+    subject, and our decision at this scale (mixed with its counts); intervals, p, Holm and detectable effects are
+    in REPORT.md's long form. Rendered from the stored (or re-derived) verdicts only
+    (:func:`genrobust.reporting.report.claim_verdicts`)."""
     d = Path(directory) if directory is not None else results_dir(profile)
     claims = claim_verdicts(d)
-    commits = ", ".join(dict.fromkeys(c.commit[:7] for c in claims))
-    items, undecided = [], []
+    judged = read_verdicts(d) is not None
+    scales = list(dict.fromkeys(v.scale for c in claims for v in c.subjects if v.scale))
+    lines = ["| claim | paper | ours | verdict at this scale |", "|---|---|---|---|"]
     for c in claims:
-        if c.decision in ("supported", "contradicted", "mixed"):
-            subjects = "; ".join(v.render() for v in c.subjects)
-            items.append(f"**{c.source}: {c.text} -- {c.decision}.** {subjects or c.why}")
-            continue
-        notes = dict.fromkeys(v.note for v in c.subjects if v.note)
-        det = [v for v in c.subjects if v.detectable is not None]
-        if notes or not det:  # e.g. too few bootstrap replicates for an interval: the reason, not a size
-            can = f" ({'; '.join(notes) or c.why})"
-        else:
-            best = min(det, key=lambda v: v.detectable)
-            n = best.evidence.get("n")
-            can = (f": {'at n = ' + format(n, ',') + ' ' if n else ''}only an effect of about "
-                   f"{best.fmt(best.detectable).lstrip('+')} or more could be detected")
-        undecided.append(f"{c.source}, {c.text}{can}")
-    if undecided:
-        items.append("**Not established at this n** (no subject decided under the rule below): " +
-                     "; ".join(undecided) + ".")
-    return (f"From the metrics files of results/{d.name} (notebooks 03-05 at commit {commits}):\n\n" +
-            "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1)))
+        name = SHORT.get(c.claim, f"{c.source.replace('Figure', 'Fig.')}: {c.text}")
+        verdict = f"**{c.decision}**" + (f" ({c.why})" if c.decision == "mixed" else "") + (
+            f"; NOT re-judged: {c.notebook}'s stored verdict under the older rule" if judged and not c.rule_commit
+            else "") + ("; after a second look (n 130 -> 250)" if second_look(d.name, c.claim) else "")
+        lines.append(f"| {name} | {_paper_says(c.claim)} | {_ours(c)} | {verdict} |")
+    return "\n".join(lines + ["", f"At this scale: {'; '.join(scales) or d.name + ' profile'}. Long form (intervals, "
+                               f"p, Holm, what each n could detect): [results/{d.name}/REPORT.md](results/{d.name}/"
+                               "REPORT.md#findings-long-form)."])
 
 
 def readme_block(text: str, start: str = START, end: str = END) -> str:
@@ -134,7 +144,6 @@ def update_readme(profile: str = "cpu", path: Path | None = None) -> Path:
     """Rewrite README's findings, results and verdicts blocks from the metrics files (atomic). Returns README's path."""
     path = Path(path) if path is not None else project_root() / "README.md"
     text = path.read_text()
-    for start, end, new in ((START, END, results_table(profile)), (V_START, V_END, verdicts_table(profile)),
-                            (F_START, F_END, findings_list(profile))):
+    for start, end, new in ((START, END, results_table(profile)), (F_START, F_END, findings_table(profile))):
         text = text.replace(f"{start}\n{readme_block(text, start, end)}\n{end}", f"{start}\n{new}\n{end}")
     return write_text(path, text)

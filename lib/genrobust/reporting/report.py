@@ -31,13 +31,14 @@ from ..core.fmt import ci_pct, pct
 from ..core.registry import ATTACK_LABELS, BUDGETS
 from ..data.base import CLASSES
 from ..measure.ablate import base_profile
-from ..measure.claims import accuracy_verdicts, generation_verdicts
+from ..measure.claims import (ClaimError, Verdict, accuracy_verdicts, claim_decision, claim_info,
+                              generation_verdicts)
 from ..measure.record import EvalRecord
 from ..measure.record import records as eval_records
-from ..store.io import write_text
+from ..store.io import ResultsError, sha256_file, write_text
 from ..store.paths import results_dir
 from ..store.provenance import git_commit
-from .metrics_files import METRICS_FILES, Source, load_sources
+from .metrics_files import METRICS_FILES, VERDICTS_NAME, Source, load_sources, read_verdicts
 from .plots import accuracy_vs_eps
 from .tables import (accuracy_conclusion, comparison_cell, kid_text, paired_table, tab1_entries,
                      verdicts_markdown)
@@ -296,12 +297,15 @@ def paired_section(sources: dict[str, Source]) -> Section:
     paper's attack vs AutoAttack on each classifier -- beside the CIs of Tab. 1 and Fig. 1."""
     src = sources["03_accuracy"]
     if not src.ok:
-        table = pd.DataFrame([{"comparison": "generative vs softmax", "McNemar p": src.status, "source": src.cite()}])
+        table = pd.DataFrame([{"comparison": "generative vs softmax", "McNemar p (unadjusted)": src.status, "source": src.cite()}])
     else:
         table = paired_table(src.record["classifiers"])
         table["source"] = src.cite()
     notes = ["Two-sided exact McNemar test on the per-example flags of the two sides on the same images "
-             "(genrobust.core.metrics.mcnemar): 'first' is the side named first. The paper reports no test."]
+             "(genrobust.core.metrics.mcnemar): 'first' is the side named first. The paper reports no test. The p "
+             "values are unadjusted descriptions; the claims' verdicts (Holm over each claim's subjects, and for an "
+             "attack against a worst case that contains it, a test against the tolerance) are in the sections "
+             "above and in the findings."]
     return _section("paired", "Paired tests — the same test images under both classifiers and both attacks",
                     table.to_dict(orient="records"), notes)
 
@@ -336,7 +340,8 @@ def tab2_section(sources: dict[str, Source], directory: Path) -> Section:
                      "ours KID x1e3": kid_text(a) if a.get("kid") is not None else None, "N": a["n"],
                      "reference N": a["n_reference"], "comparable with": a.get("comparable"),
                      SETTING: setting_text(src.data_source, src.config, GEN_KEYS), "source": src.cite()})
-    notes = [f"Paper: {paper.TAB2['source']} (N = 50,000 against the full training set; lower is better)."]
+    notes = [f"Paper: {paper.TAB2['source']} (FID 'between the training samples and the generated samples', "
+             "Sec. 3.3.2; the paper states no N; lower is better)."]
     if src.ok:
         verdicts, how = stored_verdicts(src)
         notes.append("The last row, FID of unmodified test images against the same reference, is our scale for "
@@ -402,16 +407,36 @@ def tab4_section(sources: dict[str, Source]) -> Section:
                      "single c_k values of a small profile as noise, not as a finding."])
 
 
+def judged_entry(src: Source) -> dict | None:
+    """This notebook's entry of verdicts.json beside its metrics file (:func:`genrobust.reporting.metrics_files.
+    judge_evidence`), when that file exists and was judged from this very file (same sha256); else None."""
+    judged = read_verdicts(src.path.parent)
+    entry = (judged or {}).get("notebooks", {}).get(src.notebook)
+    if entry is None or not src.path.is_file() or entry.get("sha256") != sha256_file(src.path).hexdigest():
+        return None
+    return entry
+
+
 def stored_verdicts(src: Source) -> tuple[list[dict], str]:
-    """(verdicts, where they come from) of notebook 03's or 04's metrics file: the stored ones; for a file written
-    before verdicts were stored (schema 1-2), the same rule (genrobust.measure.claims) applied to its stored
-    per-example flags (03) or paired bootstraps (04), and said so."""
+    """(verdicts, where they come from) of notebook 03's or 04's metrics file: those of verdicts.json, re-derived
+    from the file's stored evidence by today's rule; where verdicts.json could not re-judge it, the notebook's own
+    stored ones, marked so; for a file written before verdicts were stored (schema 1-2), the same rule
+    (genrobust.measure.claims) applied to its stored per-example flags (03) or paired bootstraps (04)."""
+    entry = judged_entry(src)
+    if entry is not None and "verdicts" in entry:
+        return entry["verdicts"], f"{VERDICTS_NAME}: re-derived from {src.path.name}'s stored evidence by today's rule"
+    if entry is not None and "verdicts" in src.record:
+        return src.record["verdicts"], (f"NOT re-judged under today's rule ({entry['not_judged']}); the verdicts "
+                                        f"{src.path.name} stored under the rule of commit {src.commit[:7]}")
     if "verdicts" in src.record:
         return src.record["verdicts"], "stored in " + src.path.name
-    if src.notebook == "03_accuracy":
-        found = accuracy_verdicts(eval_records(src.record["classifiers"]))
-    else:
-        found = generation_verdicts(src.record.get("paired", []))
+    try:
+        if src.notebook == "03_accuracy":
+            found = accuracy_verdicts(eval_records(src.record["classifiers"]))
+        else:
+            found = generation_verdicts(src.record.get("paired", []))
+    except ClaimError as err:  # e.g. a 04 without verdicts or replicates: nothing the rule can judge
+        return [], f"{src.path.name} cannot be judged: {err}"
     return ([v.to_dict() for v in found],
             f"{src.path.name} predates stored verdicts: computed by genrobust.measure.claims from its stored data")
 
@@ -420,6 +445,9 @@ def claims_section(sources: dict[str, Source], directory: Path) -> Section:
     """The qualitative claims of Figs. 5-8 (paper.ABLATION_CLAIMS) and our verdicts from notebook 05."""
     src = sources["05_ablations"]
     cfg = reference = None
+    judged = judged_entry(src) if src.ok else None
+    if judged is not None and "claims" in judged:  # re-derived from the file's per-seed AUROCs (verdicts.json)
+        src = dataclasses.replace(src, record={**src.record, "claims": judged["claims"]})
     if src.ok:
         cfg = {**(src.config or {}), **(src.record.get("ablation_base") or {})}
         reference = _paper_ablation_config()
@@ -440,14 +468,155 @@ def claims_section(sources: dict[str, Source], directory: Path) -> Section:
                      "comparisons": "; ".join(comparison_cell(r) for r in c["comparisons"]) if c else None,
                      SETTING: setting_text(src.data_source, cfg, keys, reference) if src.ok else None,
                      "source": src.cite()})
-    notes = ["Paper: Figures 5-8 give curves only; each claim is tested here as paired comparisons with a "
-             "hierarchical bootstrap over training seeds and test examples, under the one rule of "
-             "genrobust.measure.claims: supported / contradicted / not established."]
+    notes = ["Paper: Figures 5-8 give curves only; each claim is tested here as paired comparisons, a t test over "
+             "the training seeds (paired by seed), under the one rule of genrobust.measure.claims: supported / "
+             "contradicted / not established."
+             + (f" Re-derived from {src.path.name}'s per-seed AUROCs ({VERDICTS_NAME})." if judged else "")]
     if src.ok:
         notes.append(src.record.get("regime", ""))
         notes += [f"Sanity check: {s}" for s in src.record.get("sanity_checks", [])]
     return _section("claims", "Figs. 5-8 — ablation claims", rows, notes,
                     _figures(directory, ("fig5_", "fig6_", "fig7_", "fig8_")))
+
+
+STORED_VERDICTS = ("03_accuracy", "04_generation_fid")  # their claims come from verdicts (05's from its claims)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimVerdicts:
+    """One claim's verdict in one results directory: the decision, why, and its subjects' stored verdicts
+    (none where the file cannot be judged). ``stored``: False where the verdicts were computed from an older
+    file's stored data (or the file could not be judged) rather than stored by the notebook."""
+    source: str            # the paper's table, figure or section
+    claim: str             # id: core.paper.CLAIMS or paper.ABLATION_CLAIMS
+    text: str              # the paper's claim
+    decision: str
+    why: str
+    subjects: tuple[Verdict, ...]
+    stored: bool
+    notebook: str
+    commit: str
+    models: tuple[tuple[str, str], ...] = ()   # (classifier, weights digest) the notebook evaluated; () for 05
+    rule_commit: str = ""  # the commit whose rule re-derived them from the file's evidence (verdicts.json); "" if not
+
+
+def _models(src: Source) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((kind, ck.get("weights_sha256", "")) for kind, ck in
+                        (src.record.get("checkpoints") or {}).items()))
+
+
+def _notebook_claims(src: Source) -> list[ClaimVerdicts]:
+    """The claims of 03 or 04, one per claim id, from their stored verdicts (or the rule applied to an older file)."""
+    verdicts = [Verdict.from_dict(v) for v in stored_verdicts(src)[0]]
+    rule = _rule_commit(src)
+    out = []
+    for claim in dict.fromkeys(v.claim for v in verdicts):
+        mine = tuple(v for v in verdicts if v.claim == claim)
+        decision, why = claim_decision(mine)
+        out.append(ClaimVerdicts(*claim_info(claim)[:1], claim, claim_info(claim)[1], decision, why, mine,
+                                 "verdicts" in src.record or bool(rule), src.notebook, src.commit, _models(src),
+                                 rule))
+    return out
+
+
+def _rule_commit(src: Source) -> str:
+    """The commit of verdicts.json where it re-derived this notebook's verdicts from the file's evidence, else ""."""
+    entry = judged_entry(src) if src.ok else None
+    if entry is None or "not_judged" in entry:
+        return ""
+    return (read_verdicts(src.path.parent) or {}).get("provenance", {}).get("git_commit", "unknown")
+
+
+def _ablation_claims(sources: dict[str, Source], directory: Path) -> list[ClaimVerdicts]:
+    """The claims of Figs. 5-8 from 05's file, as REPORT.md's claims section reads them."""
+    src = sources["05_ablations"]
+    stored = src.ok and src.record.get("schema_version", 1) >= 3
+    rule = _rule_commit(src)
+    judged = (judged_entry(src) or {}).get("claims") if rule else None
+    out = []
+    for _, r in claims_section(sources, directory).table.iterrows():
+        c = (judged or src.record.get("claims", {})).get(r["claim"]) if src.ok else None
+        subjects = tuple(Verdict.from_dict(comp["verdict_record"]) for comp in (c or {}).get("comparisons", ())
+                         if stored and "verdict_record" in comp)
+        why = str(r["why"] or "").split(" (its older reading")[0]  # an older file: the reason it is not judged
+        out.append(ClaimVerdicts(r["figure"], r["claim"], r["paper"].removeprefix("claims: "), r["ours"],
+                                 why or "see REPORT.md", subjects, stored, src.notebook, src.commit, (), rule))
+    return out
+
+
+def claim_verdicts(directory: str | os.PathLike) -> list[ClaimVerdicts]:
+    """Every claim notebooks 03-05 judge, in the order of README's verdicts table. A missing or unreadable 03 or
+    04 file is a ResultsError naming it (05's claims then read 'not run')."""
+    directory = Path(directory)
+    sources = load_sources(directory)
+    out: list[ClaimVerdicts] = []
+    for nb in STORED_VERDICTS:
+        src = sources[nb]
+        if not src.ok:
+            raise ResultsError(f"the verdicts need {src.path} ({src.status})")
+        out += _notebook_claims(src)
+    return out + _ablation_claims(sources, directory)
+
+
+def findings_markdown(directory: str | os.PathLike) -> str:
+    """The findings in long form (REPORT.md; README holds the compact table): one numbered item per decided claim
+    (supported, contradicted or mixed) with each subject's verdict rendered (effect, 95% interval, p and Holm p,
+    test, n, scale), then one item per claim not established with, per subject, the smallest effect its n could
+    have detected at the level Holm tested it at. Rendered from the stored (or re-derived) verdicts only."""
+    d = Path(directory)
+    claims = claim_verdicts(d)
+    commits = ", ".join(dict.fromkeys(c.commit[:7] for c in claims))
+    rules = ", ".join(dict.fromkeys(c.rule_commit[:7] for c in claims if c.rule_commit))
+    judged = read_verdicts(d) is not None
+    items, undecided = [], []
+    for c in claims:
+        if judged and not c.rule_commit:  # verdicts.json could not re-derive it: the notebook's older reading
+            look = f"NOT re-judged under the corrected rule ({c.notebook}.json lacks its evidence); its stored reading"
+            items.append(f"**{c.source}: {c.text} -- {c.decision}** ({look}). " +
+                         "; ".join(v.render() for v in c.subjects))
+            continue
+        if c.decision in ("supported", "contradicted", "mixed"):
+            subjects = "; ".join(v.render() for v in c.subjects)
+            look = second_look(d.name, c.claim)
+            items.append(f"**{c.source}: {c.text} -- {c.decision}.** {subjects or c.why}" +
+                         (f" *Note: {look}.*" if look else ""))
+            continue
+        notes = dict.fromkeys(v.note for v in c.subjects if v.note)
+        det = [v for v in c.subjects if v.detectable is not None]
+        if notes or not det:  # e.g. too few replicates for an interval: the reason, not a size
+            can = f" ({'; '.join(notes) or c.why})"
+        else:  # per subject, at the level Holm tested it at (not the smallest across subjects)
+            can = ": " + "; ".join(
+                f"{v.subject}: {v.fmt(v.effect)}, only {v.fmt(v.detectable).lstrip('+')} or more detectable"
+                + (f" with {v.evidence['seeds']} seeds" if v.evidence.get("seeds") else
+                   f" at n = {v.evidence['n']:,}" if v.evidence.get("n") else "")
+                + (f", level {v.evidence['alpha']:.3g}" if v.evidence.get("alpha") else "") for v in det)
+        look = second_look(d.name, c.claim)
+        undecided.append(f"{c.source}, {c.text}{can}" + (f" (note: {look})" if look else ""))
+    if undecided:
+        items += [f"**Not established at this n** (no subject decided): {u}." for u in undecided]
+    return (f"From the metrics files of results/{d.name} (notebooks 03-05 at commit {commits})"
+            + (f", judged by the rule of commit {rules} ({VERDICTS_NAME})" if rules else "") + ":\n\n" +
+            "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1)))
+
+
+# Verdicts whose evidence grew after a look at it: (profile, claim) -> what happened. results/cpu's worst case ran
+# on 130 images first; n_strong went to 250 after that look decided less (docs/verdicts-2026-12-05.md), an
+# unplanned second look, so the p values of these claims at n = 250 are somewhat optimistic.
+SECOND_LOOKS = {("cpu", claim): "n_strong raised from 130 to 250 after a look at n = 130 that decided less "
+                                "(docs/verdicts-2026-12-05.md): a second, unplanned look; its p values are somewhat "
+                                "optimistic" for claim in ("tab1_robust", "protocol_generative", "protocol_softmax")}
+
+
+def second_look(profile: str, claim: str) -> str:
+    """What :data:`SECOND_LOOKS` says of this claim of this profile ("" if nothing)."""
+    return SECOND_LOOKS.get((profile, claim), "")
+
+
+def _scale_words(directory: Path) -> str:
+    """'cpu profile, one training run per arm (Figs. 5-8: 5 training runs per setting)' from the stored verdicts."""
+    scales = list(dict.fromkeys(v.scale for c in claim_verdicts(directory) for v in c.subjects if v.scale))
+    return "; ".join(scales) or f"{Path(directory).name} profile"
 
 
 def status_table(sources: dict[str, Source]) -> pd.DataFrame:
@@ -655,6 +824,11 @@ def render_markdown(ov: Overview) -> str:
         out += [f"Which verdicts changed against the previous results of this profile, and why: [{CHANGES_NAME}]"
                 f"({CHANGES_NAME}).", ""]
     out += ["## Status", "", markdown_table(ov.status), ""]
+    try:
+        out += ["## Findings, long form", "", f"At this scale ({_scale_words(ov.directory)}). README holds them as "
+                "one compact table.", "", findings_markdown(ov.directory), ""]
+    except ResultsError as err:  # 03 or 04 not run yet: nothing to find
+        out += ["## Findings, long form", "", f"Not available: {err}", ""]
     if ov.consistency:
         out += ["**Consistency:**", ""] + [f"- {n}" for n in ov.consistency] + [""]
     for s in ov.sections.values():

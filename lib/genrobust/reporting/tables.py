@@ -15,7 +15,7 @@ from ..core.registry import ATTACK_LABELS
 from ..data.base import CLASSES
 from ..measure.ablate import regime_note
 from ..measure.accuracy import accuracy_rows, paired_tests, worst_case
-from ..measure.claims import Verdict, claim_decision
+from ..measure.claims import Verdict, claim_decision, claim_info
 from ..measure.record import EvalRecord
 
 
@@ -77,12 +77,13 @@ def tab4(cal: dict) -> pd.DataFrame:
 
 def paired_table(records: dict) -> pd.DataFrame:
     """The paired tests of :func:`genrobust.measure.accuracy.paired_tests` as a table: accuracies of the two sides
-    on the same images, the discordant counts, the difference and the exact McNemar p."""
+    on the same images, the discordant counts, the difference and the exact McNemar p, unadjusted: a description,
+    not a decision (the verdicts, Holm-adjusted, decide; no 'significant' column beside them)."""
     rows = [{"comparison": t["comparison"], "attack": t["attack"], "eps": t["eps"], "n": t["n"],
              "first %": pct(t["acc_first"]), "second %": pct(t["acc_second"]),
              "difference (points)": round(100 * t["diff"], 2), "right under first only": t["n_first"],
-             "right under second only": t["n_second"], "McNemar p": float(f"{t['p']:.3g}"),
-             "significant (5%)": "yes" if t["significant"] else "no"} for t in paired_tests(records)]
+             "right under second only": t["n_second"],
+             "McNemar p (unadjusted)": float(f"{t['p']:.3g}")} for t in paired_tests(records)]
     return pd.DataFrame(rows)
 
 
@@ -159,7 +160,7 @@ def verdicts_markdown(verdicts: list) -> str:
     parts = []
     for claim in dict.fromkeys(v.claim for v in vs):
         mine = [v for v in vs if v.claim == claim]
-        source, text, _ = paper.CLAIMS[claim]
+        source, text = claim_info(claim)
         decision, why = claim_decision(mine)
         parts.append(f"**{source}: {text}.** Ours: **{decision}** ({why}).")
         parts.extend(f"- {v.render()}" for v in mine)
@@ -218,13 +219,13 @@ def generation_checks(rec: dict) -> pd.DataFrame:
 
 
 def generation_conclusion(rec: dict, verdicts: list) -> str:
-    """Notebook 04's conclusion: the stored Tab. 2 verdicts (paired bootstrap per cell, Holm over the cells), then
+    """Notebook 04's conclusion: the stored Tab. 2 verdicts (paired half-subsampling per cell, Holm over the cells), then
     KID beside FID and the FID(test, train) anchor for scale."""
     by = {(c["kind"], c["steps"], c["step_size"], c["classifier"]): c for c in rec["cells"]}
     pairs = sorted({(k, s, a) for k, s, a, _ in by if (k, s, a, "generative") in by and (k, s, a, "softmax") in by})
     n_text = (f"N = {rec['n_samples']:,} images per cell" if rec["n_samples"] == rec["n_counterfactuals"] else
               f"N = {rec['n_samples']:,} samples / {rec['n_counterfactuals']:,} counterfactuals per cell")
-    lines = [f"At {n_text} against {rec['n_reference']:,} reference training images (the paper: N = 50,000):",
+    lines = [f"At {n_text} against {rec['n_reference']:,} reference training images (the paper states no N):",
              verdicts_markdown(verdicts) if verdicts else "No cell has both classifiers: Tab. 2's claim is not tested."]
     kids = [(k, st, a, by[(k, st, a, "generative")].get("kid"), by[(k, st, a, "softmax")].get("kid"))
             for k, st, a in pairs]
@@ -288,7 +289,7 @@ def claims_table(claims: dict) -> pd.DataFrame:
                          "higher": round(r["higher_value"], 4) if "diff" in r else None,
                          "lower": round(r["lower_value"], 4) if "diff" in r else None,
                          "difference": round(r["diff"], 4) if "diff" in r else None,
-                         "95% CI": f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]" if "ci" in r else None,
+                         "95% CI": f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]" if r.get("ci") else None,
                          "per seed": ", ".join(f"{d:+.4f}" for d in r["seed_diffs"]) if "seed_diffs" in r else None,
                          "verdict": r["verdict"]})
     return pd.DataFrame(rows).set_index("claim")
@@ -298,8 +299,8 @@ def comparison_cell(r: dict) -> str:
     """One comparison of a claim, compactly, for a table cell of the report."""
     if "diff" not in r:
         return f"{r.get('higher')} vs {r.get('lower')}: {r.get('verdict')}"
-    return (f"{r['metric_name']}: {r['higher']} - {r['lower']} = {r['diff']:+.4f} "
-            f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] ({r['verdict']})")
+    ci = "" if r.get("ci") is None else f" [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]"
+    return f"{r['metric_name']}: {r['higher']} - {r['lower']} = {r['diff']:+.4f}{ci} ({r['verdict']})"
 
 
 def comparison_line(r: dict) -> str:
