@@ -57,7 +57,8 @@ gr.tables.config_table(cfg, ["gen"])
 
 # %%
 if not generated_from:
-    generated = gr.generation.generate(cfg, data, paths)  # units under runs/generate/: a killed run resumes
+    # units under runs/generate/: a killed run resumes; fid='later': no Inception here, so no estimate of its passes
+    generated = gr.generation.generate(cfg, data, paths, estimate_fid=fid == "here")
 display(Markdown(f"PGD configurations run as one prefix chain per step size: **{generated.chained}** "
                  f"(eps = {cfg.gen.eps:g} >= steps x step size). Seconds: {generated.seconds}"))
 gr.tables.generation_checks({"cells": generated.checks})

@@ -4,7 +4,10 @@ The rehearsal (slow) runs the exact commands of docs/gpu-profile.md in a `git ar
 .git, no ../shared and the data only in its carried form (a tiny CIFAR-layout JPEG zip, xz-compressed), a fresh
 $OUT per call, the gpu profile shrunk by $GENROBUST_OVERRIDES and the engine check by $GPU_RUN_ENGINE_ARGS; then
 `finish` in a second copy scores FID/KID from the returned images. The wheels are the one thing not carried here:
-this venv has the packages (benchmarks/logs/ holds the by-hand rehearsal with the device's torch and the wheels).
+this venv has the packages. The by-hand rehearsal the way the device runs it is this test with
+GPU_RUN_REHEARSAL_PYTHON (a Python 3.12 with only the device image's packages and torch 2.11.0),
+GPU_RUN_REHEARSAL_WHEELS (the prepared .gpu_carry/wheels, installed by the calls with pip --no-index) and
+GPU_RUN_REHEARSAL_LOGS (where the calls' logs are copied); benchmarks/logs/cpu-2026-12-06-gpu-rehearsal/ holds one.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -78,8 +82,10 @@ def _device_env(tmp_path: Path, out: Path, **extra) -> dict:
     GENROBUST_* or PYTHONPATH from this session, a fresh $OUT, /tmp paths of its own."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    if not (bin_dir / "python3").exists():
-        (bin_dir / "python3").symlink_to(sys.executable)
+    if not (bin_dir / "python3").exists():  # a wrapper, not a link: a venv's python finds its site-packages by path
+        py = os.environ.get("GPU_RUN_REHEARSAL_PYTHON") or sys.executable
+        (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{py}" "$@"\n')
+        (bin_dir / "python3").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENROBUST_", "GPU_RUN_")) and k != "PYTHONPATH"}
     out.mkdir(parents=True)
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", OUT=str(out), GPU_RUN_SITE=str(tmp_path / "site"),
@@ -106,6 +112,16 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     device = _archive_copy(tmp_path / "device" / "genrobust")
     data = _tiny_cifar_zip(tmp_path / "cifar10-jpeg.zip")
     # here: prepare (git archive of the old engine from this checkout; no wheels: this venv has the packages)
+    wheels, logs = os.environ.get("GPU_RUN_REHEARSAL_WHEELS"), os.environ.get("GPU_RUN_REHEARSAL_LOGS")
+    if wheels:
+        (device / ".gpu_carry" / "wheels").mkdir(parents=True)
+        for w in Path(wheels).glob("*.whl"):
+            shutil.copy(w, device / ".gpu_carry" / "wheels" / w.name)
+
+    def keep(src: Path, name: str):  # the by-hand rehearsal's log
+        if logs:
+            Path(logs).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, Path(logs) / name)
     manifest = gpu_run.prepare(data, device / ".gpu_carry", wheels=False, commit="rehearsal0", repo=ROOT)
     assert manifest["data"]["sha256"] == gpu_run.sha256(data) and manifest["old_engine"]["commit"]
     calls = {c["name"]: c for c in gpu_run.plan()}
@@ -119,6 +135,7 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     out1 = tmp_path / "out1"
     got = subprocess.run(["bash", "-c", calls["engine"]["command"]], cwd=device, capture_output=True, text=True,
                          env=_device_env(tmp_path, out1, GPU_RUN_ENGINE_ARGS=ENGINE_ARGS), timeout=600)
+    keep(out1 / "engine.log", "call1-engine.log")
     assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
     log = (out1 / "engine.log").read_text()
     assert "kernel python3:" in log and "data cifar10-jpeg.zip unpacked and checked" in log
@@ -130,6 +147,8 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     env2 = _device_env(tmp_path, out2, GENROBUST_OVERRIDES=json.dumps(SHRINK))
     got = subprocess.run(["bash", "-c", calls["run"]["command"]], cwd=device, capture_output=True, text=True,
                          env=env2, timeout=900)
+    keep(out2 / "run.log", "call2-run.log")
+    keep(out2 / "return.json", "call2-return.json")
     assert got.returncode == 0, (out2 / "run.log").read_text()[-4000:] + got.stderr[-2000:]
     files = _returned_within_limits(out2)
     meta = json.loads((out2 / "return.json").read_text())
@@ -145,6 +164,8 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     env_here.update(GENROBUST_GIT_COMMIT="rehearsal0", PYTHONPATH=str(here / "lib"))
     got = subprocess.run([sys.executable, "tools/gpu_run.py", "finish", "--from", str(out2)], cwd=here,
                          capture_output=True, text=True, env=env_here, timeout=600)
+    if logs:
+        (Path(logs) / "finish.log").write_text(got.stdout + got.stderr)
     assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
     res = here / "results" / "gpu"
     rec = json.loads((res / "04_generation_fid.json").read_text())
@@ -165,6 +186,8 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     assert short != calls["run"]["command"]
     got = subprocess.run(["bash", "-c", short], cwd=device, capture_output=True, text=True,
                          env=_device_env(tmp_path, out3, GENROBUST_OVERRIDES=json.dumps(SHRINK)), timeout=300)
+    keep(out3 / "run.log", "call2-deadline-run.log")
+    keep(out3 / "return.json", "call2-deadline-return.json")
     assert got.returncode == 1
     meta = json.loads((out3 / "return.json").read_text())
     assert [s.startswith("done") for s in meta["status"].values()] == [True, True, False, False], meta["status"]

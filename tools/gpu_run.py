@@ -55,7 +55,7 @@ PROFILE = "gpu"
 PACKAGES = Path(__file__).with_name("gpu_run_packages.txt")
 # what each call imports after the wheels are in: a missing one fails the call's first seconds, not its tenth minute
 NEEDED_IMPORTS = ("torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "safetensors",
-                  "papermill", "nbformat", "ipykernel", "jupyter_client", "autoattack", "cleanfid", "pytorch_fid",
+                  "papermill", "nbformat", "ipykernel", "jupyter_client", "pyautoattack", "cleanfid", "pytorch_fid",
                   "submitit", "tqdm", "PIL")
 # Time limits of the two calls (seconds; the device tool's timeout_s) and the run's own deadline inside call 2,
 # which leaves time to collect and return what finished (docs/gpu-profile.md has the arithmetic).
@@ -284,7 +284,9 @@ def setup(carry: Path = CARRY, log=None) -> dict:
          f"{time.time() - t0:.0f} s so far)", log)
     path = [str(ROOT / "lib")] + ([str(SITE)] if manifest["wheels"] else []) + \
         [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    # the FID Inception weights stay here (gpu_run finish scores FID/KID): any use on the device fails with one line
     env = dict(os.environ, GENROBUST_DATA=str(zip_path), GENROBUST_GIT_COMMIT=manifest["commit"],
+               GENROBUST_FID_WEIGHTS=str(WORK / "no-FID-weights-on-the-device--gpu_run-finish-scores-FID-here"),
                PYTHONPATH=os.pathsep.join(path), PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
     ask = ("import importlib, sys\nmissing = []\nfor m in sys.argv[1:]:\n    try: importlib.import_module(m)\n"
            "    except Exception as e: missing.append(f'{m} ({type(e).__name__}: {e})')\n"

@@ -121,10 +121,12 @@ def run_missing(profile: Profile, paths: dict[str, str], plan, *, executor: str 
 
 
 def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
-             workers: int | None = None, slurm: dict | None = None, echo=print, progress: bool = True) -> Generated:
+             workers: int | None = None, slurm: dict | None = None, echo=print, progress: bool = True,
+             estimate_fid: bool = True) -> Generated:
     """Seeds, samples and counterfactuals of the classifiers in ``paths`` ({name: checkpoint}), as units: first
-    what is done, what remains and its estimated cost (``echo``), then the missing batches as jobs through the
-    profile's executor, then the assembly (nothing recomputed)."""
+    what is done, what remains and its estimated cost (``echo``; with ``estimate_fid``, also the FID passes', which
+    needs the Inception weights), then the missing batches as jobs through the profile's executor, then the
+    assembly (nothing recomputed)."""
     units = generation_units(paths, data)
     models = {name: load_classifier(path) for name, path in paths.items()}
     plan = _plan(profile, units)
@@ -134,7 +136,8 @@ def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, executo
     echo(f"generation: {len(plan)} units (classifier x kind x batch of {profile.gen.batch_size}), "
          f"{len(plan) - len(todo)} done, {len(todo)} to run: about "
          f"{seconds / 60:.1f} min of targeted PGD (rates from {source})")
-    echo(_inception_estimate(profile, data))
+    if estimate_fid:
+        echo(_inception_estimate(profile, data))
     run_missing(profile, paths, plan, executor=executor, workers=workers, slurm=slurm, progress=progress)
     return run_generation(profile.gen, data, models, progress=progress, units=units)
 
