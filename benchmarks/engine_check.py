@@ -90,8 +90,9 @@ def host_syncs(profile: str, train_per_class: int) -> None:
     from genrobust.data import prepare_data
     from genrobust.training import binary, loop
     import tempfile
-    p = apply_overrides(get_profile(profile), {
-        "data.source": "synthetic", "data.synthetic_train_per_class": max(train_per_class, 640),
+    base = get_profile(profile)
+    p = apply_overrides(base, {  # 5 steps' positives per class (a positive half-batch each): 2 warm-up + 3 counted
+        "data.source": "synthetic", "data.synthetic_train_per_class": max(train_per_class, 5 * base.train.batch_size),
         "data.synthetic_test_per_class": 10, "data.val_per_class": 0, "data.train_per_class": None,
         "data.test_per_class": None, "train.select_on": "last", "train.lr_schedule": "onecycle",
         "train.lr_drop_epoch": None})

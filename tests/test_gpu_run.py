@@ -38,6 +38,7 @@ DOC = ROOT / "docs" / "gpu-profile.md"
 # The gpu profile at rehearsal size: the same sections the real run sets, shrunk (tiny d_k and softmax networks,
 # a handful of images everywhere); every key is one the real profile has.
 SHRINK = {
+    "train_path": "fused",  # the 10 d_k in one job, as on CUDA (on a CPU 'auto' trains them one job each)
     "data.val_per_class": 4, "model.name": "small_cnn", "model.width": 0.5, "train.epochs": 1,
     "train.attack_steps": 2, "train.batch_size": 16, "train.select_attack_steps": 2, "train.select_n": 4,
     "train.select_every": 1, "softmax.model": "small_cnn", "softmax.width": 1.0, "softmax.epochs": 1,
@@ -329,3 +330,51 @@ def test_commit_comes_from_the_environment_without_a_checkout(tmp_path, monkeypa
     assert provenance.git_commit(tmp_path) == "abc123-dirty"  # tmp_path is no git checkout
     monkeypatch.delenv(provenance.COMMIT_ENV)
     assert provenance.git_commit(tmp_path) == "unknown"
+
+
+def test_env_overrides_reach_every_notebook_profile_and_bad_ones_fail(monkeypatch):
+    from genrobust.core.config import ConfigError
+    from genrobust.pipeline.params import OVERRIDES_ENV, notebook_profile
+    monkeypatch.setenv(OVERRIDES_ENV, json.dumps({"train.epochs": 1, "eval.n_test": 20}))
+    for nb in ("01_training", "03_accuracy"):  # 03 declares no epochs parameter, and still sees the override
+        p = notebook_profile(nb, {"profile": "gpu"})
+        assert p.train.epochs == 1 and p.eval.n_test == 20 and OVERRIDES_ENV in p.description
+    assert notebook_profile("01_training", {"profile": "gpu", "epochs": 3}).train.epochs == 3  # parameters win
+    monkeypatch.delenv(OVERRIDES_ENV)
+    assert notebook_profile("03_accuracy", {"profile": "gpu"}).train.epochs == 6  # negative control: unset
+    for bad, msg in (("{not json", "not JSON"), ('[1]', "dotted config keys"), ('{"train": {"epochs": 1}}',
+                     "dotted config keys"), ('{"train.epoch": 1}', "unknown key"), ('{"epochs": 1}', "unknown key")):
+        monkeypatch.setenv(OVERRIDES_ENV, bad)
+        with pytest.raises(ConfigError, match=msg):
+            notebook_profile("01_training", {"profile": "gpu"})
+
+
+def test_generated_images_saved_there_load_here_and_refuse_mismatch(tmp_path):
+    import torch
+    from genrobust.core.config import ConfigError, apply_overrides, get_profile
+    from genrobust.data.splits import prepare_data
+    from genrobust.measure.generate import starting_images
+    from genrobust.pipeline import generation
+    from genrobust.store.io import ResultsError, save_torch
+    p = apply_overrides(get_profile("smoke"), {"gen.n_samples": 6})
+    data = prepare_data(p.data, progress=False)
+    g = starting_images(p.gen, data)
+    for name in ("generative", "softmax"):
+        for kind in ("samples", "counterfactuals"):
+            for pgd in p.gen.pgd_configs:
+                g.images[(kind, name, (int(pgd[0]), float(pgd[1])))] = torch.randint(0, 256, (6, 3, 32, 32)) / 255.0
+    g.checks = [{"kind": "samples", "classifier": "generative", "steps": 7, "step_size": 1.0, "target_rate": 1.0}]
+    paths = {n: str(save_torch(tmp_path / f"{n}.pt", {"state": {"w": torch.full((2,), float(i))}}))
+             for i, n in enumerate(("generative", "softmax"))}
+    out = generation.save_generated(p, data, g, paths, tmp_path / "04_generated")
+    back, meta = generation.load_generated(p, data, out)
+    assert back.images.keys() == g.images.keys()
+    assert all(torch.equal(back.images[k], g.images[k]) for k in g.images)  # uint8 / 255 round-trips exactly
+    assert torch.equal(back.seeds, g.seeds) and back.checks == g.checks and set(meta["classifiers"]) == set(paths)
+    with pytest.raises(ConfigError, match="another gen config"):
+        generation.load_generated(apply_overrides(p, {"gen.n_samples": 8}), data, out)
+    blob = bytearray((out / "images.pt").read_bytes())
+    blob[len(blob) // 2] ^= 1
+    (out / "images.pt").write_bytes(bytes(blob))
+    with pytest.raises(ResultsError, match="damaged"):
+        generation.load_generated(p, data, out)

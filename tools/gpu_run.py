@@ -348,6 +348,33 @@ def _done_already(results: Path, name: str, params: dict) -> bool:
         return False
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc (the notebook's kernel starts a session of its own, and its jobs
+    are below it: killing the notebook's process group alone would leave them running on the GPU)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    for pid in [proc.pid] + _descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def run(out: Path, deadline_s: float = RUN_DEADLINE_S, profile: str = PROFILE, carry: Path = CARRY,
         notebooks=NOTEBOOKS) -> int:
     """Setup, then each notebook in its own process group until ``deadline_s`` after this call started (the one
@@ -380,8 +407,7 @@ def run(out: Path, deadline_s: float = RUN_DEADLINE_S, profile: str = PROFILE, c
                     rc = proc.wait(timeout=left)
                     status[name] = "done" if rc == 0 else f"failed (exit {rc})"
                 except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    _kill_tree(proc)
                     status[name] = f"stopped by the deadline ({deadline_s:.0f} s) after {time.time() - t1:.0f} s"
                 _log(f"{name}: {status[name]} ({time.time() - t1:.0f} s)", log)
                 if not status[name].startswith("done"):
@@ -414,7 +440,7 @@ def collect(results: Path, out: Path, meta: dict) -> list[Path]:
             tar.add(results, arcname=results.name,
                     filter=lambda m: None if drop and f"/{drop}" in f"/{m.name}" else m)
         total = Path(tmp).stat().st_size
-        piece = RETURN_FILE_MIB * MIB - 4096
+        piece = int(RETURN_FILE_MIB * MIB) - 4096
         n = -(-total // piece)
         if n <= RETURN_FILES - 2 and total <= (RETURN_TOTAL_MIB - 2) * MIB:
             break

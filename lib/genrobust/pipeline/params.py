@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from ..core.config import ConfigError, Profile, apply_overrides, get_profile
 
-# Profile-wide overrides for every notebook of a run, as a JSON object of dotted config keys, e.g.
-# '{"train.epochs": 1, "data.train_per_class": 20}': one setting that 01-04 all see (a notebook parameter reaches only
+# Profile-wide overrides for every notebook of a run, as a JSON object of config keys (dotted, or a profile field such
+# as train_path), e.g. '{"train.epochs": 1, "data.train_per_class": 20}': one setting that 01-04 all see (a notebook parameter reaches only
 # the notebooks that declare it, and 02-04 must find the runs 01 trained under the same data/model/train keys).
 # tools/gpu_run.py's rehearsal shrinks the gpu profile with it; the description says so and provenance records it.
 OVERRIDES_ENV = "GENROBUST_OVERRIDES"
@@ -29,7 +29,7 @@ def env_overrides() -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ConfigError(f"${OVERRIDES_ENV}: not JSON ({e.msg}); give an object of dotted config keys, e.g. "
                           f"{example}") from None
-    if not isinstance(got, dict) or not all(isinstance(k, str) and "." in k for k in got):
+    if not isinstance(got, dict) or any(isinstance(v, dict) for v in got.values()):
         raise ConfigError(f"${OVERRIDES_ENV}: give an object of dotted config keys, e.g. {example}; got {raw[:80]}")
     return got
 
