@@ -28,7 +28,7 @@ inception = None          # auto | file | fid_helper | pytorch_fid (downloads; n
 train_missing = True      # train / calibrate missing classifiers first (train-if-missing)
 from_released = False     # use the released models in results/<profile>/models/ instead (no training)
 fid = "here"              # here: score FID/KID in this run; later: save the generated images for scoring elsewhere
-generated_from = None     # a directory saved by fid="later": score its images here (no classifiers, no generation)
+generated_from = None     # a directory saved with fid later: score its images here (no classifiers, no generation)
 
 # %%
 # %matplotlib inline
