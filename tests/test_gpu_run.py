@@ -89,8 +89,9 @@ def _device_env(tmp_path: Path, out: Path, **extra) -> dict:
         (bin_dir / "python3").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENROBUST_", "GPU_RUN_")) and k != "PYTHONPATH"}
     out.mkdir(parents=True)
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", OUT=str(out), GPU_RUN_SITE=str(tmp_path / "site"),
-               GPU_RUN_WORK=str(tmp_path / "work"), **extra)
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", OUT=str(out),  # each call's /tmp: a fresh machine's
+               GPU_RUN_SITE=str(tmp_path / f"site-{out.name}"), GPU_RUN_WORK=str(tmp_path / f"work-{out.name}"),
+               **extra)
     return env
 
 
@@ -104,7 +105,7 @@ def _returned_within_limits(out: Path) -> list[Path]:
 
 
 def _returned_names(out: Path) -> set[str]:
-    meta, got = gpu_run.unpack(out, out.parent / f"{out.name}-unpacked")
+    _, got = gpu_run.unpack(out, out.parent / f"{out.name}-unpacked")
     return {str(p.relative_to(got)) for p in got.rglob("*") if p.is_file()}
 
 
@@ -164,7 +165,7 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     # here: finish in another copy (no .git either: the commit comes from the environment, as the run's)
     here = _archive_copy(tmp_path / "here" / "genrobust")
     env_here = {k: v for k, v in os.environ.items() if not k.startswith("GENROBUST_") and k != "PYTHONPATH"}
-    env_here.update(GENROBUST_GIT_COMMIT="rehearsal0", PYTHONPATH=str(here / "lib"))
+    env_here.update(GENROBUST_GIT_COMMIT="rehearsal0", PYTHONPATH=str(here / "lib"), GENROBUST_DATA=str(data))
     got = subprocess.run([sys.executable, "tools/gpu_run.py", "finish", "--from", str(out2)], cwd=here,
                          capture_output=True, text=True, env=env_here, timeout=600)
     if logs:

@@ -438,7 +438,7 @@ def collect(results: Path, out: Path, meta: dict) -> list[Path]:
         os.close(fd)
         with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
             tar.add(results, arcname=results.name,
-                    filter=lambda m: None if drop and f"/{drop}" in f"/{m.name}" else m)
+                    filter=lambda m, drop=drop: None if drop and f"/{drop}" in f"/{m.name}" else m)
         total = Path(tmp).stat().st_size
         piece = int(RETURN_FILE_MIB * MIB) - 4096
         n = -(-total // piece)
@@ -550,6 +550,9 @@ def main(argv=None) -> int:
             m = prepare(Path(args.data), Path(args.carry), wheels=not args.no_wheels, commit=args.commit)
             print(f"prepared {args.carry}: data {m['data']['bytes'] / MIB:.1f} MiB -> xz, {len(m['wheels'])} wheels, "
                   f"old engine {m['old_engine']['commit']}; commit {m['commit']}")
+            if m["commit"].endswith("-dirty") or m["commit"] == "unknown":
+                print(f"gpu_run: warning: the results would record commit {m['commit']}, which "
+                      "tests/test_results_gpu.py refuses; commit your changes and prepare again", file=sys.stderr)
         elif args.cmd == "plan":
             print(json.dumps(plan(), indent=1))
             print("\n".join(check_plan()))
