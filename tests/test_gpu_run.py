@@ -174,7 +174,7 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     res = here / "results" / "gpu"
     rec = json.loads((res / "04_generation_fid.json").read_text())
     assert rec["provenance"]["config"]["gen"]["n_samples"] == SHRINK["gen.n_samples"]  # the run's overrides
-    assert len(rec["cells"]) == 8 and all(c["fid"] > 0 and c["kid_mean"] is not None for c in rec["cells"])
+    assert len(rec["cells"]) == 8 and all(c["fid"] > 0 and c["kid"] is not None for c in rec["cells"])
     assert rec["generated_on"]["provenance"]["git_commit"] == "rehearsal0"
     assert (res / "REPORT.md").is_file() and not (res / gpu_run.GENERATED).exists()
     for n in gpu_run.NOTEBOOKS:

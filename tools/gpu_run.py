@@ -60,7 +60,7 @@ NEEDED_IMPORTS = ("torch", "torchvision", "numpy", "scipy", "pandas", "matplotli
 # Time limits of the two calls (seconds; the device tool's timeout_s) and the run's own deadline inside call 2,
 # which leaves time to collect and return what finished (docs/gpu-profile.md has the arithmetic).
 ENGINE_TIMEOUT_S, RUN_TIMEOUT_S, RUN_DEADLINE_S = 240, 480, 420
-ENGINE_BUDGET_S = 150                 # call 1's benchmark stops starting repeats after this (3 always run)
+ENGINE_BUDGET_S = 120                 # call 1: no benchmark round starts after this (3 rounds always run)
 # Where the device side works (a fresh machine's /tmp); the rehearsal points these elsewhere.
 SITE = Path(os.environ.get("GPU_RUN_SITE", "/tmp/site"))
 WORK = Path(os.environ.get("GPU_RUN_WORK", "/tmp/genrobust-gpu"))
