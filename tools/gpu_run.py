@@ -395,6 +395,7 @@ def run(out: Path, deadline_s: float = RUN_DEADLINE_S, profile: str = PROFILE, c
                     continue
                 left = deadline_s - (time.time() - t0)
                 if left <= 0:
+                    status[name] = f"not started: the deadline ({deadline_s:.0f} s) had passed"
                     break
                 cmd = [sys.executable, "-m", "genrobust", "notebook", name, "--profile", profile]
                 for k, v in DEVICE_PARAMETERS.get(name, {}).items():
