@@ -130,7 +130,9 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     doc = DOC.read_text()
     for c in calls.values():  # the doc types exactly these calls, within the tool's limits
         assert len(c["command"]) <= gpu_run.COMMAND_CHARS and len(c["carry"]) <= 8 and c["timeout_s"] <= 600
-        assert c["command"] in doc and json.dumps(c["carry"]) in doc and f"timeout_s={c['timeout_s']}" in doc
+        typed = (f'run(command="{c["command"]}", carry={json.dumps(c["carry"])}, timeout_s={c["timeout_s"]}, '
+                 f'kind="{c["kind"]}")')
+        assert typed in doc, typed
         assert all((device / p).is_dir() for p in c["carry"])
 
     # call 1: the engine check, on a bare machine

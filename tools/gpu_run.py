@@ -183,13 +183,18 @@ def slim_wheel(wheel: Path, drop_prefix: str) -> int:
     return dropped
 
 
+# the machine the profile's sizes were measured on (docs/gpu-profile.md: on an H100 it would not fit the deadline)
+KIND = "nvidia-h200"
+
+
 def plan() -> list[dict]:
-    """The two device calls as docs/gpu-profile.md types them: command, carry, timeout_s."""
+    """The two device calls as docs/gpu-profile.md types them: command, carry, timeout_s, kind."""
     return [
         {"name": "engine", "command": "python3 tools/gpu_run.py engine --out $OUT",
-         "carry": [".gpu_carry/data", ".gpu_carry/wheels", ".gpu_carry/old"], "timeout_s": ENGINE_TIMEOUT_S},
+         "carry": [".gpu_carry/data", ".gpu_carry/wheels", ".gpu_carry/old"], "timeout_s": ENGINE_TIMEOUT_S,
+         "kind": KIND},
         {"name": "run", "command": f"python3 tools/gpu_run.py run --out $OUT --deadline {RUN_DEADLINE_S}",
-         "carry": [".gpu_carry/data", ".gpu_carry/wheels"], "timeout_s": RUN_TIMEOUT_S},
+         "carry": [".gpu_carry/data", ".gpu_carry/wheels"], "timeout_s": RUN_TIMEOUT_S, "kind": KIND},
     ]
 
 
