@@ -27,6 +27,8 @@ seed = None
 inception = None          # auto | file | fid_helper | pytorch_fid (downloads; needs a network)
 train_missing = True      # train / calibrate missing classifiers first (train-if-missing)
 from_released = False     # use the released models in results/<profile>/models/ instead (no training)
+fid = "here"              # here: score FID/KID in this run; later: save the generated images for scoring elsewhere
+generated_from = None     # a directory saved with fid later: score its images here (no classifiers, no generation)
 
 # %%
 # %matplotlib inline
@@ -38,9 +40,14 @@ t_start = time.time()
 
 # %%
 cfg = gr.params.notebook_profile("04_generation_fid", globals())
+if fid not in ("here", "later"):
+    raise ValueError(f"fid={fid!r}: use 'here' (score FID/KID in this run) or 'later' (save the images for scoring)")
 data = gr.data.prepare_data(cfg.data)
-paths = gr.classifiers.ensure_classifiers(cfg, ("generative", "softmax"), data, train_missing=train_missing,
-                                          from_released=from_released)
+if generated_from:  # the images were generated elsewhere (tools/gpu_run.py): no classifier is needed here
+    generated, generated_on = gr.generation.load_generated(cfg, data, generated_from)
+else:
+    paths = gr.classifiers.ensure_classifiers(cfg, ("generative", "softmax"), data, train_missing=train_missing,
+                                              from_released=from_released)
 display(Markdown(f"**Profile `{cfg.name}`** — {cfg.description}\n\n**Data:** {data.source['name']} "
                  f"(sha256 `{data.source['sha256']}`)"))
 gr.tables.config_table(cfg, ["gen"])
@@ -49,7 +56,9 @@ gr.tables.config_table(cfg, ["gen"])
 # ## Seeds, generated samples and counterfactuals
 
 # %%
-generated = gr.generation.generate(cfg, data, paths)  # units under runs/generate/: a killed run resumes
+if not generated_from:
+    # units under runs/generate/: a killed run resumes; fid='later': no Inception here, so no estimate of its passes
+    generated = gr.generation.generate(cfg, data, paths, estimate_fid=fid == "here")
 display(Markdown(f"PGD configurations run as one prefix chain per step size: **{generated.chained}** "
                  f"(eps = {cfg.gen.eps:g} >= steps x step size). Seconds: {generated.seconds}"))
 gr.tables.generation_checks({"cells": generated.checks})
@@ -74,6 +83,9 @@ fig = gr.plots.class_grid(gr.generate.figure_panels(generated, "counterfactuals"
 
 # %% [markdown]
 # ## Tab. 2 — FID of generated samples and counterfactuals
+# With `fid="later"` (the gpu profile's device run: the Inception weights stay behind) the images are saved for
+# `tools/gpu_run.py finish`, which runs this notebook again with `generated_from` to score them; the cells below
+# then do nothing here.
 # FID is biased upward at small N: the numbers below are comparable with each other (same N, same reference) and with
 # nothing else — in particular not with the paper's (whose N the paper does not state), printed beside them only to
 # show the direction. With N <= 2048 the feature covariance is singular (the smoke profile). Each generative - softmax
@@ -83,24 +95,33 @@ fig = gr.plots.class_grid(gr.generate.figure_panels(generated, "counterfactuals"
 # the 7-step chains, so the four cells are two independent comparisons, not four.
 
 # %%
-scored = gr.generate.score(cfg.gen, data, generated)
-rec = gr.generate.tab2_record(cfg.gen, generated, scored, synthetic=bool(data.source.get("synthetic")))
-display(Markdown(gr.tables.inception_speed(rec, cfg)))
-gr.tables.tab2(rec)
+if fid == "later":
+    saved = gr.generation.save_generated(cfg, data, generated, paths, gr.results_dir(cfg.name) / "04_generated")
+    display(Markdown(f"**FID/KID not scored in this run** (`fid='later'`): images saved to `{saved}`"))
+else:
+    scored = gr.generate.score(cfg.gen, data, generated)
+    rec = gr.generate.tab2_record(cfg.gen, generated, scored, synthetic=bool(data.source.get("synthetic")))
+    display(Markdown(gr.tables.inception_speed(rec, cfg)))
+    gr.tables.tab2(rec)
 
 # %%
-a = rec["anchor"]
-display(Markdown(f"**Sanity anchor:** FID(test set, training set) = **{a['fid']:.2f}**: {a['n']:,} unmodified "
-                 f"test images against the same {a['n_reference']:,} reference images ({a['comparable']}); "
-                 f"data: {data.source['name']}."))
+if fid != "later":
+    a = rec["anchor"]
+    display(Markdown(f"**Sanity anchor:** FID(test set, training set) = **{a['fid']:.2f}**: {a['n']:,} unmodified "
+                     f"test images against the same {a['n_reference']:,} reference images ({a['comparable']}); "
+                     f"data: {data.source['name']}."))
 
 # %%
-path = gr.metrics_files.write_generation_metrics(cfg, rec, data, wall_time_s=time.time() - t_start,
-                                                checkpoints=paths)
-print("metrics written to", path)
+if fid != "later":
+    if generated_from:  # the classifiers and the generation's machine, as the generating run recorded them
+        rec["generated_on"] = {k: generated_on[k] for k in ("classifiers", "provenance")}
+    path = gr.metrics_files.write_generation_metrics(cfg, rec, data, wall_time_s=time.time() - t_start,
+                                                    checkpoints=None if generated_from else paths)
+    print("metrics written to", path)
 
 # %% [markdown]
 # ## Conclusion (the verdicts stored in the metrics file, one rule for every claim: `genrobust.measure.claims`)
 
 # %%
-display(Markdown(gr.tables.generation_conclusion(rec, gr.metrics_files.read_metrics(path)["verdicts"])))
+if fid != "later":
+    display(Markdown(gr.tables.generation_conclusion(rec, gr.metrics_files.read_metrics(path)["verdicts"])))

@@ -1,86 +1,238 @@
-"""tools/gpu_run.py on the CPU at smoke size: the data staged in parts and reassembled with checksums, the calls
-fitting the device tool's limits, the returned results unpacked safely, and the device step end to end on the
-smoke profile (no GPU, no network; the wheel download is the one step not run here)."""
+"""tools/gpu_run.py: the gpu profile's two device calls, rehearsed on the CPU.
+
+The rehearsal (slow) runs the exact commands of docs/gpu-profile.md in a `git archive` copy of the project with no
+.git, no ../shared and the data only in its carried form (a tiny CIFAR-layout JPEG zip, xz-compressed), a fresh
+$OUT per call, the gpu profile shrunk by $GENROBUST_OVERRIDES and the engine check by $GPU_RUN_ENGINE_ARGS; then
+`finish` in a second copy scores FID/KID from the returned images. The wheels are the one thing not carried here:
+this venv has the packages. The by-hand rehearsal the way the device runs it is this test with
+GPU_RUN_REHEARSAL_PYTHON (a Python 3.12 with only the device image's packages and torch 2.11.0),
+GPU_RUN_REHEARSAL_WHEELS (the prepared .gpu_carry/wheels, installed by the calls with pip --no-index) and
+GPU_RUN_REHEARSAL_LOGS (where the calls' logs are copied); benchmarks/logs/cpu-2026-12-06-gpu-rehearsal/ holds one.
+"""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from genrobust.data import CLASSES
+from genrobust.data.synthetic import make_synthetic
 from genrobust.store import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("gpu_run", ROOT / "tools" / "gpu_run.py")
 gpu_run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gpu_run)
+DOC = ROOT / "docs" / "gpu-profile.md"
+
+# The gpu profile at rehearsal size: the same sections the real run sets, shrunk (tiny d_k and softmax networks,
+# a handful of images everywhere); every key is one the real profile has.
+SHRINK = {
+    "train_path": "fused",  # the 10 d_k in one job, as on CUDA (on a CPU 'auto' trains them one job each)
+    "data.val_per_class": 4, "model.name": "small_cnn", "model.width": 0.5, "train.epochs": 1,
+    "train.attack_steps": 2, "train.batch_size": 16, "train.select_attack_steps": 2, "train.select_n": 4,
+    "train.select_every": 1, "softmax.model": "small_cnn", "softmax.width": 1.0, "softmax.epochs": 1,
+    "softmax.attack_steps": 2, "softmax.batch_size": 16, "calib.max_steps": 50, "calib.patience": 10,
+    "eval.n_test": 20, "eval.n_strong": 6, "eval.eps_grid": [0.0, 0.5], "eval.strong_eps_more": [],
+    "eval.steps": 3, "eval.batch_size": 10, "eval.channels_last": False,
+    "eval.budgets": [["apgd_iters", 5], ["targets", 2], ["fab_iters", 5], ["square_queries", 20]],
+    "gen.n_samples": 20, "gen.n_reference": 40, "gen.batch_size": 10, "gen.kid_subsets": 2,
+    "gen.kid_subset_size": 10, "gen.n_boot": 0, "gen.n_show": 2, "gen.eps": 10.0,
+}
+ENGINE_ARGS = "--profile smoke --train-per-class 40 --epochs 1 --repeats 1 --budget-s 0"
 
 
-@pytest.fixture
-def inputs(tmp_path):
-    """Two files of odd sizes standing in for the CIFAR-10 zip and the FID weights."""
-    a, b = tmp_path / "data.zip", tmp_path / "weights.pt"
-    a.write_bytes(os.urandom(5000))
-    b.write_bytes(os.urandom(3100))
-    return {"cifar10-jpeg.zip": a, "fid-inception.pt": b}
+def _tiny_cifar_zip(path: Path, train: int = 24, test: int = 12) -> Path:
+    """A CIFAR-10-layout JPEG zip of learnable synthetic images (train/<class>/*.jpg, test/<class>/*.jpg)."""
+    s = make_synthetic(train, test, seed=3)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for split, xs, ys in (("train", s.train_x, s.train_y), ("test", s.test_x, s.test_y)):
+            for i, (x, y) in enumerate(zip(xs, ys)):
+                buf = io.BytesIO()
+                Image.fromarray(x.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=90)
+                zf.writestr(f"{split}/{CLASSES[int(y)]}/{i:05d}.jpg", buf.getvalue())
+    return path
 
 
-def _pack(tmp_path, inputs, part_mib=2048 / gpu_run.MIB):
-    return gpu_run.pack(inputs, carry=tmp_path / "carry", part_mib=part_mib, commit="abc123")
+def _archive_copy(dest: Path) -> Path:
+    """The project as `git archive` gives it (the working tree's tracked changes included via `git stash create`,
+    which touches no ref): no .git, no untracked files, no ../shared beside it."""
+    rev = subprocess.run(["git", "-C", str(ROOT), "stash", "create"], capture_output=True, text=True,
+                         check=True).stdout.strip() or "HEAD"
+    dest.mkdir(parents=True)
+    blob = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], capture_output=True,
+                          check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(dest, filter="data")
+    assert not (dest / ".git").exists() and not (dest.parent / "shared").exists()
+    return dest
 
 
-def test_pack_fills_stages_and_stage_assemble_round_trip(tmp_path, inputs):
-    m = _pack(tmp_path, inputs)
-    assert m["commit"] == "abc123" and len(m["stages"]) == 4  # 8,100 bytes in stages of 2,048
-    sizes = [sum(p.stat().st_size for p in (tmp_path / "carry" / s).iterdir()) for s in m["stages"]]
-    assert sizes[:-1] == [2048] * 3 and 0 < sizes[-1] <= 2048  # every stage but the last is full
-    dest = tmp_path / "dest"
-    for s in m["stages"]:
-        gpu_run.stage(tmp_path / "carry" / s, dest)
-    out = gpu_run.assemble(m, dest)
-    for name, path in inputs.items():
-        assert out[name].read_bytes() == path.read_bytes()
-    assert gpu_run.assemble(m, dest) == out  # a second call finds the whole files and keeps them
+def _device_env(tmp_path: Path, out: Path, **extra) -> dict:
+    """A bare machine's environment: `python3` is this venv's interpreter (the device's python3 holds torch), no
+    GENROBUST_* or PYTHONPATH from this session, a fresh $OUT, /tmp paths of its own."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "python3").exists():  # a wrapper, not a link: a venv's python finds its site-packages by path
+        py = os.environ.get("GPU_RUN_REHEARSAL_PYTHON") or sys.executable
+        (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{py}" "$@"\n')
+        (bin_dir / "python3").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENROBUST_", "GPU_RUN_")) and k != "PYTHONPATH"}
+    out.mkdir(parents=True)
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", OUT=str(out),  # each call's /tmp: a fresh machine's
+               GPU_RUN_SITE=str(tmp_path / f"site-{out.name}"), GPU_RUN_WORK=str(tmp_path / f"work-{out.name}"),
+               **extra)
+    return env
 
 
-def test_damaged_or_missing_parts_are_refused(tmp_path, inputs):
-    m = _pack(tmp_path, inputs)
-    carry, dest = tmp_path / "carry", tmp_path / "dest"
-    part = next((carry / m["stages"][1]).iterdir())
-    good = part.read_bytes()
-    part.write_bytes(b"x" + good[1:])
-    with pytest.raises(gpu_run.GpuRunError, match="damaged in transfer"):
-        gpu_run.stage(carry / m["stages"][1], dest)
-    part.write_bytes(good)
-    gpu_run.stage(carry / m["stages"][0], dest)  # stages 1-3 never arrive (the machine went back)
-    with pytest.raises(gpu_run.GpuRunError, match="were not staged"):
-        gpu_run.assemble(m, dest)
-    for s in m["stages"][1:]:
-        gpu_run.stage(carry / s, dest)
-    staged = dest / Path(m["files"]["fid-inception.pt"]["parts"][0]["path"]).name
-    staged.write_bytes(b"y" * staged.stat().st_size)  # damaged after its check: the whole file's sha256 catches it
-    with pytest.raises(gpu_run.GpuRunError, match="does not match its sha256"):
-        gpu_run.assemble(m, dest)
-    assert not any(p.name.startswith(".") for p in dest.iterdir())  # nothing half-written left behind
+def _returned_within_limits(out: Path) -> list[Path]:
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= gpu_run.RETURN_FILES, files
+    assert all(p.stat().st_size <= gpu_run.RETURN_FILE_MIB * gpu_run.MIB for p in files)
+    assert sum(p.stat().st_size for p in files) <= gpu_run.RETURN_TOTAL_MIB * gpu_run.MIB
+    assert all(len(p.relative_to(out).parts) <= 3 for p in files)  # $OUT/a/b/file at most
+    return files
 
 
-def test_calls_fit_the_device_limits(tmp_path, inputs):
-    with pytest.raises(gpu_run.GpuRunError, match="must fit one call"):
-        gpu_run.pack(inputs, carry=tmp_path / "c", part_mib=60)
-    _pack(tmp_path, inputs)
-    calls = gpu_run.plan(tmp_path / "carry")
-    assert [c["command"].split("tools/gpu_run.py ")[1].split()[0] for c in calls] == ["stage"] * 4 + ["device"]
-    assert "--target /tmp/site" in calls[-1]["command"] and ".gpu_carry/wheels" in calls[-1]["carry"]
-    assert all(len(c["command"]) <= 2000 and len(c["carry"]) <= 8 and c["timeout_s"] <= 600 for c in calls)
-    tracked = sum(p.stat().st_size for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts
-                  and not {".venv", "runs", "cache", ".gpu_carry", "__pycache__"} & set(p.parts))
-    assert tracked + gpu_run.DEFAULT_PART_MIB * gpu_run.MIB <= gpu_run.CALL_LIMIT_MIB * gpu_run.MIB  # part + repo
-    assert tracked <= gpu_run.REPO_MIB * gpu_run.MIB
+def _returned_names(out: Path) -> set[str]:
+    _, got = gpu_run.unpack(out, out.parent / f"{out.name}-unpacked")
+    return {str(p.relative_to(got)) for p in got.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
+    device = _archive_copy(tmp_path / "device" / "genrobust")
+    data = _tiny_cifar_zip(tmp_path / "cifar10-jpeg.zip")
+    # here: prepare (git archive of the old engine from this checkout; no wheels: this venv has the packages)
+    wheels, logs = os.environ.get("GPU_RUN_REHEARSAL_WHEELS"), os.environ.get("GPU_RUN_REHEARSAL_LOGS")
+    if wheels:
+        (device / ".gpu_carry" / "wheels").mkdir(parents=True)
+        for w in Path(wheels).glob("*.whl"):
+            shutil.copy(w, device / ".gpu_carry" / "wheels" / w.name)
+
+    def keep(src: Path, name: str):  # the by-hand rehearsal's log
+        if logs:
+            Path(logs).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, Path(logs) / name)
+    manifest = gpu_run.prepare(data, device / ".gpu_carry", wheels=False, commit="rehearsal0", repo=ROOT)
+    assert manifest["data"]["sha256"] == gpu_run.sha256(data) and manifest["old_engine"]["commit"]
+    calls = {c["name"]: c for c in gpu_run.plan()}
+    doc = DOC.read_text()
+    for c in calls.values():  # the doc types exactly these calls, within the tool's limits
+        assert len(c["command"]) <= gpu_run.COMMAND_CHARS and len(c["carry"]) <= 8 and c["timeout_s"] <= 600
+        typed = (f'run(command="{c["command"]}", carry={json.dumps(c["carry"])}, timeout_s={c["timeout_s"]}, '
+                 f'kind="{c["kind"]}")')
+        assert typed in doc, typed
+        assert all((device / p).is_dir() for p in c["carry"])
+
+    # call 1: the engine check, on a bare machine
+    out1 = tmp_path / "out1"
+    got = subprocess.run(["bash", "-c", calls["engine"]["command"]], cwd=device, capture_output=True, text=True,
+                         env=_device_env(tmp_path, out1, GPU_RUN_ENGINE_ARGS=ENGINE_ARGS), timeout=600)
+    keep(out1 / "engine.log", "call1-engine.log")
+    assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
+    log = (out1 / "engine.log").read_text()
+    assert "kernel python3:" in log and "data cifar10-jpeg.zip unpacked and checked" in log
+    assert log.count("new / old = ") == 2 and "host syncs per step" in log
+    _returned_within_limits(out1)
+
+    # call 2: notebooks 01-04 of the shrunk gpu profile, a fresh $OUT; the deadline is the GPU's (420 s) unless
+    # the CPU is slower than that at process starts (four notebooks, their kernels and jobs: minutes on a loaded
+    # 2-core machine): the command is the typed one with its deadline raised (the deadline itself is tested below)
+    out2 = tmp_path / "out2"
+    env2 = _device_env(tmp_path, out2, GENROBUST_OVERRIDES=json.dumps(SHRINK))
+    full = calls["run"]["command"].replace(f"--deadline {gpu_run.RUN_DEADLINE_S}", "--deadline 1500")
+    got = subprocess.run(["bash", "-c", full], cwd=device, capture_output=True, text=True, env=env2, timeout=1600)
+    keep(out2 / "run.log", "call2-run.log")
+    keep(out2 / "return.json", "call2-return.json")
+    assert got.returncode == 0, (out2 / "run.log").read_text()[-4000:] + got.stderr[-2000:]
+    files = _returned_within_limits(out2)
+    meta = json.loads((out2 / "return.json").read_text())
+    assert all(s == "done" for s in meta["status"].values()) and list(meta["status"]) == list(gpu_run.NOTEBOOKS)
+    assert {p.name for p in files} >= {"return.json", "run.log", "results.tgz.00"}
+    names = _returned_names(out2)
+    assert {f"{n}.ipynb" for n in gpu_run.NOTEBOOKS} | {"04_generated/images.pt"} <= names
+    assert "04_generation_fid.json" not in names  # FID/KID were not scored there
+
+    # here: finish in another copy (no .git either: the commit comes from the environment, as the run's)
+    here = _archive_copy(tmp_path / "here" / "genrobust")
+    env_here = {k: v for k, v in os.environ.items() if not k.startswith("GENROBUST_") and k != "PYTHONPATH"}
+    env_here.update(GENROBUST_GIT_COMMIT="rehearsal0", PYTHONPATH=str(here / "lib"), GENROBUST_DATA=str(data))
+    got = subprocess.run([sys.executable, "tools/gpu_run.py", "finish", "--from", str(out2)], cwd=here,
+                         capture_output=True, text=True, env=env_here, timeout=600)
+    if logs:
+        (Path(logs) / "finish.log").write_text(got.stdout + got.stderr)
+    assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
+    res = here / "results" / "gpu"
+    rec = json.loads((res / "04_generation_fid.json").read_text())
+    assert rec["provenance"]["config"]["gen"]["n_samples"] == SHRINK["gen.n_samples"]  # the run's overrides
+    assert len(rec["cells"]) == 8 and all(c["fid"] > 0 and c["kid"] is not None for c in rec["cells"])
+    assert rec["generated_on"]["provenance"]["git_commit"] == "rehearsal0"
+    assert (res / "REPORT.md").is_file() and not (res / gpu_run.GENERATED).exists()
+    for n in gpu_run.NOTEBOOKS:
+        assert json.loads((res / f"{n}.json").read_text())["provenance"]["git_commit"] == "rehearsal0"
+
+    # the deadline: 03 and 04 undone again, a deadline of a few seconds: 01-02 still come back, 03-04 are named
+    for n in ("03_accuracy", "04_generation_fid"):
+        for p in (device / "results" / "gpu").glob(f"*{n}*"):
+            p.unlink()
+        (device / "results" / "gpu" / f".{n}.done.json").unlink(missing_ok=True)
+    out3 = tmp_path / "out3"
+    short = calls["run"]["command"].replace(f"--deadline {gpu_run.RUN_DEADLINE_S}", "--deadline 15")
+    assert short != calls["run"]["command"]
+    got = subprocess.run(["bash", "-c", short], cwd=device, capture_output=True, text=True,
+                         env=_device_env(tmp_path, out3, GENROBUST_OVERRIDES=json.dumps(SHRINK)), timeout=300)
+    keep(out3 / "run.log", "call2-deadline-run.log")
+    keep(out3 / "return.json", "call2-deadline-return.json")
+    assert got.returncode == 1
+    meta = json.loads((out3 / "return.json").read_text())
+    assert [s.startswith("done") for s in meta["status"].values()] == [True, True, False, False], meta["status"]
+    assert meta["status"]["03_accuracy"].startswith(("stopped by the deadline", "not started"))
+    assert "not finished: ['03_accuracy', '04_generation_fid']" in got.stdout
+    names = _returned_names(out3)
+    assert {"01_training.ipynb", "02_calibration.json"} <= names and "03_accuracy.json" not in names
+    _returned_within_limits(out3)
+
+
+def test_the_calls_carry_at_most_60_mib_each():
+    """Counted as the device tool counts a call: this checkout's tracked and untracked-not-ignored files plus the
+    carried folders; where .gpu_carry is not prepared here (CI), with the sizes measured when it was
+    (gpu_run.MEASURED_CARRY_MIB)."""
+    for call in gpu_run.plan():
+        parts = gpu_run.carried_bytes(call, ROOT)
+        carry = parts["carry"] if all((ROOT / c).is_dir() for c in call["carry"]) else \
+            sum(gpu_run.MEASURED_CARRY_MIB[c] for c in call["carry"]) * gpu_run.MIB
+        assert parts["tracked"] + parts["untracked"] + carry <= gpu_run.CARRY_BUDGET_MIB * gpu_run.MIB, (call, parts)
+    assert set(gpu_run.MEASURED_CARRY_MIB) == {c for call in gpu_run.plan() for c in call["carry"]}
+
+
+def test_carry_count_sees_untracked_files(tmp_path):
+    """Negative control of the count: an untracked, not ignored file of 1 MiB in a repo is counted; an ignored one
+    and one in .git are not."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("ignored.bin\n")
+    (tmp_path / "a.txt").write_text("a")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True)
+    (tmp_path / "new.bin").write_bytes(b"\0" * gpu_run.MIB)
+    (tmp_path / "ignored.bin").write_bytes(b"\0" * gpu_run.MIB)
+    parts = gpu_run.carried_bytes({"carry": []}, tmp_path)
+    assert parts["untracked"] == gpu_run.MIB and parts["tracked"] == 1 + len("ignored.bin\n")
+
+
+def test_the_doc_holds_no_staging():
+    doc = DOC.read_text()
+    assert "stage-" not in doc and "stage dir" not in doc  # the old staged plan is gone from the doc and the code
+    assert not hasattr(gpu_run, "stage")
 
 
 def _results(tmp_path, profile="smoke"):
@@ -91,33 +243,38 @@ def _results(tmp_path, profile="smoke"):
     return res
 
 
-def test_collect_and_finish_round_trip(tmp_path):
+def test_collect_and_unpack_round_trip(tmp_path):
     res = _results(tmp_path)
     out = tmp_path / "out"
-    pieces = gpu_run.collect(res, out)
+    pieces = gpu_run.collect(res, out, {"status": {"01_training": "done"}})
     assert 1 <= len(pieces) <= gpu_run.RETURN_FILES - 2 and (out / "return.json").is_file()
-    target = gpu_run.finish(out, tmp_path / "back")
-    assert target == tmp_path / "back" / "smoke"
-    assert (target / "figures" / "f.png").read_bytes() == (res / "figures" / "f.png").read_bytes()
+    meta, got = gpu_run.unpack(out, tmp_path / "back")
+    assert got == tmp_path / "back" / "smoke" and meta["status"] == {"01_training": "done"}
+    assert (got / "figures" / "f.png").read_bytes() == (res / "figures" / "f.png").read_bytes()
 
 
-def test_collect_refuses_what_a_call_cannot_return(tmp_path, monkeypatch):
+def test_collect_drops_the_generated_images_before_failing(tmp_path, monkeypatch):
     res = _results(tmp_path)
-    (res / "big.bin").write_bytes(os.urandom(200_000))  # random bytes do not compress
-    monkeypatch.setattr(gpu_run, "RETURN_FILE_MIB", 0.01)  # ~10 KiB pieces: far more than 6 are needed
-    with pytest.raises(gpu_run.GpuRunError, match="over what a call returns"):
-        gpu_run.collect(res, tmp_path / "out")
-
-
-def test_finish_refuses_damage_and_members_outside_the_profile(tmp_path):
+    (res / gpu_run.GENERATED).mkdir()
+    (res / gpu_run.GENERATED / "images.pt").write_bytes(os.urandom(200_000))  # random bytes do not compress
+    monkeypatch.setattr(gpu_run, "RETURN_FILE_MIB", 0.01)  # ~10 KiB pieces: the images need far more than 6
     out = tmp_path / "out"
-    gpu_run.collect(_results(tmp_path), out)
+    gpu_run.collect(res, out, {})
+    meta, got = gpu_run.unpack(out, tmp_path / "back")
+    assert "over what a call returns" in meta["dropped"] and not (got / gpu_run.GENERATED).exists()
+    (res / "big.bin").write_bytes(os.urandom(200_000))  # now the rest alone is too large too
+    with pytest.raises(gpu_run.GpuRunError, match="even without the generated images"):
+        gpu_run.collect(res, tmp_path / "out2", {})
+
+
+def test_unpack_refuses_damage_and_members_outside_the_profile(tmp_path):
+    out = tmp_path / "out"
+    gpu_run.collect(_results(tmp_path), out, {})
     piece = out / "results.tgz.00"
     good = piece.read_bytes()
     piece.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     with pytest.raises(gpu_run.GpuRunError, match="missing or damaged"):
-        gpu_run.finish(out, tmp_path / "back")
-    # a well-formed return whose archive writes outside results/<profile>/
+        gpu_run.unpack(out, tmp_path / "back")
     evil = tmp_path / "evil"
     evil.mkdir()
     (tmp_path / "x.txt").write_text("x")
@@ -127,8 +284,38 @@ def test_finish_refuses_damage_and_members_outside_the_profile(tmp_path):
     (evil / "return.json").write_text(json.dumps({"profile_dir": "smoke", "pieces": [
         {"name": "results.tgz.00", "sha256": gpu_run.sha256(evil / "results.tgz.00")}]}))
     with pytest.raises(gpu_run.GpuRunError, match="outside smoke/"):
-        gpu_run.finish(evil, tmp_path / "back")
+        gpu_run.unpack(evil, tmp_path / "back")
     assert not (tmp_path / "escaped.txt").exists()
+    (evil / "return.json").write_text(json.dumps({"profile_dir": "smoke", "pieces": [], "error": "boom"}))
+    with pytest.raises(gpu_run.GpuRunError, match="no results came back"):
+        gpu_run.unpack(evil, tmp_path / "back")
+
+
+def test_setup_refuses_damaged_carry(tmp_path, monkeypatch):
+    data = _tiny_cifar_zip(tmp_path / "d.zip", train=1, test=1)
+    carry = tmp_path / "carry"
+    gpu_run.prepare(data, carry, wheels=False, commit="abc", repo=ROOT)
+    xz = carry / "data" / (gpu_run.DATA_NAME + ".xz")
+    good = xz.read_bytes()
+    xz.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    monkeypatch.setattr(gpu_run, "WORK", tmp_path / "work")
+    with pytest.raises(gpu_run.GpuRunError, match="missing or damaged"):
+        gpu_run.setup(carry)
+    xz.write_bytes(good)
+    (carry / "data" / "manifest.json").unlink()
+    with pytest.raises(gpu_run.GpuRunError, match="run `python tools/gpu_run.py prepare`"):
+        gpu_run.setup(carry)
+
+
+def test_compressed_data_is_reused_and_unpacks_byte_identical(tmp_path):
+    import lzma
+    data = _tiny_cifar_zip(tmp_path / "d.zip", train=2, test=1)
+    dest = tmp_path / "c" / "x.xz"
+    dest.parent.mkdir()
+    first = gpu_run.compress_data(data, dest)
+    mtime = dest.stat().st_mtime_ns
+    assert gpu_run.compress_data(data, dest) == first and dest.stat().st_mtime_ns == mtime  # reused, not redone
+    assert lzma.decompress(dest.read_bytes()) == data.read_bytes()
 
 
 def test_slim_wheel_drops_the_example_model_and_its_record_lines(tmp_path):
@@ -150,19 +337,49 @@ def test_commit_comes_from_the_environment_without_a_checkout(tmp_path, monkeypa
     assert provenance.git_commit(tmp_path) == "unknown"
 
 
-@pytest.mark.slow
-def test_device_step_end_to_end_at_smoke(tmp_path, inputs, monkeypatch):
-    """The device command as the last call runs it (assemble, reproduce, collect), here on the CPU with the smoke
-    profile and notebook 01 only, then finish on 'this side'."""
-    _pack(tmp_path, inputs)
-    carry, dest, out = tmp_path / "carry", tmp_path / "dest", tmp_path / "out"
-    for s in json.loads((carry / "manifest.json").read_text())["stages"]:
-        gpu_run.stage(carry / s, dest)
-    for var, sub in (("GENROBUST_RUNS", "runs"), ("GENROBUST_CACHE", "cache"), ("GENROBUST_RESULTS", "results")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    rc = gpu_run.device("smoke", out, carry=carry, dest=dest, notebooks="01_training", python=sys.executable)
-    assert rc == 0, (out / "run.log").read_text()[-3000:]
-    back = gpu_run.finish(out, tmp_path / "back")
-    record = json.loads((back / "01_training.json").read_text())
-    assert record["provenance"]["config"]["name"] == "smoke"
-    assert (back / "01_training.ipynb").is_file()
+def test_env_overrides_reach_every_notebook_profile_and_bad_ones_fail(monkeypatch):
+    from genrobust.core.config import ConfigError
+    from genrobust.pipeline.params import OVERRIDES_ENV, notebook_profile
+    monkeypatch.setenv(OVERRIDES_ENV, json.dumps({"train.epochs": 1, "eval.n_test": 20}))
+    for nb in ("01_training", "03_accuracy"):  # 03 declares no epochs parameter, and still sees the override
+        p = notebook_profile(nb, {"profile": "gpu"})
+        assert p.train.epochs == 1 and p.eval.n_test == 20 and OVERRIDES_ENV in p.description
+    assert notebook_profile("01_training", {"profile": "gpu", "epochs": 3}).train.epochs == 3  # parameters win
+    monkeypatch.delenv(OVERRIDES_ENV)
+    assert notebook_profile("03_accuracy", {"profile": "gpu"}).train.epochs == 6  # negative control: unset
+    for bad, msg in (("{not json", "not JSON"), ('[1]', "dotted config keys"), ('{"train": {"epochs": 1}}',
+                     "dotted config keys"), ('{"train.epoch": 1}', "unknown key"), ('{"epochs": 1}', "unknown key")):
+        monkeypatch.setenv(OVERRIDES_ENV, bad)
+        with pytest.raises(ConfigError, match=msg):
+            notebook_profile("01_training", {"profile": "gpu"})
+
+
+def test_generated_images_saved_there_load_here_and_refuse_mismatch(tmp_path):
+    import torch
+    from genrobust.core.config import ConfigError, apply_overrides, get_profile
+    from genrobust.data.splits import prepare_data
+    from genrobust.measure.generate import starting_images
+    from genrobust.pipeline import generation
+    from genrobust.store.io import ResultsError, save_torch
+    p = apply_overrides(get_profile("smoke"), {"gen.n_samples": 6})
+    data = prepare_data(p.data, progress=False)
+    g = starting_images(p.gen, data)
+    for name in ("generative", "softmax"):
+        for kind in ("samples", "counterfactuals"):
+            for pgd in p.gen.pgd_configs:
+                g.images[(kind, name, (int(pgd[0]), float(pgd[1])))] = torch.randint(0, 256, (6, 3, 32, 32)) / 255.0
+    g.checks = [{"kind": "samples", "classifier": "generative", "steps": 7, "step_size": 1.0, "target_rate": 1.0}]
+    paths = {n: str(save_torch(tmp_path / f"{n}.pt", {"state": {"w": torch.full((2,), float(i))}}))
+             for i, n in enumerate(("generative", "softmax"))}
+    out = generation.save_generated(p, data, g, paths, tmp_path / "04_generated")
+    back, meta = generation.load_generated(p, data, out)
+    assert back.images.keys() == g.images.keys()
+    assert all(torch.equal(back.images[k], g.images[k]) for k in g.images)  # uint8 / 255 round-trips exactly
+    assert torch.equal(back.seeds, g.seeds) and back.checks == g.checks and set(meta["classifiers"]) == set(paths)
+    with pytest.raises(ConfigError, match="another gen config"):
+        generation.load_generated(apply_overrides(p, {"gen.n_samples": 8}), data, out)
+    blob = bytearray((out / "images.pt").read_bytes())
+    blob[len(blob) // 2] ^= 1
+    (out / "images.pt").write_bytes(bytes(blob))
+    with pytest.raises(ResultsError, match="damaged"):
+        generation.load_generated(p, data, out)

@@ -4,14 +4,21 @@ attacks start, :func:`generate` says how many units are done, how many remain an
 passes should take, then runs the missing units as jobs through the profile's executor (local workers or SLURM);
 a killed notebook 04 loses only the batches in flight. Inception features are units of their own,
 one per image set, content-addressed in ``cache/fid/`` (:func:`genrobust.measure.fid.cached_features`).
+
+Generation and scoring can run on two machines (the gpu profile: tools/gpu_run.py): :func:`save_generated` writes
+the generated images (uint8, as Inception sees them), their checks and the classifiers' digests where the
+classifiers are; :func:`load_generated` reads them back elsewhere, the starting images recomputed from the data
+(deterministic in gen.seed), so notebook 04 scores them with the same code and no classifier.
 """
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import torch
 
-from ..core.config import Profile, SlurmConfig, from_dict, to_dict
+from ..core.config import ConfigError, Profile, SlurmConfig, config_hash, from_dict, to_dict
 from ..core.fold import folded_copy
 from ..data.splits import Prepared, prepare_data
 from ..measure import fid as gfid
@@ -19,7 +26,9 @@ from ..measure.generate import (KINDS, GenUnits, Generated, generate as run_gene
                                 targeted_pgd, unit_of)
 from ..store.checkpoints import load_classifier, weights_digest
 from ..store.executors import configure_threads, run_jobs
+from ..store.io import ResultsError, load_torch, read_json, save_torch, sha256_file, write_json
 from ..store.paths import runs_dir
+from ..store.provenance import provenance
 from ..store.units import UnitStore
 from ..training.loop import default_device
 
@@ -111,10 +120,12 @@ def run_missing(profile: Profile, paths: dict[str, str], plan, *, executor: str 
 
 
 def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
-             workers: int | None = None, slurm: SlurmConfig | None = None, echo=print, progress: bool = True) -> Generated:
+             workers: int | None = None, slurm: SlurmConfig | None = None, echo=print, progress: bool = True,
+             estimate_fid: bool = True) -> Generated:
     """Seeds, samples and counterfactuals of the classifiers in ``paths`` ({name: checkpoint}), as units: first
-    what is done, what remains and its estimated cost (``echo``), then the missing batches as jobs through the
-    profile's executor, then the assembly (nothing recomputed)."""
+    what is done, what remains and its estimated cost (``echo``; with ``estimate_fid``, also the FID passes', which
+    needs the Inception weights), then the missing batches as jobs through the profile's executor, then the
+    assembly (nothing recomputed)."""
     units = generation_units(paths, data)
     models = {name: load_classifier(path) for name, path in paths.items()}
     plan = _plan(profile, units)
@@ -124,6 +135,65 @@ def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, executo
     echo(f"generation: {len(plan)} units (classifier x kind x batch of {profile.gen.batch_size}), "
          f"{len(plan) - len(todo)} done, {len(todo)} to run: about "
          f"{seconds / 60:.1f} min of targeted PGD (rates from {source})")
-    echo(_inception_estimate(profile, data))
+    if estimate_fid:
+        echo(_inception_estimate(profile, data))
     run_missing(profile, paths, plan, executor=executor, workers=workers, slurm=slurm, progress=progress)
     return run_generation(profile.gen, data, models, progress=progress, units=units)
+
+
+GENERATED_FORMAT = "genrobust-generated-1"
+
+
+def _cell_name(kind: str, name: str, pgd: tuple[int, float]) -> str:
+    return f"{kind}.{name}.{int(pgd[0])}x{float(pgd[1]):g}"
+
+
+def save_generated(profile: Profile, data: Prepared, generated: Generated, paths: dict[str, str], out: Path) -> Path:
+    """``generated``'s images (uint8 (N, 3, 32, 32) per cell, in images.pt) and what notebook 04 records beside them
+    (checks, seconds, the classifiers' weights digests, the gen config, the data's identity, the provenance of the
+    machine that generated: generated.json, written last) into the directory ``out``. Returns ``out``."""
+    out = Path(out)
+    tensors = {_cell_name(k, n, p): gfid.quantize(x) for (k, n, p), x in generated.images.items()}
+    save_torch(out / "images.pt", tensors)
+    write_json(out / "generated.json", {
+        "format": GENERATED_FORMAT, "gen": to_dict(profile.gen), "gen_hash": config_hash(profile.gen),
+        "data": data.identity(), "cells": [[k, n, [int(p[0]), float(p[1])]] for k, n, p in generated.images],
+        "checks": generated.checks, "seconds": generated.seconds, "chained": generated.chained,
+        "classifiers": {k: {"path": str(p), "weights_sha256": weights_digest(p)} for k, p in paths.items()},
+        "images_sha256": sha256_file(out / "images.pt").hexdigest(),
+        "provenance": provenance(profile, data_source=data.source, seed=profile.gen.seed)})
+    return out
+
+
+def load_generated(profile: Profile, data: Prepared, src) -> tuple[Generated, dict]:
+    """What :func:`save_generated` wrote to ``src``, checked against this profile's gen config and data: (the
+    Generated, starting images recomputed from ``data``; the saved record: classifiers' digests, provenance).
+    Refuses, with one line, a directory made under another gen config or other data, or a damaged image file."""
+    src = Path(src)
+    meta_path, images_path = src / "generated.json", src / "images.pt"
+    if not meta_path.is_file() or not images_path.is_file():
+        raise ResultsError(f"{src}: no generated.json + images.pt; give the directory notebook 04 wrote with "
+                           "fid='later' (tools/gpu_run.py finish passes it)")
+    meta = read_json(meta_path)
+    if meta.get("format") != GENERATED_FORMAT:
+        raise ResultsError(f"{meta_path}: format {meta.get('format')!r}, expected {GENERATED_FORMAT!r}")
+    if meta["gen_hash"] != config_hash(profile.gen):
+        raise ConfigError(f"{src}: generated under another gen config than profile {profile.name!r} resolves to "
+                          "here; score it with the same profile and overrides ($GENROBUST_OVERRIDES) as the run")
+    if json.loads(json.dumps(meta["data"])) != json.loads(json.dumps(data.identity(), default=str)):
+        raise ConfigError(f"{src}: generated from other data ({meta['data']}); point $GENROBUST_DATA at the same "
+                          "CIFAR-10 copy the run used")
+    if sha256_file(images_path).hexdigest() != meta["images_sha256"]:
+        raise ResultsError(f"{images_path}: damaged (sha256 differs from generated.json)")
+    tensors = load_torch(images_path)
+    out = starting_images(profile.gen, data)
+    for kind, name, pgd in meta["cells"]:
+        pgd = (int(pgd[0]), float(pgd[1]))
+        x = tensors[_cell_name(kind, name, pgd)]
+        if x.dtype != torch.uint8 or tuple(x.shape[1:]) != (3, 32, 32):
+            raise ResultsError(f"{images_path}: cell {kind}/{name}/{pgd}: {x.dtype} {tuple(x.shape)}, expected "
+                               "uint8 (N, 3, 32, 32)")
+        out.images[(kind, name, pgd)] = x.float().div_(255.0)
+    out.checks, out.chained = meta["checks"], meta["chained"]
+    out.seconds = {**meta["seconds"], "seeds": out.seconds["seeds"]}
+    return out, meta

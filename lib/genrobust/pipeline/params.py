@@ -5,9 +5,34 @@ every notebook's parameters cell declares exactly these names. ``None`` values m
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Mapping
 
 from ..core.config import ConfigError, Profile, apply_overrides, get_profile
+
+# Profile-wide overrides for every notebook of a run, as a JSON object of config keys (dotted, or a profile field such
+# as train_path), e.g. '{"train.epochs": 1, "data.train_per_class": 20}': one setting that 01-04 all see (a notebook parameter reaches only
+# the notebooks that declare it, and 02-04 must find the runs 01 trained under the same data/model/train keys).
+# tools/gpu_run.py's rehearsal shrinks the gpu profile with it; the description says so and provenance records it.
+OVERRIDES_ENV = "GENROBUST_OVERRIDES"
+
+
+def env_overrides() -> dict[str, Any]:
+    """The dotted overrides of $GENROBUST_OVERRIDES ({} when unset); bad JSON fails with one line."""
+    raw = os.environ.get(OVERRIDES_ENV, "").strip()
+    if not raw:
+        return {}
+    example = '{"train.epochs": 1}'
+    try:
+        got = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"${OVERRIDES_ENV}: not JSON ({e.msg}); give an object of dotted config keys, e.g. "
+                          f"{example}") from None
+    if not isinstance(got, dict) or any(isinstance(v, dict) for v in got.values()):
+        raise ConfigError(f"${OVERRIDES_ENV}: give an object of dotted config keys, e.g. {example}; got {raw[:80]}")
+    return got
+
 
 EXECUTION = {"executor": "executor", "workers": "workers"}
 # `genrobust train -p NAME VALUE`: the training parameters of notebook 01 and a few more.
@@ -36,7 +61,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, str | None]] = {
                     "from_released": None},
     "04_generation_fid": {**{n: f"gen.{n}" for n in ("n_samples", "n_counterfactuals", "n_reference", "eps", "seed",
                                                      "inception")}, "train_missing": None,
-                          "from_released": None},
+                          "from_released": None, "fid": None, "generated_from": None},
     "05_ablations": {**{n: f"ablation.{n}" for n in _ABLATION}, **EXECUTION, "images_per_s": None,
                      "width_exponent": None},
     "06_report": {},
@@ -56,7 +81,11 @@ def resolve_profile(profile: str, parameters: Mapping[str, Any] | None = None,
                               "'train.epochs'")
         if key is not None and value is not None:
             overrides[key] = value
-    return apply_overrides(get_profile(profile), overrides)
+    base = get_profile(profile)
+    env = env_overrides()
+    if env:
+        base = apply_overrides(base, env, description=f"{base.description} [${OVERRIDES_ENV}: {json.dumps(env)}]")
+    return apply_overrides(base, overrides)
 
 
 def notebook_profile(notebook: str, namespace: Mapping[str, Any]) -> Profile:
