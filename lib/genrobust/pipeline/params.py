@@ -5,9 +5,11 @@ every notebook's parameters cell declares exactly these names. ``None`` values m
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
-from ..core.config import ConfigError, Profile, apply_overrides, get_profile
+from ..core.config import ConfigError, EvalConfig, Profile, apply_overrides, get_profile
+from ..core.registry import EVAL_BUDGETS
 
 EXECUTION = {"executor": "executor", "workers": "workers"}
 # `genrobust train -p NAME VALUE`: the training parameters of notebook 01 and a few more.
@@ -42,10 +44,32 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, str | None]] = {
     "06_report": {},
 }
 
+# `genrobust evaluate -p NAME VALUE` (and evaluate_model's parameters): notebook 03's and the execution settings.
+EVALUATE_PARAMETERS = {**NOTEBOOK_PARAMETERS["03_accuracy"], **EXECUTION}
 
-def resolve_profile(profile: str, parameters: Mapping[str, Any] | None = None,
-                    keys: Mapping[str, str | None] = TRAIN_PARAMETERS) -> Profile:
-    """The profile with ``parameters`` applied: each name is looked up in ``keys`` (a dotted config key such as
+# The eval fields a named budget fixes on every profile (a field it does not name takes EvalConfig's default); the
+# others are execution settings (which of ours run, batch size, shards, memory format, compile) that stay the
+# profile's unless the budget names them.
+EXECUTION_FIELDS = ("classifiers", "batch_size", "shard_batches", "units_per_job", "channels_last", "compile")
+MEASUREMENT_FIELDS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name not in EXECUTION_FIELDS)
+
+
+def apply_budget(profile: Profile, name: str) -> Profile:
+    """``profile`` with the named evaluation budget (genrobust.core.registry.EVAL_BUDGETS) as its eval settings:
+    every measurement field from the budget, else EvalConfig's default; execution fields from the budget where it
+    names them, else the profile's. An unknown name is one line naming the budgets."""
+    if name not in EVAL_BUDGETS:
+        raise ConfigError(f"unknown budget {name!r}; choose one of {', '.join(EVAL_BUDGETS)} (--budget NAME)")
+    given, defaults = EVAL_BUDGETS[name].as_dict(), EvalConfig()
+    values = {f: given.get(f, getattr(defaults, f)) for f in MEASUREMENT_FIELDS}
+    values.update({f: v for f, v in given.items() if f in EXECUTION_FIELDS})
+    return apply_overrides(profile, {"eval": values})
+
+
+def resolve_profile(profile: str | Profile, parameters: Mapping[str, Any] | None = None,
+                    keys: Mapping[str, str | None] = TRAIN_PARAMETERS, *, budget: str | None = None) -> Profile:
+    """The profile (a name or a Profile) with the evaluation ``budget`` (a name in EVAL_BUDGETS; None keeps the
+    profile's eval), then ``parameters`` applied: each name is looked up in ``keys`` (a dotted config key such as
     'train.epochs' may be given directly); names whose key is None are not config settings and are skipped, as
     are None values (the profile's value). An unknown name fails with one line naming what is allowed."""
     overrides = {}
@@ -56,7 +80,8 @@ def resolve_profile(profile: str, parameters: Mapping[str, Any] | None = None,
                               "'train.epochs'")
         if key is not None and value is not None:
             overrides[key] = value
-    return apply_overrides(get_profile(profile), overrides)
+    base = get_profile(profile) if isinstance(profile, str) else profile
+    return apply_overrides(base if budget is None else apply_budget(base, budget), overrides)
 
 
 def notebook_profile(notebook: str, namespace: Mapping[str, Any]) -> Profile:
