@@ -256,11 +256,11 @@ def unit_steps(p: ClassifierPlan) -> list[float]:
             for (run, _, _), done, n in zip(p.units, p.done, p.to_attack)]
 
 
-def assign(costs: list[float], slots: int) -> list[list[int]]:
-    """Longest-processing-time-first: the indices of ``costs`` (> 0 only) in at most ``slots`` groups of nearly
+def assign(costs: list[float], todo: list[int], slots: int) -> list[list[int]]:
+    """Longest-processing-time-first: the indices ``todo`` of ``costs`` in at most ``slots`` groups of nearly
     equal sum, each group largest first (one job per worker)."""
     groups, sums = [[] for _ in range(max(1, slots))], [0.0] * max(1, slots)
-    for i in sorted((i for i, c in enumerate(costs) if c > 0), key=lambda i: -costs[i]):
+    for i in sorted(todo, key=lambda i: -costs[i]):
         g = sums.index(min(sums))
         groups[g].append(i)
         sums[g] += costs[i]
@@ -337,7 +337,7 @@ class Watch:
             self.bar = tqdm(total=round(sum(steps)), desc=desc,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} image-steps "
                                        "[{elapsed}{postfix}]")
-        self.pending = [i for i, s in enumerate(steps or []) if s > 0]
+        self.pending = [i for i, d in enumerate(plan.done) if not d] if plan is not None else []
         self.done_steps, self.t0 = 0.0, time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -381,6 +381,11 @@ class Watch:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Running your model's units
+def _rebuild_error(spec: str, got: str, first: str) -> str:
+    return (f"{spec}() built weights with digest {got}, not the {first} of its first build: workers rebuild the "
+            "model, so the factory must load fixed weights (or seed its initialization), or run with --workers 1")
+
+
 def _own_units_job(profile_dict: dict, spec: str, input_range: str, expected: str,
                    units: list[tuple[dict, int, int]]) -> int:
     """One worker's share of the units (a job: module level, so the local executor pickles it): rebuild the model
@@ -390,9 +395,7 @@ def _own_units_job(profile_dict: dict, spec: str, input_range: str, expected: st
     device = default_device()
     model, desc = build_model(spec, input_range, device)
     if classifier_id(desc) != expected:
-        raise RunError(f"{spec}() built weights with digest {desc['weights_digest']} in a worker process, not the "
-                       f"{expected.split('-')[0]} of the first build; the factory must load fixed weights (or seed "
-                       "its initialization), or run with --workers 1")
+        raise RunError(_rebuild_error(spec, desc["weights_digest"], expected.split("-")[0]))
     data = prepare_data(profile.data, progress=False)
     x, y = evaluation_set(data, profile.eval, device)
     work, clean = prepare_attacks(model, x, y, profile.eval)
@@ -408,7 +411,7 @@ def run_own_units(profile: Profile, p: ClassifierPlan, steps: list[float], work,
                   input_range: str, workers: int) -> int:
     """Compute the missing units of your model: in this process (one worker), or as one job per worker through
     the local executor (genrobust.store.executors.run_jobs), the units shared out by their image-steps."""
-    groups = assign(steps, workers)
+    groups = assign(steps, [i for i, d in enumerate(p.done) if not d], workers)
     if not groups:
         return 0
     if workers == 1 or len(groups) == 1:  # nothing to fan out: this process has the model already
@@ -518,6 +521,10 @@ def _evaluate_model(model, spec, profile: Profile, *, t0, budget, parameters, na
     ecfg, device = profile.eval, default_device()
     model, desc = build_model(spec, input_range, device) if spec is not None else \
         _prepare(model, name or type(model).__name__, input_range, device)
+    if workers > 1:  # each worker rebuilds the model: a factory that gives other weights each call fails here
+        again = describe_model(import_model(spec), desc["name"], input_range)
+        if again["weights_digest"] != desc["weights_digest"]:
+            raise ModelError(_rebuild_error(spec, again["weights_digest"], desc["weights_digest"]))
     data = prepare_data(profile.data, progress=False)
     px, py = evaluation_set(data, replace(ecfg, n_test=max(PROBE_IMAGES, ecfg.n_test)), device)
     probe = check_model(model, px, py, assumed=assumed)
@@ -535,11 +542,11 @@ def _evaluate_model(model, spec, profile: Profile, *, t0, budget, parameters, na
     work, clean = prepare_attacks(model, x, y, ecfg)
     p = classifier_plan("softmax", spec or desc["name"], ctx, ecfg, len(y), clean)
     steps = unit_steps(p)
-    groups = assign(steps, workers)
+    todo = [i for i, d in enumerate(p.done) if not d]
+    groups = assign(steps, todo, workers)
     rate = seconds_per_image_step(work, x)
-    est = Estimate(rate, sum(steps), sum(1 for s in steps if s > 0), len(steps), sum(
-        n for n, s in zip(p.to_attack, steps) if s > 0), workers,
-        max([sum(steps[i] for i in g) for g in groups], default=0.0) * rate, str(device))
+    est = Estimate(rate, sum(steps), len(todo), len(steps), sum(p.to_attack[i] for i in todo), workers,
+                   max([sum(steps[i] for i in g) for g in groups], default=0.0) * rate, str(device))
     echo(est.line())
 
     ours_ev, why = None, None
