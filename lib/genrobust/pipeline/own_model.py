@@ -163,36 +163,45 @@ def classifier_id(description: dict) -> str:
     return description["weights_digest"] if r == "0-1" else f"{description['weights_digest']}-{r}"
 
 
-def check_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, assumed: Optional[str] = None) -> dict:
-    """Check the contract on the first :data:`PROBE_IMAGES` images x (in [0, 1]), y: (N, 10) finite logits, and
-    inputs taken in [0, 1]. The model's predictions on the same images in each convention of :data:`INPUT_RANGES`
-    are paired with its predictions on [0, 1] (one-sided exact McNemar, Holm over the three at
-    :data:`RANGE_ALPHA`); a convention significantly more accurate than [0, 1] is a clear winner and the model is
-    refused, in one line naming it and ``--assume-input-range``, unless ``assumed`` names the range the caller
-    has put in front of the model already. Returns {n, accuracy: {range: fraction}, p_holm: {range: p},
-    clear_winner, assumed}."""
+CONTRACT_IMAGES = 16  # images of the shape / finiteness check on the model as given
+
+
+def check_contract(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """(N, 10) finite logits for a batch of [0, 1] images x (N, 3, 32, 32); else one line naming the fix."""
+    with torch.no_grad():
+        try:
+            out = model(x)
+        except Exception as e:
+            raise ModelError(f"the model failed on a ({len(x)}, 3, 32, 32) batch of [0, 1] images ({type(e).__name__}: "
+                             f"{e}); it must take CIFAR-10 images as (N, 3, 32, 32) floats in [0, 1]") from None
+    if not isinstance(out, torch.Tensor) or out.shape != (len(x), NUM_CLASSES):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"the model returned {got} for a ({len(x)}, 3, 32, 32) batch; the protocol needs "
+                         f"({len(x)}, {NUM_CLASSES}) logits, one per CIFAR-10 class (return the logits tensor)")
+    if not torch.isfinite(out).all():
+        raise ModelError("the model returned non-finite logits (nan or inf) on clean [0, 1] images; fix the model "
+                         "(or its weights) first")
+
+
+def check_input_range(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, assumed: Optional[str] = None,
+                      clean: Optional[torch.Tensor] = None) -> dict:
+    """Does the model take [0, 1] images? Its predictions on the first :data:`PROBE_IMAGES` images x (in [0, 1]),
+    y in each convention of :data:`INPUT_RANGES` are paired with its predictions on [0, 1] (``clean``: those
+    flags when known; one-sided exact McNemar, Holm over the three at :data:`RANGE_ALPHA`); a convention
+    significantly more accurate than [0, 1] is a clear winner and the model is refused, in one line naming it and
+    ``--assume-input-range``, unless ``assumed`` names the range the caller has put in front of the model already.
+    Returns {n, accuracy: {range: fraction}, p_holm: {range: p}, clear_winner, assumed}."""
     x, y = x[:PROBE_IMAGES], y[:PROBE_IMAGES]
-    flags, acc = {}, {}
+    flags = {}
     with torch.no_grad():
         for r in INPUT_RANGES:
+            if r == "0-1" and clean is not None:
+                flags[r] = clean[:len(y)].cpu()
+                continue
             try:
                 out = model(to_range(x, r))
-            except Exception as e:
-                if r != "0-1":  # another convention may break a model that is fine on [0, 1]: it loses the test
-                    flags[r] = torch.zeros(len(y), dtype=torch.bool)
-                    continue
-                raise ModelError(f"the model failed on a ({len(x)}, 3, 32, 32) batch of [0, 1] images "
-                                 f"({type(e).__name__}: {e}); it must take CIFAR-10 images as (N, 3, 32, 32) floats "
-                                 "in [0, 1]") from None
-            if r == "0-1":
-                if not isinstance(out, torch.Tensor) or out.shape != (len(x), NUM_CLASSES):
-                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise ModelError(f"the model returned {got} for a ({len(x)}, 3, 32, 32) batch; the protocol "
-                                     f"needs ({len(x)}, {NUM_CLASSES}) logits, one per CIFAR-10 class (return the "
-                                     "logits tensor)")
-                if not torch.isfinite(out).all():
-                    raise ModelError("the model returned non-finite logits (nan or inf) on clean [0, 1] images; fix "
-                                     "the model (or its weights) first")
+            except Exception:  # another convention may break a model that is fine on [0, 1]: it loses the test
+                out = None
             ok = isinstance(out, torch.Tensor) and out.shape == (len(x), NUM_CLASSES)
             flags[r] = (out.argmax(1) == y).cpu() if ok else torch.zeros(len(y), dtype=torch.bool)
     acc = {r: float(f.float().mean()) for r, f in flags.items()}
@@ -207,6 +216,12 @@ def check_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, ass
             f"{INPUT_RANGES[winner]} inputs and would be attacked on the wrong scale; rerun with --assume-input-range "
             f"{winner} (genrobust converts [0, 1] images for it), or put the conversion inside the model")
     return {"n": len(y), "accuracy": acc, "p_holm": p, "clear_winner": winner, "assumed": assumed}
+
+
+def check_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, assumed: Optional[str] = None) -> dict:
+    """:func:`check_contract` on the first :data:`PROBE_IMAGES` images, then :func:`check_input_range`."""
+    check_contract(model, x[:PROBE_IMAGES])
+    return check_input_range(model, x, y, assumed=assumed)
 
 
 def _frozen(model: torch.nn.Module, device) -> torch.nn.Module:
@@ -527,8 +542,12 @@ def _evaluate_model(model, spec, profile: Profile, *, t0, budget, parameters, na
             raise ModelError(_rebuild_error(spec, again["weights_digest"], desc["weights_digest"]))
     data = prepare_data(profile.data, progress=False)
     px, py = evaluation_set(data, replace(ecfg, n_test=max(PROBE_IMAGES, ecfg.n_test)), device)
-    probe = check_model(model, px, py, assumed=assumed)
-    x, y = px[:ecfg.n_test], py[:ecfg.n_test]
+    check_contract(model, px[:CONTRACT_IMAGES])
+    # the attacked copy (batch norm folded, channels-last: the same function, faster) runs the input-range check
+    # on PROBE_IMAGES images and the clean pass; the evaluation set is their first n_test
+    work, clean = prepare_attacks(model, px, py, ecfg)
+    probe = check_input_range(work, px, py, assumed=assumed, clean=clean)
+    x, y, clean = px[:ecfg.n_test], py[:ecfg.n_test], clean[:ecfg.n_test]
     ident = classifier_id(desc)
     ctx = UnitContext(UnitStore(runs_dir() / "eval" / ident), ident, eval_set_identity(data, ecfg))
     key = config_hash(_ledger_key(profile, ctx, compare, from_released))
@@ -539,7 +558,6 @@ def _evaluate_model(model, spec, profile: Profile, *, t0, budget, parameters, na
          f"{desc['weights_digest']}, input {INPUT_RANGES[input_range]}); clean accuracy {probe['accuracy']['0-1']:.1%} "
          f"on {probe['n']} images; units in {ctx.store.directory}")
 
-    work, clean = prepare_attacks(model, x, y, ecfg)
     p = classifier_plan("softmax", spec or desc["name"], ctx, ecfg, len(y), clean)
     steps = unit_steps(p)
     todo = [i for i, d in enumerate(p.done) if not d]
