@@ -7,6 +7,7 @@
     genrobust evaluate --profile cpu             # notebook 03's attack units as jobs, without the notebook
     genrobust evaluate --profile cpu --checkpoint my_model.pt   # any checkpoint load_classifier reads
     genrobust evaluate --profile cpu --model mypackage.models:build   # your own nn.Module ([0, 1] -> 10 logits)
+    genrobust evaluate --model models.py:build --budget quick --format markdown   # minutes on a laptop CPU
     genrobust reproduce --profile cpu --from-released   # 03-04 (and the report) on results/cpu/models/, no training
     genrobust report --profile cpu               # results/cpu/REPORT.md from the metrics files (seconds)
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .core.config import ConfigError, to_dict
+from .core.registry import EVAL_BUDGETS
 from .core.version import __version__
 from .data.splits import prepare_data
 from .measure.accuracy import classifier_kind
@@ -27,13 +29,14 @@ from .measure.checks import masking_checks
 from .pipeline.classifiers import ensure_classifiers, train_all
 from .pipeline.evaluation import evaluate
 from .pipeline.notebooks import REPORT_NOTEBOOK, execute_notebook, notebook_path, reproduce
-from .pipeline.own_model import evaluate_model
-from .pipeline.params import EXECUTION, NOTEBOOK_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
+from .pipeline.own_model import INPUT_RANGES, evaluate_model
+from .pipeline.params import EVALUATE_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
 from .reporting.changes import write_changes
 from .reporting.metrics_files import write_verdicts
 from .reporting.readme import update_readme
 from .reporting.report import build, write_report
-from .reporting.tables import accuracy_table, checks_table, own_model_table
+from .reporting.own_table import FORMATS, render
+from .reporting.tables import accuracy_table, checks_table
 from .store.checkpoints import load_classifier
 from .store.executors import RunError, configure_threads, sbatch_script, slurm_parameters
 from .store.io import ResultsError, write_json
@@ -54,22 +57,37 @@ def _parse_params(pairs):
     return out
 
 
+def _evaluate_own_model(args) -> None:
+    """`genrobust evaluate --model`: your model under the named budget (estimate first, then a progress bar), its
+    table on stdout in --format (paste-ready for markdown / latex), then the masking checks and the record's path."""
+    if args.checkpoint:
+        raise RunError("give --model or --checkpoint, not both (evaluate one at a time)")
+    if args.executor == "slurm":
+        raise RunError("--model runs in this process or in local workers (--workers N); --executor slurm is for "
+                       "the profile's classifiers")
+    workers = 1 if args.executor == "inline" else args.workers
+    rec = evaluate_model(args.model, args.profile, budget=args.budget, parameters=_parse_params(args.p),
+                         compare=not args.no_compare, from_released=args.from_released, out=args.out,
+                         out_dir=args.out_dir, workers=workers, assume_input_range=args.assume_input_range,
+                         echo=lambda s: print(s, file=sys.stderr))
+    print(render(rec, args.format))
+    notes = []
+    failed = [c for c in rec["checks"] if c["passed"] is False and c["type"] == "masking"]
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 80):
+        notes.append(checks_table(failed).to_string(index=False) if failed else "masking checks: none failed")
+    if rec["comparison_note"]:
+        notes.append(rec["comparison_note"])
+    notes.append(f"wall time {rec['wall_time_s']:.0f} s over {len(rec['legs'])} run(s); record: {rec['path']}")
+    print("\n" + "\n".join(notes))
+
+
 def _evaluate(profile, args, slurm) -> None:
     """`genrobust evaluate`: the profile's classifiers (trained and calibrated already) or the given checkpoints
     through notebook 03's attacks and masking checks, as units; the accuracy table and checks on stdout."""
     if args.model:
-        if args.checkpoint:
-            raise RunError("give --model or --checkpoint, not both (evaluate one at a time)")
-        rec = evaluate_model(args.model, profile, compare=not args.no_compare, from_released=args.from_released,
-                             out=args.out)
-        with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 80):
-            print(own_model_table(rec).to_string(index=False))
-            failed = [c for c in rec["checks"] if c["passed"] is False and c["type"] == "masking"]
-            print(checks_table(failed).to_string(index=False) if failed else "masking checks: none failed")
-        if rec["comparison_note"]:
-            print(rec["comparison_note"])
-        print(rec["path"])
-        return
+        return _evaluate_own_model(args)
+    if args.out_dir or args.assume_input_range or args.format != "text":
+        raise RunError("--out-dir, --assume-input-range and --format go with --model (your own model)")
     data = prepare_data(profile.data, progress=False)
     if args.checkpoint:
         paths = {}
@@ -87,6 +105,11 @@ def _evaluate(profile, args, slurm) -> None:
         print(checks_table(checks).to_string(index=False))
     if args.out:
         print(write_json(args.out, {"classifiers": records, "checks": checks, "eval": to_dict(profile.eval)}))
+
+
+def _help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
+    """Give the option ``dest`` of ``parser`` (added in a loop shared with other commands) its help text."""
+    next(a for a in parser._actions if a.dest == dest).help = text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--from-released", action="store_true",
                     help="the released models in results/<profile>/models/ as the profile's classifiers (with "
                          "--model: as the ones yours is compared with)")
-    ev.add_argument("--out", default=None, help="also write the records and checks as JSON here")
+    ev.add_argument("--out", default=None, help="also write the records and checks as JSON here (with --model: the "
+                                                "record, default genrobust-evaluation-<digest>-<budget>.json in "
+                                                "--out-dir)")
+    ev.add_argument("--budget", default=None, choices=list(EVAL_BUDGETS),
+                    help="a named evaluation budget (the record names it): "
+                         + "; ".join(f"{b.name}: {b.doc}" for b in EVAL_BUDGETS.values())
+                         + ". Default: the profile's eval settings")
+    ev.add_argument("--format", default="text", choices=FORMATS,
+                    help="with --model: the table as text, or markdown / latex to paste into a paper")
+    ev.add_argument("--assume-input-range", default=None, choices=list(INPUT_RANGES),
+                    help="with --model: the input range your model expects, overriding the check that refuses a "
+                         "model more accurate on another range than [0, 1] ("
+                         + ", ".join(f"{k}: {v}" for k, v in INPUT_RANGES.items())
+                         + "); genrobust converts [0, 1] images to it, so eps stays in [0, 1] pixel units")
+    ev.add_argument("--out-dir", default=None,
+                    help="with --model: where runs/, cache/ and the record go (default: the checkout when run "
+                         "inside it, else the current directory)")
     for cmd in (t, ev):
         cmd.add_argument("--profile", default="cpu")
         cmd.add_argument("--executor", default=None, choices=("inline", "local", "slurm"))
@@ -138,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--dry-run", action="store_true",
                          help="with --executor slurm: print the sbatch script and stop")
         cmd.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    _help(ev, "p", "an eval setting on top of the budget: " + ", ".join(sorted(EVALUATE_PARAMETERS))
+          + ", or a dotted config key (e.g. -p n_test 200 -p eval.masking_restarts 3)")
     rp = sub.add_parser("report", help="write results/<profile>/verdicts.json (every verdict re-derived from the "
                                        "metrics files' evidence) and REPORT.md from them (no training)")
     rp.add_argument("--profile", default="cpu")
@@ -185,8 +226,8 @@ def main(argv=None) -> int:
             params.update({f"slurm.{key}": value for key, value in (
                 ("partition", args.partition), ("gpus", args.gpus), ("cpus", args.cpus), ("mem_gb", args.mem),
                 ("time_min", args.time)) if value is not None})
-            keys = TRAIN_PARAMETERS if args.cmd == "train" else {**NOTEBOOK_PARAMETERS["03_accuracy"], **EXECUTION}
-            profile = resolve_profile(args.profile, params, keys)
+            keys = TRAIN_PARAMETERS if args.cmd == "train" else EVALUATE_PARAMETERS
+            profile = resolve_profile(args.profile, params, keys, budget=getattr(args, "budget", None))
             configure_threads(profile)
             slurm = profile.slurm
             if args.dry_run:

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .registry import BUDGETS, CLASSIFIER_KINDS, STRONG_ATTACKS, strong_attacks
+from .registry import BUDGETS, CLASSIFIER_KINDS, REDUCED_AUTOATTACK, STRONG_ATTACKS, strong_attacks
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "SoftmaxConfig", "CalibConfig", "EvalConfig",
@@ -248,8 +248,6 @@ CLASSIFIERS = CLASSIFIER_KINDS
 # eval.aa_* fields of profiles and overrides before the attacks owned their budgets -> the budget each one sets.
 LEGACY_BUDGET_FIELDS = {"aa_apgd_iters": "apgd_iters", "aa_targets": "targets", "aa_fab_iters": "fab_iters",
                         "aa_square_queries": "square_queries"}
-# AutoAttack's budgets of the cpu and gpu profiles (the registry's defaults are its standard version)
-REDUCED_AUTOATTACK = (("apgd_iters", 50), ("targets", 3), ("fab_iters", 50), ("square_queries", 500))
 
 
 def upgrade_eval(values: dict, budgets=()) -> dict:

@@ -51,6 +51,9 @@ class AttackSpec:
     strong: bool = False           # one of the stronger attacks run at eval.strong_eps beside the paper's
     budgets: tuple[Budget, ...] = ()  # its own budgets; () = PGD-style, the profile's eval.steps/step_size/restarts
     probe_divisor: int = 5         # the cost estimate's probe runs 1/this of its scaled budgets (or steps)
+    # forward+backward passes of the attacked network per attacked image, as a function of (run, K classes): what
+    # `evaluate --model`'s cost estimate multiplies by the measured seconds per image-step (None: steps x restarts)
+    passes: Optional[Callable] = None
 
     @property
     def pgd_style(self) -> bool:
@@ -91,6 +94,13 @@ class AttackSpec:
         if not scales:
             return None
         return {"budgets": tuple((n, max(1, v * mul // div) if n in scales else v) for n, v in run.budgets)}
+
+    def image_steps(self, run, num_classes: int = 10) -> float:
+        """Forward+backward passes of the attacked network per attacked image of ``run`` (an AttackRun): the
+        image-steps the cost estimate counts (an attack that stops early on broken images costs less)."""
+        if self.passes is not None:
+            return float(self.passes(run, num_classes))
+        return float((run.steps or 1) * max(1, run.restarts))
 
     def effort(self, run) -> int:
         """The sum of what :meth:`scaled` scales (steps, or the scaling budgets): the probe's time is scaled back
@@ -158,14 +168,30 @@ SQUARE_QUERIES = Budget("square_queries", 5000, "Square queries (standard: 5000)
 _AA_BUDGETS = {"apgd-ce": (APGD_ITERS,), "apgd-t": (APGD_ITERS, TARGETS), "fab-t": (FAB_ITERS, TARGETS),
                "square": (SQUARE_QUERIES,)}
 
+# Forward+backward passes per attacked image (AttackSpec.passes): Eq. 11-12 steps K - 1 sub-models of K, one each;
+# multi-targeted one run per wrong class; APGD-T and FAB-T one run per target. An APGD iteration costs ~1.5 PGD
+# steps through pyautoattack (measured 1.5-1.7x on a CIFAR ResNet18, 16 images, 10 iterations, eps 1e-3 so nothing
+# stops early; benchmarks/logs/cpu-2026-12-06-own-model-quick). FAB (about two passes per iteration) and Square
+# (forwards only, a third of a pass each) are assumed, not measured.
+APGD_PASS = 1.5
+_PASSES = {
+    "eq11_12": lambda r, k: (r.steps or 1) * r.restarts * (k - 1) / k,
+    "multi_targeted": lambda r, k: (r.steps or 1) * r.restarts * (k - 1),
+    "apgd-ce": lambda r, k: APGD_PASS * dict(r.budgets)["apgd_iters"],
+    "apgd-t": lambda r, k: APGD_PASS * dict(r.budgets)["apgd_iters"] * dict(r.budgets)["targets"],
+    "fab-t": lambda r, k: 2 * dict(r.budgets)["fab_iters"] * dict(r.budgets)["targets"],
+    "square": lambda r, k: dict(r.budgets)["square_queries"] / 3,
+}
+
 register_attack(AttackSpec("pgd", "PGD-CE (Eq. 10)", _ours(pgd_untargeted), CLASSIFIER_KINDS, "ours"))
-register_attack(AttackSpec("eq11_12", "Eq. 11-12", _ours(eq11_12_attack), ("generative",), "ours"))
+register_attack(AttackSpec("eq11_12", "Eq. 11-12", _ours(eq11_12_attack), ("generative",), "ours",
+                           passes=_PASSES["eq11_12"]))
 register_attack(AttackSpec("multi_targeted", "multi-targeted", _ours(multi_targeted), CLASSIFIER_KINDS, "ours",
-                           strong=True))
+                           strong=True, passes=_PASSES["multi_targeted"]))
 for _name, _label in zip(AUTOATTACK_ATTACKS, ("APGD-CE", "APGD-T", "FAB-T", "Square")):
     register_attack(AttackSpec(_name, _label, _autoattack(_name), CLASSIFIER_KINDS, "autoattack",
                                black_box=_name == "square", strong=True, budgets=_AA_BUDGETS[_name],
-                               probe_divisor=10))
+                               probe_divisor=10, passes=_PASSES[_name]))
 
 # Sec. 3.2: PGD on cross-entropy (Eq. 10) for the softmax classifier, the adaptive attack of Eq. 11-12 for the
 # generative classifier.
@@ -187,3 +213,75 @@ def attack_spec(name: str) -> AttackSpec:
     if name not in ATTACKS:
         raise KeyError(f"unknown attack {name!r}; registered: {list(ATTACKS)}")
     return ATTACKS[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Named evaluation budgets (auto-attack's version='standard' | 'plus' | 'rand'): `genrobust evaluate --budget NAME`
+# picks one, the record stores its name. Not to be confused with an attack's own budgets above (iterations, targets,
+# queries), which an evaluation budget sets through eval.budgets.
+# AutoAttack's budgets of the cpu and gpu profiles (the registry's defaults are its standard version)
+REDUCED_AUTOATTACK = (("apgd_iters", 50), ("targets", 3), ("fab_iters", 50), ("square_queries", 500))
+
+
+@dataclass(frozen=True)
+class EvalBudget:
+    """One named evaluation budget: the eval settings it fixes. ``settings``: (eval field, value) pairs; applied
+    over a profile by :func:`genrobust.pipeline.params.apply_budget`, where every *measurement* field it does not
+    name takes EvalConfig's default (so a budget means the same attacks on every profile) and the execution fields
+    (batch size, shards, channels-last) keep the profile's unless it names them."""
+    name: str
+    doc: str               # one line: what it runs, for whom
+    sized_for: str         # where its time was measured or projected
+    settings: tuple[tuple[str, object], ...]
+
+    def as_dict(self) -> dict:
+        return dict(self.settings)
+
+
+EVAL_BUDGETS: dict[str, EvalBudget] = {}
+
+
+def register_budget(budget: EvalBudget) -> EvalBudget:
+    """Add ``budget`` to :data:`EVAL_BUDGETS` (its settings are validated where it is applied; the contract test
+    applies every registered budget to every profile)."""
+    if budget.name in EVAL_BUDGETS:
+        raise ValueError(f"evaluation budget {budget.name!r} is registered twice")
+    EVAL_BUDGETS[budget.name] = budget
+    return budget
+
+
+def eval_budget(name: str) -> EvalBudget:
+    if name not in EVAL_BUDGETS:
+        raise KeyError(f"unknown evaluation budget {name!r}; choose one of {list(EVAL_BUDGETS)}")
+    return EVAL_BUDGETS[name]
+
+
+# quick: the paper's PGD-CE (10 steps) on 100 images and, on the first 40, the two strongest attacks of AutoAttack
+# (APGD-CE, APGD-T: 20 iterations, top-3 targets) and the masking checks at their smallest (2x steps, 2 restarts),
+# all at L2 eps 0.5. About 180 forward+backward passes per attacked image of the 40 and 10 for the other 60: for a
+# CIFAR ResNet18 (~0.03 s per pass per core here, idle; ~0.1 s with the 2 cores shared four ways) ~6,300
+# image-steps. On 2 cores loaded by other work (load ~8) 100 images of ResNet18 with 50 for the strong attacks took
+# 9.6 min, so the strong set is 40 (benchmarks/logs/cpu-2026-12-06-own-model-quick).
+register_budget(EvalBudget(
+    "quick", "minutes on a laptop CPU: L2 eps 0.5, the paper's PGD-CE (10 steps) on 100 images, APGD-CE + APGD-T "
+             "(20 it., 3 targets) and the smallest masking checks on 40; a first look (intervals up to +-16 points)",
+    "2 CPU cores shared with other work, a CIFAR ResNet18 (11M parameters)",
+    (("eps_grid", (0.0, 0.5)), ("n_test", 100), ("n_strong", 40), ("steps", 10), ("strong_eps", 0.5),
+     ("strong_eps_more", ()), ("strong_attacks", ("apgd-ce", "apgd-t")),
+     ("budgets", (("apgd_iters", 20), ("targets", 3))), ("masking_steps_factor", 2), ("masking_restarts", 2),
+     ("batch_size", 50), ("shard_batches", 1), ("units_per_job", 1))))
+# cpu: the cpu profile's notebook 03 (its sizing: core/config.py's CPU profile).
+register_budget(EvalBudget(
+    "cpu", "the cpu profile's notebook 03: the paper's attack over 6 eps on 1,000 images, AutoAttack (reduced: APGD "
+           "50 it., 3 targets, FAB-T 50 it., Square 500) + multi-targeted on 250 at eps 0.25, 0.5, 1.0",
+    "2 CPU cores: our cpu-profile models ~40 min; a CIFAR ResNet18 ~8.7 h on one core (projected, issue 40)",
+    (("n_test", 1000), ("steps", 20), ("n_strong", 250), ("strong_eps_more", (0.25, 1.0)),
+     ("budgets", REDUCED_AUTOATTACK), ("shard_batches", 1), ("units_per_job", 4))))
+# standard: AutoAttack's standard version (its four attacks at their standard budgets) and multi-targeted, on the
+# whole test set, with the paper's attack over the eps grid: for a GPU.
+register_budget(EvalBudget(
+    "standard", "AutoAttack's standard budgets (APGD-CE, APGD-T, FAB-T, Square) + multi-targeted on all 10,000 "
+                "test images at eps 0.5, the paper's attack over 6 eps: for a GPU",
+    "one GPU (hours for a ResNet18)",
+    (("n_test", 10000), ("n_strong", 10000), ("steps", 20), ("budgets", ()), ("batch_size", 500),
+     ("channels_last", False))))

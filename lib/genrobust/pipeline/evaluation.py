@@ -56,20 +56,27 @@ class ClassifierPlan:
     to_attack: list[int] = field(default_factory=list)  # clean-correct examples in each unit (the attacked ones)
 
 
+def classifier_plan(kind: str, checkpoint: str, context: UnitContext, ecfg: EvalConfig, n: int,
+                    clean: torch.Tensor) -> ClassifierPlan:
+    """Every unit of one classifier on the first ``n`` evaluation images, marked done or not; ``clean``: its
+    clean-correct flags (how many images each unit attacks). ``checkpoint`` names where the classifier comes from
+    (a path, or a 'module:factory' spec for your own model)."""
+    p = ClassifierPlan(kind, str(checkpoint), context)
+    for run in plan_runs(kind, ecfg, n):
+        for lo, hi in shards(run.n, ecfg.shard_size):
+            p.units.append((run, lo, hi))
+            p.done.append(context.lookup(kind, run, lo, hi, ecfg) is not None)
+            p.to_attack.append(int(clean[lo:hi].sum()))
+    return p
+
+
 def plan(profile: Profile, data: Prepared, paths: dict[str, str], x: torch.Tensor, y: torch.Tensor,
          clean: dict[str, torch.Tensor]) -> dict[str, ClassifierPlan]:
     """Every unit of every classifier in ``paths`` ({kind: checkpoint}), marked done or not. ``clean``: each
     classifier's clean-correct flags over the evaluation set (how many images each unit attacks)."""
-    e, out = profile.eval, {}
-    for kind, path in paths.items():
-        p = ClassifierPlan(kind, str(path), unit_context(path, data, e))
-        for run in plan_runs(kind, e, len(y)):
-            for lo, hi in shards(run.n, e.shard_size):
-                p.units.append((run, lo, hi))
-                p.done.append(p.context.lookup(kind, run, lo, hi, e) is not None)
-                p.to_attack.append(int(clean[kind][lo:hi].sum()))
-        out[kind] = p
-    return out
+    e = profile.eval
+    return {kind: classifier_plan(kind, path, unit_context(path, data, e), e, len(y), clean[kind])
+            for kind, path in paths.items()}
 
 
 def _settings(run: AttackRun) -> tuple:
@@ -134,6 +141,19 @@ def describe(plans: dict[str, ClassifierPlan], seconds: float, source: str, slot
     return "\n".join(lines)
 
 
+def compute_units(work, x, y, clean, ctx: UnitContext, kind: str, units: list[tuple[dict, int, int]],
+                  ecfg: EvalConfig) -> int:
+    """Compute and store ``units`` ((AttackRun as a dict, lo, hi) each) of one classifier's attack copy ``work``;
+    units that exist meanwhile are skipped. Returns how many it computed."""
+    n = 0
+    for run_dict, lo, hi in units:
+        run = AttackRun(**run_dict)
+        if ctx.lookup(kind, run, lo, hi, ecfg) is None:
+            ctx.store.put(ctx.key(kind, run, lo, hi, ecfg), attack_unit(work, x, y, clean, run, lo, hi, ecfg=ecfg))
+            n += 1
+    return n
+
+
 def _eval_units_job(profile_dict: dict, kind: str, checkpoint: str, units: list[tuple[dict, int, int]]) -> int:
     """Compute and store ``units`` of one classifier (a job: module level, so local/SLURM executors pickle it);
     units that exist meanwhile are skipped. Returns how many it computed."""
@@ -143,15 +163,7 @@ def _eval_units_job(profile_dict: dict, kind: str, checkpoint: str, units: list[
     data = prepare_data(profile.data, progress=False)
     x, y = evaluation_set(data, profile.eval, device)
     work, clean = prepare_attacks(load_classifier(checkpoint, device), x, y, profile.eval)
-    ctx = unit_context(checkpoint, data, profile.eval)
-    n = 0
-    for run_dict, lo, hi in units:
-        run = AttackRun(**run_dict)
-        key = ctx.key(kind, run, lo, hi, profile.eval)
-        if ctx.lookup(kind, run, lo, hi, profile.eval) is None:
-            ctx.store.put(key, attack_unit(work, x, y, clean, run, lo, hi, ecfg=profile.eval))
-            n += 1
-    return n
+    return compute_units(work, x, y, clean, unit_context(checkpoint, data, profile.eval), kind, units, profile.eval)
 
 
 def run_missing(profile: Profile, plans: dict[str, ClassifierPlan], *, executor: str | None = None,
@@ -172,21 +184,52 @@ def run_missing(profile: Profile, plans: dict[str, ClassifierPlan], *, executor:
     return len(jobs)
 
 
-def evaluate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
-             workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True,
-             echo=print) -> dict[str, dict]:
-    """{kind: evaluation record} of every checkpoint in ``paths`` ({kind: path}), from units: plan, say what
-    remains and what it costs (``echo``), run the missing units as jobs, assemble."""
+@dataclass
+class Evaluation:
+    """One planned evaluation of checkpoints ({kind: path}): the images, the loaded models and their attack copies
+    (with clean-correct flags), every unit marked done or not, and the estimate of what remains."""
+    profile: Profile
+    paths: dict[str, str]
+    x: torch.Tensor
+    y: torch.Tensor
+    models: dict
+    prepared: dict
+    plans: dict[str, ClassifierPlan]
+    seconds: float
+    source: str
+
+
+def plan_evaluation(profile: Profile, data: Prepared, paths: dict[str, str]) -> Evaluation:
+    """Load the checkpoints of ``paths``, plan their units and estimate the missing ones' cost (nothing runs)."""
     e = profile.eval
     x, y = evaluation_set(data, e)
     models = {kind: load_classifier(path) for kind, path in paths.items()}
     prepared = {kind: prepare_attacks(m, x, y, e) for kind, m in models.items()}
     plans = plan(profile, data, paths, x, y, {k: c for k, (_, c) in prepared.items()})
     seconds, source = estimate_seconds(plans, {k: w for k, (w, _) in prepared.items()}, x, y, e)
-    ex = executor or profile.executor
-    slots = 1 if ex == "inline" else (workers or profile.workers)
-    echo(describe(plans, seconds, source, slots))
-    run_missing(profile, plans, executor=executor, workers=workers, slurm=slurm, progress=progress)
-    return {kind: evaluate_classifier(models[kind], x, y, e, kind=kind, progress=False, units=plans[kind].context,
-                                      prepared=prepared[kind]) | {"checkpoint": str(paths[kind])} for kind in paths}
+    return Evaluation(profile, dict(paths), x, y, models, prepared, plans, seconds, source)
 
+
+def finish_evaluation(ev: Evaluation, *, executor: str | None = None, workers: int | None = None,
+                      slurm: SlurmConfig | None = None, progress: bool = True) -> dict[str, dict]:
+    """Run ``ev``'s missing units as jobs, then assemble {kind: evaluation record} from the units."""
+    e = ev.profile.eval
+    run_missing(ev.profile, ev.plans, executor=executor, workers=workers, slurm=slurm, progress=progress)
+    return {kind: evaluate_classifier(ev.models[kind], ev.x, ev.y, e, kind=kind, progress=False,
+                                      units=ev.plans[kind].context, prepared=ev.prepared[kind])
+            | {"checkpoint": str(ev.paths[kind])} for kind in ev.paths}
+
+
+def slots_of(profile: Profile, executor: str | None, workers: int | None) -> int:
+    """How many units run at once under ``executor`` / ``workers`` (None: the profile's)."""
+    return 1 if (executor or profile.executor) == "inline" else (workers or profile.workers)
+
+
+def evaluate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
+             workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True,
+             echo=print) -> dict[str, dict]:
+    """{kind: evaluation record} of every checkpoint in ``paths`` ({kind: path}), from units: plan, say what
+    remains and what it costs (``echo``), run the missing units as jobs, assemble."""
+    ev = plan_evaluation(profile, data, paths)
+    echo(describe(ev.plans, ev.seconds, ev.source, slots_of(profile, executor, workers)))
+    return finish_evaluation(ev, executor=executor, workers=workers, slurm=slurm, progress=progress)

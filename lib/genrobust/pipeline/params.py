@@ -5,11 +5,13 @@ every notebook's parameters cell declares exactly these names. ``None`` values m
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Mapping
 
-from ..core.config import ConfigError, Profile, apply_overrides, get_profile
+from ..core.config import ConfigError, EvalConfig, Profile, apply_overrides, get_profile
+from ..core.registry import EVAL_BUDGETS
 
 # Profile-wide overrides for every notebook of a run, as a JSON object of config keys (dotted, or a profile field such
 # as train_path), e.g. '{"train.epochs": 1, "data.train_per_class": 20}': one setting that 01-04 all see (a notebook parameter reaches only
@@ -67,10 +69,32 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, str | None]] = {
     "06_report": {},
 }
 
+# `genrobust evaluate -p NAME VALUE` (and evaluate_model's parameters): notebook 03's and the execution settings.
+EVALUATE_PARAMETERS = {**NOTEBOOK_PARAMETERS["03_accuracy"], **EXECUTION}
 
-def resolve_profile(profile: str, parameters: Mapping[str, Any] | None = None,
-                    keys: Mapping[str, str | None] = TRAIN_PARAMETERS) -> Profile:
-    """The profile with ``parameters`` applied: each name is looked up in ``keys`` (a dotted config key such as
+# The eval fields a named budget fixes on every profile (a field it does not name takes EvalConfig's default); the
+# others are execution settings (which of ours run, batch size, shards, memory format, compile) that stay the
+# profile's unless the budget names them.
+EXECUTION_FIELDS = ("classifiers", "batch_size", "shard_batches", "units_per_job", "channels_last", "compile")
+MEASUREMENT_FIELDS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name not in EXECUTION_FIELDS)
+
+
+def apply_budget(profile: Profile, name: str) -> Profile:
+    """``profile`` with the named evaluation budget (genrobust.core.registry.EVAL_BUDGETS) as its eval settings:
+    every measurement field from the budget, else EvalConfig's default; execution fields from the budget where it
+    names them, else the profile's. An unknown name is one line naming the budgets."""
+    if name not in EVAL_BUDGETS:
+        raise ConfigError(f"unknown budget {name!r}; choose one of {', '.join(EVAL_BUDGETS)} (--budget NAME)")
+    given, defaults = EVAL_BUDGETS[name].as_dict(), EvalConfig()
+    values = {f: given.get(f, getattr(defaults, f)) for f in MEASUREMENT_FIELDS}
+    values.update({f: v for f, v in given.items() if f in EXECUTION_FIELDS})
+    return apply_overrides(profile, {"eval": values})
+
+
+def resolve_profile(profile: str | Profile, parameters: Mapping[str, Any] | None = None,
+                    keys: Mapping[str, str | None] = TRAIN_PARAMETERS, *, budget: str | None = None) -> Profile:
+    """The profile (a name or a Profile) with the evaluation ``budget`` (a name in EVAL_BUDGETS; None keeps the
+    profile's eval), then ``parameters`` applied: each name is looked up in ``keys`` (a dotted config key such as
     'train.epochs' may be given directly); names whose key is None are not config settings and are skipped, as
     are None values (the profile's value). An unknown name fails with one line naming what is allowed."""
     overrides = {}
@@ -81,11 +105,11 @@ def resolve_profile(profile: str, parameters: Mapping[str, Any] | None = None,
                               "'train.epochs'")
         if key is not None and value is not None:
             overrides[key] = value
-    base = get_profile(profile)
+    base = get_profile(profile) if isinstance(profile, str) else profile
     env = env_overrides()
     if env:
         base = apply_overrides(base, env, description=f"{base.description} [${OVERRIDES_ENV}: {json.dumps(env)}]")
-    return apply_overrides(base, overrides)
+    return apply_overrides(base if budget is None else apply_budget(base, budget), overrides)
 
 
 def notebook_profile(notebook: str, namespace: Mapping[str, Any]) -> Profile:

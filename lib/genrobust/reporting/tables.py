@@ -87,18 +87,6 @@ def paired_table(records: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def own_model_table(record: dict) -> pd.DataFrame:
-    """`genrobust evaluate --model`'s short table: yours, clean and worst case at every eps (n, 95% CI, the attacks
-    it is the worst case over), and each paired comparison with our classifiers on the same images."""
-    rows = [{"what": "yours", "eps": r["eps"], "attacks": "+".join(r.get("over", ["clean"])), "n": r["n"],
-             "accuracy %": pct(r["accuracy"]), "95% CI %": ci_pct(r["ci95"]), "vs ours": None}
-            for r in accuracy_rows({"yours": record["yours"]}) if r["role"] in ("clean", "worst case")]
-    rows += [{"what": t["comparison"], "eps": t["eps"], "attacks": "+".join(t["attacks"]), "n": t["n"],
-              "accuracy %": pct(t["acc_first"]), "95% CI %": None,
-              "vs ours": f"{100 * t['diff']:+.1f} points, McNemar p {t['p']:.3g}"} for t in record["comparison"]]
-    return pd.DataFrame(rows)
-
-
 def accuracy_table(records: dict) -> pd.DataFrame:
     """Every run, the clean accuracy and the per-example worst case at each eps: accuracy with n and 95% Wilson
     interval, attack settings and cost. records: {kind: evaluate_classifier record}."""
