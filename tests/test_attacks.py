@@ -464,6 +464,7 @@ def test_linf_attack_collapses_undefended_model(softmax_model, data):
     assert accuracy(softmax_model, x_adv, y) <= 0.10
 
 
+@pytest.mark.slow
 def test_multi_targeted_at_least_as_strong_as_untargeted(softmax_model, data):
     x, y = data[0][::2], data[1][::2]  # 50 examples
     pgd = A.pgd_untargeted(softmax_model, x, y, eps=0.5, steps=10)

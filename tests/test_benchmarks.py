@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_epoch_runs_both_paths_and_projects(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "GENROBUST_RUNS": str(tmp_path / "runs")}
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_epoch.py"), "--device", "cpu",
@@ -28,6 +31,7 @@ def test_bench_epoch_runs_both_paths_and_projects(tmp_path):
         "bench_epoch must train in throw-away run directories"
 
 
+@pytest.mark.slow
 def test_bench_epoch_compares_with_an_old_revision(tmp_path):
     """--compare-old runs the engine of a git revision (here HEAD, in a temporary worktree) in the same run and
     prints new / old per path, equal to the ratio of the two printed rates; the worktree is removed after."""

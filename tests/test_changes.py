@@ -71,6 +71,7 @@ def test_readme_findings_table_reads_the_same_claims(tmp_path):
     assert [r.split(" | ")[3].split("**")[1] for r in rows] == [c.decision for c in claim_verdicts(CPU)]
 
 
+@pytest.mark.slow
 def test_cli_changes_since(tmp_path):
     old = _copy(tmp_path / "old")
     root = tmp_path / "results"

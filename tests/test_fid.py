@@ -155,6 +155,7 @@ def test_frechet_closed_form_1d():
     assert fid.frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4.0 + 1.0)
 
 
+@pytest.mark.slow
 def test_fid_grows_with_noise_on_real_images(extractor, images):
     """A real image set against itself with added gaussian noise: FID ~0 without noise, then increasing."""
     g = torch.Generator().manual_seed(0)

@@ -332,6 +332,7 @@ def test_k3_selection_at_once_equals_three_per_model_selections(on_device):
     assert len({r["val_adv_auroc"] for r in at_once}) > 1  # three different models: not one number copied
 
 
+@pytest.mark.slow
 def test_k3_selection_comparison_detects_another_model_or_mixed_up_images(on_device):
     """Negative controls: the same comparison fails when one d_k of the per-model reference is another network
     (different initialization), or when the K-model pass gets d_0's and d_1's images swapped."""

@@ -21,6 +21,7 @@ TINY = {"data.synthetic_train_per_class": 48, "data.synthetic_test_per_class": 1
         "softmax.batch_size": 32, "softmax.width": 0.5}
 
 
+@pytest.mark.slow
 def test_local_executor_trains_classes_and_softmax_in_subprocesses(tmp_runs):
     p = apply_overrides(get_profile("smoke"), TINY)
     rows, soft = classifiers.train_all(p, softmax=True, executor="local", workers=2, progress=False)
@@ -51,6 +52,7 @@ def test_fused_training_path_is_one_job(tmp_runs, monkeypatch):
         apply_overrides(p, {"train_path": "grouped"})
 
 
+@pytest.mark.slow
 def test_failed_job_is_reported(tmp_runs):
     p = apply_overrides(get_profile("smoke"), {**TINY, "train.batch_size": 512, "train.classes": (0,)})
     with pytest.raises(executors.RunError, match=r"job 0 \(local job \d+\) failed: .*Error"):
@@ -73,6 +75,7 @@ def test_slurm_parameters_build_a_valid_submission(tmp_path):
     assert "gpus" not in small and "#SBATCH --cpus-per-task=1" in small and "#SBATCH --mem=2GB" in small
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_cli_slurm_dry_run_prints_the_script(tmp_runs, command):
     r = subprocess.run([sys.executable, "-m", "genrobust", command, "--profile", "paper", "--executor", "slurm",
@@ -97,6 +100,7 @@ def test_resolve_profile_maps_notebook_parameters():
     (["reproduce", "--profile", "smoke", "-p", "epoch", "1"], "unknown parameter(s) ['epoch']"),
     (["reproduce", "--profile", "smoke", "--notebooks", "04_generation,07_extra"], "no notebook '07_extra'"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_nonzero(args, needle, tmp_runs):
     r = subprocess.run([sys.executable, "-m", "genrobust", *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
@@ -132,6 +136,7 @@ def test_every_notebook_is_known_to_the_pipeline():
     assert on_disk == set(notebooks.NOTEBOOKS)
 
 
+@pytest.mark.slow
 def test_notebook_command_prints_only_what_the_user_needs(tmp_runs):
     # no kernel warnings (IPC transport), no progress noise: the executed notebook's path and nothing else
     r = subprocess.run([sys.executable, "-m", "genrobust", "notebook", "06_report", "--profile", "smoke", "--force",
@@ -141,6 +146,7 @@ def test_notebook_command_prints_only_what_the_user_needs(tmp_runs):
     assert "WARNING" not in r.stderr and "TCP" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_a_failed_job_does_not_stop_the_others_and_a_rerun_redoes_only_it(tmp_runs):
     """The softmax job fails (a checkpoint to import that does not exist); the d_0 job still finishes; the rerun
     submits one job."""

@@ -50,6 +50,7 @@ def fresh_clone(trained, tmp_path, monkeypatch):
     return dst
 
 
+@pytest.mark.slow
 def test_released_files_are_the_evaluated_models(trained):
     cfg, data, paths, listed, _ = trained
     meta = read_json(listed)
@@ -202,6 +203,7 @@ def test_a_model_expecting_another_input_range_is_refused(trained, name):
     assert fixed["accuracy"]["0-1"] == probe["accuracy"]["0-1"] and fixed["assumed"] == name
 
 
+@pytest.mark.slow
 def test_evaluate_model_end_to_end_matches_notebook_03(fresh_clone, tmp_path):
     """Our own softmax baseline given as 'your model' (a file:factory) gets exactly the per-example results notebook
     03's evaluation gives it (zero discordant pairs), and a different model is compared on the same images."""
@@ -278,6 +280,7 @@ def _ours_factory(tmp_path, released) -> str:
     return _write_factory(tmp_path, f"def build():\n    return genrobust.load_classifier({str(released)!r})\n") + ":build"
 
 
+@pytest.mark.slow
 def test_workers_fan_the_units_out_and_give_the_same_flags(fresh_clone, tmp_path, monkeypatch):
     monkeypatch.delenv("GENROBUST_RUNS")  # each run its own runs/ under its out_dir
     spec, runs = _ours_factory(tmp_path, fresh_clone / "softmax.safetensors"), {}
@@ -305,6 +308,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_wall_time_adds_up_across_a_resume(fresh_clone, tmp_path, monkeypatch):
     """An evaluation stopped after its first unit (as by kill -9: the ledger is not closed) and run again: the
     second leg computes only the rest, and the record's wall time is both legs."""

@@ -253,6 +253,7 @@ def test_fig1_is_replotted_from_the_json_when_the_png_is_missing(results, tmp_pa
     assert any("re-plotted" in n for n in sec.notes)
 
 
+@pytest.mark.slow
 def test_cli_report(results):
     env = {**os.environ, "GENROBUST_RESULTS": str(results.root), "PYTHONPATH": str(ROOT / "lib")}
     r = subprocess.run([sys.executable, "-m", "genrobust", "report", "--profile", "smoke"], capture_output=True,

@@ -100,6 +100,7 @@ binary.train_binary(p, 1, progress=False)
 """
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_loses_at_most_one_epoch(tmp_runs):
     over = {**TINY, "data.synthetic_train_per_class": 200, "train.epochs": 6}
     p = apply_overrides(get_profile("smoke"), over)

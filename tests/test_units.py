@@ -51,6 +51,7 @@ def _context(tmp_path, name):
     return E.UnitContext(UnitStore(tmp_path / name), "digest", {"data": "test", "split": {}, "seed": 0})
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded_and_in_memory(small, tmp_path):
     gen, x, y = small
     sharded = E.evaluate_classifier(gen, x, y, _ecfg(), kind="generative", progress=False,
@@ -86,6 +87,7 @@ def test_first_chunk_draws_what_the_runs_own_seed_draws(small):
     assert E.chunk_seed(5, 0) == 5 and len({E.chunk_seed(s, c) for s in range(3) for c in range(3)}) == 9
 
 
+@pytest.mark.slow
 def test_corrupt_or_truncated_unit_is_reported_and_recomputed(small, tmp_path):
     gen, x, y = small
     ctx = _context(tmp_path, "c")

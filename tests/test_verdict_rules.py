@@ -147,6 +147,7 @@ def test_tab1_gets_the_paper_attack_subject_on_every_image():
 
 
 # 6. FID: subsampling without replacement at n close to the dimension -------------------------------------------
+@pytest.mark.slow
 def test_fid_half_subsampling_covers_and_the_bootstrap_did_not():
     """A scaled-down Tab. 2: D = 8 features, n = 10 paired images (n close to D, as 2,050 vs 2,048), the truth
     the expected FID difference at this n (from 2,000 draws). The delete-n/2 jackknife interval from half-subsamples
