@@ -90,7 +90,7 @@ def test_worst_case_is_the_per_example_and_over_attacks_on_the_common_prefix():
     runs = [_run("pgd", 0.5, flags[0], "paper")] + [_run(a, 0.5, f) for a, f in zip(("apgd-ce", "apgd-t", "square"),
                                                                                     flags[1:])]
     runs.append(_run("pgd", 1.0, flags[0] & False, "paper"))  # another eps must not enter eps 0.5's worst case
-    w = E.worst_case(_record(clean, runs), 0.5)
+    w = records({"softmax": _record(clean, runs)})["softmax"].worst(0.5).to_dict()
     expect = clean[:8] & flags[0][:8] & flags[1] & flags[2] & flags[3]
     assert w["n"] == 8 and torch.equal(E.str_to_flags(w["robust"]), expect)
     assert w["accuracy"] == pytest.approx(expect.float().mean().item())
@@ -98,7 +98,7 @@ def test_worst_case_is_the_per_example_and_over_attacks_on_the_common_prefix():
     # never above any single attack on the same examples
     for r in runs[:4]:
         assert w["n_robust"] <= int(E.str_to_flags(r["robust"])[:8].sum())
-    assert E.worst_case(_record(clean, runs), 0.0)["accuracy"] == pytest.approx(clean.float().mean().item())
+    assert records({"s": _record(clean, runs)})["s"].worst(0.0).accuracy == pytest.approx(clean.float().mean().item())
     rows = E.accuracy_rows({"softmax": _record(clean, runs)})
     assert {(r["eps"], r["attack"]) for r in rows if r["role"] == "worst case"} == {(0.0, "worst"), (0.5, "worst"),
                                                                                    (1.0, "worst")}
@@ -276,7 +276,7 @@ def test_smoke_profile_passes_the_masking_checks(smoke_records):
         assert {(a, "strong") for a in cfg.eval.strong_attacks} <= attacks
         assert (PAPER_ATTACK[kind], "paper") in attacks
         for e in cfg.eval.eps_grid:
-            w = E.worst_case(rec, e)
+            w = records({kind: rec})[kind].worst(e).to_dict()
             same = [r for r in rec["runs"] if r["eps"] == e]
             assert all(w["n_robust"] <= int(E.str_to_flags(r["robust"])[:w["n"]].sum()) for r in same)
     assert saved["notebook"] == "03_accuracy" and saved["provenance"]["seed"] == cfg.eval.seed
@@ -425,7 +425,7 @@ def test_a_new_attack_is_one_registry_entry(net, test_set, tmp_path, monkeypatch
         assert len(toy) == 1 and toy[0]["budgets"] == {"toy_iters": 3} and toy[0]["steps"] is None
         assert toy[0]["accuracy"] < rec["clean"]["accuracy"]  # it attacks: a trained net loses examples at eps 1
         json.dumps(rec)
-        assert "toy_pgd" in E.worst_case(rec, 1.0)["attacks"]
+        assert "toy_pgd" in records({"softmax": rec})["softmax"].worst(1.0).attacks
         assert "toy PGD" in set(tables.accuracy_table({"softmax": rec})["attack"])
         assert len(masking_checks({"softmax": rec}, ecfg)) == len(CHECKS)
         # its budget re-keys its units and no one else's
@@ -499,7 +499,7 @@ def test_a_pgd_style_strong_attack_is_one_registry_entry(throwaway_attack, net, 
 def test_every_check_gives_one_row_per_classifier():
     from genrobust.measure.checks import CHECKS
     rec = _record([True] * 4, [_run("eq11_12", 0.5, [True] * 4, "paper")], kind="generative")
-    rows = [check("generative", rec, ECFG) for check in CHECKS]
+    rows = [check("generative", records({"generative": rec})["generative"], ECFG) for check in CHECKS]
     assert len({r["check"] for r in rows}) == len(CHECKS)
     assert all(set(r) == {"classifier", "check", "passed", "detail", "type"} for r in rows)
     assert masking_checks({"generative": rec, "softmax": rec}, ECFG)[len(CHECKS):] == [
@@ -527,7 +527,7 @@ def test_paired_tests_compare_the_same_images(smoke_records):
     assert {r["eps"] for r in both} == set(cfg.eval.eps_grid) | {cfg.eval.strong_eps}
     for r in both:
         kinds = [records[k] for k in ("generative", "softmax")]
-        assert r["n"] == min(rec["n"] if r["attack"] != "worst case" else E.worst_case(rec, r["eps"])["n"]
+        assert r["n"] == min(rec["n"] if r["attack"] != "worst case" else records({"k": rec})["k"].worst(r["eps"]).n
                              for rec in kinds)
         assert 0.0 <= r["p"] <= 1.0 and r["n_first"] + r["n_second"] <= r["n"]
     aa = [r for r in rows if r["attack"] == "paper's vs AutoAttack"]

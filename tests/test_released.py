@@ -16,6 +16,7 @@ from genrobust import cli
 from genrobust.core.config import apply_overrides, get_profile, replace, to_dict
 from genrobust.core.models import CIFAR10_MEAN, CIFAR10_STD, ModelError, create_model
 from genrobust.measure import accuracy as E
+from genrobust.measure.record import EvalRecord
 from conftest import smoke_classifiers
 from genrobust.pipeline import own_model
 from genrobust.pipeline.classifiers import ensure_classifiers, release
@@ -218,7 +219,7 @@ def test_evaluate_model_end_to_end_matches_notebook_03(fresh_clone, tmp_path):
     assert any(t["eps"] > 0 and "apgd-ce" in t["attacks"] for t in same)  # attacked, under the same attack set
     gen = [t for t in rec["comparison"] if t["comparison"] == "yours vs generative"]
     assert gen and all("eq11_12" not in t["attacks"] for t in gen)  # only attacks both faced
-    eps = E.eps_values(rec["yours"])
+    eps = EvalRecord.from_dict(rec["yours"]).eps_values()
     assert len(rec["per_class"]) == 10 * len(eps)
     assert sum(r["n"] for r in rec["per_class"] if r["eps"] == 0) == cfg.eval.n_test
     assert {c["classifier"] for c in rec["checks"]} == {"yours"}

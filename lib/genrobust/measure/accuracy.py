@@ -31,7 +31,7 @@ from ..core.registry import ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, attack_spec
 from ..data.batches import to_float
 from ..store.checkpoints import load_classifier
 from ..store.units import UnitStore
-from .record import ROLES_ATTACKED, EvalRecord, flags_to_str, str_to_flags
+from .record import flags_to_str, records, str_to_flags
 
 
 class EvaluationError(RuntimeError):
@@ -341,30 +341,13 @@ def evaluate_classifier(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfi
 
 # ---------------------------------------------------------------------------------------------------------------
 # Worst case per example, tables' rows
-def flags_of(rec: dict, n: Optional[int] = None) -> torch.Tensor:
-    f = str_to_flags(rec["robust"])
-    return f if n is None else f[:n]
-
-
-def eps_values(record: dict, roles=ROLES_ATTACKED) -> list[float]:
-    """The eps values with runs of the given roles, plus 0 (clean), ascending."""
-    return EvalRecord.from_dict(record).eps_values(roles)
-
-
-def worst_case(record: dict, eps: float) -> dict:
-    """Per-example AND of 'robust' over every run at ``eps`` (and the clean flags), on the common prefix of those
-    runs: an example counts as robust only if no attack broke it. eps 0: the clean accuracy. (The stored form of
-    :meth:`genrobust.measure.record.EvalRecord.worst`.)"""
-    return EvalRecord.from_dict(record).worst(eps).to_dict()
-
-
-def paired_tests(records: dict) -> list[dict]:
+def paired_tests(stored: dict) -> list[dict]:
     """Paired comparisons on the same test images (two-sided exact McNemar on the per-example flags,
     :func:`genrobust.core.metrics.mcnemar`): the generative vs the softmax classifier at every eps both ran, under
     the paper's attacks (each classifier's own, Sec. 3.2) and as the worst case over all attacks; and, for each
     classifier, the paper's attack vs AutoAttack's worst case at the eps where AutoAttack ran. Each row names
     what is compared, eps, n (the common prefix of the evaluation order) and the test."""
-    rows, recs = [], {kind: EvalRecord.from_dict(r) for kind, r in records.items()}
+    rows, recs = [], records(stored)
     if {"generative", "softmax"} <= set(recs):
         g, s = recs["generative"], recs["softmax"]
         for e in sorted(set(g.eps_values(("paper",))) & set(s.eps_values(("paper",)))):
@@ -388,20 +371,22 @@ def paired_tests(records: dict) -> list[dict]:
     return rows
 
 
-def accuracy_rows(records: dict) -> list[dict]:
+def accuracy_rows(stored: dict) -> list[dict]:
     """Flat rows (classifier, eps, attack, role, n, accuracy, ci95, settings, time) of every run, the clean
-    accuracy and the worst case at each eps; ``records``: {kind: evaluate_classifier record}."""
+    accuracy and the worst case at each eps; ``stored``: {kind: evaluate_classifier record or EvalRecord}."""
     rows = []
-    for kind, rec in records.items():
-        rows.append({"classifier": kind, "eps": 0.0, "attack": "clean", "role": "clean", "n": rec["n"],
-                     "accuracy": rec["clean"]["accuracy"], "ci95": rec["clean"]["ci95"]})
-        for r in rec["runs"]:
-            rows.append({"classifier": kind, **{k: r[k] for k in ("eps", "attack", "role", "n", "accuracy", "ci95",
+    for kind, rec in records(stored).items():
+        k = rec.clean.count("1")
+        rows.append({"classifier": kind, "eps": 0.0, "attack": "clean", "role": "clean", "n": rec.n,
+                     "accuracy": rec.clean_accuracy, "ci95": wilson_interval(k, rec.n)})
+        for r in rec.runs:
+            d = r.to_dict()
+            rows.append({"classifier": kind, **{k: d[k] for k in ("eps", "attack", "role", "n", "accuracy", "ci95",
                                                                    "steps", "step_size", "restarts", "time_s",
                                                                    "n_attacked")}})
-        for e in eps_values(rec):
-            w = worst_case(rec, e)
-            rows.append({"classifier": kind, "eps": e, "attack": "worst", "role": "worst case", "n": w["n"],
+        for w in rec.worst_cases():
+            w = w.to_dict()
+            rows.append({"classifier": kind, "eps": w["eps"], "attack": "worst", "role": "worst case", "n": w["n"],
                          "accuracy": w["accuracy"], "ci95": w["ci95"], "over": w["attacks"]})
     return rows
 

@@ -44,6 +44,14 @@ class Run:
     def flags(self) -> torch.Tensor:
         return str_to_flags(self.robust)
 
+    def prefix(self, n: int) -> torch.Tensor:
+        """The flags of the first ``n`` examples (a run on more images covers the first n)."""
+        return self.flags[:n]
+
+    @property
+    def accuracy(self) -> float:
+        return self.robust.count("1") / len(self.robust) if self.robust else float("nan")
+
     @classmethod
     def from_dict(cls, d: dict) -> "Run":
         return cls(d["attack"], float(d["eps"]), int(d["n"]), d["role"], d["robust"],
@@ -76,19 +84,33 @@ class Worst:
 
 @dataclass(frozen=True)
 class EvalRecord:
-    """One classifier's evaluation (the dict :func:`genrobust.measure.accuracy.evaluate_classifier` returns)."""
+    """One classifier's evaluation (the dict :func:`genrobust.measure.accuracy.evaluate_classifier` returns), read
+    once: the runs, and what the masking checks read beside them."""
     classifier: str
     n: int
     clean: str                        # clean-correct flags as '1'/'0'
     runs: tuple[Run, ...]
+    paper_attack: str = ""            # the attack registry's name of the paper's attack for this classifier
+    model_checks: dict = field(default_factory=dict, compare=False)   # accuracy.model_checks: n, randomness, ...
+    autoattack_warnings: tuple[str, ...] = ()                         # AutoAttack's own checks, as logged
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalRecord":
-        return cls(d["classifier"], int(d["n"]), d["clean"]["robust"], tuple(Run.from_dict(r) for r in d["runs"]))
+        return cls(d["classifier"], int(d["n"]), d["clean"]["robust"], tuple(Run.from_dict(r) for r in d["runs"]),
+                   d.get("paper_attack", ""), dict(d.get("model_checks") or {}),
+                   tuple(d.get("autoattack_warnings") or ()))
 
     @property
     def clean_flags(self) -> torch.Tensor:
         return str_to_flags(self.clean)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.clean.count("1") / self.n if self.n else float("nan")
+
+    def first(self, role: str, eps: Optional[float] = None) -> Optional[Run]:
+        """The first run of ``role`` (at ``eps`` when given) in stored order; None where there is none."""
+        return next((r for r in self.runs if r.role == role and (eps is None or abs(r.eps - eps) < EPS_TOL)), None)
 
     def at(self, eps: float, roles: Optional[Iterable[str]] = None) -> list[Run]:
         roles = None if roles is None else tuple(roles)
@@ -129,7 +151,12 @@ class EvalRecord:
             flags = flags & r.flags[:n]
         return Worst(eps, n, flags, tuple(sorted({r.attack for r in runs})))
 
+    def worst_cases(self, roles: Iterable[str] = ROLES_ATTACKED) -> list[Worst]:
+        """:meth:`worst` at every eps of :meth:`eps_values` (eps 0 first: the clean accuracy)."""
+        return [self.worst(e) for e in self.eps_values(roles)]
+
 
 def records(stored: dict) -> dict[str, EvalRecord]:
-    """{kind: EvalRecord} of a {kind: stored record} mapping (03's ``classifiers``, or evaluate's return)."""
+    """{kind: EvalRecord} of a {kind: stored record} mapping (03's ``classifiers``, or evaluate's return): where
+    a stored (dict) record becomes typed, once; EvalRecords pass through."""
     return {kind: rec if isinstance(rec, EvalRecord) else EvalRecord.from_dict(rec) for kind, rec in stored.items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..core.config import Profile, SlurmConfig, from_dict, to_dict
-from ..measure.accuracy import eps_values, worst_case
+from ..measure.record import records as eval_records
 from ..store.checkpoints import load_classifier
 from ..store.executors import RunError, call, configure_threads, run_jobs
 from ..store.paths import runs_dir
@@ -143,12 +143,11 @@ def release(profile: Profile, data, paths: dict[str, str] | None = None, records
         if softmax_result(profile) is not None:
             paths["softmax"] = softmax_result(profile)["checkpoint"]
     accuracy = {}
-    for kind, rec in (records or {}).items():
-        acc = {"clean": {"accuracy": rec["clean"]["accuracy"], "n": rec["n"], "attacks": "clean"}}
-        for e in eps_values(rec, ("strong",))[1:]:  # [0] is eps 0, the clean accuracy above
-            w = worst_case(rec, e)
-            acc[f"worst case at eps {e:g}"] = {"accuracy": w["accuracy"], "n": w["n"],
-                                               "attacks": "+".join(w["attacks"])}
+    for kind, rec in eval_records(records or {}).items():
+        acc = {"clean": {"accuracy": rec.clean_accuracy, "n": rec.n, "attacks": "clean"}}
+        for w in rec.worst_cases(("strong",))[1:]:  # [0] is eps 0, the clean accuracy above
+            acc[f"worst case at eps {w.eps:g}"] = {"accuracy": w.accuracy, "n": w.n,
+                                                   "attacks": "+".join(w.attacks or ("clean",))}
         accuracy[kind] = acc
     return release_models(profile.name, paths, accuracy=accuracy, weights=profile.release_weights,
                           provenance=provenance(profile, data_source=getattr(data, "source", None)))

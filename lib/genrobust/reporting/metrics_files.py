@@ -16,7 +16,7 @@ from ..core import paper
 from ..core.config import config_hash, from_dict
 from ..core.version import __version__
 from ..measure.ablate import base_profile, evaluate_claims, record_for_json, regime_note
-from ..measure.accuracy import eps_values, paired_tests, worst_case
+from ..measure.accuracy import paired_tests
 from ..measure.claims import ONE_RUN, ClaimError, accuracy_verdicts, generation_verdicts, scale_label
 from ..measure.record import records as eval_records
 from ..store.checkpoints import weights_digest
@@ -108,7 +108,7 @@ def write_accuracy_metrics(cfg, records: dict, checks: list[dict], data, wall_ti
         "notebook": "03_accuracy",
         "eval": dataclasses.asdict(cfg.eval),
         "classifiers": records,
-        "worst_case": {k: [worst_case(r, e) for e in eps_values(r)] for k, r in records.items()},
+        "worst_case": {k: [w.to_dict() for w in r.worst_cases()] for k, r in eval_records(records).items()},
         "tab1": tab1(records).reset_index().to_dict(orient="records"),
         "paired": paired_tests(records),
         # the verdicts on Tab. 1, Fig. 1 and the protocol gap (genrobust.measure.claims): stored, rendered elsewhere

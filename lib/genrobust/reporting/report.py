@@ -264,8 +264,9 @@ def fig1_section(sources: dict[str, Source], directory: Path, *, replot: bool = 
                      src.status, "ours, worst case %": None, "source": src.cite()})
     else:
         for kind, rec in src.record["classifiers"].items():
-            worst = {round(w["eps"], 12): w for w in src.record.get("worst_case", {}).get(kind, [])}
-            runs = {round(r.eps, 12): r.to_dict() for r in EvalRecord.from_dict(rec).paper_runs()}
+            typed = EvalRecord.from_dict(rec)
+            worst = {round(w.eps, 12): w.to_dict() for w in typed.worst_cases()}
+            runs = {round(r.eps, 12): r.to_dict() for r in typed.paper_runs()}
             ref = paper.TAB1.get(kind, {})
             for e in sorted(set(worst) | set(runs) | {0.0}):
                 paper_v = ref.get("clean") if e == 0 else ref.get("robust") if abs(e - paper.TAB1["eps"]) < 1e-12 \

@@ -14,7 +14,7 @@ from ..core.fmt import ci_pct, pct
 from ..core.registry import ATTACK_LABELS
 from ..data.base import CLASSES
 from ..measure.ablate import regime_note
-from ..measure.accuracy import accuracy_rows, paired_tests, worst_case
+from ..measure.accuracy import accuracy_rows, paired_tests
 from ..measure.claims import Verdict, claim_decision, claim_info
 from ..measure.record import EvalRecord
 
@@ -109,8 +109,9 @@ def tab1_entries(rec: dict, eps: float = paper.TAB1["eps"]) -> tuple[dict, dict 
     """Tab. 1's three numbers of one classifier's evaluation record at ``eps``: (clean, the paper's attack run,
     the per-example worst case over every attack at eps); the last two None when the paper's attack did not run
     at eps. The notebook's table and the report both read Tab. 1 through this."""
-    run = EvalRecord.from_dict(rec).paper_run(eps)
-    return rec["clean"], None if run is None else run.to_dict(), worst_case(rec, eps) if run is not None else None
+    typed = EvalRecord.from_dict(rec)
+    run = typed.paper_run(eps)
+    return rec["clean"], None if run is None else run.to_dict(), None if run is None else typed.worst(eps).to_dict()
 
 
 def tab1(records: dict) -> pd.DataFrame:
