@@ -64,11 +64,40 @@ def test_a_changed_worst_case_changes_its_verdicts_and_names_why(tmp_path):
     assert md.count("\n") == len(changes) + 1 and "| yes |" in md
 
 
-def test_readme_findings_table_reads_the_same_claims(tmp_path):
+def _table_decisions(directory: Path) -> list[str]:
+    rows = [r for r in findings_table(directory=directory).splitlines()[2:] if r.startswith("|")]
+    return [r.split(" | ")[3].split("**")[1] for r in rows]
+
+
+def _by_hand(subject_decisions: list[str]) -> str:
+    """A claim's decision from its subjects', written out here (not genrobust's claim_decision)."""
+    if len(set(subject_decisions)) == 1:
+        return subject_decisions[0]
+    return "mixed"
+
+
+def test_readme_findings_table_renders_the_stored_decisions(tmp_path):
+    """README's rows for notebook 03's claims equal the decisions read by hand from the raw verdicts.json (the
+    re-derived verdicts, as committed); flipping one stored subject verdict flips that row and no other."""
     copy = _copy(tmp_path / "cpu")
-    shutil.copy(CPU / "verdicts.json", copy / "verdicts.json")   # the re-derived verdicts, as committed
-    rows = [r for r in findings_table(directory=copy).splitlines()[2:] if r.startswith("|")]
-    assert [r.split(" | ")[3].split("**")[1] for r in rows] == [c.decision for c in claim_verdicts(CPU)]
+    shutil.copy(CPU / "verdicts.json", copy / "verdicts.json")
+    stored = json.loads((copy / "verdicts.json").read_text())["notebooks"]["03_accuracy"]["verdicts"]
+    claims = list(dict.fromkeys(v["claim"] for v in stored))
+    expect = [_by_hand([v["decision"] for v in stored if v["claim"] == c]) for c in claims]
+    before = _table_decisions(copy)
+    assert before[:len(claims)] == expect and len(before) > len(claims)  # 04-05's rows follow
+
+    # negative control: tab1_clean has one subject (contradicted); stored as supported, its row (only) says so
+    i = claims.index("tab1_clean")
+    assert expect[i] == "contradicted"
+
+    def flip(rec):
+        for v in rec["notebooks"]["03_accuracy"]["verdicts"]:
+            if v["claim"] == "tab1_clean":
+                v["decision"] = "supported"
+    _edit(copy / "verdicts.json", flip)
+    after = _table_decisions(copy)
+    assert after[i] == "supported" and after[:i] + after[i + 1:] == before[:i] + before[i + 1:]
 
 
 @pytest.mark.slow

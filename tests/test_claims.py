@@ -31,7 +31,7 @@ def subject(first, second, name="eps 0.5"):
     return C.mcnemar_subject(first, second, name, {"first": "generative", "second": "softmax"})
 
 
-def test_one_rule_supported_contradicted_not_established():
+def test_one_rule_supported_contradicted_not_established(monkeypatch):
     up = C.judge("tab1_robust", [subject(*paired(50, 30, 2, 18))])[0]       # generative clearly more robust
     down = C.judge("tab1_robust", [subject(*paired(50, 2, 30, 18))])[0]     # the reverse
     tiny = C.judge("tab1_robust", [subject(*paired(50, 3, 1, 46))])[0]      # a small gap at small n
@@ -41,9 +41,13 @@ def test_one_rule_supported_contradicted_not_established():
     # the detectable effect shrinks as n grows (the same discordance rate, 4%)
     bigger = C.judge("tab1_robust", [subject(*paired(500, 22, 18, 460))])[0]
     assert bigger.detectable < tiny.detectable
-    # the direction comes from core/paper.CLAIMS: the same data contradict a claim of the other sign
-    assert paper.CLAIMS["tab1_clean"][2] == -1
-    assert C.judge("tab1_clean", [subject(*paired(50, 30, 2, 18), "clean")])[0].decision == "contradicted"
+    # the direction comes from core/paper.CLAIMS: the same data contradict a claim of the other sign (tab1_clean
+    # claims generative < softmax) and support it once the claim's sign in paper.CLAIMS is flipped
+    higher = [subject(*paired(50, 30, 2, 18), "clean")]
+    assert C.judge("tab1_clean", higher)[0].decision == "contradicted"
+    source, text, sign = paper.CLAIMS["tab1_clean"][:3]
+    monkeypatch.setitem(paper.CLAIMS, "tab1_clean", (source, text, -sign) + tuple(paper.CLAIMS["tab1_clean"][3:]))
+    assert C.judge("tab1_clean", higher)[0].decision == "supported"
 
 
 def test_a_protocol_gap_is_judged_against_the_tolerance_both_ways():
