@@ -17,18 +17,18 @@ from ..core.config import EvalConfig
 from ..core.fmt import pct_text
 from ..core.metrics import paired_increase
 from ..core.registry import ATTACK_LABELS, ATTACKS
-from .record import EvalRecord, Run, records
+from .record import AttackResult, EvalRecord, records
 
 
 def _row(kind, name, passed, detail, type_="masking") -> dict:
     return {"classifier": kind, "check": name, "passed": passed, "detail": detail, "type": type_}
 
 
-def _is_autoattack(run: Run) -> bool:
+def _is_autoattack(run: AttackResult) -> bool:
     return ATTACKS[run.attack].family == "autoattack"
 
 
-def _all_robust(rec: EvalRecord, runs: list[Run], n: int):
+def _all_robust(rec: EvalRecord, runs: list[AttackResult], n: int):
     """(n,) bool: clean-correct and robust under every run in ``runs`` (runs at one eps; on the first n examples)."""
     return rec.worst(runs[0].eps, {r.attack for r in runs}).flags[:n]
 

@@ -31,8 +31,9 @@ def str_to_flags(s: str) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Run:
-    """One attack run as stored: its settings, n and per-example robust flags."""
+class AttackResult:
+    """What one planned attack run (:class:`genrobust.measure.accuracy.AttackRun`) gave, as stored: its settings,
+    n and per-example robust flags."""
     attack: str
     eps: float
     n: int
@@ -53,7 +54,7 @@ class Run:
         return self.robust.count("1") / len(self.robust) if self.robust else float("nan")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Run":
+    def from_dict(cls, d: dict) -> "AttackResult":
         return cls(d["attack"], float(d["eps"]), int(d["n"]), d["role"], d["robust"],
                    {k: v for k, v in d.items() if k not in ("attack", "eps", "n", "role", "robust")})
 
@@ -89,15 +90,15 @@ class EvalRecord:
     classifier: str
     n: int
     clean: str                        # clean-correct flags as '1'/'0'
-    runs: tuple[Run, ...]
+    runs: tuple[AttackResult, ...]
     paper_attack: str = ""            # the attack registry's name of the paper's attack for this classifier
     model_checks: dict = field(default_factory=dict, compare=False)   # accuracy.model_checks: n, randomness, ...
     autoattack_warnings: tuple[str, ...] = ()                         # AutoAttack's own checks, as logged
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalRecord":
-        return cls(d["classifier"], int(d["n"]), d["clean"]["robust"], tuple(Run.from_dict(r) for r in d["runs"]),
-                   d.get("paper_attack", ""), dict(d.get("model_checks") or {}),
+        return cls(d["classifier"], int(d["n"]), d["clean"]["robust"],
+                   tuple(AttackResult.from_dict(r) for r in d["runs"]), d.get("paper_attack", ""), dict(d.get("model_checks") or {}),
                    tuple(d.get("autoattack_warnings") or ()))
 
     @property
@@ -108,19 +109,19 @@ class EvalRecord:
     def clean_accuracy(self) -> float:
         return self.clean.count("1") / self.n if self.n else float("nan")
 
-    def first(self, role: str, eps: Optional[float] = None) -> Optional[Run]:
+    def first(self, role: str, eps: Optional[float] = None) -> Optional[AttackResult]:
         """The first run of ``role`` (at ``eps`` when given) in stored order; None where there is none."""
         return next((r for r in self.runs if r.role == role and (eps is None or abs(r.eps - eps) < EPS_TOL)), None)
 
-    def at(self, eps: float, roles: Optional[Iterable[str]] = None) -> list[Run]:
+    def at(self, eps: float, roles: Optional[Iterable[str]] = None) -> list[AttackResult]:
         roles = None if roles is None else tuple(roles)
         return [r for r in self.runs if abs(r.eps - eps) < EPS_TOL and (roles is None or r.role in roles)]
 
-    def paper_runs(self) -> list[Run]:
+    def paper_runs(self) -> list[AttackResult]:
         """The paper's attack at every eps it ran, ascending eps."""
         return sorted((r for r in self.runs if r.role == "paper"), key=lambda r: r.eps)
 
-    def paper_run(self, eps: float) -> Optional[Run]:
+    def paper_run(self, eps: float) -> Optional[AttackResult]:
         """The paper's attack (Sec. 3.2: Eq. 11-12 or PGD-CE) at ``eps``; None where it did not run."""
         return next(iter(self.at(eps, ("paper",))), None)
 
