@@ -383,3 +383,42 @@ def test_generated_images_saved_there_load_here_and_refuse_mismatch(tmp_path):
     (out / "images.pt").write_bytes(bytes(blob))
     with pytest.raises(ResultsError, match="damaged"):
         generation.load_generated(p, data, out)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, killed but not yet reaped by its parent, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
+def test_the_deadline_kills_the_notebooks_whole_process_tree(tmp_path):
+    """Call 2's deadline: the notebook in flight is killed with everything below it, including a grandchild in a
+    session of its own (as a Jupyter kernel is), which killing the notebook's process group alone would leave
+    running on the GPU. Negative control: a process outside the tree is left alone."""
+    pids = tmp_path / "pids"
+    script = (f"import os, subprocess, time\n"
+              f"k = subprocess.Popen(['setsid', 'sleep', '300'])\n"
+              f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{k.pid}}')\n"
+              f"time.sleep(300)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    outside = subprocess.Popen(["sleep", "300"])
+    try:
+        for _ in range(200):
+            if pids.is_file() and len(pids.read_text().split()) == 2:
+                break
+            subprocess.run(["sleep", "0.05"])
+        parent, kernel = map(int, pids.read_text().split())
+        assert kernel in gpu_run._descendants(proc.pid) and os.getsid(kernel) != os.getsid(parent)
+        gpu_run._kill_tree(proc)
+        for _ in range(100):
+            if not _alive(kernel):
+                break
+            subprocess.run(["sleep", "0.05"])
+        assert not _alive(parent) and not _alive(kernel)
+        assert _alive(outside.pid)
+    finally:
+        outside.kill()
+        outside.wait()
