@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from genrobust import data as gdata
-from genrobust.measure import fid
+from genrobust.measure import fid, fid_weights
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_bad_input_is_a_clear_error(extractor):
 # Finding weights
 def test_missing_weights_error_says_how(monkeypatch):
     monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(fid, "fid_helper_weights_file", lambda: None)
-    monkeypatch.setattr(fid, "_pytorch_fid_cached_file", lambda: None)
+    monkeypatch.setattr(fid_weights, "fid_helper_weights_file", lambda: None)
+    monkeypatch.setattr(fid_weights, "_pytorch_fid_cached_file", lambda: None)
     with pytest.raises(fid.FIDError) as e:
         fid.find_weights("auto")
     msg = str(e.value)
@@ -232,9 +232,9 @@ def test_damaged_fid_cache_files_warn_and_are_recomputed(monkeypatch, tmp_path):
     assert ex.calls == 2
     for path in (tmp_path / "fid").iterdir():
         path.write_bytes(b"garbage")                     # a half-copied or edited cache
-    with pytest.warns(fid.FIDWarning, match="damaged FID cache file"):
+    with pytest.warns(fid.FIDWarning, match="corrupt FID cache file"):
         f2 = fid.cached_features(ex, x)
-    with pytest.warns(fid.FIDWarning, match="damaged FID cache file"):
+    with pytest.warns(fid.FIDWarning, match="corrupt FID cache file"):
         r = fid.reference_statistics(ex, x, n=20, seed=0)
     assert np.array_equal(f1, f2) and not r.meta["cached"] and ex.calls == 4
     with warnings.catch_warnings():                            # negative control: the rewritten files read silently
@@ -281,7 +281,7 @@ def test_resampled_fids_equal_fid_of_the_resampled_rows():
     ref = fid.statistics(rng.standard_normal((400, 24)))
     for n, route in ((16, "n x n"), (30, "n x n"), (90, "D x D")):
         a = rng.standard_normal((n, 24)) * 1.3 + 0.2
-        r = fid._Resampler(ref, a)
+        r = fid.Resampler(ref, a)
         assert r.route == route
         values = []
         for _ in range(4):
@@ -294,7 +294,7 @@ def test_resampled_fids_equal_fid_of_the_resampled_rows():
             values.append(fast)
         assert len(set(np.round(values, 6))) == 4
         for route_m in (n // 2, n):                 # a half-subsample (rows without replacement), either route
-            sub = fid._Resampler(ref, a, distinct=route_m if route == "n x n" else 10 * 24)
+            sub = fid.Resampler(ref, a, distinct=route_m if route == "n x n" else 10 * 24)
             i = rng.choice(n, size=n // 2, replace=False)
             counts = np.zeros(n, dtype=np.int64)
             counts[i] = 1

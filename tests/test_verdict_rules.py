@@ -170,7 +170,7 @@ def test_fid_half_subsampling_covers_and_the_bootstrap_did_not():
             sub = fid.paired_subsampling(ref, a, b, n_rep=reps, seed=s)
             lo, hi = C.subsample_subject(sub["replicates"], sub["diff"], n, sub["m"], "x", {}, "FID")["ci95"]
             new += lo <= truth <= hi
-            ra, rb, r = fid._Resampler(ref, a), fid._Resampler(ref, b), np.random.default_rng(s)
+            ra, rb, r = fid.Resampler(ref, a), fid.Resampler(ref, b), np.random.default_rng(s)
             boot = [ra.fid(c) - rb.fid(c) for c in (np.bincount(r.integers(0, n, n), minlength=n) for _ in range(reps))]
             lo, hi = np.percentile(boot, [2.5, 97.5])
             old += lo <= truth <= hi

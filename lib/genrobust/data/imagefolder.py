@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .base import (BATCHES_DIR, CLASSES, FIX_HINT, IMAGE_EXTS, IMAGE_SIZE, JPEG_EXTS, NAME_IMAGEFOLDER, NAME_JPEG,
                    NUM_CLASSES, SPLITS, DataError, DataSource, Splits, sha256_file)
-from .cache import read_cache, write_cache
+from .cache import cache_entry
 
 
 def image_root(path: Path) -> Path | None:
@@ -200,14 +200,11 @@ def _imagefolder_meta(plan, *, prefix: str, sha_of: str) -> dict:
 def _cached_decode(path: Path, sha: str, prepare, *, cache_dir: Path, progress: bool) -> Splits:
     """Arrays from ``<cache_dir>/cifar10-<sha[:16]>.npz`` if valid, else ``prepare() -> (plan, meta, read)``,
     decode and cache. The cache also stores ``meta`` so a hit needs neither the zip listing nor decoding."""
-    cache_file = cache_dir / f"cifar10-{sha[:16]}.npz"
-    cached = read_cache(cache_file, sha)
-    if cached is not None:
-        arrays, meta = cached
-    else:
+    def decode() -> tuple[dict, dict]:
         plan, meta, read = prepare()
-        arrays = _decode_images(read, plan, str(path), progress)
-        write_cache(cache_file, arrays, sha, meta)
+        return _decode_images(read, plan, str(path), progress), meta
+
+    arrays, meta = cache_entry(cache_dir / f"cifar10-{sha[:16]}.npz", sha).get_or_compute(decode)
     meta = dict(meta)
     name = meta.pop("name")
     source = DataSource(
