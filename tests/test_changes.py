@@ -12,7 +12,8 @@ import pytest
 
 from genrobust.reporting.changes import changes_markdown, claim_verdicts, verdict_changes
 from genrobust.reporting.readme import findings_table
-from genrobust.reporting.report import build, findings_markdown, render_markdown
+from genrobust.reporting.findings import findings_markdown
+from genrobust.reporting.report import build, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "results" / "cpu"
