@@ -207,11 +207,16 @@ def judge(claim: str, subjects: list[dict], scale: str = "") -> list[Verdict]:
     return out
 
 
-def claim_decision(verdicts: Iterable[Verdict]) -> tuple[str, str]:
-    """(decision, why) of a claim from its subjects' verdicts."""
+def claim_decision(verdicts: Iterable[Verdict], untested: Sequence[str] = (),
+                   no_subject: str = "no subject of this claim was measured") -> tuple[str, str]:
+    """(decision, why) of a claim from its subjects' verdicts. ``untested``: why each planned subject that could not
+    be tested was not (any one makes the claim not tested, for the first reason); ``no_subject``: why a claim
+    without any subject was not tested."""
     v = list(verdicts)
+    if untested:
+        return "not tested", untested[0]
     if not v:
-        return "not tested", "no subject of this claim was measured"
+        return "not tested", no_subject
     counts = {d: sum(x.decision == d for x in v) for d in DECISIONS}
     for d in ("supported", "contradicted"):
         if counts[d] == len(v):
