@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from genrobust.reporting.changes import changes_markdown, claim_verdicts, verdict_changes
-from genrobust.reporting.readme import findings_table
 from genrobust.reporting.findings import findings_markdown
+from genrobust.reporting.readme import findings_table
 from genrobust.reporting.report import build, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]

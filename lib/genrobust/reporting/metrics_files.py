@@ -243,6 +243,11 @@ def judge_notebook(notebook: str, record: dict):
     return evaluate_claims(from_dict(cfg), record["points"])
 
 
+def lacks_evidence(src: Source, err: Exception) -> str:
+    """Why :func:`judge_notebook` could not judge ``src``: the evidence it reads, and what was missing."""
+    return f"{src.path.name} lacks the evidence today's rule reads ({EVIDENCE[src.notebook]}): {err}"
+
+
 def judge_evidence(directory: str | os.PathLike) -> dict:
     """Every verdict of 03-05 recomputed by :func:`judge_notebook` from the metrics files in ``directory``:
     {notebook: {"sha256", "commit", "verdicts"} (05: "claims", as evaluate_claims gives them) or {"sha256",
@@ -262,7 +267,7 @@ def judge_evidence(directory: str | os.PathLike) -> dict:
             else:
                 entry["verdicts"] = [v.to_dict() for v in judged]
         except (ClaimError, KeyError) as err:
-            entry["not_judged"] = f"{src.path.name} lacks the evidence today's rule reads ({EVIDENCE[nb]}): {err}"
+            entry["not_judged"] = lacks_evidence(src, err)
         out[nb] = entry
     return out
 

@@ -25,8 +25,7 @@ from .tables import accuracy_conclusion, kid_text, paired_table, tab1_entries, v
 from .verdicts import ablation_claims, notebook_verdicts
 
 VERDICT_AGREEMENT = {"supported": "agrees", "contradicted": "contradicts the paper",
-                     "not established": "not established at this n", "mixed": "mixed",
-                     "inconclusive": "inconclusive (older rule)", "not tested": "not tested"}
+                     "not established": "not established at this n", "mixed": "mixed", "not tested": "not tested"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from ..core import paper
 from ..core.upgrade import written_with_verdicts
 from ..measure.claims import ClaimError, Verdict, claim_decision, claim_info
 from ..store.io import ResultsError, sha256_file
-from .metrics_files import VERDICTS_NAME, Source, judge_notebook, load_sources, read_verdicts
+from .metrics_files import VERDICTS_NAME, Source, judge_notebook, lacks_evidence, load_sources, read_verdicts
 
 STORED_VERDICTS = ("03_accuracy", "04_generation_fid")  # their claims come from verdicts (05's from its claims)
 ABLATIONS = "05_ablations"
@@ -87,7 +87,7 @@ def notebook_verdicts(src: Source) -> tuple[list[Verdict], str]:
     try:
         found = judge_notebook(src.notebook, src.record)
     except (ClaimError, KeyError) as err:  # e.g. a 04 without replicates: nothing the rule can judge
-        return [], f"{src.path.name} cannot be judged: {err}"
+        return [], f"cannot be judged: {lacks_evidence(src, err)}"
     return found, (f"{src.path.name} stores no verdicts (written before they were stored): computed by "
                    "genrobust.measure.claims from its stored data")
 
