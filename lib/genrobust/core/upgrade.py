@@ -12,7 +12,6 @@ genrobust.measure.claims, through genrobust.reporting.verdicts).
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 from .version import __version__
@@ -54,13 +53,14 @@ def upgrade_metrics(record: dict, name: str) -> dict:
     version = record.get("schema_version", 1)
     if version == SCHEMA_VERSION:
         return record
-    out = copy.deepcopy(record)
-    if version < 2 and isinstance(out.get("runtime"), dict) and "jobs" in out["runtime"]:
-        out["runtime"]["estimated_jobs"] = out["runtime"].pop("jobs")
+    out = dict(record)  # shallow: every part an upgrade changes is replaced, never edited in place
+    runtime = out.get("runtime")
+    if version < 2 and isinstance(runtime, dict) and "jobs" in runtime:
+        out["runtime"] = {("estimated_jobs" if k == "jobs" else k): v for k, v in runtime.items()}
     if version < 3:
         out.pop("conclusion", None)
-        for key, claim in (out.get("claims") or {}).items():
-            out["claims"][key] = _older_claim(claim, name)
+        if out.get("claims"):
+            out["claims"] = {key: _older_claim(claim, name) for key, claim in out["claims"].items()}
     return {**out, "schema_version": SCHEMA_VERSION, "upgraded_from": version}
 
 
