@@ -28,7 +28,8 @@ def _edit_comparisons(path: Path, fn) -> None:
 
 
 def _ablations(directory: Path) -> dict:
-    return {c.claim: [v.decision for v in c.subjects] for c in claim_verdicts(directory) if c.notebook == "05_ablations"}
+    return {c.claim: [v.decision for v in c.subjects] for c in claim_verdicts(directory)
+            if c.notebook == "05_ablations"}
 
 
 def test_05_subjects_come_from_the_verdict_record_only(tmp_path):

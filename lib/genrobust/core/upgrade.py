@@ -4,6 +4,7 @@ one table). A reader calls one function of this module once, where it reads, and
     upgrade_metrics(record, name)    a metrics file of results/<profile>/ (schema_version 1-4) -> schema 4's form
     upgrade_eval(values)             a recorded config's eval section (or overrides) with eval.aa_* -> eval.budgets
     unit_key_before_budgets(key, v)  the key an AutoAttack unit was stored under before the attacks owned budgets
+    RETIRED_CLAIMS                   the claim ids of older stored verdicts that no longer name a claim
 
 :data:`CHANGES` says what changed at each version and what the upgrade does about it; a file of a version this
 code does not know is refused with one line (:func:`schema_problem`), never guessed at. Pure data transforms: no I/O,
@@ -80,6 +81,14 @@ def _older_claim(claim: dict, name: str) -> dict:
            "no per-image scores, so the hierarchical bootstrap over seeds and images cannot be applied")
     return {**claim, "verdict": "not established", "why": why,
             "older_reading": f"{claim.get('verdict')}, {claim.get('why')}"}
+
+
+# Claim ids of older stored verdicts that no longer name a claim (core/paper.CLAIMS): read only to show what changed
+# (CHANGES.md), with what became of each.
+RETIRED_CLAIMS = {
+    "fig1_robust": ("Figure 1", "encoded until issue 39 as 'the generative classifier is more robust at every eps'; "
+                                "the paper claims a crossover and a growing gap, now fig1_gap"),
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from ..core import paper
 from ..core.config import EvalConfig
 from ..core.metrics import mcnemar
 from ..core.registry import PAPER_ATTACK
+from ..core.upgrade import RETIRED_CLAIMS
 from .record import EvalRecord
 
 ALPHA = 0.05
@@ -47,15 +48,8 @@ DECISIONS = ("supported", "contradicted", "not established")
 CLAIM_DECISIONS = DECISIONS + ("mixed", "not tested")
 
 
-# Claim ids of older stored verdicts that no longer name a claim, read only to show what changed (CHANGES.md).
-RETIRED_CLAIMS = {
-    "fig1_robust": ("Figure 1", "encoded until issue 39 as 'the generative classifier is more robust at every eps'; "
-                                "the paper claims a crossover and a growing gap, now fig1_gap"),
-}
-
-
 def claim_info(claim: str) -> tuple[str, str]:
-    """(source, the claim in words) of a claim id, current (core/paper.CLAIMS) or retired (RETIRED_CLAIMS)."""
+    """(source, the claim in words) of a claim id, current (core/paper.CLAIMS) or retired (upgrade.RETIRED_CLAIMS)."""
     return paper.CLAIMS[claim][:2] if claim in paper.CLAIMS else RETIRED_CLAIMS[claim]
 
 

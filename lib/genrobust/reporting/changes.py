@@ -12,7 +12,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from ..measure.claims import RETIRED_CLAIMS, Verdict
+from ..core.upgrade import RETIRED_CLAIMS
+from ..measure.claims import Verdict
 from ..store.io import write_text
 from .verdicts import ClaimVerdicts, claim_verdicts
 
