@@ -1,6 +1,7 @@
 """Which verdicts changed between two results directories (genrobust.reporting.changes, `genrobust report
 --changes-since`), on copies of the committed results/cpu metrics files: the same files change nothing, and a
-worst case altered in one copy changes exactly the verdicts that read it, with the evidence and commit named."""
+worst case altered in one copy changes exactly the verdicts that read it, with the evidence and commit named; and
+what the one reader of the verdicts (claim_verdicts) reads of 05's file."""
 import json
 import os
 import shutil
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from genrobust.reporting.changes import changes_markdown, claim_verdicts, verdict_changes
+from genrobust.reporting.findings import findings_markdown
 from genrobust.reporting.readme import findings_table
-from genrobust.reporting.report import build, findings_markdown, render_markdown
+from genrobust.reporting.report import build, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "results" / "cpu"
@@ -99,6 +101,36 @@ def test_readme_findings_table_renders_the_stored_decisions(tmp_path):
     after = _table_decisions(copy)
     assert after[i] == "supported" and after[:i] + after[i + 1:] == before[:i] + before[i + 1:]
 
+
+
+def _ablations(directory: Path) -> dict:
+    return {c.claim: [v.decision for v in c.subjects] for c in claim_verdicts(directory)
+            if c.notebook == "05_ablations"}
+
+
+def _each_comparison(fn):
+    def edit(rec):
+        for claim in rec["claims"].values():
+            for comp in claim["comparisons"]:
+                if "verdict_record" in comp:
+                    fn(comp)
+    return edit
+
+
+def test_05_verdicts_are_read_from_the_verdict_record_only(tmp_path):
+    """The one reader (genrobust.reporting.verdicts) takes 05's subjects from each comparison's verdict_record
+    (no verdicts.json here: the file's own claims are read); the fields copied beside it are not read."""
+    base, copied, record = _copy(tmp_path / "base"), _copy(tmp_path / "copied"), _copy(tmp_path / "record")
+    before = _ablations(base)
+    assert sum(map(len, before.values())) >= 5 and any(d != ["not established"] for d in before.values())
+    _edit(copied / "05_ablations.json", _each_comparison(
+        lambda comp: comp.update(verdict="contradicted", ci=[9.0, 9.0], p=0.0, p_adjusted=0.0, why="rewritten")))
+    assert _ablations(copied) == before
+    # negative control: the record itself is what the reader reads
+    _edit(record / "05_ablations.json", _each_comparison(
+        lambda comp: comp["verdict_record"].update(decision="contradicted")))
+    after = _ablations(record)
+    assert after != before and all(set(d) <= {"contradicted"} for d in after.values())
 
 @pytest.mark.slow
 def test_cli_changes_since(tmp_path):

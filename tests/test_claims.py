@@ -139,6 +139,16 @@ def test_verdicts_round_trip_and_bad_ones_are_refused():
     assert C.claim_decision([])[0] == "not tested"
 
 
+def test_a_claim_with_an_untested_subject_is_not_tested_by_the_engine():
+    """05's claim-level decisions are the engine's: one planned subject the sweep could not test makes the claim
+    not tested (its reason), a claim without subjects gives the caller's reason; negative control: the same
+    verdicts with every subject tested are decided."""
+    v = C.judge("tab1_robust", [subject(*paired(50, 30, 2, 18))])[0]
+    assert C.claim_decision([v], ["the sweep has no clean AUROC"]) == ("not tested", "the sweep has no clean AUROC")
+    assert C.claim_decision([], (), "a single width") == ("not tested", "a single width")
+    assert C.claim_decision([v], ()) == ("supported", "all 1 subject(s) supported")
+
+
 def test_the_cpu_results_read_what_their_evidence_supports():
     """results/cpu's stored flags through the rule of issue 39 (03 of the 2026-12-05 pass, worst case on 250 images):
     the generative classifier's protocol gap is above the 2-point tolerance at eps 0.5 and 1 (not established at

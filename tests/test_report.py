@@ -20,6 +20,7 @@ from genrobust.core.config import PAPER, config_hash, get_profile
 from genrobust.core.registry import PAPER_ATTACK
 from genrobust.measure import accuracy as evaluate
 from genrobust.pipeline import notebooks as runner
+from genrobust.reporting import consistency
 from genrobust.reporting import metrics_files as report
 from genrobust.reporting import report as overview
 from genrobust.store.checkpoints import save_checkpoint
@@ -291,17 +292,17 @@ def _chain_sources(d3_generative="g", cpu=("AVX512", "AVX512")):
 
 
 def test_model_chain_notes_compare_every_recorded_digest_with_its_model():
-    good = overview.model_chain_notes(_chain_sources())
+    good = consistency.model_chain_notes(_chain_sources())
     assert len(good) == 1 and good[0].startswith("Same models throughout: the 4 weights digests")
-    bad = overview.model_chain_notes(_chain_sources(d3_generative="other"))
+    bad = consistency.model_chain_notes(_chain_sources(d3_generative="other"))
     assert len(bad) == 1 and "03_accuracy's generative classifier other vs g" in bad[0]
 
 
 def test_machine_notes_name_each_cpu_kind_and_its_files():
-    one = overview.machine_notes(_chain_sources())
+    one = consistency.machine_notes(_chain_sources())
     assert one == ["Machines (CPU, torch's kernel family; training is bitwise reproducible only on one kind): "
                    "AMD EPYC, torch kernels AVX512 for 01, 02."]
-    two = overview.machine_notes(_chain_sources(cpu=("AVX2", "AVX512")))
+    two = consistency.machine_notes(_chain_sources(cpu=("AVX2", "AVX512")))
     assert "AVX2 for 01" in two[0] and "AVX512 for 02" in two[0]
 
 
@@ -324,7 +325,7 @@ def test_attack_budgets_differ_alike_in_old_and_new_results_files():
     """A results file written before the attacks owned their budgets (eval.aa_*) and one written after
     (eval.budgets) name the same differences from the paper profile, per budget."""
     from genrobust.core.config import to_dict
-    from genrobust.reporting import report as R
+    from genrobust.reporting import setting as R
     new = to_dict(get_profile("cpu"))
     old = to_dict(get_profile("cpu"))
     old["eval"].pop("budgets")

@@ -19,7 +19,7 @@ from genrobust.data import prepare_data
 from genrobust.measure.accuracy import evaluation_set
 from genrobust.measure.record import records
 from genrobust.reporting.metrics_files import VERDICTS_NAME, judge_evidence
-from genrobust.reporting.report import claim_verdicts
+from genrobust.reporting.verdicts import claim_verdicts
 from genrobust.store.checkpoints import load_classifier, weights_digest
 from genrobust.store.io import ResultsError
 from genrobust.store.released import released_paths

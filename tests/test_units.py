@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from genrobust.core.config import EvalConfig, apply_overrides, get_profile
+from genrobust.core.config import EvalConfig, apply_overrides, budget_values, get_profile
 from genrobust.core.models import GenerativeClassifier, create_model
+from genrobust.core.upgrade import unit_key_before_budgets
 from genrobust.measure import accuracy as E
 from genrobust.store.units import UnitStore, UnitWarning
 
@@ -219,7 +220,7 @@ def test_autoattack_units_under_their_legacy_key_are_reused_not_recomputed(tmp_p
     ctx = _context(tmp_path, "legacy")
     runs = {r.attack: r for r in E.plan_runs("generative", ecfg, 20) if r.role == "strong"}
     key = ctx.key("generative", runs["apgd-ce"], 0, 8, ecfg)
-    old = E.legacy_unit_key(key, ecfg)
+    old = unit_key_before_budgets(key, budget_values(ecfg))
     assert key["budgets"] == {"apgd_iters": 3}
     assert old["budgets"] == {"apgd_iters": 3, "targets": 9, "fab_iters": 100, "square_queries": 5000}
     marker = {"robust": "10" * 4, "n_attacked": 8, "time_s": 1.0, "max_perturbation": 0.0, "warnings": ["legacy"]}
@@ -229,6 +230,7 @@ def test_autoattack_units_under_their_legacy_key_are_reused_not_recomputed(tmp_p
     other = _ecfg(strong_attacks=("apgd-ce", "square", "multi_targeted"), budgets=(("apgd_iters", 3),
                                                                                    ("square_queries", 7)))
     sq = ctx.key("generative", runs["square"], 0, 8, ecfg)
-    ctx.store.put(E.legacy_unit_key(sq, other), marker)
+    ctx.store.put(unit_key_before_budgets(sq, budget_values(other)), marker)
     assert ctx.lookup("generative", runs["square"], 0, 8, ecfg) is None
-    assert E.legacy_unit_key(ctx.key("generative", runs["multi_targeted"], 0, 8, ecfg), ecfg) is None
+    mt = ctx.key("generative", runs["multi_targeted"], 0, 8, ecfg)
+    assert unit_key_before_budgets(mt, budget_values(ecfg)) is None

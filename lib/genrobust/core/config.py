@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .registry import BUDGETS, CLASSIFIER_KINDS, REDUCED_AUTOATTACK, STRONG_ATTACKS, strong_attacks
+from .upgrade import AA_BUDGET_FIELDS, upgrade_eval
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "SoftmaxConfig", "CalibConfig", "EvalConfig",
@@ -245,28 +246,9 @@ class EngineConfig(_Config):
 # The classifier kinds, the stronger attacks (AutoAttack's standard L2 set and our multi-targeted margin attack) and
 # the attacks' budgets come from the attack registry: the config accepts exactly what can run.
 CLASSIFIERS = CLASSIFIER_KINDS
-# eval.aa_* fields of profiles and overrides before the attacks owned their budgets -> the budget each one sets.
-LEGACY_BUDGET_FIELDS = {"aa_apgd_iters": "apgd_iters", "aa_targets": "targets", "aa_fab_iters": "fab_iters",
-                        "aa_square_queries": "square_queries"}
-
-
-def upgrade_eval(values: dict, budgets=()) -> dict:
-    """``values`` (eval settings: a recorded config's eval section or overrides) with legacy aa_* fields turned into
-    eval.budgets entries, merged into ``values['budgets']`` (else ``budgets``, the base they override); values
-    without aa_* fields are returned as they are."""
-    legacy = {k: v for k, v in values.items() if k in LEGACY_BUDGET_FIELDS}
-    if not legacy:
-        return values
-    merged = dict(tuple(b) for b in values.get("budgets", budgets))
-    merged.update({LEGACY_BUDGET_FIELDS[k]: v for k, v in legacy.items()})
-    out = {k: v for k, v in values.items() if k not in LEGACY_BUDGET_FIELDS}
-    out["budgets"] = tuple(merged.items())
-    return out
-
-
 def budget_values(ecfg) -> dict[str, int]:
-    """{budget name: value} of every registered budget under ``ecfg`` (an EvalConfig or a recorded eval dict, with
-    legacy aa_* fields): eval.budgets where set, else the attack's default."""
+    """{budget name: value} of every registered budget under ``ecfg`` (an EvalConfig or a recorded eval dict, aa_*
+    fields of older files included, genrobust.core.upgrade): eval.budgets where set, else the attack's default."""
     d = upgrade_eval(dataclasses.asdict(ecfg) if dataclasses.is_dataclass(ecfg) else dict(ecfg))
     over = dict(tuple(b) for b in d.get("budgets", ()))
     return {name: over.get(name, b.default) for name, b in BUDGETS.items()}
@@ -643,10 +625,10 @@ def replace(cfg, **changes):
     unknown = sorted(set(changes) - names)
     if unknown:
         prefix = type(cfg).__name__.replace("Config", "").lower()
-        legacy = [u for u in unknown if u in LEGACY_BUDGET_FIELDS]
-        if isinstance(cfg, EvalConfig) and legacy:
-            raise ConfigError(f"eval.{legacy[0]} is now a budget of the attacks that use it: set eval.budgets, e.g. "
-                              f"[['{LEGACY_BUDGET_FIELDS[legacy[0]]}', {changes[legacy[0]]!r}]] (apply_overrides "
+        older = [u for u in unknown if u in AA_BUDGET_FIELDS]
+        if isinstance(cfg, EvalConfig) and older:
+            raise ConfigError(f"eval.{older[0]} is now a budget of the attacks that use it: set eval.budgets, e.g. "
+                              f"[['{AA_BUDGET_FIELDS[older[0]]}', {changes[older[0]]!r}]] (apply_overrides "
                               f"translates eval.aa_* itself)")
         raise ConfigError(f"unknown key(s) {', '.join(prefix + '.' + u for u in unknown)}; allowed: {sorted(names)}")
     return dataclasses.replace(cfg, **changes)

@@ -46,7 +46,7 @@ from ..store.provenance import provenance
 from ..store.runs import binary_run_config
 from ..training.binary import train_binary
 from ..training.loop import default_device
-from .claims import Verdict, claim_decision, judge, scale_label, seed_t_subject
+from .claims import claim_decision, judge, scale_label, seed_t_subject
 
 FIGURES = {
     "fig5": "Figure 5: model capacity and weight decay",
@@ -427,15 +427,12 @@ def evaluate_claims(cfg: Profile, records: list[dict]) -> dict:
         source, text = paper.ABLATION_CLAIMS[key]
         results = [compare(records, c) for c in comps]
         tested = [r for r in results if "_subject" in r]
-        for r, v in zip(tested, judge(key, [r.pop("_subject") for r in tested], seeds_label(cfg))):
+        verdicts = judge(key, [r.pop("_subject") for r in tested], seeds_label(cfg))
+        for r, v in zip(tested, verdicts):
             r.update(verdict=v.decision, ci=None if v.ci95 is None else list(v.ci95), p=v.p,
                      p_adjusted=v.p_adjusted, why=v.render(), verdict_record=v.to_dict())
-        if not results:
-            verdict, why = "not tested", f"the sweep has a single value of what {source} varies; give it two or more"
-        elif len(tested) < len(results):
-            verdict, why = "not tested", next(r["why"] for r in results if r["verdict"] == "not tested")
-        else:
-            verdict, why = claim_decision(Verdict.from_dict(r["verdict_record"]) for r in tested)
+        verdict, why = claim_decision(verdicts, [r["why"] for r in results if "verdict_record" not in r],
+                                      f"the sweep has a single value of what {source} varies; give it two or more")
         out[key] = {"source": source, "claim": text, "verdict": verdict, "why": why, "comparisons": results}
     return out
 

@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..core.compiling import maybe_compile
-from ..core.autoattack import AUTOATTACK_ATTACKS
 from ..core.config import EvalConfig, budget_values
 from ..core.fold import folded_copy
 from ..core.metrics import mcnemar, wilson_interval
 from ..core.models import GenerativeClassifier
 from ..core.registry import ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, attack_spec
+from ..core.upgrade import unit_key_before_budgets
 from ..data.batches import to_float
 from ..store.checkpoints import load_classifier
 from ..store.units import UnitStore
@@ -193,21 +193,6 @@ def attack_unit(model, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, ru
             "max_perturbation": size, "warnings": warnings}
 
 
-# Before the attacks owned their budgets (CHANGELOG, unreleased), each AutoAttack unit was keyed by all four of
-# AutoAttack's budgets. The computation is the same (autoattack() runs one attack; the others' budgets are unused),
-# so a unit stored under that key is read and kept under today's key instead of being recomputed.
-LEGACY_AUTOATTACK_BUDGETS = ("apgd_iters", "targets", "fab_iters", "square_queries")
-
-
-def legacy_unit_key(key: dict, ecfg: EvalConfig) -> Optional[dict]:
-    """The key ``key``'s unit had before the attacks owned their budgets, for AutoAttack's four attacks (None for
-    the others, whose keys did not change)."""
-    if key["attack"] not in AUTOATTACK_ATTACKS:
-        return None
-    values = budget_values(ecfg)
-    return {**key, "budgets": {n: values[n] for n in LEGACY_AUTOATTACK_BUDGETS}}
-
-
 @dataclass(frozen=True)
 class UnitContext:
     """Where an evaluation keeps its units: a store, the classifier's weights digest and the evaluation set's
@@ -220,11 +205,11 @@ class UnitContext:
         return unit_key(kind, run, lo, hi, ecfg, classifier=self.classifier, eval_set=self.eval_set)
 
     def lookup(self, kind: str, run: AttackRun, lo: int, hi: int, ecfg: EvalConfig) -> Optional[dict]:
-        """The unit's stored result, or None. One stored under its legacy key (:func:`legacy_unit_key`) is copied
-        to its key now and returned."""
+        """The unit's stored result, or None. One stored under its older key (genrobust.core.upgrade.
+        unit_key_before_budgets) is copied to its key now and returned."""
         key = self.key(kind, run, lo, hi, ecfg)
         rec = self.store.get(key)
-        old = legacy_unit_key(key, ecfg) if rec is None else None
+        old = unit_key_before_budgets(key, budget_values(ecfg)) if rec is None else None
         if old is not None and old in self.store:
             rec = self.store.get(old)
             if rec is not None:

@@ -39,6 +39,7 @@ from ..core import paper
 from ..core.config import EvalConfig
 from ..core.metrics import mcnemar
 from ..core.registry import PAPER_ATTACK
+from ..core.upgrade import RETIRED_CLAIMS
 from .record import EvalRecord
 
 ALPHA = 0.05
@@ -47,15 +48,8 @@ DECISIONS = ("supported", "contradicted", "not established")
 CLAIM_DECISIONS = DECISIONS + ("mixed", "not tested")
 
 
-# Claim ids of older stored verdicts that no longer name a claim, read only to show what changed (CHANGES.md).
-RETIRED_CLAIMS = {
-    "fig1_robust": ("Figure 1", "encoded until issue 39 as 'the generative classifier is more robust at every eps'; "
-                                "the paper claims a crossover and a growing gap, now fig1_gap"),
-}
-
-
 def claim_info(claim: str) -> tuple[str, str]:
-    """(source, the claim in words) of a claim id, current (core/paper.CLAIMS) or retired (RETIRED_CLAIMS)."""
+    """(source, the claim in words) of a claim id, current (core/paper.CLAIMS) or retired (upgrade.RETIRED_CLAIMS)."""
     return paper.CLAIMS[claim][:2] if claim in paper.CLAIMS else RETIRED_CLAIMS[claim]
 
 
@@ -207,11 +201,16 @@ def judge(claim: str, subjects: list[dict], scale: str = "") -> list[Verdict]:
     return out
 
 
-def claim_decision(verdicts: Iterable[Verdict]) -> tuple[str, str]:
-    """(decision, why) of a claim from its subjects' verdicts."""
+def claim_decision(verdicts: Iterable[Verdict], untested: Sequence[str] = (),
+                   no_subject: str = "no subject of this claim was measured") -> tuple[str, str]:
+    """(decision, why) of a claim from its subjects' verdicts. ``untested``: why each planned subject that could not
+    be tested was not (any one makes the claim not tested, for the first reason); ``no_subject``: why a claim
+    without any subject was not tested."""
     v = list(verdicts)
+    if untested:
+        return "not tested", untested[0]
     if not v:
-        return "not tested", "no subject of this claim was measured"
+        return "not tested", no_subject
     counts = {d: sum(x.decision == d for x in v) for d in DECISIONS}
     for d in ("supported", "contradicted"):
         if counts[d] == len(v):

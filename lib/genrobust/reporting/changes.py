@@ -12,10 +12,12 @@ import dataclasses
 import os
 from pathlib import Path
 
-from ..measure.claims import RETIRED_CLAIMS, Verdict
+from ..core.upgrade import RETIRED_CLAIMS
+from ..measure.claims import Verdict
 from ..store.io import write_text
-from .report import CHANGES_NAME, ClaimVerdicts, claim_verdicts
+from .verdicts import ClaimVerdicts, claim_verdicts
 
+CHANGES_NAME = "CHANGES.md"  # which verdicts changed since an older copy (REPORT.md links it while it exists)
 # evidence fields compared between two verdicts of one subject, with how a change is named
 EVIDENCE = (("n", "n"), ("seeds", "training seeds"), ("n_boot", "bootstrap replicates"), ("attacks", "attacks"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core import paper
 from ..core.config import config_hash, from_dict
-from ..core.version import __version__
+from ..core.upgrade import SCHEMA_VERSION, schema_problem, upgrade_metrics
 from ..measure.ablate import base_profile, evaluate_claims, record_for_json, regime_note
 from ..measure.accuracy import paired_tests
 from ..measure.claims import ONE_RUN, ClaimError, accuracy_verdicts, generation_verdicts, scale_label
@@ -38,34 +38,21 @@ NOT_RUN = "not run yet"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Writers (one per notebook)
-# The layout of the metrics files. 1: the files before versions were recorded (read as 1 when absent); 2: adds
-# schema_version and names 05's per-job cost-model seconds runtime.estimated_jobs; 3: stored verdicts
-# (genrobust.measure.claims) in 03 and 04 ('verdicts') and 05 ('claims'), no prose conclusion in 04; 4: 04's
-# 'paired' holds the half-subsampling replicates of each FID difference (issue 39), the evidence its verdicts are
-# re-derived from. A reader refuses a newer one; for 1-2 the report computes verdicts from the stored data.
-SCHEMA_VERSION = 4
-KNOWN_SCHEMAS = (1, 2, 3, 4)
+# The layout of the metrics files is schema SCHEMA_VERSION; what each older version differs in, and how it is read
+# in today's form, is genrobust.core.upgrade.CHANGES. A reader refuses a version it does not know.
 
 
 def _write(cfg, notebook: str, rec: dict) -> str:
     return str(write_json(results_dir(cfg.name) / f"{notebook}.json", {"schema_version": SCHEMA_VERSION, **rec}))
 
 
-def schema_problem(record: dict) -> str | None:
-    """None when this code knows ``record``'s schema_version, else the one-line reason it cannot be read."""
-    version = record.get("schema_version", 1)
-    if version not in KNOWN_SCHEMAS:
-        return (f"schema_version {version!r}, which this genrobust ({__version__}) does not know (it reads "
-                f"{', '.join(map(str, KNOWN_SCHEMAS))}); update genrobust, or re-run the notebook with this one")
-    return None
-
-
 def read_metrics(path) -> dict:
-    """A metrics file, refused with one line when its schema_version is unknown to this code."""
+    """A metrics file in today's form (genrobust.core.upgrade), refused with one line when its schema_version is
+    unknown to this code."""
     rec = read_json(path)
     if schema_problem(rec):
         raise ResultsError(f"{path}: {schema_problem(rec)}")
-    return rec
+    return upgrade_metrics(rec, Path(path).name)
 
 
 def _checkpoint_digests(checkpoints: dict | None) -> dict:
@@ -225,6 +212,8 @@ def load_sources(directory: str | os.PathLike) -> dict[str, Source]:
                     record, status = None, f"unreadable: written by {record.get('notebook')!r}, not {nb!r}"
                 elif schema_problem(record):
                     record, status = None, f"unreadable: {schema_problem(record)}"
+                else:
+                    record = upgrade_metrics(record, path.name)  # today's form, whatever its schema_version
             except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
                 status = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"
         out[nb] = Source(nb, path, record, status)
@@ -241,10 +230,28 @@ EVIDENCE = {"03_accuracy": "per-example flags of every attack run ('classifiers'
             "05_ablations": "per-seed AUROCs of every sweep point ('points'), the ablation config"}
 
 
+def judge_notebook(notebook: str, record: dict):
+    """Today's rule (genrobust.measure.claims) on what one metrics file stores (EVIDENCE), nothing else: 03 and 04
+    a list of Verdicts, 05 evaluate_claims' claims. ClaimError or KeyError where the file lacks that evidence."""
+    cfg = (record.get("provenance") or {}).get("config") or {}
+    if notebook == "03_accuracy":
+        return accuracy_verdicts(eval_records(record["classifiers"]), gap_tolerance=cfg["eval"]["aa_gap"],
+                                 scale=scale_label(cfg["name"], ONE_RUN))
+    if notebook == "04_generation_fid":
+        return generation_verdicts(record.get("paired", []), scale_label(cfg["name"], ONE_RUN),
+                                   chained=bool(record.get("chained")))
+    return evaluate_claims(from_dict(cfg), record["points"])
+
+
+def lacks_evidence(src: Source, err: Exception) -> str:
+    """Why :func:`judge_notebook` could not judge ``src``: the evidence it reads, and what was missing."""
+    return f"{src.path.name} lacks the evidence today's rule reads ({EVIDENCE[src.notebook]}): {err}"
+
+
 def judge_evidence(directory: str | os.PathLike) -> dict:
-    """Every verdict of 03-05 recomputed by today's rule (genrobust.measure.claims) from what their metrics files
-    in ``directory`` store (EVIDENCE), nothing else: {notebook: {"sha256", "commit", "verdicts"} (05: "claims",
-    as evaluate_claims gives them) or {"sha256", "commit", "not_judged": reason}} (a missing file: not_judged)."""
+    """Every verdict of 03-05 recomputed by :func:`judge_notebook` from the metrics files in ``directory``:
+    {notebook: {"sha256", "commit", "verdicts"} (05: "claims", as evaluate_claims gives them) or {"sha256",
+    "commit", "not_judged": reason}} (a missing file: not_judged)."""
     sources = load_sources(directory)
     out = {}
     for nb in VERDICT_NOTEBOOKS:
@@ -253,20 +260,14 @@ def judge_evidence(directory: str | os.PathLike) -> dict:
             out[nb] = {"not_judged": f"{src.path.name}: {src.status}"}
             continue
         entry = {"sha256": sha256_file(src.path).hexdigest(), "commit": src.commit}
-        cfg = src.config or {}
         try:
-            if nb == "03_accuracy":
-                entry["verdicts"] = [v.to_dict() for v in accuracy_verdicts(
-                    eval_records(src.record["classifiers"]), gap_tolerance=cfg["eval"]["aa_gap"],
-                    scale=scale_label(cfg["name"], ONE_RUN))]
-            elif nb == "04_generation_fid":
-                entry["verdicts"] = [v.to_dict() for v in generation_verdicts(
-                    src.record.get("paired", []), scale_label(cfg["name"], ONE_RUN),
-                    chained=bool(src.record.get("chained")))]
+            judged = judge_notebook(nb, src.record)
+            if nb == "05_ablations":
+                entry["claims"] = judged
             else:
-                entry["claims"] = evaluate_claims(from_dict(cfg), src.record["points"])
+                entry["verdicts"] = [v.to_dict() for v in judged]
         except (ClaimError, KeyError) as err:
-            entry["not_judged"] = f"{src.path.name} lacks the evidence today's rule reads ({EVIDENCE[nb]}): {err}"
+            entry["not_judged"] = lacks_evidence(src, err)
         out[nb] = entry
     return out
 

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 from ..core import paper
-from ..store.io import ResultsError, read_json, write_text
+from ..store.io import ResultsError, write_text
 from ..store.paths import project_root, results_dir
-from .metrics_files import read_verdicts, schema_problem
-from .report import claim_verdicts, second_look
+from .findings import second_look
+from .metrics_files import read_metrics, read_verdicts
+from .verdicts import claim_verdicts
 
 START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 F_START, F_END = "<!-- findings:start -->", "<!-- findings:end -->"
@@ -37,12 +38,9 @@ def results_table(profile: str = "cpu", directory: Path | None = None) -> str:
     """The markdown table of README's "Results" section from results/<profile>/02-04's metrics files."""
     d = Path(directory) if directory is not None else results_dir(profile)
     try:
-        cal, acc, gen = (read_json(d / f"{n}.json") for n in ("02_calibration", "03_accuracy", "04_generation_fid"))
-    except ResultsError as e:
+        cal, acc, gen = (read_metrics(d / f"{n}.json") for n in ("02_calibration", "03_accuracy", "04_generation_fid"))
+    except ResultsError as e:  # missing, unreadable, or of a schema_version this code does not know
         raise ResultsError(f"README's results table needs notebooks 02-04's metrics: {e}") from None
-    for name, rec in zip(("02_calibration", "03_accuracy", "04_generation_fid"), (cal, acc, gen)):
-        if schema_problem(rec):
-            raise ResultsError(f"{d / name}.json: {schema_problem(rec)}")
     eps = paper.TAB1["eps"]
     rows = [("generative classifier, clean test accuracy after calibration (Tab. 3)",
              f"{100 * paper.TAB3['after']['test']:.2f}%",
@@ -115,7 +113,7 @@ def findings_table(profile: str = "cpu", directory: Path | None = None) -> str:
     """README's findings as one compact table, one row per claim: the claim, what the paper reports, our effect per
     subject, and our decision at this scale (mixed with its counts); intervals, p, Holm and detectable effects are
     in REPORT.md's long form. Rendered from the stored (or re-derived) verdicts only
-    (:func:`genrobust.reporting.report.claim_verdicts`)."""
+    (:func:`genrobust.reporting.verdicts.claim_verdicts`)."""
     d = Path(directory) if directory is not None else results_dir(profile)
     claims = claim_verdicts(d)
     judged = read_verdicts(d) is not None

@@ -284,14 +284,6 @@ def claims_table(claims: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("claim")
 
 
-def comparison_cell(r: dict) -> str:
-    """One comparison of a claim, compactly, for a table cell of the report."""
-    if "diff" not in r:
-        return f"{r.get('higher')} vs {r.get('lower')}: {r.get('verdict')}"
-    ci = "" if r.get("ci") is None else f" [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]"
-    return f"{r['metric_name']}: {r['higher']} - {r['lower']} = {r['diff']:+.4f}{ci} ({r['verdict']})"
-
-
 def comparison_line(r: dict) -> str:
     """One comparison of a claim as a markdown bullet with its numbers, for the notebook's conclusion."""
     if "diff" not in r:
