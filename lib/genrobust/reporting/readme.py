@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from ..core import paper
+from ..measure.record import EvalRecord
 from ..store.io import ResultsError, write_text
 from ..store.paths import project_root, results_dir
 from .findings import second_look
@@ -21,7 +22,8 @@ CLASSIFIERS = ("generative", "softmax")
 
 def _strong_worst(acc: dict, kind: str) -> list[dict]:
     """The per-example worst cases of ``kind`` at the eps where more than the paper's attack ran (ascending eps)."""
-    return [w for w in acc["worst_case"][kind] if w["eps"] > 0 and len(w["attacks"]) > 1]
+    worst = EvalRecord.from_dict(acc["classifiers"][kind]).worst_cases()
+    return [w.to_dict() for w in worst if w.eps > 0 and len(w.attacks) > 1]
 
 
 def _fid(gen: dict, kind: str, classifier: str) -> str:
