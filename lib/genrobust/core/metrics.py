@@ -65,17 +65,17 @@ def _discordant(base: torch.Tensor, other: torch.Tensor) -> tuple[int, int]:
     return int((other & ~base).sum()), int((base & ~other).sum())
 
 
-def mcnemar(first: torch.Tensor, second: torch.Tensor, alpha: float = 0.05) -> dict:
+def mcnemar(first: torch.Tensor, second: torch.Tensor) -> dict:
     """Two-sided exact McNemar test of two per-example flag vectors on the same examples (e.g. two classifiers'
     robust flags on the same test images, or two attacks on one classifier): n_first = right under ``first`` only,
     n_second = the converse; p = min(1, 2 P(X <= min(n_first, n_second))), X ~ Bin(n_first + n_second, 1/2).
-    Returns {n, n_first, n_second, acc_first, acc_second, diff (acc_first - acc_second), p, significant}."""
+    Returns {n, n_first, n_second, acc_first, acc_second, diff (acc_first - acc_second), p}: a description; the
+    decision (Holm over a claim's subjects, the detectable effect) is the verdict engine's (measure/claims.py)."""
     n_second, n_first = _discordant(first, second)
     m, n = n_first + n_second, len(first)
     p = 1.0 if m == 0 else min(1.0, 2 * float(binom.cdf(min(n_first, n_second), m, 0.5)))
     a, b = (float(f.float().mean()) if n else float("nan") for f in (first, second))
-    return {"n": n, "n_first": n_first, "n_second": n_second, "acc_first": a, "acc_second": b, "diff": a - b,
-            "p": p, "significant": p < alpha}
+    return {"n": n, "n_first": n_first, "n_second": n_second, "acc_first": a, "acc_second": b, "diff": a - b, "p": p}
 
 
 def paired_increase(base: torch.Tensor, other: torch.Tensor, alpha: float = 0.05) -> dict:
