@@ -49,8 +49,9 @@ import torch
 from genrobust.data import prepare_data
 from genrobust.training import binary, loop, softmax
 from genrobust.core.config import apply_overrides, get_profile
-from genrobust.training.fused import FusedBinaryModels, _timed  # _timed: warm-up, then synchronized timing
+from genrobust.training.fused import FusedBinaryModels
 from genrobust.training.steppers import BinarySelection
+from timing import timed  # warm-up, then synchronized timing
 
 CIFAR_TRAIN_PER_CLASS = 5000
 CIFAR_TEST_PER_CLASS = 1000
@@ -118,10 +119,10 @@ def measure_selection(profile, device, together: bool) -> dict:
     classes = p.train.classes
     sels = [binary._binary_selection(data, sel.train, k, device)[0] for k in classes]
     models = [loop.seeded_model(p.model.name, 1, p.model.width, k).to(device).eval() for k in classes]
-    out = {"one": _timed(lambda: sels[0](models[0]), device, warmup=1, repeats=1), "images": 2 * n}
+    out = {"one": timed(lambda: sels[0](models[0]), device, warmup=1, repeats=1), "images": 2 * n}
     if together and len(classes) > 1:
         net = FusedBinaryModels(models).to(device).eval()
-        out["all"] = _timed(lambda: BinarySelection.together(net, sels), device, warmup=1, repeats=1)
+        out["all"] = timed(lambda: BinarySelection.together(net, sels), device, warmup=1, repeats=1)
     return out
 
 
