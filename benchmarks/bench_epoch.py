@@ -1,11 +1,11 @@
 """End-to-end training epochs of all K d_k (the real training loop, data pipeline included), fused vs one after
 another, and from them the projected wall time of a profile's whole training (default: the paper profile).
 
-bench_fused.py times the bare vmapped step on tensors already on the device; this runs the training a user runs,
-genrobust.training.binary.train_binaries_fused and train_binary (the one loop, training.loop.fit), with their
-per-class batch sampling and crop+flip (on the CPU, or on the device where the engine settings say so),
-host->device copies, checkpoints and metrics, on SYNTHETIC images of CIFAR-10's
-shape (genrobust.data.make_synthetic; throughput does not depend on the pixels) in throw-away run directories.
+bench_fused.py times the training step alone (BinaryStepper.step) on images already on the device; this runs the
+training a user runs, genrobust.training.binary.train_binaries_fused and train_binary (the one loop,
+training.loop.fit), with their per-class batch sampling and crop+flip (on the CPU, or on the device where the engine
+settings say so), host->device copies, checkpoints and metrics, on SYNTHETIC images of CIFAR-10's shape
+(genrobust.data.make_synthetic; throughput does not depend on the pixels) in throw-away run directories.
 
 Measured in this one run, for the profile's model, objective, batch, PGD steps and eps:
   * training images/s of each path: the LAST of ``--epochs`` epochs (the first carries warm-up: cuDNN autotuning,

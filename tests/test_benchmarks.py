@@ -23,7 +23,8 @@ def test_bench_fused_times_both_paths_through_the_training_step(monkeypatch):
     bench_fused = importlib.import_module("bench_fused")
     calls = []
     real = steppers.BinaryStepper.step
-    monkeypatch.setattr(steppers.BinaryStepper, "step", lambda self, b, **kw: calls.append(len(b)) or real(self, b, **kw))
+    monkeypatch.setattr(steppers.BinaryStepper, "step",
+                        lambda self, b, **kw: calls.append(len(b)) or real(self, b, **kw))
     cfg = TrainConfig(attack_steps=1, channels_last=False)
     make = lambda k: create_model("small_cnn", 1, 0.25)  # noqa: E731
     res = bench_fused.measure_training_paths(make, cfg, "cpu", num_models=2, batch_size=8, repeats=2, warmup=1)
