@@ -1,11 +1,11 @@
 """End-to-end training epochs of all K d_k (the real training loop, data pipeline included), fused vs one after
 another, and from them the projected wall time of a profile's whole training (default: the paper profile).
 
-bench_fused.py times the bare vmapped step on tensors already on the device; this runs the training a user runs,
-genrobust.training.binary.train_binaries_fused and train_binary (the one loop, training.loop.fit), with their
-per-class batch sampling and crop+flip (on the CPU, or on the device where the engine settings say so),
-host->device copies, checkpoints and metrics, on SYNTHETIC images of CIFAR-10's
-shape (genrobust.data.make_synthetic; throughput does not depend on the pixels) in throw-away run directories.
+bench_fused.py times the training step alone (BinaryStepper.step) on images already on the device; this runs the
+training a user runs, genrobust.training.binary.train_binaries_fused and train_binary (the one loop,
+training.loop.fit), with their per-class batch sampling and crop+flip (on the CPU, or on the device where the engine
+settings say so), host->device copies, checkpoints and metrics, on SYNTHETIC images of CIFAR-10's shape
+(genrobust.data.make_synthetic; throughput does not depend on the pixels) in throw-away run directories.
 
 Measured in this one run, for the profile's model, objective, batch, PGD steps and eps:
   * training images/s of each path: the LAST of ``--epochs`` epochs (the first carries warm-up: cuDNN autotuning,
@@ -49,8 +49,9 @@ import torch
 from genrobust.data import prepare_data
 from genrobust.training import binary, loop, softmax
 from genrobust.core.config import apply_overrides, get_profile
-from genrobust.training.fused import FusedBinaryModels, _timed  # _timed: warm-up, then synchronized timing
+from genrobust.training.fused import FusedBinaryModels
 from genrobust.training.steppers import BinarySelection
+from timing import timed  # warm-up, then synchronized timing
 
 CIFAR_TRAIN_PER_CLASS = 5000
 CIFAR_TEST_PER_CLASS = 1000
@@ -118,10 +119,10 @@ def measure_selection(profile, device, together: bool) -> dict:
     classes = p.train.classes
     sels = [binary._binary_selection(data, sel.train, k, device)[0] for k in classes]
     models = [loop.seeded_model(p.model.name, 1, p.model.width, k).to(device).eval() for k in classes]
-    out = {"one": _timed(lambda: sels[0](models[0]), device, warmup=1, repeats=1), "images": 2 * n}
+    out = {"one": timed(lambda: sels[0](models[0]), device, warmup=1, repeats=1), "images": 2 * n}
     if together and len(classes) > 1:
         net = FusedBinaryModels(models).to(device).eval()
-        out["all"] = _timed(lambda: BinarySelection.together(net, sels), device, warmup=1, repeats=1)
+        out["all"] = timed(lambda: BinarySelection.together(net, sels), device, warmup=1, repeats=1)
     return out
 
 

@@ -82,8 +82,8 @@ class Engine:
 
 
 def host_syncs(profile: str, train_per_class: int) -> None:
-    """Host syncs per step of fit's training step for the 10 d_k fused (loop.train_step as fit runs it: data on the
-    device, the NaN flag kept there), counted with torch.cuda.set_sync_debug_mode, each site named; expected 0.
+    """Host syncs per step of fit's training step for the 10 d_k fused (BinaryStepper.step as fit runs it: data on
+    the device, the NaN flag kept there), counted with torch.cuda.set_sync_debug_mode, each site named; expected 0.
     On a CPU the steps run (the same code) and nothing is counted."""
     import torch
     from genrobust.core.config import apply_overrides, get_profile
@@ -108,8 +108,10 @@ def host_syncs(profile: str, train_per_class: int) -> None:
         iters, sums = [iter(r.make_batches(r.generator)) for r in rs], {}
         nonfinite = torch.zeros(len(rs), dtype=torch.bool, device=dev)
 
-        def step():
-            loop.train_step(stepper, iters, sums, nonfinite, read_flag=False)
+        def step():  # one step of fit's epoch loop on CUDA
+            bad, stats, _ = stepper.step([next(it) for it in iters], check_now=False)
+            nonfinite.logical_or_(bad)
+            loop.add_stats(sums, stats)
         step()
         step()  # warm-up: the folded view, cuDNN autotuning, the allocator
         if dev.type != "cuda":

@@ -1,5 +1,6 @@
 """The benchmarks that the GPU script (benchmarks/run_gpu.sh) runs must not rot between GPU sessions: run the
 end-to-end one on the CPU at the smoke profile's size and check what it prints."""
+import importlib
 import os
 import re
 import subprocess
@@ -8,7 +9,28 @@ from pathlib import Path
 
 import pytest
 
+from genrobust.core.config import TrainConfig
+from genrobust.core.models import create_model
+from genrobust.training import steppers
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_fused_times_both_paths_through_the_training_step(monkeypatch):
+    """bench_fused.py drives the training step itself (BinaryStepper.step): K = 1 steppers one after another and
+    one K-model stepper, each step counted; the rates and their ratio are consistent."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bench_fused = importlib.import_module("bench_fused")
+    calls = []
+    real = steppers.BinaryStepper.step
+    monkeypatch.setattr(steppers.BinaryStepper, "step",
+                        lambda self, b, **kw: calls.append(len(b)) or real(self, b, **kw))
+    cfg = TrainConfig(attack_steps=1, channels_last=False)
+    make = lambda k: create_model("small_cnn", 1, 0.25)  # noqa: E731
+    res = bench_fused.measure_training_paths(make, cfg, "cpu", num_models=2, batch_size=8, repeats=2, warmup=1)
+    assert calls == [1, 1] * 3 + [2] * 3  # (1 warm-up + 2 timed) x (2 single steps), then 3 fused steps
+    assert res["sequential"] > 0 and res["fused"] > 0
+    assert res["ratio"] == pytest.approx(res["fused"] / res["sequential"])
 
 
 @pytest.mark.slow

@@ -170,11 +170,11 @@ def test_bf16_autocast_keeps_weights_bn_statistics_loss_and_pgd_state_fp32(tmp_p
         rs = [binary._open_binary_run(p, k, data, torch.device("cpu"), False, engine, data.train_x) for k in (0, 1)]
         stepper = binary.BinaryStepper(rs, p.train, "cpu", engine)
         stepper.train()
-        loss_k, stats, n = stepper.loss([next(iter(r.make_batches(r.generator))) for r in rs])
-        stepper.update(loss_k)
+        bad, stats, n = stepper.step([next(iter(r.make_batches(r.generator))) for r in rs], check_now=True)
         stepper.sync()
-        losses[name] = loss_k.detach()
-        assert loss_k.dtype == torch.float32 and adv[-1].dtype == torch.float32 and n == 2 * 32
+        losses[name] = stats["loss"]
+        assert stats["loss"].dtype == torch.float32 and adv[-1].dtype == torch.float32 and n == 2 * 32
+        assert not bad.any() and [r.step for r in rs] == [1, 1]
         for r in rs:
             assert all(v.dtype == torch.float32 for v in r.model.state_dict().values() if v.is_floating_point())
             assert all(torch.isfinite(v).all() for v in r.model.parameters())
@@ -257,7 +257,8 @@ def host_syncs():
 
 
 def test_a_training_step_reads_no_tensor_on_the_host(tmp_path, monkeypatch):
-    """fit's step as it runs on CUDA (loop.train_step with the NaN flag kept on the device), K = 2 fused and K = 1,
+    """fit's step as it runs on CUDA (the stepper's step with the NaN flag kept on the device, or'ed and summed as
+    fit does), K = 2 fused and K = 1,
     the batches drawn by the device path (engine.data_on_device), Eq. 9 (two inner attacks) with random starts and
     a learning rate that changes every step (onecycle): no host read and no blocking copy. The first step is left
     out: it builds the folded view of the network once."""
@@ -274,13 +275,19 @@ def test_a_training_step_reads_no_tensor_on_the_host(tmp_path, monkeypatch):
         stepper.train()
         iters, sums = [iter(r.make_batches(r.generator)) for r in rs], {}
         nonfinite = torch.zeros(len(rs), dtype=torch.bool)
-        loop.train_step(stepper, iters, sums, nonfinite, read_flag=False)
+
+        def step():  # one step of fit's epoch loop on CUDA
+            bad, stats, n = stepper.step([next(it) for it in iters], check_now=False)
+            nonfinite.logical_or_(bad)  # fit: nonfinite |= bad
+            loop.add_stats(sums, stats)
+            return n
+        step()
         lrs = [r.lr for r in rs]
         with host_syncs() as seen:
             for _ in range(2):
-                n, bad = loop.train_step(stepper, iters, sums, nonfinite, read_flag=False)
+                n = step()
         assert seen == [], (classes, seen)
-        assert n == 32 * len(classes) and bad is None and not nonfinite.any() and set(sums) == {"loss", "acc"}
+        assert n == 32 * len(classes) and not nonfinite.any() and set(sums) == {"loss", "acc"}
         assert [r.lr for r in rs] != lrs  # the learning rates moved during the recorded steps
 
 
@@ -307,10 +314,9 @@ def test_the_host_read_recorder_sees_each_kind_of_sync(tmp_path, monkeypatch):
     rs = [binary._open_binary_run(p, 0, data, torch.device("cpu"), False, engine, data.train_x)]
     stepper = binary.BinaryStepper(rs, p.train, "cpu", engine)
     iters, x = [iter(rs[0].make_batches(rs[0].generator))], torch.rand(4, 3, 32, 32)
-    loop.train_step(stepper, iters, {}, torch.zeros(1, dtype=torch.bool), read_flag=False)
+    stepper.step([next(it) for it in iters], check_now=False)
     calls = {
-        "the step's flag read on the CPU": lambda: loop.train_step(stepper, iters, {}, torch.zeros(1, dtype=torch.bool),
-                                                                   read_flag=True),
+        "the step's flag read on the CPU": lambda: stepper.step([next(it) for it in iters], check_now=True),
         "the public attack's range check": lambda: attacks.pgd_score(rs[0].model, objectives.d_score, x, eps=0.1,
                                                                      steps=1),
         "the public attack's label check": lambda: attacks.pgd_untargeted(create_model("small_cnn", 10, 0.25), x,

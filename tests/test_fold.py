@@ -336,7 +336,7 @@ def test_fused_view_is_the_eval_function():
 
 
 def test_fused_training_step_with_folded_attack(monkeypatch):
-    """fused_train_step (objectives.binary_loss) + FusedSGD, 2 steps: same perturbations, losses and stacked weights with the folded view."""
+    """objectives.binary_loss + FusedSGD, 2 steps: same perturbations, losses and stacked weights with the folded view."""
     ref = _fused()
     live = copy.deepcopy(ref)
     g = torch.Generator().manual_seed(6)
@@ -346,9 +346,15 @@ def test_fused_training_step_with_folded_attack(monkeypatch):
     def run(fm, make_target):
         record = _recording_attack(monkeypatch, make_target)
         opt = gf.FusedSGD(fm.parameters(), lrs=[0.2, 0.1, 0.2], momentum=0.9, weight_decay=1e-4)
-        losses = [gf.fused_train_step(fm, opt, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))[0].detach().sum()
-                  for _ in range(2)]
-        return record, torch.stack(losses)
+
+        def step():
+            fm.train()
+            loss_k, _ = objectives.binary_loss(fm, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))
+            opt.zero_grad(set_to_none=True)
+            loss_k.sum().backward()
+            opt.step()
+            return loss_k.detach().sum()
+        return record, torch.stack([step() for _ in range(2)])
 
     adv_ref, loss_ref = run(ref, lambda m: m)
     adv, loss = run(live, fold.fold_for_attack)

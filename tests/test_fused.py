@@ -1,5 +1,7 @@
 """Fused K-model training (genrobust.training.fused) against the sequential reference: the objective code of
-genrobust.core.objectives run model by model, with torch.optim.SGD per model and training.loop.make_scheduler's learning rates."""
+genrobust.core.objectives run model by model, with torch.optim.SGD per model and torch's LambdaLR over
+training.loop.lr_factor (the reference of each run's scheduled lr, loop.scheduled_lr); and the training step
+(steppers.BinaryStepper.step) against the same reference."""
 import copy
 import dataclasses
 import os
@@ -52,12 +54,28 @@ def _cfg(objective):
                        lr_schedule="step", lr_drop_epoch=1, lr_drop_to=0.01, momentum=0.9, weight_decay=1e-4)
 
 
+def _sgd(m, cfg, k):
+    return torch.optim.SGD(m.parameters(), lr=cfg.lr_for(k), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _lambda_lr(opt, cfg, k, steps):
+    """torch's LambdaLR over loop.lr_factor (``steps`` epochs of one step): the reference schedule."""
+    ratio = cfg.lr_drop_to / cfg.lr_for(k)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: loop.lr_factor(cfg.lr_schedule, s, steps, 1, cfg.lr_drop_epoch, ratio))
+
+
+def _lrs(cfg, step, steps, classes=range(K)):
+    """Each class's scheduled lr at ``step`` of ``steps`` (one step per epoch), as the steppers set it."""
+    return [loop.scheduled_lr(cfg, cfg.lr_for(k), step, steps, 1) for k in classes]
+
+
 def _sequential(models, x_pos, x_neg, cfg, steps):
-    """The reference: each model alone, objective + backward + SGD with make_scheduler's lr (1 step per epoch)."""
+    """The reference: each model alone, objective + backward + SGD with LambdaLR's lr (1 step per epoch)."""
     losses, grads = [], []
     for k, m in enumerate(models):
-        opt = loop.make_optimizer(m, cfg.lr_for(k), cfg.momentum, cfg.weight_decay)
-        sched = loop.make_scheduler(opt, cfg, steps, 1, cfg.lr_for(k))
+        opt = _sgd(m, cfg, k)
+        sched = _lambda_lr(opt, cfg, k, steps)
         for _ in range(steps):
             loss, _ = objectives.binary_loss(m, x_pos[k:k + 1], x_neg[k:k + 1], cfg, torch.Generator().manual_seed(0))
             loss = loss.sum()
@@ -72,11 +90,10 @@ def _sequential(models, x_pos, x_neg, cfg, steps):
 
 
 def _fused(fm, x_pos, x_neg, cfg, steps):
-    opt = gf.FusedSGD(fm.parameters(), lrs=gf.fused_lrs(cfg, range(K), 0, steps, 1), momentum=cfg.momentum,
-                      weight_decay=cfg.weight_decay)
+    opt = gf.FusedSGD(fm.parameters(), lrs=_lrs(cfg, 0, steps), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     first = None
     for s in range(steps):
-        opt.set_lrs(gf.fused_lrs(cfg, range(K), s, steps, 1))
+        opt.set_lrs(_lrs(cfg, s, steps))
         fm.train()
         loss_k, stats = objectives.binary_loss(fm, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))
         loss = loss_k.sum()
@@ -179,41 +196,91 @@ def test_errors():
         gf.FusedSGD(fm.parameters(), lrs=[0.1, 0.1]).set_lrs([0.1] * 3)
 
 
-def test_fused_lrs_follow_the_paper_schedule():
+def test_scheduled_lrs_follow_the_paper_schedule_and_torchs_lambda_lr():
     cfg = get_profile("paper").train  # 0.1 (0.05 for 0, 1, 6) -> 0.01 after epoch 1500
-    spe, total = 10, 2000 * 10
-    before = gf.fused_lrs(cfg, range(10), 1500 * spe - 1, total, spe)
-    after = gf.fused_lrs(cfg, range(10), 1500 * spe, total, spe)
-    assert before.tolist() == pytest.approx([0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.05, 0.1, 0.1, 0.1])
-    assert after.tolist() == pytest.approx([0.01] * 10)
+    spe, epochs = 10, 2000
+    before = [loop.scheduled_lr(cfg, cfg.lr_for(k), 1500 * spe - 1, epochs, spe) for k in range(10)]
+    after = [loop.scheduled_lr(cfg, cfg.lr_for(k), 1500 * spe, epochs, spe) for k in range(10)]
+    assert before == pytest.approx([0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.05, 0.1, 0.1, 0.1])
+    assert after == pytest.approx([0.01] * 10)
+    # every step of the test config's schedules, to the bit, as torch's LambdaLR gives them (the engine before it
+    # computed the lr itself)
+    for schedule in ("step", "onecycle", "cosine"):
+        c = dataclasses.replace(_cfg("out"), lr_schedule=schedule)
+        opt = _sgd(torch.nn.Linear(1, 1), c, 1)
+        sched = _lambda_lr(opt, c, 1, 7)
+        for s in range(7):
+            assert opt.param_groups[0]["lr"] == _lrs(c, s, 7, [1])[0], (schedule, s)
+            opt.step()
+            sched.step()
 
 
 def test_choose_training_path():
     assert gf.choose_training_path("cpu") == "sequential"
     assert gf.choose_training_path("cuda") == "fused"  # the rule; constructing the device needs no GPU
-    cfg = TrainConfig(attack_steps=1, channels_last=False)
-    make = lambda k: create_model("small_cnn", 1, 0.25)  # noqa: E731
-    res = gf.measure_training_paths(make, cfg, "cpu", num_models=2, batch_size=8, repeats=1, warmup=0)
-    assert res["sequential"] > 0 and res["fused"] > 0
-    assert res["ratio"] == pytest.approx(res["fused"] / res["sequential"])
-    assert gf.choose_training_path("cpu", measure=True, make_model=make, cfg=cfg, num_models=2, batch_size=8,
-                                   warmup=0) in ("fused", "sequential")
-    with pytest.raises(gf.FusedError, match="needs make_model"):
-        gf.choose_training_path("cpu", measure=True)
 
 
-def test_fused_train_step_is_one_step_of_the_reference():
-    cfg = _cfg("out")
-    x_pos, x_neg = _batches()
-    fm = gf.FusedBinaryModels(_models("small_cnn", 0.5))
-    ref = copy.deepcopy(fm)
-    _fused(ref, x_pos, x_neg, cfg, steps=1)
-    opt = gf.FusedSGD(fm.parameters(), lrs=gf.fused_lrs(cfg, range(K), 0, 1, 1), momentum=cfg.momentum,
-                      weight_decay=cfg.weight_decay)
-    loss, stats = gf.fused_train_step(fm, opt, x_pos, x_neg, cfg, torch.Generator().manual_seed(0))
-    assert loss.shape == (K,) and torch.isfinite(loss).all() and stats["acc"].shape == (K,)
-    for (n, a), b in zip(fm.state_dict().items(), ref.state_dict().values()):
-        assert torch.equal(a, b), n
+def _memory_runs(models, cfg, steps):
+    """Runs of ``models`` (class k = model k) that live in memory only: what the stepper reads of a run."""
+    return [loop.Run(run_dir=None, run_config={}, ckpt_kind="binary", ckpt_config={}, label=f"d_{k}", model=m,
+                     generator=torch.Generator().manual_seed(0), make_batches=None, steps_per_epoch=1, cfg=cfg,
+                     base_lr=cfg.lr_for(k), epochs=steps) for k, m in enumerate(models)]
+
+
+@pytest.mark.parametrize("k", [K, 1])
+def test_the_stepper_step_is_one_step_of_the_reference(k):
+    """BinaryStepper.step (K = 3 fused, K = 1 the model itself) on uint8 batches: the weights, BN buffers and
+    momentum of the reference's steps (objective, backward of the summed losses, SGD at the scheduled lr), to the
+    bit, over two steps with an lr drop between them; each run's optimizer state is its own SGD's."""
+    cfg = dataclasses.replace(_cfg("out"), channels_last=False)  # the reference's memory format
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (k, 2 * N, 3, 32, 32), generator=g, dtype=torch.uint8)
+    x_pos, x_neg = x[:, :N], x[:, N:]
+    models = [m.float() for m in _models("small_cnn", 0.5)[:k]]
+    runs = _memory_runs(copy.deepcopy(models), cfg, steps=2)
+    stepper = steppers.BinaryStepper(runs, cfg, "cpu")
+    stepper.train()
+    for _ in range(2):
+        bad, stats, n = stepper.step([(x_pos[j], x_neg[j]) for j in range(k)], check_now=True)
+        assert not bad.any() and n == 2 * N * k and stats["acc"].shape == (k,)
+    stepper.sync()
+    assert [r.step for r in runs] == [2] * k and [r.lr for r in runs] == _lrs(cfg, 2, 2, range(k))
+    ref = gf.FusedBinaryModels(models) if k > 1 else models[0]
+    xp, xn = (t.float() / 255 for t in (x_pos, x_neg))
+    if k > 1:
+        _fused(ref, xp, xn, cfg, steps=2)
+        ref_states = [ref.model_state_dict(j) for j in range(k)]
+    else:
+        _sequential(models, xp, xn, cfg, steps=2)
+        ref_states = [models[0].state_dict()]
+    for r, state in zip(runs, ref_states):
+        for name, v in r.model.state_dict().items():
+            assert torch.equal(v, state[name]), (r.label, name)
+        assert len(r.optimizer_state["state"]) == len(list(r.model.parameters()))
+    # each run's optimizer state loads into its own SGD (the per-class resume) and holds its own momentum
+    own = _sgd(runs[-1].model, cfg, k - 1)
+    own.load_state_dict(runs[-1].optimizer_state)
+    assert all(torch.isfinite(own.state[p]["momentum_buffer"]).all() for p in runs[-1].model.parameters())
+
+
+def test_the_stepper_comparison_detects_another_lr():
+    """Negative control: the same stepper with class 1's base lr changed by 1% ends on other weights than the
+    reference's, so the bit-equality above is not vacuous."""
+    cfg = dataclasses.replace(_cfg("out"), channels_last=False)  # the reference's memory format
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (K, 2 * N, 3, 32, 32), generator=g, dtype=torch.uint8)
+    models = [m.float() for m in _models("small_cnn", 0.5)]
+    runs = _memory_runs(copy.deepcopy(models), cfg, steps=1)
+    runs[1].base_lr *= 1.01
+    stepper = steppers.BinaryStepper(runs, cfg, "cpu")
+    stepper.train()
+    stepper.step([(x[j, :N], x[j, N:]) for j in range(K)], check_now=True)
+    stepper.sync()
+    ref = gf.FusedBinaryModels(models)
+    _fused(ref, x[:, :N].float() / 255, x[:, N:].float() / 255, cfg, steps=1)
+    same = [all(torch.equal(v, ref.model_state_dict(j)[n]) for n, v in r.model.state_dict().items())
+            for j, r in enumerate(runs)]
+    assert same == [True, False, True]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -247,7 +314,7 @@ def _step_differences(monkeypatch, models, x_pos, x_neg, cfg, cfg_single=None, s
     fopt = gf.FusedSGD(fm.parameters(), lrs=[cfg.lr_for(k) for k in range(K)], momentum=cfg.momentum,
                        weight_decay=cfg.weight_decay)
     singles = copy.deepcopy(models if single_models is None else single_models)
-    opts = [loop.make_optimizer(m, cfg.lr_for(k), cfg.momentum, cfg.weight_decay) for k, m in enumerate(singles)]
+    opts = [_sgd(m, cfg, k) for k, m in enumerate(singles)]
     diff = {"perturbations": 0.0, "losses": 0.0, "weights": 0.0}
     for _ in range(steps):
         loss_f, adv_f = _recorded_step(monkeypatch, fm, fopt, x_pos, x_neg, cfg)

@@ -11,7 +11,8 @@ from genrobust.store import provenance as prov
 from genrobust.store import runs
 from genrobust.store.checkpoints import load_classifier, load_model, save_checkpoint, weights_digest
 from genrobust.store.io import ResultsError, append_jsonl, atomic_path, read_json, read_jsonl, write_json
-from genrobust.training.loop import make_optimizer, make_scheduler, resume
+from genrobust.training.loop import Run, resume
+from genrobust.training.steppers import RunSGD
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -162,13 +163,15 @@ def test_legacy_checkpoints_load_and_give_the_same_outputs():
 
 def test_legacy_resume_point_loads_into_the_training_loop():
     model = create_model("small_cnn", 1, 0.5)
-    opt = make_optimizer(model, 0.05, 0.9, 5e-4)
-    sched = make_scheduler(opt, get_profile("smoke").train, 1, 1, 0.05)
-    start, best, best_epoch = resume(LEGACY / "binary_last.pt", model=model, opt=opt, sched=sched,
-                                     g=torch.Generator())
+    run = Run(run_dir=None, run_config={}, ckpt_kind="binary", ckpt_config={}, label="d_0", model=model,
+              generator=torch.Generator(), make_batches=None, steps_per_epoch=1, cfg=get_profile("smoke").train,
+              base_lr=0.05, epochs=1)
+    resume(LEGACY / "binary_last.pt", run)
     saved = torch.load(LEGACY / "binary_last.pt", weights_only=False)
-    assert (start, best_epoch) == (saved["epoch"] + 1, saved["best_epoch"])
+    assert (run.start_epoch, run.best_epoch, run.step) == (saved["epoch"] + 1, saved["best_epoch"],
+                                                           saved["scheduler"]["last_epoch"])
     assert all(torch.equal(v, saved["model"][k]) for k, v in model.state_dict().items())
+    opt = RunSGD(run)  # the per-class stepper's optimizer, resumed from the run's optimizer state
     assert len(opt.state) > 0  # momentum buffers restored
 
 

@@ -48,16 +48,16 @@ def test_train_binary_then_reuse(tmp_runs):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_runs, monkeypatch):
     p = tiny_profile(**{"train.epochs": 3})
-    real = objectives.binary_loss
+    real = objectives.binary_bce
     calls = {"n": 0}
     steps_per_epoch = 64 // 16  # 64 positives, 16 per half-batch
 
-    def poisoned(model, x_pos, x_neg, cfg, g):
+    def poisoned(model, x_pos, x_neg):
         calls["n"] += 1
-        loss, stats = real(model, x_pos, x_neg, cfg, g)
+        loss, stats = real(model, x_pos, x_neg)
         return (loss * float("nan"), stats) if calls["n"] > steps_per_epoch else (loss, stats)
 
-    monkeypatch.setattr(steppers, "binary_loss", poisoned)
+    monkeypatch.setattr(objectives, "binary_bce", poisoned)
     with pytest.raises(loop.TrainingDiverged, match=r"d_0 \(airplane\): loss became non-finite at epoch 2, step \d.*lower the learning rate"):
         binary.train_binary(p, 0, progress=False)
     run_dir = runs.run_dir_for(runs.binary_run_config(p, 0))
@@ -71,16 +71,16 @@ def test_nan_guard_of_the_fused_path_names_the_class(tmp_runs, monkeypatch):
     """The one NaN guard serves the K models stepped together: it names the class whose loss broke, stops before
     the update, and keeps every class's last good checkpoint."""
     p = tiny_profile(**{"train.epochs": 3, "train.classes": (2, 5)})
-    real, calls = objectives.binary_loss, {"n": 0}
+    real, calls = objectives.binary_bce, {"n": 0}
 
-    def poisoned(model, x_pos, x_neg, cfg, g):
+    def poisoned(model, x_pos, x_neg):
         calls["n"] += 1
-        loss_k, stats = real(model, x_pos, x_neg, cfg, g)
+        loss_k, stats = real(model, x_pos, x_neg)
         if calls["n"] > 3:  # the second epoch (3 steps per epoch): class 5's loss only
             loss_k = loss_k * torch.tensor([1.0, float("nan")])
         return loss_k, stats
 
-    monkeypatch.setattr(steppers, "binary_loss", poisoned)
+    monkeypatch.setattr(objectives, "binary_bce", poisoned)
     with pytest.raises(loop.TrainingDiverged, match=r"loss of d_5 \(dog\) became non-finite at epoch 2, step 1"):
         binary.train_binaries_fused(p, progress=False)
     for k in (2, 5):

@@ -1,9 +1,11 @@
 """Training objectives: Eq. 3 (out-distribution AT), Eq. 9 (combined in/out AT), and Madry's softmax PGD-AT.
 
-Each objective is a small function ``(model, batch, cfg, generator) -> (loss, stats)``; the one training loop in
-``genrobust.training`` steps them. Eq. 3 and Eq. 9 are written once, in :func:`binary_loss`, on (K, n) batches of
-K binary models (K = 1: one d_k). The paper writes the objectives as log-likelihoods to *maximize*; here they are
-the equivalent binary cross-entropy losses to *minimize* on the logit d_k (D_k = sigmoid(d_k)).
+Each objective is written once as two small functions, the inner attack (``*_perturb``: the images to train on)
+and the outer loss (``binary_bce`` / ``softmax_ce``: (loss, stats)), which the training step
+(``genrobust.training.steppers``) calls in turn; ``binary_loss`` / ``softmax_pgd_at_loss`` compose them for callers
+that want the objective as one function. Eq. 3 and Eq. 9 work on (K, n) batches of K binary models (K = 1: one
+d_k). The paper writes the objectives as log-likelihoods to *maximize*; here they are the equivalent binary
+cross-entropy losses to *minimize* on the logit d_k (D_k = sigmoid(d_k)).
 
 BatchNorm during the inner attack: the attack runs with the model in **eval mode** (BN uses its running
 statistics, as in TRADES and most PGD-AT code since), so (1) crafting the perturbation never updates BN statistics,
@@ -63,28 +65,36 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # (K, n, ...) -> (K * n, ...): row i belongs to d_{i // n}
 
 
-def binary_loss(model, x_pos, x_neg, cfg, generator):
-    """Eq. 3 (``cfg.objective`` 'out') or Eq. 9 ('combined') of K binary models d_k at once: the one copy.
+def binary_perturb(model, x_pos, x_neg, cfg, generator):
+    """The inner problems of Eq. 3 (``cfg.objective`` 'out') and Eq. 9 ('combined') for K binary models d_k at once.
 
     x_pos, x_neg: (K, n, 3, H, W) in [0, 1]; model k trains on x_pos[k] (class k, label 1) and x_neg[k] (not k,
     label 0). ``model`` maps (K * n, 3, H, W) -> (K * n, 1) with row i scored by d_{i // n}: one d_k when K = 1
     (the per-class path), or the K models as one network (:class:`genrobust.training.fused.FusedBinaryModels`).
     Eq. 9 first perturbs the positives (within eps1, minimizing d_k), then both objectives perturb the negatives
-    (within eps, maximizing d_k), each on the eval-mode function with BN folded (module docstring); then one
-    forward in the model's own mode on [x_pos[k]; x_neg'[k]] per model (one balanced BN batch each).
-
-    Returns (loss_k, stats): loss_k (K,) each model's mean BCE (so ``loss_k.sum().backward()`` gives every model
-    the gradient of its own objective); stats 'loss' and 'acc', (K,) each, detached.
+    (within eps, maximizing d_k), each on the eval-mode function with BN folded (module docstring). Returns the
+    (x_pos', x_neg') that :func:`binary_bce` scores, (K, n, 3, H, W) each (Eq. 3 leaves x_pos as it is).
     """
     if x_pos.dim() != 5 or x_neg.shape != x_pos.shape:
         raise ObjectiveError(f"x_pos and x_neg must both be (K, n, 3, H, W); got {tuple(x_pos.shape)} and "
                              f"{tuple(x_neg.shape)}")
     if cfg.objective not in ("out", "combined"):
         raise ObjectiveError(f"cfg.objective must be 'out' or 'combined', got {cfg.objective!r}")
-    k, n = x_pos.shape[:2]
     if cfg.objective == "combined":  # positives first: the per-class path's order of draws (random starts)
         x_pos = perturb_positives(model, _rows(x_pos), cfg, generator).view_as(x_pos)
     x_neg = perturb_negatives(model, _rows(x_neg), cfg, generator).view_as(x_neg)
+    return x_pos, x_neg
+
+
+def binary_bce(model, x_pos, x_neg):
+    """The outer problem of Eq. 3 / Eq. 9 as a loss: one forward in the model's own mode on [x_pos[k]; x_neg[k]] per
+    model (one balanced BN batch each), each model's mean BCE against labels 1 (positives) and 0 (negatives).
+
+    x_pos, x_neg: (K, n, 3, H, W), the images :func:`binary_perturb` returned. Returns (loss_k, stats): loss_k (K,)
+    each model's mean BCE (so ``loss_k.sum().backward()`` gives every model the gradient of its own objective);
+    stats 'loss' and 'acc', (K,) each, detached.
+    """
+    k, n = x_pos.shape[:2]
     # (K * 2n, 3, H, W): [x_pos[k]; x_neg[k]] per model, concatenated as 4-d images (keeps a channels-last batch so)
     x = torch.cat([t for j in range(k) for t in (x_pos[j], x_neg[j])])
     logits = d_score(model, x).view(k, 2 * n)  # (K, 2n)
@@ -97,15 +107,33 @@ def binary_loss(model, x_pos, x_neg, cfg, generator):
     return loss_k, {"loss": loss_k.detach(), "acc": acc_k}
 
 
-def softmax_pgd_at_loss(model, x, y, cfg, generator):
-    """Madry et al. PGD-AT: cross-entropy on untargeted L2 PGD examples within cfg.eps (Eq. 10 as the inner max)."""
-    if cfg.eps > 0:
-        with eval_mode(model):
-            x = pgd_untargeted(fold_for_attack(model), x, y, eps=cfg.eps, norm="l2", steps=cfg.attack_steps,
-                               step_size=cfg.attack_step_size, random_start=False, generator=generator,
-                               check_values=False)
+def binary_loss(model, x_pos, x_neg, cfg, generator):
+    """Eq. 3 / Eq. 9 of K binary models as one function: :func:`binary_bce` of :func:`binary_perturb`'s images
+    (the training step, :meth:`genrobust.training.steppers.BinaryStepper.step`, calls the two in turn)."""
+    return binary_bce(model, *binary_perturb(model, x_pos, x_neg, cfg, generator))
+
+
+def softmax_perturb(model, x, y, cfg, generator):
+    """Madry et al.'s inner max (Eq. 10): untargeted L2 PGD examples within cfg.eps on the eval-mode function with
+    BN folded (module docstring); x itself when cfg.eps is 0. x: (N, 3, H, W) in [0, 1], y: (N,) labels."""
+    if cfg.eps <= 0:
+        return x
+    with eval_mode(model):
+        return pgd_untargeted(fold_for_attack(model), x, y, eps=cfg.eps, norm="l2", steps=cfg.attack_steps,
+                              step_size=cfg.attack_step_size, random_start=False, generator=generator,
+                              check_values=False)
+
+
+def softmax_ce(model, x, y):
+    """The outer problem of PGD-AT: cross-entropy of the model (in its own mode) on x. Returns (loss, stats 'loss'
+    and 'acc', detached)."""
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     with torch.no_grad():
         acc = (logits.argmax(1) == y).float().mean()
     return loss, {"loss": loss.detach(), "acc": acc}
+
+
+def softmax_pgd_at_loss(model, x, y, cfg, generator):
+    """Madry et al. PGD-AT as one function: :func:`softmax_ce` on :func:`softmax_perturb`'s examples."""
+    return softmax_ce(model, softmax_perturb(model, x, y, cfg, generator), y)

@@ -5,7 +5,9 @@ class-k positives and non-k negatives). :class:`FusedBinaryModels` holds the K m
 stacked along a new leading dim (``torch.func.stack_module_state``) and runs them as one network with
 ``torch.func.vmap`` over ``torch.func.functional_call``: every convolution becomes one grouped convolution
 (groups = K), so a GPU gets K times bigger kernels. On CPU the K small kernels are already efficient and the
-vmap reshuffles cost extra, so sequential stays the default there (see :func:`choose_training_path`).
+vmap reshuffles cost extra, so sequential stays the default there (see :func:`choose_training_path`;
+benchmarks/bench_fused.py measures both paths through the training step,
+:meth:`genrobust.training.steppers.BinaryStepper.step`).
 
 Layout. The fused module is an ordinary ``nn.Module`` taking x: (K * n, 3, H, W) in [0, 1], rows
 ``k * n .. (k + 1) * n - 1`` belonging to model k, and returning (K * n, num_outputs) where row i is
@@ -25,18 +27,19 @@ per model: the paper's 0.05 for classes 0, 1, 6) one fused step equals K sequent
 with ``attack_random_start=True`` the random starts are drawn for all K * n negatives at once, so they differ
 from the sequential draws (same distribution); the default deterministic attack (start at delta = 0) is identical.
 
-Usage::
+Usage (the training step that runs them: :meth:`genrobust.training.steppers.BinaryStepper.step`)::
 
     models = [create_model("resnet18", 1, 0.5) for _ in range(10)]
     fused = FusedBinaryModels(models).to(device)
-    opt = FusedSGD(fused.parameters(), lrs=fused_lrs(cfg, classes, step=0, ...), momentum=0.9, weight_decay=1e-4)
-    loss_k, stats = fused_train_step(fused, opt, x_pos, x_neg, cfg, generator)   # x_pos, x_neg: (K, n, 3, 32, 32)
+    opt = FusedSGD(fused.parameters(), lrs=[run.lr for run in runs], momentum=0.9, weight_decay=1e-4)
+    loss_k, stats = objectives.binary_loss(fused, x_pos, x_neg, cfg, generator)   # x_pos, x_neg: (K, n, 3, 32, 32)
+    loss_k.sum().backward(); opt.step()
     fused.model_state_dict(k)   # d_k's weights in the ordinary single-model format (checkpoints, evaluation)
+    opt.model_state(k, lr)      # d_k's momentum buffers in torch.optim.SGD's state_dict format (its last.pt)
 """
 from __future__ import annotations
 
 import copy
-import time
 import weakref
 from typing import Callable, Optional, Sequence
 
@@ -45,11 +48,9 @@ import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..core.fold import FoldedView, conv_bn_pairs, fold_modules_, fold_state, register_view, set_tensor, tensor_slots
-from ..core.objectives import binary_loss
-from .loop import ENGINE_RULE, lr_factor
+from .loop import ENGINE_RULE
 
-__all__ = ["FusedError", "FusedBinaryModels", "FoldedFusedView", "FusedSGD", "fused_lrs", "fused_train_step",
-           "measure_training_paths", "choose_training_path", "PATH_RULE"]
+__all__ = ["FusedError", "FusedBinaryModels", "FoldedFusedView", "FusedSGD", "choose_training_path", "PATH_RULE"]
 
 
 class FusedError(ValueError):
@@ -137,9 +138,11 @@ class FusedSGD(torch.optim.Optimizer):
     with one learning rate per model: for model k, buf_k = momentum * buf_k + g_k + wd * p_k; p_k -= lr_k * buf_k
     (the first step sets buf = g + wd * p, as torch's SGD). ``lrs``: (K,) current learning rates (numbers or a
     tensor; kept as host numbers), set per step
-    with :meth:`set_lrs` (a schedule per model, see :func:`fused_lrs`; a ``torch.optim.lr_scheduler`` cannot
-    schedule entries of one tensor differently, and the paper's step schedule drops classes 0, 1, 6 by 0.2x and
-    the others by 0.1x)."""
+    with :meth:`set_lrs` (a schedule per model, each run's :attr:`genrobust.training.loop.Run.lr`; a
+    ``torch.optim.lr_scheduler`` cannot schedule entries of one tensor differently, and the paper's step schedule
+    drops classes 0, 1, 6 by 0.2x and the others by 0.1x). Model k's slice of the state is written and read in
+    torch.optim.SGD's format (:meth:`model_state`, :meth:`load_model_states`), so each d_k's last.pt resumes on
+    either path."""
 
     def __init__(self, params, lrs, momentum: float = 0.0, weight_decay: float = 0.0):
         lrs = _host_lrs(lrs)
@@ -196,6 +199,27 @@ class FusedSGD(torch.optim.Optimizer):
                 p.sub_(lr * d_p)
         return loss
 
+    # Model k's state in torch.optim.SGD's state_dict format: parameter j of this optimizer is parameter j of the
+    # single model (FusedBinaryModels registers the stacked tensors in the model's named_parameters order).
+    def model_state(self, k: int, lr: float) -> dict:
+        """Model k's momentum buffers and hyperparameters, as model k's own torch.optim.SGD would hold them (lr:
+        its next step's)."""
+        (group,) = self.param_groups
+        state = {j: {"momentum_buffer": self.state[p]["momentum_buffer"][k].detach().clone()}
+                 for j, p in enumerate(group["params"]) if "momentum_buffer" in self.state.get(p, {})}
+        return {"state": state, "param_groups": [{
+            "lr": lr, "momentum": group["momentum"], "dampening": 0, "weight_decay": group["weight_decay"],
+            "nesterov": False, "maximize": False, "foreach": None, "differentiable": False, "fused": None,
+            "params": list(range(len(group["params"])))}]}
+
+    def load_model_states(self, states: Sequence[dict]) -> None:
+        """The K models' torch.optim.SGD state dicts (each run's last.pt), their momentum buffers stacked."""
+        (group,) = self.param_groups
+        for j, p in enumerate(group["params"]):
+            bufs = [st["state"].get(j, {}).get("momentum_buffer") for st in states]
+            if all(b is not None for b in bufs):
+                self.state[p]["momentum_buffer"] = torch.stack(bufs).to(p.device)
+
 
 def _host_lrs(lrs) -> tuple[float, ...]:
     """(K,) learning rates (a sequence of numbers, or a tensor) as host numbers: FusedSGD compares and keeps them
@@ -203,35 +227,6 @@ def _host_lrs(lrs) -> tuple[float, ...]:
     if isinstance(lrs, torch.Tensor):
         return tuple(lrs.detach().double().reshape(-1).tolist())
     return tuple(float(lr) for lr in lrs)
-
-
-def fused_lrs(cfg, classes: Sequence[int], step: int, total_steps: int, steps_per_epoch: int) -> torch.Tensor:
-    """(K,) learning rates at optimizer step ``step`` (0-based) for the models of ``classes``: exactly what
-    ``training.loop.make_scheduler`` gives model k's optimizer (base lr ``cfg.lr_for(k)``, drop to ``cfg.lr_drop_to``)."""
-    lrs = []
-    for k in classes:
-        base = cfg.lr_for(k)
-        ratio = cfg.lr_drop_to / base if base > 0 else 1.0
-        lrs.append(base * lr_factor(cfg.lr_schedule, step, total_steps, steps_per_epoch, cfg.lr_drop_epoch, ratio))
-    return torch.tensor(lrs, dtype=torch.float64)
-
-
-def fused_train_step(fused: FusedBinaryModels, opt: torch.optim.Optimizer, x_pos: torch.Tensor,
-                     x_neg: torch.Tensor, cfg, generator: torch.Generator):
-    """One training step of all K models: attack, BCE (train mode), backward of the summed losses, ``opt.step()``.
-
-    x_pos, x_neg: (K, n, 3, H, W). Returns (loss_k, stats) of :func:`genrobust.core.objectives.binary_loss` (loss_k:
-    (K,)). A non-finite loss is returned before any update. The training loop steps through
-    :class:`genrobust.training.steppers.BinaryStepper`; this is the bare step of the benchmarks and tests.
-    """
-    fused.train()
-    loss_k, stats = binary_loss(fused, x_pos, x_neg, cfg, generator)
-    if not torch.isfinite(loss_k).all():
-        return loss_k, stats
-    opt.zero_grad(set_to_none=True)
-    loss_k.sum().backward()
-    opt.step()
-    return loss_k, stats
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,76 +274,8 @@ register_view(FusedBinaryModels, FoldedFusedView)  # fold_for_attack / folded_co
 PATH_RULE = {kind: rule["path"] for kind, rule in ENGINE_RULE.items()}
 
 
-def _sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    """Seconds per call of fn, averaged over ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t0) / max(1, repeats)
-
-
-def measure_training_paths(make_model: Callable[[int], nn.Module], cfg, device, *, num_models: int = 10,
-                           batch_size: int = 128, repeats: int = 1, warmup: int = 1, seed: int = 0) -> dict:
-    """Training images/s of the sequential and the fused path, measured in one process on random images.
-
-    make_model(k) -> a fresh d_k; cfg: a ``TrainConfig`` (objective, eps, attack steps, channels_last, momentum,
-    weight decay). Sequential: for each k, ``objectives.binary_loss`` (K = 1) + backward + SGD step
-    on its own (batch_size // 2 + batch_size // 2) batch, channels_last as cfg says (as ``train.fit`` runs it).
-    Fused: one :func:`fused_train_step` on the K batches. Returns {'sequential': img/s, 'fused': img/s,
-    'ratio': fused / sequential, 'seconds_per_step': {...}} with one step = all K models' update on K * batch_size
-    images.
-    """
-    device = torch.device(device)
-    g = torch.Generator().manual_seed(seed)
-    half = batch_size // 2
-    x = torch.rand(num_models, 2 * half, 3, 32, 32, generator=g).to(device)  # (K, batch, 3, 32, 32)
-    x_pos, x_neg = x[:, :half], x[:, half:]
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    models = [make_model(k).to(device).to(memory_format=fmt).train() for k in range(num_models)]
-    opts = [torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-            for m in models]
-    xs_pos = [x_pos[k].contiguous(memory_format=fmt) for k in range(num_models)]
-    xs_neg = [x_neg[k].contiguous(memory_format=fmt) for k in range(num_models)]
-
-    def sequential_step():
-        for m, o, xp, xn in zip(models, opts, xs_pos, xs_neg):
-            loss_k, _ = binary_loss(m, xp[None], xn[None], cfg, g)
-            o.zero_grad(set_to_none=True)
-            loss_k.sum().backward()
-            o.step()
-
-    fused = FusedBinaryModels([make_model(k) for k in range(num_models)]).to(device).train()
-    fopt = FusedSGD(fused.parameters(), lrs=[cfg.lr] * num_models, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay)
-    t_seq = _timed(sequential_step, device, warmup, repeats)
-    t_fused = _timed(lambda: fused_train_step(fused, fopt, x_pos, x_neg, cfg, g), device, warmup, repeats)
-    n_img = num_models * 2 * half
-    return {"sequential": n_img / t_seq, "fused": n_img / t_fused, "ratio": t_seq / t_fused,
-            "seconds_per_step": {"sequential": t_seq, "fused": t_fused}}
-
-
-def choose_training_path(device, *, measure: bool = False, make_model: Callable[[int], nn.Module] | None = None,
-                         cfg=None, **measure_kw) -> str:
-    """'fused' or 'sequential' for training K binary models on ``device``.
-
-    measure=False: the documented rule :data:`PATH_RULE` (CPU -> sequential, CUDA -> fused; other devices ->
-    sequential, the path that needs nothing from vmap). measure=True: time both paths with
-    :func:`measure_training_paths` (make_model and cfg required; a few seconds on a GPU, minutes on a CPU at the
-    paper's size) and return the faster one.
-    """
-    device = torch.device(device)
-    if not measure:
-        return PATH_RULE.get(device.type, "sequential")
-    if make_model is None or cfg is None:
-        raise FusedError("choose_training_path(measure=True) needs make_model and cfg (a TrainConfig)")
-    res = measure_training_paths(make_model, cfg, device, **measure_kw)
-    return "fused" if res["fused"] > res["sequential"] else "sequential"
+def choose_training_path(device) -> str:
+    """'fused' or 'sequential' for training K binary models on ``device``: the rule :data:`PATH_RULE` (CPU ->
+    sequential, CUDA -> fused; other devices -> sequential, the path that needs nothing from vmap).
+    benchmarks/bench_fused.py measures both paths on a machine."""
+    return PATH_RULE.get(torch.device(device).type, "sequential")

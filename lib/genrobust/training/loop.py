@@ -8,8 +8,9 @@ A run is keyed by a hash of its config (``runs/<kind>/<hash>/``) and holds:
   result.json     written last, atomically: its presence means "finished" (train-if-missing reuses the run)
 
 :func:`fit` steps a list of :class:`Run` records through a :class:`Stepper` (``genrobust.training.steppers``: the K
-d_k as one network, K = 1 the per-class path, or the softmax model); resume, the NaN guard, the metric sums,
-selection and checkpoints are here, once. A run killed at any moment (even ``kill -9``) and started again with the
+d_k as one network, K = 1 the per-class path, or the softmax model), whose ``step`` is the whole training step
+(attack, loss, backward, update); the epochs, resume, the NaN guard, the metric sums, selection and checkpoints are
+here, once. A run killed at any moment (even ``kill -9``) and started again with the
 same config resumes after its last completed epoch: it loses at most the epoch in progress. A NaN/inf loss stops the run with ``TrainingDiverged`` and
 leaves last.pt (the last good epoch) in place.
 """
@@ -98,11 +99,8 @@ def cudnn_benchmark(on: bool):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Optimizer and learning-rate schedules
-def make_optimizer(model, lr: float, momentum: float, weight_decay: float):
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
+# Learning-rate schedules: the lr of a run is a function of its optimizer step (Run.lr); the stepper's optimizer
+# takes it before each update
 def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int, drop_epoch, drop_ratio) -> float:
     """Multiplier of the base lr at optimizer step ``step`` (0-based).
     step: base lr, then base * drop_ratio after ``drop_epoch`` epochs (the paper: 0.1 -> 0.01 after epoch 1500);
@@ -120,11 +118,20 @@ def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int, 
     raise ValueError(f"unknown lr_schedule {schedule!r}")
 
 
-def make_scheduler(opt, cfg, epochs: int, steps_per_epoch: int, base_lr: float):
+def scheduled_lr(cfg, base_lr: float, step: int, epochs: int, steps_per_epoch: int) -> float:
+    """The lr of optimizer step ``step`` (0-based) of a run with base lr ``base_lr`` (cfg.lr_for(k) for d_k):
+    base_lr * :func:`lr_factor`, the step schedule dropping to cfg.lr_drop_to (the number torch's LambdaLR over
+    lr_factor gives, as the same product)."""
     drop_ratio = cfg.lr_drop_to / base_lr if base_lr > 0 else 1.0
-    total = epochs * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(cfg.lr_schedule, s, total, steps_per_epoch, cfg.lr_drop_epoch, drop_ratio))
+    return base_lr * lr_factor(cfg.lr_schedule, step, epochs * steps_per_epoch, steps_per_epoch, cfg.lr_drop_epoch,
+                               drop_ratio)
+
+
+def scheduler_state(run: "Run") -> dict:
+    """The schedule's position in last.pt, in the format torch's LambdaLR writes (the format of every last.pt so far,
+    so older files resume and these resume in older code): ``last_epoch`` is the run's optimizer steps taken."""
+    return {"base_lrs": [run.base_lr], "last_epoch": run.step, "_step_count": run.step + 1, "_is_initial": False,
+            "_get_lr_called_within_step": False, "_last_lr": [run.lr], "lr_lambdas": [None]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -138,8 +145,10 @@ def to_device(x_uint8, device, channels_last):
 class Run:
     """One run directory's training state, the typed record :func:`fit` steps: one per d_k, or the softmax model.
 
-    ``model``, ``opt``, ``sched`` and ``generator`` are the run's own (its checkpoint holds them); a stepper may
-    step them through a network of several runs (the K d_k as one) and writes its state back with ``sync``.
+    ``model`` and ``generator`` are the run's own; the stepper builds the optimizer that steps the model (one for
+    several runs where it steps them as one network) and writes the run's state back with ``sync``: the weights
+    into ``model``, the momentum buffers into ``optimizer_state`` (torch.optim.SGD's state_dict format, as last.pt
+    holds it; None before the first step), and counts ``step``, the optimizer steps taken, which sets ``lr``.
     ``make_batches(generator)`` yields one epoch of this run's batches (uint8 images drawn from ``generator``; a
     d_k's also augmented there). ``best``/``best_epoch``: the selection so far (last.pt keeps them)."""
     run_dir: Path
@@ -148,11 +157,14 @@ class Run:
     ckpt_config: dict
     label: str  # names the run in messages: 'd_3 (cat)', 'softmax resnet50'
     model: torch.nn.Module
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
     make_batches: Callable[[torch.Generator], Iterable]
     steps_per_epoch: int
+    cfg: object  # the TrainConfig / SoftmaxConfig: momentum, weight decay, the lr schedule
+    base_lr: float
+    epochs: int
+    step: int = 0  # optimizer steps taken (resumed from last.pt)
+    optimizer_state: dict | None = None
     select_metrics: Callable | None = None  # select_metrics(model) -> {metric: value} of this run's own model
     select_key: str | None = None
     start_epoch: int = 0  # the first epoch to run (after resume)
@@ -161,27 +173,26 @@ class Run:
 
     @property
     def lr(self) -> float:
-        return self.opt.param_groups[0]["lr"]
+        """The lr of the run's next optimizer step (:func:`scheduled_lr`)."""
+        return scheduled_lr(self.cfg, self.base_lr, self.step, self.epochs, self.steps_per_epoch)
 
 
 def open_run(run_dir: Path, run_config: dict, *, model, cfg, lr: float, epochs: int, make_batches, steps_per_epoch,
              device, channels_last: bool, label: str, ckpt_kind: str, ckpt_config: dict, select_metrics=None,
              select_key=None) -> Run:
-    """The run's directory and config.json, its model on ``device``, SGD with the lr schedule, its generator
+    """The run's directory and config.json, its model on ``device``, its lr schedule (base ``lr``), its generator
     (seeded cfg.seed), resumed from last.pt when one is there (:func:`resume`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", run_config)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, lr, cfg.momentum, cfg.weight_decay)
-    sched = make_scheduler(opt, cfg, epochs, steps_per_epoch, lr)
-    g = torch.Generator().manual_seed(cfg.seed)
-    start, best, best_epoch = resume(run_dir / "last.pt", model=model, opt=opt, sched=sched, g=g)
-    return Run(run_dir=run_dir, run_config=run_config, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config, label=label,
-               model=model, opt=opt, sched=sched, generator=g, make_batches=make_batches,
-               steps_per_epoch=steps_per_epoch, select_metrics=select_metrics, select_key=select_key,
-               start_epoch=start, best=best, best_epoch=best_epoch)
+    run = Run(run_dir=run_dir, run_config=run_config, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config, label=label,
+              model=model, generator=torch.Generator().manual_seed(cfg.seed), make_batches=make_batches,
+              steps_per_epoch=steps_per_epoch, cfg=cfg, base_lr=lr, epochs=epochs, select_metrics=select_metrics,
+              select_key=select_key)
+    resume(run_dir / "last.pt", run)
+    return run
 
 
 class Stepper(Protocol):
@@ -191,14 +202,13 @@ class Stepper(Protocol):
     def train(self) -> None:
         """Train mode, before each epoch (selection left the models in eval mode)."""
 
-    def loss(self, batches: Sequence) -> tuple[torch.Tensor, dict, int]:
-        """One batch per run -> (loss_k (K,) on the device, stats {name: (K,)} detached, images in the step)."""
-
-    def update(self, loss_k: torch.Tensor) -> None:
-        """Backward of loss_k.sum(), the optimizer step and each run's lr schedule step."""
+    def step(self, batches: Sequence, *, check_now: bool) -> tuple[torch.Tensor, dict, int]:
+        """One training step of every run, one batch each: attack, loss, backward, update. Returns (nonfinite (K,)
+        bool on the device: whose loss was NaN/inf, stats {name: (K,)} detached, images in the step); with
+        ``check_now`` the flags are read at once and a non-finite loss returns before the update."""
 
     def sync(self) -> None:
-        """Write the stepped state into each run's model and optimizer (before its checkpoints)."""
+        """Write the stepped state into each run's model and optimizer state (before its checkpoints)."""
 
     def select(self) -> list[dict | None]:
         """Each run's selection metrics on its current weights (after :meth:`sync`), in run order; None for a run
@@ -209,10 +219,11 @@ def fit(runs: Sequence[Run], stepper: Stepper, *, cfg, epochs: int, data_source:
         progress: bool = True, engine: Engine | None = None) -> list[dict]:
     """Train ``runs`` (all at the same epoch) with ``stepper`` for ``epochs``: the one training loop.
 
-    Per step: one batch from each run's ``make_batches``, ``stepper.loss``, the NaN guard, ``stepper.update``; the
-    per-run statistics are summed on the device (float64) and read once per epoch. On a CUDA device the NaN flag
-    is read once per epoch too (no host sync inside a step): a non-finite loss stops the run at the end of its
-    epoch, before any checkpoint of it; elsewhere it stops before the update of the step. After each epoch, per
+    Per step: one batch from each run's ``make_batches`` into ``stepper.step`` (the whole step), the NaN guard; the
+    per-run statistics are summed on the device (float64: the numbers of a per-step float() sum) and read once per
+    epoch. On a CUDA device the NaN flag is read once per epoch too (no host sync inside a step:
+    tests/test_engine.py checks it): a non-finite loss stops the run at the end of its epoch, before any checkpoint
+    of it; elsewhere the step reads it and stops before its update. After each epoch, per
     run: selection (``stepper.select``: the K d_k in one pass), best.pt, the metrics line and last.pt
     (:func:`end_epoch`). ``engine`` (default: engine_for
     the device): cuDNN autotuning for the duration. Returns each run's result.json.
@@ -241,9 +252,11 @@ def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
         iters = [iter(r.make_batches(r.generator)) for r in runs]
         for step in tqdm(range(steps_per_epoch), leave=False, disable=not progress, unit="batch",
                          desc=f"epoch {epoch + 1}"):
-            n, bad = train_step(stepper, iters, sums, nonfinite, read_flag=sync_every_step)
-            if bad is not None:
+            bad, stats, n = stepper.step([next(it) for it in iters], check_now=sync_every_step)
+            if sync_every_step and bad.any():
                 raise _diverged(desc, runs, bad, epoch, f"step {step + 1}")
+            nonfinite |= bad
+            add_stats(sums, stats)
             n_img += n
         if nonfinite.any():  # the one read of the flag per epoch (CUDA)
             raise _diverged(desc, runs, nonfinite, epoch, "a step")
@@ -266,25 +279,10 @@ def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
                    wall_time_s=time.time() - t_start, **stepper.result_extra) for r in runs]
 
 
-def train_step(stepper: Stepper, iters: Sequence, sums: dict, nonfinite: torch.Tensor, *,
-               read_flag: bool) -> tuple[int, torch.Tensor | None]:
-    """One step of :func:`fit`: a batch from each run's iterator, ``stepper.loss``, the NaN guard,
-    ``stepper.update``, the per-run statistics added to ``sums`` (float64, on the device: the numbers of a per-step
-    float() sum). The NaN flag is read now with ``read_flag`` (the CPU: a non-finite loss returns its (K,) flags
-    before the update), else or'ed into ``nonfinite`` (K,) on the device and read once per epoch by fit: then the
-    step reads no tensor on the host (tests/test_engine.py checks it). Returns (images in the step, the flags of a
-    step stopped before its update or None)."""
-    loss_k, stats, n = stepper.loss([next(it) for it in iters])
-    bad = ~torch.isfinite(loss_k.detach())
-    if read_flag:
-        if bad.any():
-            return n, bad
-    else:
-        nonfinite |= bad
-    stepper.update(loss_k)
+def add_stats(sums: dict, stats: dict) -> None:
+    """Add one step's per-run statistics {name: (K,)} to ``sums``, in float64 on their device (no host read)."""
     for key, v in stats.items():
         sums[key] = sums[key] + v.double() if key in sums else v.double()
-    return n, None
 
 
 def _diverged(desc: str, runs: Sequence[Run], bad: torch.Tensor, epoch: int, where: str) -> TrainingDiverged:
@@ -297,17 +295,17 @@ def _diverged(desc: str, runs: Sequence[Run], bad: torch.Tensor, epoch: int, whe
         f"learning rate (train.lr) and run again")
 
 
-def resume(last: Path, *, model, opt, sched, g) -> tuple[int, float, int]:
-    """Load the resume point ``last`` (last.pt, written by :func:`end_epoch`) into model, optimizer, scheduler
-    and generator. Returns (first epoch to run, best selection metric, best epoch); (0, -inf, -1) without it."""
+def resume(last: Path, run: Run) -> None:
+    """Load the resume point ``last`` (last.pt, written by :func:`end_epoch`) into ``run``: its model, generator,
+    optimizer state, optimizer steps taken (the schedule's ``last_epoch``), first epoch and selection so far.
+    Without the file the run stays at its start."""
     if not last.exists():
-        return 0, -math.inf, -1
+        return
     st = load_torch(last)
-    model.load_state_dict(st["model"])
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
-    g.set_state(st["generator"])
-    return st["epoch"] + 1, st["best"], st["best_epoch"]
+    run.model.load_state_dict(st["model"])
+    run.generator.set_state(st["generator"])
+    run.optimizer_state, run.step = st["optimizer"], st["scheduler"]["last_epoch"]
+    run.start_epoch, run.best, run.best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
 
 
 def _selects(epoch: int, epochs: int, every: int) -> bool:
@@ -327,8 +325,8 @@ def end_epoch(run: Run, rec: dict, *, epoch: int, selected: dict | None) -> None
         save_checkpoint(run.run_dir / "best.pt", kind=run.ckpt_kind, state={"model": _cpu_state(run.model)},
                         config=run.ckpt_config, epoch=epoch + 1, run_config=run.run_config)
     append_jsonl(run.run_dir / "metrics.jsonl", rec)
-    save_torch(run.run_dir / "last.pt", {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
-                                         "scheduler": run.sched.state_dict(), "generator": run.generator.get_state(),
+    save_torch(run.run_dir / "last.pt", {"model": run.model.state_dict(), "optimizer": run.optimizer_state,
+                                         "scheduler": scheduler_state(run), "generator": run.generator.get_state(),
                                          "epoch": epoch, "best": run.best, "best_epoch": run.best_epoch})
 
 

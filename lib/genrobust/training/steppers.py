@@ -1,58 +1,63 @@
-"""What the one training loop (:func:`genrobust.training.loop.fit`) steps.
+"""What the one training loop (:func:`genrobust.training.loop.fit`) steps: each stepper's ``step`` is the whole
+training step, read top to bottom (images to the device, the inner attack, the loss, backward, the update).
 
-* :class:`BinaryStepper`: K binary models d_k, Eq. 3 / Eq. 9 (:func:`genrobust.core.objectives.binary_loss`) on
-  (K, n) batches. K = 1 (the per-class path) steps the model itself with its own ``torch.optim.SGD``; K > 1 steps
-  the K models as one vmapped network (:class:`genrobust.training.fused.FusedBinaryModels`) with one
-  :class:`~genrobust.training.fused.FusedSGD` whose per-model learning rates come from each run's own scheduler,
-  and writes the stacked state back into each run's model and optimizer once per epoch (:meth:`sync`), so every
-  class keeps its own checkpoint, in the per-class format.
-* :class:`SoftmaxStepper`: the softmax PGD-AT baseline (:func:`genrobust.core.objectives.softmax_pgd_at_loss`).
+* :class:`BinaryStepper`: K binary models d_k, Eq. 3 / Eq. 9 (:func:`genrobust.core.objectives.binary_perturb`, then
+  :func:`~genrobust.core.objectives.binary_bce`) on (K, n) batches. K = 1 (the per-class path) steps the model
+  itself with its own ``torch.optim.SGD``; K > 1 steps the K models as one vmapped network
+  (:class:`genrobust.training.fused.FusedBinaryModels`) with one :class:`~genrobust.training.fused.FusedSGD` (one lr
+  per model, each run's own schedule), and writes the stacked state back into each run's model and optimizer state
+  once per epoch (:meth:`BinaryStepper.sync`), so every class keeps its own checkpoint, in the per-class format.
+* :class:`SoftmaxStepper`: the softmax PGD-AT baseline (:func:`genrobust.core.objectives.softmax_perturb`, then
+  :func:`~genrobust.core.objectives.softmax_ce`).
 
 Each run draws its batches and augmentation from its own generator (its ``make_batches`` yields augmented
 batches), in the per-class path's order, so the K models stepped together get the numbers of K runs one after
 another (tests/test_training.py); the inner attack's random starts (``train.attack_random_start``) come from the
 first run's generator. Where the engine says so (:func:`genrobust.training.loop.engine_for`: CUDA), the forward
-passes run under bf16 autocast.
+passes run under bf16 autocast. The stepper builds the one optimizer it steps; each run's lr is its schedule at
+its step count (:attr:`genrobust.training.loop.Run.lr`).
 """
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..core.objectives import binary_loss, softmax_pgd_at_loss
+from ..core import objectives
 from ..core.scoring import binary_auroc_k
 from ..data.batches import augment
 from .fused import FusedBinaryModels, FusedSGD
 from .loop import Engine, Run, engine_for, to_device
 
 
+class RunSGD(torch.optim.SGD):
+    """torch.optim.SGD over one run's model, resumed from the run's optimizer state, with FusedSGD's ``set_lrs``
+    (here one lr: the run's scheduled lr of the step)."""
+
+    def __init__(self, run: Run):
+        super().__init__(run.model.parameters(), lr=run.lr, momentum=run.cfg.momentum,
+                         weight_decay=run.cfg.weight_decay)
+        if run.optimizer_state is not None:
+            self.load_state_dict(run.optimizer_state)
+
+    def set_lrs(self, lrs: Sequence[float]) -> None:
+        self.param_groups[0]["lr"], = lrs
+
+
 class _Stepper:
-    """The part every stepper shares: train mode, and the update (backward of the summed per-run losses, one
-    optimizer step, each run's lr schedule step)."""
+    """What every stepper shares: train mode, the one-run sync and selection, the precision of the forwards."""
     def __init__(self, runs: Sequence[Run], net, opt, engine: Engine):
         self.runs, self.net, self.opt, self.engine = list(runs), net, opt, engine
         self.result_extra: dict = {}  # added to each run's result.json
-        self._runs_opts_bookkeeping = False  # True: the runs' optimizers are not stepped (FusedSGD steps for them)
 
     def train(self) -> None:
         self.net.train()
 
-    def update(self, loss_k: torch.Tensor) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        loss_k.sum().backward()
-        self.opt.step()
-        with warnings.catch_warnings():
-            if self._runs_opts_bookkeeping:
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
-            for r in self.runs:
-                r.sched.step()
-
     def sync(self) -> None:
-        pass
+        """One run stepped on its own model: its optimizer state (the weights are the model's already)."""
+        self.runs[0].optimizer_state = self.opt.state_dict()
 
     def select(self) -> list[dict | None]:
         """Each run's own ``select_metrics`` on its own model (eval mode), one run after another."""
@@ -69,6 +74,11 @@ class _Stepper:
         if self.engine.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.engine.autocast)
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """K batches (n, 3, H, W) -> (K, n, 3, H, W); one batch as a (1, n, ...) view, which keeps it channels-last."""
+    return images[0].unsqueeze(0) if len(images) == 1 else torch.stack(images)
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,50 +119,49 @@ class BinaryStepper(_Stepper):
         self.cfg, self.device = cfg, torch.device(device)
         engine = engine or engine_for(None, self.device)
         if len(runs) == 1:  # the model itself: no vmap, its own SGD, channels-last as the config says
-            super().__init__(runs, runs[0].model, runs[0].opt, engine)
+            super().__init__(runs, runs[0].model, RunSGD(runs[0]), engine)
             self.channels_last = cfg.channels_last
             return
-        models = [r.model for r in runs]
-        fused = FusedBinaryModels([m.train() for m in models]).to(self.device)
+        fused = FusedBinaryModels([r.model.train() for r in runs]).to(self.device)
         opt = FusedSGD(fused.parameters(), lrs=[r.lr for r in runs], momentum=cfg.momentum,
                        weight_decay=cfg.weight_decay)
+        if runs[0].optimizer_state is not None:  # resumed: each class's momentum buffers, stacked
+            opt.load_model_states([r.optimizer_state for r in runs])
         super().__init__(runs, fused, opt, engine)
         self.channels_last = False  # the stacked weights are 5-d
         self.result_extra = {"path": f"fused ({len(runs)} models)"}
-        self._runs_opts_bookkeeping = True
-        # FusedSGD's stacked parameters, in the single model's named_parameters order (its optimizer state's order)
-        named = dict(fused.named_parameters())
-        self._fparams = [named[n.replace(".", "__")] for n, _ in models[0].named_parameters()]
-        if runs[0].start_epoch > 0:  # resumed: each class's momentum buffers, stacked
-            params = [list(m.parameters()) for m in models]
-            for j, fp in enumerate(self._fparams):
-                bufs = [r.opt.state.get(ps[j], {}).get("momentum_buffer") for r, ps in zip(runs, params)]
-                if all(b is not None for b in bufs):
-                    opt.state[fp]["momentum_buffer"] = torch.stack(bufs).to(self.device)
 
-    def loss(self, batches):
-        """batches: one augmented (x_pos, x_neg) uint8 pair per run (its make_batches drew and augmented them)."""
-        pos = [to_device(b_pos, self.device, self.channels_last) for b_pos, _ in batches]
-        neg = [to_device(b_neg, self.device, self.channels_last) for _, b_neg in batches]
-        if len(pos) == 1:  # (1, n, ...) views keep a channels-last batch channels-last
-            x_pos, x_neg = pos[0].unsqueeze(0), neg[0].unsqueeze(0)
-        else:
-            x_pos, x_neg = torch.stack(pos), torch.stack(neg)
-            self.opt.set_lrs([r.lr for r in self.runs])  # each class's scheduled lr of this step
+    def step(self, batches, *, check_now: bool):
+        """One training step of the K d_k. batches: one augmented (x_pos, x_neg) uint8 pair per run (its
+        make_batches drew and augmented them). Returns (nonfinite (K,) bool, stats {'loss', 'acc'}: (K,) each,
+        images in the step); with ``check_now`` a non-finite loss is read here and returns before the update."""
+        x_pos = _stack([to_device(b_pos, self.device, self.channels_last) for b_pos, _ in batches])  # (K, n, 3, H, W)
+        x_neg = _stack([to_device(b_neg, self.device, self.channels_last) for _, b_neg in batches])
         with self._precision():
-            loss_k, stats = binary_loss(self.net, x_pos, x_neg, self.cfg, self.runs[0].generator)
-        return loss_k.float(), stats, sum(len(p) + len(q) for p, q in batches)
+            # the inner problems on the eval-mode function: Eq. 9's positives (within eps1, minimizing d_k), then
+            # the negatives (within eps, maximizing d_k); random starts from the first run's generator
+            x_pos, x_neg = objectives.binary_perturb(self.net, x_pos, x_neg, self.cfg, self.runs[0].generator)
+            # the outer problem: each d_k's mean BCE on [x_pos[k]; x_neg[k]], in train mode (one BN batch each)
+            loss_k, stats = objectives.binary_bce(self.net, x_pos, x_neg)
+        loss_k = loss_k.float()  # (K,)
+        nonfinite = ~torch.isfinite(loss_k.detach())  # (K,) on the device: the NaN guard's flags
+        if check_now and nonfinite.any():
+            return nonfinite, stats, 0
+        self.opt.zero_grad(set_to_none=True)
+        loss_k.sum().backward()  # the sum: every d_k gets the gradient of its own loss (not 1/K of it)
+        self.opt.set_lrs([r.lr for r in self.runs])  # each class's scheduled lr of this step
+        self.opt.step()
+        for r in self.runs:
+            r.step += 1
+        return nonfinite, stats, sum(len(p) + len(q) for p, q in batches)
 
     def sync(self) -> None:
-        """The stacked weights, buffers and momentum into each class's model and optimizer (its checkpoint)."""
+        """The stacked weights, buffers and momentum into each class's model and optimizer state (its checkpoint)."""
         if len(self.runs) == 1:
-            return
+            return super().sync()
         for i, r in enumerate(self.runs):
             r.model.load_state_dict(self.net.model_state_dict(i))
-            for fp, p in zip(self._fparams, r.model.parameters()):
-                buf = self.opt.state.get(fp, {}).get("momentum_buffer")
-                if buf is not None:
-                    r.opt.state[p]["momentum_buffer"] = buf[i].detach().clone()
+            r.optimizer_state = self.opt.model_state(i, r.lr)
             r.model.train()
 
     def select(self) -> list[dict | None]:
@@ -169,14 +178,24 @@ class SoftmaxStepper(_Stepper):
 
     def __init__(self, run: Run, cfg, device, engine: Engine | None = None):
         self.cfg, self.device = cfg, torch.device(device)
-        super().__init__([run], run.model, run.opt, engine or engine_for(None, self.device))
+        super().__init__([run], run.model, RunSGD(run), engine or engine_for(None, self.device))
 
-    def loss(self, batches):
+    def step(self, batches, *, check_now: bool):
+        """One PGD-AT step; as :meth:`BinaryStepper.step` with K = 1 (flags and stats (1,))."""
         (x, y), = batches
         r = self.runs[0]
-        xf = to_device(augment(x, self.cfg.augment, r.generator), self.device, self.cfg.channels_last)
+        x = to_device(augment(x, self.cfg.augment, r.generator), self.device, self.cfg.channels_last)
+        y = y.to(self.device, non_blocking=True)  # the labels' copy does not wait for the device (no host sync)
         with self._precision():
-            # the labels' copy does not wait for the device (non_blocking; a blocking copy is a host sync)
-            loss, stats = softmax_pgd_at_loss(self.net, xf, y.to(self.device, non_blocking=True), self.cfg,
-                                              r.generator)
-        return loss.float().reshape(1), {k: v.reshape(1) for k, v in stats.items()}, len(x)
+            x_adv = objectives.softmax_perturb(self.net, x, y, self.cfg, r.generator)  # L2 PGD within eps, eval mode
+            loss, stats = objectives.softmax_ce(self.net, x_adv, y)  # cross-entropy in train mode
+        loss = loss.float()
+        nonfinite, stats = ~torch.isfinite(loss.detach()).reshape(1), {k: v.reshape(1) for k, v in stats.items()}
+        if check_now and nonfinite.any():
+            return nonfinite, stats, 0
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.set_lrs([r.lr])
+        self.opt.step()
+        r.step += 1
+        return nonfinite, stats, len(x)
