@@ -34,6 +34,7 @@ import torch
 
 from ..core import paper
 from ..core.config import Profile, apply_overrides, config_hash, from_dict, to_dict
+from ..core.device import default_device
 from ..core.metrics import auroc, bootstrap_auroc
 from ..core.scoring import binary_auroc_scores
 from ..data.batches import to_float
@@ -45,7 +46,6 @@ from ..store.paths import runs_dir
 from ..store.provenance import provenance
 from ..store.runs import binary_run_config
 from ..training.binary import train_binary
-from ..training.loop import default_device
 from .claims import Verdict, claim_decision, judge, scale_label, seed_t_subject
 
 FIGURES = {
