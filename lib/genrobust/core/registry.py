@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .attacks import default_step_size, eq11_12_attack, multi_targeted, pgd_untargeted
-from .autoattack import AUTOATTACK_ATTACKS, autoattack
+from .autoattack import AUTOATTACK_ATTACKS, STANDARD_BUDGETS, autoattack
+from .cifar10 import NUM_CLASSES
 
 CLASSIFIER_KINDS = ("generative", "softmax")
 
@@ -159,12 +160,15 @@ def unregister_attack(name: str) -> AttackSpec:
     return spec
 
 
-# AutoAttack's standard version (AutoAttack._set_version('standard')): its budgets' defaults.
-APGD_ITERS = Budget("apgd_iters", 100, "APGD-CE / APGD-T iterations (standard: 100)")
-TARGETS = Budget("targets", 9, "target classes of APGD-T and FAB-T, most likely first (standard: 9)", hi=9,
-                 scales=False)
-FAB_ITERS = Budget("fab_iters", 100, "FAB-T iterations (standard: 100)")
-SQUARE_QUERIES = Budget("square_queries", 5000, "Square queries (standard: 5000)")
+# AutoAttack's budgets, their defaults its standard version (genrobust.core.autoattack.STANDARD_BUDGETS). At most 9
+# targets: CIFAR-10's other classes.
+_STD = STANDARD_BUDGETS
+APGD_ITERS = Budget("apgd_iters", _STD["apgd_iters"], f"APGD-CE / APGD-T iterations (standard: {_STD['apgd_iters']})")
+TARGETS = Budget("targets", _STD["targets"], f"target classes of APGD-T and FAB-T, most likely first (standard: "
+                 f"{_STD['targets']})", hi=NUM_CLASSES - 1, scales=False)
+FAB_ITERS = Budget("fab_iters", _STD["fab_iters"], f"FAB-T iterations (standard: {_STD['fab_iters']})")
+SQUARE_QUERIES = Budget("square_queries", _STD["square_queries"],
+                        f"Square queries (standard: {_STD['square_queries']})")
 _AA_BUDGETS = {"apgd-ce": (APGD_ITERS,), "apgd-t": (APGD_ITERS, TARGETS), "fab-t": (FAB_ITERS, TARGETS),
                "square": (SQUARE_QUERIES,)}
 
