@@ -274,7 +274,7 @@ register_budget(EvalBudget(
      ("strong_eps_more", ()), ("strong_attacks", ("apgd-ce", "apgd-t")),
      ("budgets", (("apgd_iters", 20), ("targets", 3))), ("masking_steps_factor", 2), ("masking_restarts", 2),
      ("batch_size", 50), ("shard_batches", 1), ("units_per_job", 1))))
-# cpu: the cpu profile's notebook 03 (its sizing: core/config.py's CPU profile).
+# cpu: the cpu profile's notebook 03 (its sizing: docs/profiles.md, 'cpu: evaluation').
 register_budget(EvalBudget(
     "cpu", "the cpu profile's notebook 03: the paper's attack over 6 eps on 1,000 images, AutoAttack (reduced: APGD "
            "50 it., 3 targets, FAB-T 50 it., Square 500) + multi-targeted on 250 at eps 0.25, 0.5, 1.0",
