@@ -13,20 +13,39 @@ Two kinds of settings:
   version; a profile overrides them by name (``eval.budgets``, e.g. the cpu profile's APGD 50 iterations), and its
   key and record carry exactly its own budgets, so a change of one budget re-keys exactly the units it affects.
 
-Every entry's ``run`` has one signature: ``run(model, x, y, *, eps, norm, steps, step_size, restarts, seed,
-generator, budgets, warnings) -> x_adv`` with x, x_adv (N, 3, H, W) in [0, 1]; ``budgets`` is the attack's own
-{name: value} (empty for a PGD-style attack, whose settings are steps, step_size and restarts).
+Every entry's ``run`` has one signature: ``run(model, x, y, call) -> x_adv`` with x, x_adv (N, 3, H, W) in [0, 1]
+and ``call`` an :class:`AttackCall` (eps, norm, the PGD settings, seeds, the attack's own budgets, where its warnings
+go).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+import torch
 
 from .attacks import default_step_size, eq11_12_attack, multi_targeted, pgd_untargeted
 from .autoattack import AUTOATTACK_ATTACKS, STANDARD_BUDGETS, autoattack
 from .cifar10 import NUM_CLASSES
 
 CLASSIFIER_KINDS = ("generative", "softmax")
+
+
+@dataclass(frozen=True)
+class AttackCall:
+    """What an entry's ``run`` is given beside the model and the batch: the threat model (eps in [0, 1] pixel units,
+    norm), a PGD-style attack's settings (steps, step_size: None = 2.5 * eps / steps, restarts), the seeds (``seed``
+    for an attack that seeds itself, ``generator`` for ours), the attack's own budgets ({name: value}; empty for a
+    PGD-style attack) and the list its own warnings are collected into (None: dropped)."""
+    eps: float
+    norm: str
+    steps: Optional[int] = None
+    step_size: Optional[float] = None
+    restarts: int = 1
+    seed: int = 0
+    generator: Optional[torch.Generator] = None
+    budgets: Mapping[str, int] = field(default_factory=dict)
+    warnings: Optional[list] = None
 
 
 @dataclass(frozen=True)
@@ -113,17 +132,17 @@ class AttackSpec:
 
 
 def _ours(fn) -> Callable:
-    def run(model, x, y, *, eps, norm, steps, step_size, restarts, seed, generator, budgets, warnings):
-        return fn(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size, random_start=restarts > 1,
-                  restarts=restarts, generator=generator)
+    def run(model, x, y, c: AttackCall):
+        return fn(model, x, y, eps=c.eps, norm=c.norm, steps=c.steps, step_size=c.step_size,
+                  random_start=c.restarts > 1, restarts=c.restarts, generator=c.generator)
     return run
 
 
 def _autoattack(name: str) -> Callable:
-    def run(model, x, y, *, eps, norm, steps, step_size, restarts, seed, generator, budgets, warnings):
+    def run(model, x, y, c: AttackCall):
         # only this attack's own budgets are passed; autoattack() runs this attack alone, the rest is unused
-        return autoattack(model, x, y, name, eps=eps, norm=norm, seed=seed, batch_size=len(x), warnings=warnings,
-                          **budgets)
+        return autoattack(model, x, y, name, eps=c.eps, norm=c.norm, seed=c.seed, batch_size=len(x),
+                          warnings=c.warnings, **c.budgets)
     return run
 
 
