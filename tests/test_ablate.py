@@ -72,6 +72,22 @@ def test_binary_auroc_scores_match_binary_auroc():
     assert scores[0.5][0].mean() < scores[0.0][0].mean() and scores[0.5][1].mean() > scores[0.0][1].mean()
 
 
+def test_scoring_settings_travel_as_one_record():
+    """The keyword settings reach the attack (steps and step size change the adversarial scores, the clean ones
+    stay), and an unknown setting fails naming it instead of being dropped."""
+    torch.manual_seed(0)
+    model = models.create_model("small_cnn", 1, 0.5).eval()
+    x = torch.rand(16, 3, 32, 32)
+    base = scoring.binary_auroc_scores(model, x[:8], x[8:], (0.0, 0.5), steps=2, seed=3)
+    assert torch.equal(scoring.binary_auroc_scores(model, x[:8], x[8:], (0.0, 0.5), steps=2, seed=3)[0.5][0],
+                       base[0.5][0])
+    for other in (dict(steps=3, seed=3), dict(steps=2, step_size=0.01, seed=3)):
+        s = scoring.binary_auroc_scores(model, x[:8], x[8:], (0.0, 0.5), **other)
+        assert torch.equal(s[0.0][0], base[0.0][0]) and not torch.equal(s[0.5][0], base[0.5][0]), other
+    with pytest.raises(TypeError, match="stepz"):
+        scoring.binary_auroc(model, x[:8], x[8:], (0.0,), stepz=2)
+
+
 def test_bootstrap_auroc_is_roc_auc_on_each_resample_and_paired():
     rng = np.random.default_rng(1)
     p, q = rng.integers(0, 5, 30).astype(float), rng.integers(0, 4, 20).astype(float)  # many ties

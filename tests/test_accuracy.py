@@ -386,9 +386,10 @@ def test_each_attack_owns_its_key_record_and_more_steps(name):
 
 
 # A throwaway attack: a PGD variant that owns its iterations (steps=None in its runs), registered for one test.
-def _toy_pgd(model, x, y, *, eps, norm, steps, step_size, restarts, seed, generator, budgets, warnings):
-    assert steps is None and set(budgets) == {"toy_iters"}  # the profile's eval.steps never reach it
-    return pgd_untargeted(model, x, y, eps=eps, norm=norm, steps=budgets["toy_iters"], generator=generator)
+def _toy_pgd(model, x, y, call):
+    assert call.steps is None and set(call.budgets) == {"toy_iters"}  # the profile's eval.steps never reach it
+    return pgd_untargeted(model, x, y, eps=call.eps, norm=call.norm, steps=call.budgets["toy_iters"],
+                          generator=call.generator)
 
 
 @contextlib.contextmanager

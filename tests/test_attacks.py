@@ -274,9 +274,9 @@ TINY = EvalConfig(steps=2, budgets=tuple((name, 2) for name in registry.BUDGETS)
 
 def _run_entry(spec, model, x, y, seed):
     s = spec.settings(TINY)
-    return spec.run(model, x, y, eps=L2_EPS, norm="l2", steps=s.get("steps"), step_size=s.get("step_size"),
-                    restarts=s.get("restarts", 1), seed=seed, generator=torch.Generator().manual_seed(seed),
-                    budgets=dict(s.get("budgets", ())), warnings=[])
+    return spec.run(model, x, y, registry.AttackCall(
+        eps=L2_EPS, norm="l2", steps=s.get("steps"), step_size=s.get("step_size"), restarts=s.get("restarts", 1),
+        seed=seed, generator=torch.Generator().manual_seed(seed), budgets=dict(s.get("budgets", ())), warnings=[]))
 
 
 @pytest.mark.parametrize("name,kind", [(n, k) for n, s in registry.ATTACKS.items() for k in s.applies_to])

@@ -3,7 +3,9 @@ import re
 
 import pytest
 
-from genrobust.core.config import (PROFILES, ConfigError, apply_overrides, config_hash, from_dict, get_profile, to_dict)
+from genrobust.core import models
+from genrobust.core.config import (PROFILES, ConfigError, ModelConfig, SoftmaxConfig, apply_overrides, config_hash,
+                                   from_dict, get_profile, to_dict)
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
@@ -103,3 +105,20 @@ def test_legacy_aa_field_given_to_replace_names_the_fix():
     with pytest.raises(ConfigError, match=r"^eval.aa_fab_iters is now a budget .* set eval.budgets, e.g. "
                                           r"\[\['fab_iters', 20\]\]"):
         replace(get_profile("cpu").eval, aa_fab_iters=20)
+
+
+def test_model_choices_are_the_model_registry():
+    """model.name and softmax.model accept exactly the registered models (aliases included), read at validation: a
+    model registered later is accepted, and once removed it is refused again with the registry's names."""
+    p = get_profile("smoke")
+    for name in models.model_names():
+        assert apply_overrides(p, {"model.name": name, "softmax.model": name}).model.name == name
+    with pytest.raises(ConfigError, match="tiny_test_net.*choose from.*small_cnn"):
+        ModelConfig(name="tiny_test_net")
+    models.register_model("tiny_test_net")(models.small_cnn)
+    try:
+        assert ModelConfig(name="tiny_test_net").name == SoftmaxConfig(model="tiny_test_net").model == "tiny_test_net"
+    finally:
+        models.MODEL_REGISTRY.pop("tiny_test_net")
+    with pytest.raises(ConfigError, match="softmax.model: 'tiny_test_net' is not allowed"):
+        SoftmaxConfig(model="tiny_test_net")

@@ -193,11 +193,11 @@ def test_layout_map_check_catches_a_missing_module():
 
 
 def test_layout_map_lists_every_profile():
-    """The map's line for config.py names each profile of core.config.PROFILES (read from its source, so a new
+    """The map's line for profiles.py names each profile of core.profiles.PROFILES (read from its source, so a new
     profile must be added to the map)."""
-    table = re.search(r"^PROFILES = .*\((.*)\)\}", (PKG / "core" / "config.py").read_text(), re.M).group(1)
+    table = re.search(r"^PROFILES = .*\((.*)\)\}", (PKG / "core" / "profiles.py").read_text(), re.M).group(1)
     profiles = [name.strip().lower() for name in table.split(",")]
     assert "gpu" in profiles and len(profiles) >= 4
-    from_map = re.search(r"config\.py(.*?)\n    \w+\.py", LAYOUT_MAP.read_text(), re.S).group(1)
+    from_map = re.search(r"profiles\.py(.*?)\n    \w+\.py", LAYOUT_MAP.read_text(), re.S).group(1)
     missing = [name for name in profiles if not re.search(rf"\b{name}\b", from_map)]
-    assert not missing, f"docs/layout.md's config.py line does not list the profile(s): {', '.join(missing)}"
+    assert not missing, f"docs/layout.md's profiles.py line does not list the profile(s): {', '.join(missing)}"

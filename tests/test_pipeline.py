@@ -12,7 +12,7 @@ from genrobust.pipeline import classifiers, notebooks
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, notebook_profile, resolve_profile
 from genrobust.store import executors
 from genrobust.store.io import write_json
-from genrobust.training.loop import default_device
+from genrobust.core.device import default_device
 from genrobust.core.config import ConfigError, SlurmConfig, apply_overrides, get_profile
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,6 +13,9 @@ import torch
 from .attacks import AttackError
 
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+# AutoAttack's standard version (AutoAttack._set_version('standard')): the budgets' values, written only here; the
+# attack registry's budget defaults (genrobust.core.registry) read them.
+STANDARD_BUDGETS = {"apgd_iters": 100, "targets": 9, "fab_iters": 100, "square_queries": 5000}
 _AA_NORM = {"l2": "L2", "linf": "Linf"}
 
 
@@ -57,14 +60,16 @@ def _autoattack_warnings(sink: list):
 
 
 def autoattack(model, x: torch.Tensor, y: torch.Tensor, attack: str, *, eps: float, norm: str = "l2", seed: int = 0,
-               apgd_iters: int = 100, targets: int = 9, fab_iters: int = 100, square_queries: int = 5000,
+               apgd_iters: int = STANDARD_BUDGETS["apgd_iters"], targets: int = STANDARD_BUDGETS["targets"],
+               fab_iters: int = STANDARD_BUDGETS["fab_iters"],
+               square_queries: int = STANDARD_BUDGETS["square_queries"],
                batch_size: int = 250, warnings: Optional[list] = None) -> torch.Tensor:
     """One attack of AutoAttack's standard set ('apgd-ce', 'apgd-t', 'fab-t', 'square') through pyautoattack's
     ``run_standard_evaluation``; returns x_adv (N, 3, H, W) in [0, 1] (x itself where the attack failed).
 
     Standard settings (AutoAttack._set_version('standard')): one restart each, APGD with rho 0.75, FAB-T and APGD-T
     over the ``targets`` most likely wrong classes, Square with p_init 0.8. The budgets (iterations, targets,
-    queries) are arguments; the standard values are the defaults. AutoAttack seeds the global torch RNG, so it runs
+    queries) are arguments; the standard values (:data:`STANDARD_BUDGETS`) are the defaults. AutoAttack seeds the global torch RNG, so it runs
     inside ``torch.random.fork_rng`` (the caller's RNG state is untouched), with the model's parameters frozen.
     """
     # optional third-party package, imported where it is used (importing genrobust does not need it)

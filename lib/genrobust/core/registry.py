@@ -13,19 +13,39 @@ Two kinds of settings:
   version; a profile overrides them by name (``eval.budgets``, e.g. the cpu profile's APGD 50 iterations), and its
   key and record carry exactly its own budgets, so a change of one budget re-keys exactly the units it affects.
 
-Every entry's ``run`` has one signature: ``run(model, x, y, *, eps, norm, steps, step_size, restarts, seed,
-generator, budgets, warnings) -> x_adv`` with x, x_adv (N, 3, H, W) in [0, 1]; ``budgets`` is the attack's own
-{name: value} (empty for a PGD-style attack, whose settings are steps, step_size and restarts).
+Every entry's ``run`` has one signature: ``run(model, x, y, call) -> x_adv`` with x, x_adv (N, 3, H, W) in [0, 1]
+and ``call`` an :class:`AttackCall` (eps, norm, the PGD settings, seeds, the attack's own budgets, where its warnings
+go).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+import torch
 
 from .attacks import default_step_size, eq11_12_attack, multi_targeted, pgd_untargeted
-from .autoattack import AUTOATTACK_ATTACKS, autoattack
+from .autoattack import AUTOATTACK_ATTACKS, STANDARD_BUDGETS, autoattack
+from .cifar10 import NUM_CLASSES
 
 CLASSIFIER_KINDS = ("generative", "softmax")
+
+
+@dataclass(frozen=True)
+class AttackCall:
+    """What an entry's ``run`` is given beside the model and the batch: the threat model (eps in [0, 1] pixel units,
+    norm), a PGD-style attack's settings (steps, step_size: None = 2.5 * eps / steps, restarts), the seeds (``seed``
+    for an attack that seeds itself, ``generator`` for ours), the attack's own budgets ({name: value}; empty for a
+    PGD-style attack) and the list its own warnings are collected into (None: dropped)."""
+    eps: float
+    norm: str
+    steps: Optional[int] = None
+    step_size: Optional[float] = None
+    restarts: int = 1
+    seed: int = 0
+    generator: Optional[torch.Generator] = None
+    budgets: Mapping[str, int] = field(default_factory=dict)
+    warnings: Optional[list] = None
 
 
 @dataclass(frozen=True)
@@ -112,17 +132,17 @@ class AttackSpec:
 
 
 def _ours(fn) -> Callable:
-    def run(model, x, y, *, eps, norm, steps, step_size, restarts, seed, generator, budgets, warnings):
-        return fn(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size, random_start=restarts > 1,
-                  restarts=restarts, generator=generator)
+    def run(model, x, y, c: AttackCall):
+        return fn(model, x, y, eps=c.eps, norm=c.norm, steps=c.steps, step_size=c.step_size,
+                  random_start=c.restarts > 1, restarts=c.restarts, generator=c.generator)
     return run
 
 
 def _autoattack(name: str) -> Callable:
-    def run(model, x, y, *, eps, norm, steps, step_size, restarts, seed, generator, budgets, warnings):
+    def run(model, x, y, c: AttackCall):
         # only this attack's own budgets are passed; autoattack() runs this attack alone, the rest is unused
-        return autoattack(model, x, y, name, eps=eps, norm=norm, seed=seed, batch_size=len(x), warnings=warnings,
-                          **budgets)
+        return autoattack(model, x, y, name, eps=c.eps, norm=c.norm, seed=c.seed, batch_size=len(x),
+                          warnings=c.warnings, **c.budgets)
     return run
 
 
@@ -159,12 +179,15 @@ def unregister_attack(name: str) -> AttackSpec:
     return spec
 
 
-# AutoAttack's standard version (AutoAttack._set_version('standard')): its budgets' defaults.
-APGD_ITERS = Budget("apgd_iters", 100, "APGD-CE / APGD-T iterations (standard: 100)")
-TARGETS = Budget("targets", 9, "target classes of APGD-T and FAB-T, most likely first (standard: 9)", hi=9,
-                 scales=False)
-FAB_ITERS = Budget("fab_iters", 100, "FAB-T iterations (standard: 100)")
-SQUARE_QUERIES = Budget("square_queries", 5000, "Square queries (standard: 5000)")
+# AutoAttack's budgets, their defaults its standard version (genrobust.core.autoattack.STANDARD_BUDGETS). At most 9
+# targets: CIFAR-10's other classes.
+_STD = STANDARD_BUDGETS
+APGD_ITERS = Budget("apgd_iters", _STD["apgd_iters"], f"APGD-CE / APGD-T iterations (standard: {_STD['apgd_iters']})")
+TARGETS = Budget("targets", _STD["targets"], f"target classes of APGD-T and FAB-T, most likely first (standard: "
+                 f"{_STD['targets']})", hi=NUM_CLASSES - 1, scales=False)
+FAB_ITERS = Budget("fab_iters", _STD["fab_iters"], f"FAB-T iterations (standard: {_STD['fab_iters']})")
+SQUARE_QUERIES = Budget("square_queries", _STD["square_queries"],
+                        f"Square queries (standard: {_STD['square_queries']})")
 _AA_BUDGETS = {"apgd-ce": (APGD_ITERS,), "apgd-t": (APGD_ITERS, TARGETS), "fab-t": (FAB_ITERS, TARGETS),
                "square": (SQUARE_QUERIES,)}
 
@@ -270,7 +293,7 @@ register_budget(EvalBudget(
      ("strong_eps_more", ()), ("strong_attacks", ("apgd-ce", "apgd-t")),
      ("budgets", (("apgd_iters", 20), ("targets", 3))), ("masking_steps_factor", 2), ("masking_restarts", 2),
      ("batch_size", 50), ("shard_batches", 1), ("units_per_job", 1))))
-# cpu: the cpu profile's notebook 03 (its sizing: core/config.py's CPU profile).
+# cpu: the cpu profile's notebook 03 (its sizing: docs/profiles.md, 'cpu: evaluation').
 register_budget(EvalBudget(
     "cpu", "the cpu profile's notebook 03: the paper's attack over 6 eps on 1,000 images, AutoAttack (reduced: APGD "
            "50 it., 3 targets, FAB-T 50 it., Square 500) + multi-targeted on 250 at eps 0.25, 0.5, 1.0",

@@ -6,10 +6,14 @@ One d_k is the K = 1 case of K d_k scored at once on a K-model network (rows k *
 (K * n, 3, H, W) input scored by d_k, the layout of ``genrobust.training.fused.FusedBinaryModels`` and of
 :func:`genrobust.core.objectives.binary_loss`): every attack step is per example (eval mode, BN folded, per-row L2
 steps), so model k's scores are those of d_k alone, up to float rounding of the bigger kernels.
+
+Every public function takes the same keyword settings, the fields of :class:`ScoreSettings` (steps, step_size,
+batch_size, seed, device), and passes them on as one record.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -19,38 +23,39 @@ from .metrics import auroc
 from .objectives import d_score
 
 
-def _batched_scores(model, x, *, eps, steps, step_size, minimize, batch_size, generator, device):
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How d_k is scored: the adversarial scenario's L2 PGD (``steps``; ``step_size`` None: 2.5 * eps / steps), the
+    images per model per chunk (``batch_size``), the seed of each eps's attack generator and the device."""
+    steps: int = 10
+    step_size: Optional[float] = None
+    batch_size: int = 256
+    seed: int = 0
+    device: Union[str, torch.device] = "cpu"
+
+
+def _batched_scores(model, x, eps, minimize, generator, s: ScoreSettings):
     """x: (K, n, 3, H, W), model k's n images -> (K, n) float32 scores on the CPU, each image attacked (eps > 0)
-    against its own model; chunks of ``batch_size`` images per model, run as (K * b, 3, H, W) rows."""
+    against its own model; chunks of ``s.batch_size`` images per model, run as (K * b, 3, H, W) rows."""
     k, out = x.shape[0], []
-    for i in range(0, x.shape[1], batch_size):
-        xb = x[:, i:i + batch_size].to(device)
+    for i in range(0, x.shape[1], s.batch_size):
+        xb = x[:, i:i + s.batch_size].to(s.device)
         xb = xb.reshape(-1, *xb.shape[2:])  # (K, b, ...) -> (K * b, ...): a view for K = 1 and for contiguous x
         if eps > 0:
-            xb = pgd_score(model, d_score, xb, minimize=minimize, eps=eps, norm="l2", steps=steps,
-                           step_size=step_size, generator=generator)
+            xb = pgd_score(model, d_score, xb, minimize=minimize, eps=eps, norm="l2", steps=s.steps,
+                           step_size=s.step_size, generator=generator)
         with torch.no_grad():
             out.append(d_score(model, xb).float().cpu().view(k, -1))
     return torch.cat(out, dim=1) if out else torch.empty(k, 0)
 
 
-def _side_by_side(model, x_pos, x_neg, *, eps, steps, step_size, batch_size, generator, device):
+def _side_by_side(model, x_pos, x_neg, eps, generator, s: ScoreSettings):
     """(s_pos, s_neg), (K, n) each, of (K, n, 3, H, W) positives and negatives; each side attacked against itself
     (positives minimize d_k, negatives maximize it), positives first (the generator's order of draws)."""
     with eval_mode(model):
-        s_pos = _batched_scores(model, x_pos, eps=eps, steps=steps, step_size=step_size, minimize=True,
-                                batch_size=batch_size, generator=generator, device=device)
-        s_neg = _batched_scores(model, x_neg, eps=eps, steps=steps, step_size=step_size, minimize=False,
-                                batch_size=batch_size, generator=generator, device=device)
+        s_pos = _batched_scores(model, x_pos, eps, True, generator, s)
+        s_neg = _batched_scores(model, x_neg, eps, False, generator, s)
     return s_pos, s_neg
-
-
-def binary_scores(model, x_pos, x_neg, *, eps=0.0, steps=10, step_size=None, batch_size=256, generator=None,
-                  device="cpu"):
-    """d_k on positives and negatives (float images in [0, 1]); with eps > 0, each side attacked against itself."""
-    s_pos, s_neg = _side_by_side(model, x_pos.unsqueeze(0), x_neg.unsqueeze(0), eps=eps, steps=steps,
-                                 step_size=step_size, batch_size=batch_size, generator=generator, device=device)
-    return s_pos[0], s_neg[0]
 
 
 def _padded(xs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -62,48 +67,43 @@ def _padded(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([x if len(x) == n else torch.cat([x, x.new_zeros(n - len(x), *x.shape[1:])]) for x in xs])
 
 
-def binary_auroc_scores_k(model, x_pos: Sequence[torch.Tensor], x_neg: Sequence[torch.Tensor], eps_grid=(0.0,), *,
-                          steps=10, step_size=None, batch_size=256, seed=0,
-                          device="cpu") -> list[dict[float, tuple[torch.Tensor, torch.Tensor]]]:
+def binary_auroc_scores_k(model, x_pos: Sequence[torch.Tensor], x_neg: Sequence[torch.Tensor], eps_grid=(0.0,),
+                          **settings) -> list[dict[float, tuple[torch.Tensor, torch.Tensor]]]:
     """The scores of :func:`binary_auroc_scores` for K d_k at once on a K-model network ``model`` (module
     docstring): x_pos[k], x_neg[k] (n_k, 3, H, W) d_k's positives and negatives (n_k may differ per model, and per
     side). Per model k: {eps: (s_pos (n_pos_k,), s_neg (n_neg_k,))}. Each eps attacks with a generator seeded
     ``seed``, on one frozen copy with batch norm folded (genrobust.core.fold; the model's own layout) taken once;
-    ``batch_size`` images per model per chunk."""
+    ``batch_size`` images per model per chunk. ``settings``: the fields of :class:`ScoreSettings`."""
+    s = ScoreSettings(**settings)
     if len(x_pos) != len(x_neg):
         raise ValueError(f"one positive and one negative set per model: got {len(x_pos)} and {len(x_neg)}")
     work = folded_copy(model, channels_last=None)
     pos, neg = _padded(x_pos), _padded(x_neg)
     out = [{} for _ in x_pos]
     for eps in eps_grid:
-        g = torch.Generator().manual_seed(seed)
-        s_pos, s_neg = _side_by_side(work, pos, neg, eps=float(eps), steps=steps, step_size=step_size,
-                                     batch_size=batch_size, generator=g, device=device)
+        g = torch.Generator().manual_seed(s.seed)
+        s_pos, s_neg = _side_by_side(work, pos, neg, float(eps), g, s)
         for k, (p, q) in enumerate(zip(x_pos, x_neg)):
             out[k][float(eps)] = (s_pos[k, :len(p)], s_neg[k, :len(q)])
     return out
 
 
-def binary_auroc_scores(model, x_pos, x_neg, eps_grid=(0.0,), *, steps=10, step_size=None, batch_size=256, seed=0,
-                        device="cpu") -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+def binary_auroc_scores(model, x_pos, x_neg, eps_grid=(0.0,), **settings) -> dict[float, tuple[torch.Tensor,
+                                                                                                torch.Tensor]]:
     """The per-example scores behind :func:`binary_auroc`, with the same attacks and seeds:
     {eps: (s_pos (n_pos,), s_neg (n_neg,))}, so ``auroc(*scores[eps]) == binary_auroc(...)[eps]``. The attacks
     run on a frozen copy with batch norm folded (genrobust.core.fold; the model's own memory layout), taken once."""
-    return binary_auroc_scores_k(model, [x_pos], [x_neg], eps_grid, steps=steps, step_size=step_size,
-                                 batch_size=batch_size, seed=seed, device=device)[0]
+    return binary_auroc_scores_k(model, [x_pos], [x_neg], eps_grid, **settings)[0]
 
 
-def binary_auroc_k(model, x_pos: Sequence[torch.Tensor], x_neg: Sequence[torch.Tensor], eps_grid=(0.0,), *,
-                   steps=10, step_size=None, batch_size=256, seed=0, device="cpu") -> list[dict[float, float]]:
+def binary_auroc_k(model, x_pos: Sequence[torch.Tensor], x_neg: Sequence[torch.Tensor], eps_grid=(0.0,),
+                   **settings) -> list[dict[float, float]]:
     """AUROC of each of the K d_k of a K-model network for each eps in eps_grid, in one pass per eps and side
     (:func:`binary_auroc_scores_k`): per model k, {eps: AUROC of x_pos[k] vs x_neg[k]}."""
-    scores = binary_auroc_scores_k(model, x_pos, x_neg, eps_grid, steps=steps, step_size=step_size,
-                                   batch_size=batch_size, seed=seed, device=device)
+    scores = binary_auroc_scores_k(model, x_pos, x_neg, eps_grid, **settings)
     return [{eps: auroc(s_pos, s_neg) for eps, (s_pos, s_neg) in per.items()} for per in scores]
 
 
-def binary_auroc(model, x_pos, x_neg, eps_grid=(0.0,), *, steps=10, step_size=None, batch_size=256, seed=0,
-                 device="cpu") -> dict[float, float]:
+def binary_auroc(model, x_pos, x_neg, eps_grid=(0.0,), **settings) -> dict[float, float]:
     """AUROC of d_k for each eps in eps_grid (eps 0 = normal scenario, eps > 0 = adversarial scenario)."""
-    return binary_auroc_k(model, [x_pos], [x_neg], eps_grid, steps=steps, step_size=step_size,
-                          batch_size=batch_size, seed=seed, device=device)[0]
+    return binary_auroc_k(model, [x_pos], [x_neg], eps_grid, **settings)[0]

@@ -111,6 +111,14 @@ def upgrade_eval(values: dict, budgets=()) -> dict:
     return out
 
 
+def retired_budget_field(key: str, value) -> Optional[str]:
+    """The error for an eval.aa_* key given to ``replace`` (apply_overrides translates them itself)."""
+    if key not in AA_BUDGET_FIELDS:
+        return None
+    return (f"eval.{key} is now a budget of the attacks that use it: set eval.budgets, e.g. "
+            f"[['{AA_BUDGET_FIELDS[key]}', {value!r}]] (apply_overrides translates eval.aa_* itself)")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Unit keys (genrobust.store.units): before the attacks owned their budgets, each AutoAttack unit was keyed by all
 # four of AutoAttack's budgets. The computation is the same (autoattack() runs one attack; the others' budgets are

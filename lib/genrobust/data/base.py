@@ -11,14 +11,10 @@ from typing import Any
 import torch
 
 # The allowed values live with the config that validates them (one owner).
+from ..core.cifar10 import CLASSES, NUM_CLASSES  # noqa: F401 (re-exported)
 from ..core.config import AUGMENTATIONS  # noqa: F401 (re-exported)
 from ..core.config import DATA_SOURCES as SOURCES  # noqa: F401
 from ..store.io import sha256_file  # noqa: F401 (re-exported: the data loaders hash their files)
-
-CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)
-NUM_CLASSES = 10
 
 IMAGE_SIZE = 32
 SPLITS = ("train", "test")

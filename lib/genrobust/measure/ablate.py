@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..core.config import Profile, SlurmConfig, from_dict, to_dict
+from ..core.device import default_device
 from ..core.metrics import auroc
 from ..core.scoring import binary_auroc_scores
 from ..data.batches import to_float
@@ -32,7 +33,6 @@ from ..store.io import read_json, write_json
 from ..store.paths import runs_dir
 from ..store.provenance import provenance
 from ..training.binary import train_binary
-from ..training.loop import default_device
 from .ablation_claims import Comparison, compare, comparisons, evaluate_claims, seeds_label
 from .ablation_cost import estimate_runtime, job_cost_units, relative_cost
 from .ablation_points import (AUGMENTATION_NAMES, FIGURES, METRICS, OBJECTIVE_NAMES, RESNET18_NAMES, Point,

@@ -26,7 +26,7 @@ from ..core.config import EvalConfig, budget_values
 from ..core.fold import folded_copy
 from ..core.metrics import mcnemar, wilson_interval
 from ..core.models import GenerativeClassifier
-from ..core.registry import ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, attack_spec
+from ..core.registry import ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, AttackCall, attack_spec
 from ..core.upgrade import unit_key_before_budgets
 from ..data.batches import to_float
 from ..store.checkpoints import load_classifier
@@ -107,9 +107,9 @@ def run_attack(model, x: torch.Tensor, y: torch.Tensor, run: AttackRun, *, ecfg:
     objectives touch; an attack with budgets (AutoAttack's) gets ``run.budgets``."""
     if run.attack not in ATTACKS:
         raise EvaluationError(f"unknown attack {run.attack!r}; choose one of {list(ATTACKS)}")
-    return ATTACKS[run.attack].run(model, x, y, eps=run.eps, norm=ecfg.norm, steps=run.steps,
-                                   step_size=run.step_size, restarts=run.restarts, seed=run.seed,
-                                   generator=generator, budgets=dict(run.budgets), warnings=warnings)
+    call = AttackCall(eps=run.eps, norm=ecfg.norm, steps=run.steps, step_size=run.step_size, restarts=run.restarts,
+                      seed=run.seed, generator=generator, budgets=dict(run.budgets), warnings=warnings)
+    return ATTACKS[run.attack].run(model, x, y, call)
 
 
 def _check_perturbation(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str, attack: str) -> float:

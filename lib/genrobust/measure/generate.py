@@ -43,10 +43,10 @@ from tqdm.auto import tqdm
 
 from ..core import paper
 from ..core.attacks import eval_mode, pgd_score, pgd_targeted
+from ..core.cifar10 import NUM_CLASSES
 from ..core.config import GenConfig
 from ..core.fold import folded_copy
 from ..core.models import GenerativeClassifier
-from ..data.base import NUM_CLASSES
 from ..data.batches import to_float
 from ..store.units import UnitStore
 from . import fid as gfid

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..core.config import Profile, SlurmConfig, from_dict, to_dict
+from ..core.device import default_device
 from ..measure.record import records as eval_records
 from ..store.checkpoints import load_classifier
 from ..store.executors import RunError, call, configure_threads, run_jobs
@@ -21,7 +22,6 @@ from ..store.runs import (binary_result, binary_run_config, classifier_path, run
 from ..training.binary import train_binaries_fused, train_binary
 from ..training.calibrate import calibrate
 from ..training.fused import choose_training_path
-from ..training.loop import default_device
 from ..training.softmax import train_softmax
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..core.config import EvalConfig, Profile, SlurmConfig, from_dict, to_dict
+from ..core.device import default_device
 from ..core.registry import attack_spec
 from ..data.splits import Prepared, prepare_data
 from ..measure.accuracy import (AttackRun, UnitContext, attack_unit, evaluate_classifier, evaluation_set, plan_runs,
@@ -31,7 +32,6 @@ from ..store.checkpoints import load_classifier, weights_digest
 from ..store.executors import configure_threads, run_jobs
 from ..store.paths import runs_dir
 from ..store.units import UnitStore
-from ..training.loop import default_device
 
 
 def eval_set_identity(data: Prepared, ecfg: EvalConfig) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..core.config import ConfigError, Profile, SlurmConfig, config_hash, from_dict, to_dict
+from ..core.device import default_device
 from ..core.fold import folded_copy
 from ..data.splits import Prepared, prepare_data
 from ..measure import fid as gfid
@@ -30,7 +31,6 @@ from ..store.io import ResultsError, load_torch, read_json, save_torch, sha256_f
 from ..store.paths import runs_dir
 from ..store.provenance import provenance
 from ..store.units import UnitStore
-from ..training.loop import default_device
 
 
 def generation_units(paths: dict[str, str], data: Prepared) -> GenUnits:

@@ -41,7 +41,9 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from ..core.cifar10 import NUM_CLASSES
 from ..core.config import Profile, config_hash, from_dict, replace, to_dict
+from ..core.device import default_device
 from ..core.metrics import mcnemar, paired_increase, wilson_interval
 from ..core.models import CIFAR10_MEAN, CIFAR10_STD, ModelError
 from ..core.registry import EVAL_BUDGETS, attack_spec
@@ -56,14 +58,12 @@ from ..store.io import write_json
 from ..store.paths import checkout_of, output_root, outputs_under, runs_dir
 from ..store.provenance import provenance
 from ..store.units import UnitStore
-from ..training.loop import default_device
 from .classifiers import ensure_classifiers
 from .evaluation import (ClassifierPlan, classifier_plan, compute_units, describe, eval_set_identity,
                          finish_evaluation, plan_evaluation, slots_of)
 from .params import EVALUATE_PARAMETERS, resolve_profile
 
 OWN_SCHEMA = 2
-NUM_CLASSES = 10
 PROBE_IMAGES = 200    # images of the input-range check (and of the contract checks)
 RANGE_ALPHA = 0.01    # family-wise level of the input-range check (Holm over the three other conventions)
 STEP_PROBE_BATCH = 16  # images of the timed forward+backward pass of the cost estimate

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..core.registry import ATTACK_LABELS  # noqa: E402
+from ..core.registry import ATTACK_LABELS, ATTACKS  # noqa: E402
 from ..measure.accuracy import accuracy_rows  # noqa: E402
 from ..store.io import atomic_path  # noqa: E402
 
@@ -143,7 +143,8 @@ def accuracy_vs_eps(records: dict, reference: dict | None = None, path=None):
     df = pd.DataFrame(accuracy_rows(records))
     kinds = list(records)
     palette = dict(zip(kinds, sns.color_palette(n_colors=max(2, len(kinds)))))
-    markers = dict(zip(sorted(set(df.attack) - {"clean", "worst", "pgd", "eq11_12"}), "osDv^P<>"))
+    # one open marker per stronger attack of the registry that ran (the paper's attacks are the lines)
+    markers = dict(zip(sorted(a for a in set(df.attack) if a in ATTACKS and ATTACKS[a].strong), "osDv^P<>"))
     fig, ax = plt.subplots(figsize=(8.2, 4.6))
     for kind in kinds:
         d, c = df[df.classifier == kind], palette[kind]

@@ -12,11 +12,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ..core.cifar10 import NUM_CLASSES
 from ..core.config import Profile, config_hash, to_dict
 from .io import read_json
 from .paths import runs_dir
-
-NUM_CLASSES = 10
 
 
 def binary_run_config(profile: Profile, k: int) -> dict:
@@ -58,7 +57,3 @@ def softmax_result(profile: Profile) -> dict | None:
 def classifier_path(profile: Profile) -> Path:
     """The calibrated generative classifier's checkpoint (notebook 02 / genrobust.training.calibrate writes it)."""
     return run_dir_for(classifier_run_config(profile)) / "classifier.pt"
-
-
-def calibration_record(profile: Profile) -> dict:
-    return read_json(classifier_path(profile).with_name("calibration.json"))

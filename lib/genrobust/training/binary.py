@@ -11,12 +11,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.config import Profile, TrainConfig, to_dict
+from ..core.device import default_device
 from ..data.base import CLASSES
 from ..data.batches import DEVICE_AUGMENTATIONS, BinaryBatches, DeviceBinaryBatches, augmented, to_float
 from ..data.splits import Prepared, prepare_data
 from ..store.io import read_json
 from ..store.runs import binary_result, binary_run_config, run_dir_for
-from .loop import Engine, Run, default_device, engine_for, fit, open_run, seeded_model, select_split
+from .loop import Engine, Run, engine_for, fit, open_run, seeded_model, select_split
 from .steppers import BinarySelection, BinaryStepper
 
 

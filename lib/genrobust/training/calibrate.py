@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..core.cifar10 import NUM_CLASSES
 from ..core.config import Profile, to_dict
 from ..core.models import GenerativeClassifier
-from ..data.base import NUM_CLASSES
 from ..data.batches import to_float
 from ..data.splits import Prepared, prepare_data, subset_per_class
 from ..store.checkpoints import load_model, save_checkpoint, weights_digest

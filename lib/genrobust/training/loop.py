@@ -38,10 +38,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Engine settings: how a step runs on its device (genrobust.core.config.EngineConfig; never part of a run key)
 @dataclass(frozen=True)

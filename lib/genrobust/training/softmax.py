@@ -9,6 +9,7 @@ import torch
 from ..core.attacks import pgd_untargeted
 from ..core.fold import folded_copy
 from ..core.config import Profile
+from ..core.device import default_device
 from ..core.models import count_parameters, create_model
 from ..data.batches import to_float
 from ..data.splits import Prepared, prepare_data
@@ -16,7 +17,7 @@ from ..store.checkpoints import robustness_state_dict, save_checkpoint
 from ..store.io import read_json, write_json
 from ..store.provenance import provenance
 from ..store.runs import run_dir_for, softmax_run_config
-from .loop import default_device, engine_for, fit, open_run, seeded_model, select_split
+from .loop import engine_for, fit, open_run, seeded_model, select_split
 from .steppers import SoftmaxStepper
 
 
