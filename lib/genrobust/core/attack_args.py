@@ -104,6 +104,8 @@ def _check_generator(generator, x: torch.Tensor) -> torch.Generator:
     return generator
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The validated settings, their defaults, and the common start of the label-driven attacks.
 @dataclass(frozen=True)
 class PGDSettings:
     """Validated PGD settings shared by all attacks."""
@@ -119,7 +121,8 @@ class PGDSettings:
 
 
 def pgd_settings(x, *, eps, norm, steps, step_size, random_start, restarts, generator, batch_size,
-              check_values=True) -> PGDSettings:
+                 check_values=True) -> PGDSettings:
+    """The common keyword arguments (module docstring of genrobust.core.attacks), checked, with step_size's default."""
     eps = check_eps(eps)
     norm = check_norm(norm)
     random_start = check_flag("random_start", random_start)

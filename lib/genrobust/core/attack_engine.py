@@ -145,7 +145,7 @@ def maximize(model: nn.Module, score: ScoreFn, x: torch.Tensor, *, eps: float, n
     check_grad_mode()
     x = check_x(x, values=check_flag("check_values", check_values))
     cfg = pgd_settings(x, eps=eps, norm=norm, steps=steps, step_size=step_size, random_start=random_start,
-                    restarts=restarts, generator=generator, batch_size=batch_size, check_values=check_values)
+                       restarts=restarts, generator=generator, batch_size=batch_size, check_values=check_values)
     if not callable(score):
         raise AttackError(f"score must be a callable score(model, x_adv) -> (N,), got {type(score).__name__}")
     if select is not None and not callable(select):
