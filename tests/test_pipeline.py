@@ -10,7 +10,7 @@ import pytest
 from genrobust.cli import build_parser, main
 from genrobust.pipeline import classifiers, notebooks
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, notebook_profile, resolve_profile
-from genrobust.store import executors
+from genrobust.store import executors, inflight, slurm
 from genrobust.store.io import write_json
 from genrobust.core.device import default_device
 from genrobust.core.config import ConfigError, SlurmConfig, apply_overrides, get_profile
@@ -61,17 +61,17 @@ def test_failed_job_is_reported(tmp_runs):
 
 def test_slurm_parameters_build_a_valid_submission(tmp_path):
     cfg = SlurmConfig(partition="gpu", gpus=1, time_min=600, cpus=8, mem_gb=32)
-    params = executors.slurm_parameters(cfg)
-    text = executors.sbatch_script(params, tmp_path)
+    params = slurm.slurm_parameters(cfg)
+    text = slurm.sbatch_script(params, tmp_path)
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=600",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --job-name=genrobust", "#SBATCH --mem=32GB"):
         assert line in text, line
     with pytest.raises(ConfigError, match="unknown parameter"):
-        executors.sbatch_script({**params, "slurm_gpus_per_nod": 2}, tmp_path)
+        slurm.sbatch_script({**params, "slurm_gpus_per_nod": 2}, tmp_path)
     with pytest.raises(ConfigError, match="slurm.gpus"):
         SlurmConfig(gpus=-1)
     # the default fits a small node: no GPU (no gres asked at all), 1 CPU, 2 GB
-    small = executors.sbatch_script(executors.slurm_parameters(get_profile("smoke").slurm), tmp_path)
+    small = slurm.sbatch_script(slurm.slurm_parameters(get_profile("smoke").slurm), tmp_path)
     assert "gpus" not in small and "#SBATCH --cpus-per-task=1" in small and "#SBATCH --mem=2GB" in small
 
 
@@ -180,18 +180,18 @@ SINFO_GPU = "g1|32|256000|gpu:a100:4(S:0-1)|gpu|3-00:00:00\ng1|32|256000|gpu:a10
 
 
 def test_a_request_the_cluster_cannot_satisfy_is_refused_in_one_line():
-    executors.check_fits(SlurmConfig(), SINFO_SMALL)  # the defaults fit a small node
-    executors.check_fits(get_profile("paper").slurm, SINFO_GPU.replace("debug*", "debug").replace("|gpu|", "|gpu*|"))
+    slurm.check_fits(SlurmConfig(), SINFO_SMALL)  # the defaults fit a small node
+    slurm.check_fits(get_profile("paper").slurm, SINFO_GPU.replace("debug*", "debug").replace("|gpu|", "|gpu*|"))
     for cfg, option in ((SlurmConfig(mem_gb=32), "--mem"), (SlurmConfig(cpus=8), "--cpus"),
                         (SlurmConfig(gpus=1), "--gpus")):
         with pytest.raises(ConfigError, match=f"no node in partition 'debug' .* lower {option} ") as e:
-            executors.check_fits(cfg, SINFO_SMALL)
+            slurm.check_fits(cfg, SINFO_SMALL)
         assert "\n" not in str(e.value) and "nothing was submitted" in str(e.value)
     with pytest.raises(ConfigError, match="allows at most 60 min per job"):  # the default partition's limit
-        executors.check_fits(SlurmConfig(gpus=1, time_min=120), SINFO_GPU)
-    executors.check_fits(SlurmConfig(gpus=4, partition="gpu", time_min=4320), SINFO_GPU)
+        slurm.check_fits(SlurmConfig(gpus=1, time_min=120), SINFO_GPU)
+    slurm.check_fits(SlurmConfig(gpus=4, partition="gpu", time_min=4320), SINFO_GPU)
     with pytest.raises(ConfigError, match="no partition 'a100'"):
-        executors.check_fits(SlurmConfig(partition="a100"), SINFO_GPU)
+        slurm.check_fits(SlurmConfig(partition="a100"), SINFO_GPU)
 
 
 def test_cli_resource_options_override_the_profile(tmp_runs, capsys):
@@ -210,14 +210,14 @@ def test_a_live_in_flight_record_is_not_submitted_twice(tmp_runs):
     while b"submitit" not in cmdline.read_bytes():  # between fork and exec it still shows pytest's
         time.sleep(0.01)
     try:
-        write_json(run_dir / executors.INFLIGHT, {"executor": "local", "job_id": str(job.pid),
+        write_json(run_dir / inflight.INFLIGHT, {"executor": "local", "job_id": str(job.pid),
                                                             "host": socket.gethostname(), "log": "x.err"})
         with pytest.raises(executors.RunError, match=r"abc has a job in flight \(local job"):
-            executors.in_flight([[run_dir]], "local")
+            inflight.in_flight([[run_dir]], "local")
     finally:
         job.kill()
         job.wait()
-    assert executors.in_flight([[run_dir]], "local") == {}  # its job ended: stale, overwritten at submission
+    assert inflight.in_flight([[run_dir]], "local") == {}  # its job ended: stale, overwritten at submission
 
 
 RESOURCE_OPTIONS = ("--partition", "--gpus", "--cpus", "--mem", "--time")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from genrobust.store.executors import INFLIGHT, queue_states
+from genrobust.store.inflight import INFLIGHT
+from genrobust.store.slurm import queue_states
 
 pytestmark = pytest.mark.slow
 

@@ -38,9 +38,10 @@ from .reporting.report import build, write_report
 from .reporting.own_table import FORMATS, render
 from .reporting.tables import accuracy_table, checks_table
 from .store.checkpoints import load_classifier
-from .store.executors import RunError, configure_threads, sbatch_script, slurm_parameters
+from .store.executors import RunError, configure_threads
 from .store.io import ResultsError, write_json
 from .store.paths import results_dir, runs_dir
+from .store.slurm import sbatch_script, slurm_parameters
 
 
 # What `reproduce --from-released` runs: the notebooks that only evaluate models (05 trains its own ablations).
