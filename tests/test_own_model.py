@@ -19,8 +19,8 @@ from genrobust.core.models import ModelError
 from genrobust.core.registry import ATTACKS, BUDGETS, EVAL_BUDGETS, AttackSpec, attack_spec
 from genrobust.data.splits import prepare_data
 from genrobust.measure.accuracy import AttackRun, evaluation_set
-from genrobust.pipeline.own_model import (assign, check_model, describe_model, import_model,
-                                          seconds_per_image_step, to_range)
+from genrobust.pipeline.own_checks import check_model, describe_model, import_model, to_range
+from genrobust.pipeline.own_cost import assign, seconds_per_image_step
 from genrobust.pipeline.params import MEASUREMENT_FIELDS, apply_budget, resolve_profile
 from genrobust.reporting.own_table import latex_table
 from genrobust.store.checkpoints import state_digest

@@ -18,10 +18,11 @@ from genrobust.core.models import CIFAR10_MEAN, CIFAR10_STD, ModelError, create_
 from genrobust.measure import accuracy as E
 from genrobust.measure.record import EvalRecord
 from conftest import smoke_classifiers
-from genrobust.pipeline import own_model
+from genrobust.pipeline import own_checks, own_units
 from genrobust.pipeline.classifiers import ensure_classifiers, release
-from genrobust.pipeline.own_model import (INPUT_RANGES, PROBE_IMAGES, InputRange, WallLedger, check_model,
-                                          evaluate_model, import_model)
+from genrobust.pipeline.own_checks import INPUT_RANGES, PROBE_IMAGES, InputRange, check_model, import_model
+from genrobust.pipeline.own_cost import WallLedger
+from genrobust.pipeline.own_model import evaluate_model
 from genrobust.reporting.own_table import own_model_table, render
 from genrobust.store.checkpoints import load_classifier, read_checkpoint, weights_digest
 from genrobust.store.executors import RunError
@@ -300,9 +301,9 @@ def test_workers_fan_the_units_out_and_give_the_same_flags(fresh_clone, tmp_path
         evaluate_model(rnd, "smoke", budget="quick", parameters=QUICK_SMALL, compare=False, workers=2,
                        out_dir=tmp_path / "rnd", progress=False, echo=lambda s: None)
     assert "\n" not in str(e.value)
-    first = own_model.classifier_id(own_model.build_model(rnd, "0-1", "cpu")[1])
+    first = own_checks.classifier_id(own_checks.build_model(rnd, "0-1", "cpu")[1])
     with pytest.raises(RunError, match="digest"):
-        own_model._own_units_job(to_dict(get_profile("smoke")), rnd, "0-1", first, [])
+        own_units._own_units_job(to_dict(get_profile("smoke")), rnd, "0-1", first, [])
 
 
 class _Killed(Exception):
@@ -313,7 +314,7 @@ class _Killed(Exception):
 def test_wall_time_adds_up_across_a_resume(fresh_clone, tmp_path, monkeypatch):
     """An evaluation stopped after its first unit (as by kill -9: the ledger is not closed) and run again: the
     second leg computes only the rest, and the record's wall time is both legs."""
-    spec, real = _ours_factory(tmp_path, fresh_clone / "softmax.safetensors"), own_model.compute_units
+    spec, real = _ours_factory(tmp_path, fresh_clone / "softmax.safetensors"), own_units.compute_units
 
     def first_unit_then_die(work, x, y, clean, ctx, kind, units, ecfg):
         real(work, x, y, clean, ctx, kind, units[:1], ecfg)
@@ -322,10 +323,10 @@ def test_wall_time_adds_up_across_a_resume(fresh_clone, tmp_path, monkeypatch):
 
     kw = dict(budget="quick", parameters=QUICK_SMALL, compare=False, workers=1, out_dir=tmp_path, progress=False,
               echo=lambda s: None)
-    monkeypatch.setattr(own_model, "compute_units", first_unit_then_die)
+    monkeypatch.setattr(own_units, "compute_units", first_unit_then_die)
     with pytest.raises(_Killed):
         evaluate_model(spec, "smoke", **kw)
-    monkeypatch.setattr(own_model, "compute_units", real)
+    monkeypatch.setattr(own_units, "compute_units", real)
     ledger = next((tmp_path / "runs" / "eval").glob("*/wall-*.json"))
     first = read_json(ledger)["legs"][0]["seconds"]
     assert first >= 0.5

@@ -29,7 +29,8 @@ from .measure.checks import masking_checks
 from .pipeline.classifiers import ensure_classifiers, train_all
 from .pipeline.evaluation import evaluate
 from .pipeline.notebooks import REPORT_NOTEBOOK, execute_notebook, notebook_path, reproduce
-from .pipeline.own_model import INPUT_RANGES, evaluate_model
+from .pipeline.own_checks import INPUT_RANGES
+from .pipeline.own_model import evaluate_model
 from .pipeline.params import EVALUATE_PARAMETERS, TRAIN_PARAMETERS, resolve_profile
 from .reporting.changes import write_changes
 from .reporting.metrics_files import write_verdicts
