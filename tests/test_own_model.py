@@ -21,6 +21,7 @@ from genrobust.data.splits import prepare_data
 from genrobust.measure.accuracy import AttackRun, evaluation_set
 from genrobust.pipeline.own_checks import check_model, describe_model, import_model, to_range
 from genrobust.pipeline.own_cost import assign, seconds_per_image_step
+from genrobust.pipeline.own_model import EvaluateOptions, evaluate_model
 from genrobust.pipeline.params import MEASUREMENT_FIELDS, apply_budget, resolve_profile
 from genrobust.reporting.own_table import latex_table
 from genrobust.store.checkpoints import state_digest
@@ -112,6 +113,19 @@ def test_the_model_is_described_by_itself():
     d = describe_model(m, "pkg:build")
     assert d == {"name": "pkg:build", "class": "torch.nn.modules.linear.Linear", "parameters": 10,
                  "weights_digest": state_digest(m.state_dict()), "input_range": "0-1"}
+
+
+def test_evaluate_model_takes_the_fields_of_evaluate_options_and_refuses_others():
+    """A misspelt keyword is refused in one line naming it and the options, before any work; a real one passes
+    that check (negative control: the next check, on the model, is what refuses it)."""
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['budgte'\].*budget, parameters, name") as e:
+        evaluate_model(torch.nn.Linear(4, 2), "smoke", budgte="quick")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ModelError, match="needs a torch.nn.Module"):
+        evaluate_model(42, "smoke", budget="quick", workers=1, echo=lambda s: None)
+    assert {f.name for f in dataclasses.fields(EvaluateOptions)} >= {
+        "budget", "parameters", "compare", "from_released", "out", "out_dir", "workers", "assume_input_range",
+        "progress", "echo"}  # the keywords `genrobust evaluate --model` passes (cli._evaluate_own_model)
 
 
 # ---------------------------------------------------------------------------------------------------------------

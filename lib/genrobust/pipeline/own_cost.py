@@ -90,7 +90,6 @@ def _duration(s: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------------------------------
 # Wall time across resumes, and the progress bar
 class WallLedger:
     """The legs of one evaluation (runs/eval/<classifier>/wall-<key hash>.json): each run of the command appends
