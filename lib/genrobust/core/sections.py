@@ -300,7 +300,7 @@ class AblationConfig(Config):
 class SlurmConfig(Config):
     """Resources of one job on SLURM (executor 'slurm'); ``genrobust train/evaluate`` options --partition, --gpus,
     --cpus, --mem and --time override them. The defaults fit a small node (1 CPU, 2 GB, no GPU); before anything is
-    submitted, ``sinfo`` is asked whether some node can satisfy them (genrobust.store.executors.check_fits). Not part
+    submitted, ``sinfo`` is asked whether some node can satisfy them (genrobust.store.slurm.check_fits). Not part
     of any run's key."""
     partition: Optional[str] = _f(None, doc="None: the cluster's default partition")
     gpus: int = _f(0, lo=0, doc="GPUs per job")
