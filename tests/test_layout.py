@@ -8,6 +8,7 @@ top (they re-export for notebooks).
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -201,3 +202,26 @@ def test_layout_map_lists_every_profile():
     from_map = re.search(r"profiles\.py(.*?)\n    \w+\.py", LAYOUT_MAP.read_text(), re.S).group(1)
     missing = [name for name in profiles if not re.search(rf"\b{name}\b", from_map)]
     assert not missing, f"docs/layout.md's profiles.py line does not list the profile(s): {', '.join(missing)}"
+
+
+def _layout_map_tool():
+    spec = importlib.util.spec_from_file_location("layout_map", PKG.parents[1] / "tools" / "layout_map.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_layout_map_is_what_the_docstrings_say():
+    """docs/layout.md's map of the package is generated from the docstrings (tools/layout_map.py): each module's
+    line is the first paragraph of its docstring, so the map says what the module says of itself."""
+    diff = _layout_map_tool().differences(LAYOUT_MAP.read_text())
+    assert not diff, "\n".join(diff[:5]) + "\nrun `make layout` (python tools/layout_map.py)"
+
+
+def test_layout_map_check_catches_a_wrong_description():
+    # negative control: store.io's line given fid's description (a wrong map) is reported, naming the line
+    text = LAYOUT_MAP.read_text()
+    line = next(l for l in text.splitlines() if l.startswith("    io.py"))
+    wrong = text.replace(line, "    io.py          FID with pytorch-fid's InceptionV3.", 1)
+    diff = _layout_map_tool().differences(wrong)
+    assert diff and "io.py" in diff[0] and "FID" in diff[0]

@@ -1,3 +1,5 @@
+"""`python -m genrobust`, the same command.
+"""
 import sys
 
 from .cli import main

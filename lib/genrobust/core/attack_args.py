@@ -1,4 +1,7 @@
-"""The attacks' arguments, checked once: one-line AttackErrors naming the parameter, the validated PGD settings
+"""The attacks' arguments, checked once: one-line AttackErrors, the validated PGD settings with their defaults, the
+common start of every label-driven attack.
+
+The attacks' arguments, checked once: one-line AttackErrors naming the parameter, the validated PGD settings
 (eps, norm, steps, step size, restarts, generator, chunking) with their defaults, and the common start of every
 label-driven attack.
 

@@ -1,4 +1,7 @@
-"""The PGD engine every attack runs on: ascent of a per-example objective in the eps-ball with restarts and
+"""The PGD engine: ascent of a per-example objective with restarts and per-example selection (maximize, pgd_score);
+the model-state guards (eval_mode, frozen_state, global RNG restored)
+
+The PGD engine every attack runs on: ascent of a per-example objective in the eps-ball with restarts and
 per-example selection (:func:`maximize`, :func:`pgd_score`), and the model-state guards around it (eval_mode,
 frozen buffers, the global RNG restored).
 

@@ -1,4 +1,7 @@
-"""White-box PGD attacks on [0, 1] images, including the paper's adaptive attack on the generative classifier: the
+"""The white-box attacks' public surface (the names of the six attack_* modules below, re-exported) and the contract
+every attack keeps: pure functions on [0, 1] images.
+
+White-box PGD attacks on [0, 1] images, including the paper's adaptive attack on the generative classifier: the
 public surface of six modules, one job each, and the contract every attack keeps (callers write
 ``from genrobust.core.attacks import pgd_untargeted``).
 

@@ -1,4 +1,6 @@
-"""AutoAttack's standard attacks (APGD-CE, APGD-T, FAB-T, Square; Croce & Hein 2020) through pyautoattack, as pure
+"""AutoAttack's standard attacks (pyautoattack) as pure functions, their own warnings collected.
+
+AutoAttack's standard attacks (APGD-CE, APGD-T, FAB-T, Square; Croce & Hein 2020) through pyautoattack, as pure
 functions on [0, 1] images: the model is never changed (parameters frozen inside, the global RNG forked) and
 AutoAttack's own sanity-check warnings are collected instead of printed.
 """

@@ -1,4 +1,6 @@
-"""The named profiles, as data: ``paper`` (Section 3.1's values), ``cpu`` (real CIFAR-10 on 2 CPU cores), ``gpu``
+"""The named presets as data tables: smoke / cpu / gpu / paper (why each size: docs/profiles.md)
+
+The named profiles, as data: ``paper`` (Section 3.1's values), ``cpu`` (real CIFAR-10 on 2 CPU cores), ``gpu``
 (the paper's d_k on one GPU in minutes) and ``smoke`` (synthetic data, every code path in seconds), each a frozen
 :class:`~genrobust.core.sections.Profile` built from the config sections; :func:`get_profile` picks one by name.
 

@@ -1,4 +1,9 @@
-"""The attack registry (timm-style): every attack an evaluation can run, by name, with its label, the function that
+"""The attack registry: name -> function, label, classifiers it applies to, white/black box, and what the attack owns:
+its budgets, its settings in unit keys and records, how 'more steps' and the cost probe scale it, its passes per
+attacked image; config's attack choices and budget names are read from it; the named evaluation budgets (quick / cpu /
+standard, `--budget`)
+
+The attack registry (timm-style): every attack an evaluation can run, by name, with its label, the function that
 runs it, which classifiers it applies to, what kind of evidence it gives, and what it owns: its budgets, the
 settings that go into its work units' keys and its records, and how the masking check 'more steps' (and the cost
 estimate's probe) scale it. Planning (which runs an evaluation makes), unit keys, records, labels, tables, figures,

@@ -1,4 +1,7 @@
-"""The config mechanism: how a frozen dataclass becomes a validated config. ``setting(...)`` declares a field with
+"""The config mechanism: fields with their allowed values, type and range checks on construction (ConfigError: one
+line naming the key), replace, config_hash.
+
+The config mechanism: how a frozen dataclass becomes a validated config. ``setting(...)`` declares a field with
 its allowed values (choices, bounds); :class:`Config` checks every field's type and values on construction (and
 then the class's own cross-field ``validate``); :func:`replace` changes fields by name; :func:`config_hash` names
 a config by its content. Knows no section and no profile (genrobust.core.sections, genrobust.core.profiles).

@@ -1,4 +1,7 @@
-"""AUROC of binary models d_k (Section 3.4): the normal scenario (clean class-k test images vs clean
+"""d_k's AUROC, clean and under attack (Section 3.4; training's selection and the ablations); one d_k, or the K d_k of
+a K-model network in one pass (K = 1 is the one-d_k path); ScoreSettings.
+
+AUROC of binary models d_k (Section 3.4): the normal scenario (clean class-k test images vs clean
 other-class images) and the adversarial scenario (positives perturbed to *minimize* d_k, negatives to *maximize*
 it, L2 PGD within eps). Training's model selection and the ablations (Figs. 5-8) both score d_k this way.
 

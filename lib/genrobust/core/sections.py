@@ -1,4 +1,8 @@
-"""The config sections: one frozen dataclass per concern (data, model, train, softmax, calib, engine, eval, gen,
+"""The config sections, one frozen dataclass per concern (data, model, train, softmax, calib, engine: how training
+runs on its device, eval, gen, ablation, slurm), composed into a Profile; choices read from the model and attack
+registries; from_dict, validated overrides (apply_overrides)
+
+The config sections: one frozen dataclass per concern (data, model, train, softmax, calib, engine, eval, gen,
 ablation, slurm), each field with its default and allowed values, composed into a :class:`Profile`; a profile
 rebuilt from a saved dict (:func:`from_dict`) or changed by validated overrides (:func:`apply_overrides`).
 

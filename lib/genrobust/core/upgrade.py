@@ -1,5 +1,7 @@
 """Older files in today's form: every compatibility rule of genrobust in one place (as timm keeps its deprecations in
-one table). A reader calls one function of this module once, where it reads, and works on today's form only:
+one table): metrics files of older schemas, eval.aa_* configs, older unit keys, retired claim ids.
+
+A reader calls one function of this module once, where it reads, and works on today's form only:
 
     upgrade_metrics(record, name)    a metrics file of results/<profile>/ (schema_version 1-4) -> schema 4's form
     upgrade_eval(values)             a recorded config's eval section (or overrides) with eval.aa_* -> eval.budgets

@@ -1,4 +1,7 @@
-"""What a training step draws: float images from uint8 (:func:`to_float`), the balanced class-k-vs-rest batches of
+"""to_float, BinaryBatches (class k vs rest), augmentations; DeviceBinaryBatches (the same draws on a GPU: training
+set uploaded once, sampling and crop/flip on the device)
+
+What a training step draws: float images from uint8 (:func:`to_float`), the balanced class-k-vs-rest batches of
 d_k (:class:`BinaryBatches`; :class:`DeviceBinaryBatches` draws them on a GPU), and per-image augmentation
 (:func:`augment`, on whatever device the images are). All randomness comes from an explicit
 ``torch.Generator``; no global RNG is read or written."""

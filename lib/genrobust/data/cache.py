@@ -1,4 +1,6 @@
-"""The decoded-array cache of an image folder or zip: ``<cache_dir>/cifar10-<sha256[:16]>.npz``, keyed by the
+"""The decoded-array cache, keyed by the data's sha256 (through store/cached.py)
+
+The decoded-array cache of an image folder or zip: ``<cache_dir>/cifar10-<sha256[:16]>.npz``, keyed by the
 data's sha256 and a format version; read, verified and written atomically by the one cache mechanism
 (:class:`genrobust.store.cached.CachedFile`): a corrupt or stale file is deleted with a warning and re-decoded."""
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""CIFAR-10 as an image folder or zip (``[prefix/]train/<class>/<image>``, ``[prefix/]test/<class>/<image>``):
+"""Image folder / zip decoding, layout validation.
+
+CIFAR-10 as an image folder or zip (``[prefix/]train/<class>/<image>``, ``[prefix/]test/<class>/<image>``):
 layout validation, parallel decoding, and the decoded-array cache (decoding 60k JPEGs takes seconds; a cache hit
 needs neither the zip listing nor decoding)."""
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Clean and robust accuracy of a classifier (Section 3.2, Tab. 1, Fig. 1): the paper's protocol (PGD on
+"""Clean / robust accuracy under the paper's attacks (Eq. 10, Eq. 11-12), AutoAttack and multi-targeted, per-example
+worst case, Wilson CIs, paired McNemar tests (Tab. 1, Fig. 1); its units (one attack run over one shard)
+
+Clean and robust accuracy of a classifier (Section 3.2, Tab. 1, Fig. 1): the paper's protocol (PGD on
 cross-entropy, Eq. 10, for the softmax classifier; the adaptive attack of Eq. 11-12 for the generative one) over an
 eps grid, AutoAttack's standard attacks and the multi-targeted margin attack at one eps, the extra runs of the
 masking checks (:mod:`genrobust.measure.checks`), and the per-example worst case over all of them.

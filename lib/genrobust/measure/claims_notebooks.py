@@ -1,4 +1,6 @@
-"""The verdicts of notebooks 03 and 04 from their stored evidence: Tab. 1, Fig. 1 and the protocol gap from the
+"""The verdicts of notebooks 03 (Tab. 1, Fig. 1, the protocol gap) and 04 (Tab. 2) from their stored evidence.
+
+The verdicts of notebooks 03 and 04 from their stored evidence: Tab. 1, Fig. 1 and the protocol gap from the
 evaluation records; Tab. 2 from the FID half-subsampling replicates. (05's, over training seeds, are
 :mod:`genrobust.measure.ablate`'s.)
 """

@@ -1,4 +1,6 @@
-"""FID (Heusel et al. 2017) with pytorch-fid's InceptionV3 (pool3, 2048-d), without a network, and KID beside it:
+"""FID and KID's public surface (Tab. 2): the names of the five fid_* modules below, re-exported.
+
+FID (Heusel et al. 2017) with pytorch-fid's InceptionV3 (pool3, 2048-d), without a network, and KID beside it:
 the public surface of five modules, one job each (callers write ``from genrobust.measure import fid`` and
 ``fid.inception(...)``, ``fid.fid(ref, feats)``; tests patch the module that owns a name):
 

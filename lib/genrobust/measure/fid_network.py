@@ -1,4 +1,6 @@
-"""The FID Inception network from its weights: pytorch-fid's ``InceptionV3`` (pool3, 2048-d) holding weights found
+"""pytorch-fid's InceptionV3 (pool3) built from those weights: TorchScript -> pytorch-fid names, batch norms folded.
+
+The FID Inception network from its weights: pytorch-fid's ``InceptionV3`` (pool3, 2048-d) holding weights found
 by :mod:`genrobust.measure.fid_weights`, built without a network (:func:`network`), with its batch norms folded
 into the convolutions when asked.
 

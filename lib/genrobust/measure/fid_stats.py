@@ -1,4 +1,7 @@
-"""FID and KID as numbers from features: the mean and covariance of a feature set (:class:`Stats`), the Fréchet
+"""Numbers from features: mean and covariance, Fréchet distance, FID with its full-rank flag, KID (clean-fid's
+kernel_distance on the same features)
+
+FID and KID as numbers from features: the mean and covariance of a feature set (:class:`Stats`), the Fréchet
 distance, FID with its comparability flag (:class:`FIDValue`), KID; the errors and warnings of the FID modules.
 numpy only: no network, no disk.
 

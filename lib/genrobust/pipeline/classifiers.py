@@ -1,4 +1,7 @@
-"""Trained, calibrated classifiers on demand: the one train-if-missing (:func:`ensure_classifiers`). Training runs
+"""ensure_classifiers: the one train-if-missing (training jobs, then calibration), or the released models; release
+(writes results/<profile>/models/)
+
+Trained, calibrated classifiers on demand: the one train-if-missing (:func:`ensure_classifiers`). Training runs
 as jobs through the profile's executor (:func:`train_all`: one job per class, or all classes in one fused job on a
 GPU; the softmax baseline as one more job), calibration after the binary models exist. Every notebook and command
 that needs a model asks here.

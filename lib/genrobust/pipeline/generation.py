@@ -1,4 +1,6 @@
-"""Notebook 04's generation as keyed, resumable units (:class:`genrobust.measure.generate.GenUnits`): one unit per
+"""Notebook 04's generation as units, with its cost estimate.
+
+Notebook 04's generation as keyed, resumable units (:class:`genrobust.measure.generate.GenUnits`): one unit per
 classifier, kind (samples / counterfactuals) and batch of starting images, under ``runs/generate/``. Before the
 attacks start, :func:`generate` says how many units are done, how many remain and how long they and the FID
 passes should take, then runs the missing units as jobs through the profile's executor (local workers or SLURM);

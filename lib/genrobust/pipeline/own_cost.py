@@ -1,4 +1,7 @@
-"""What evaluating your model costs: the estimate printed before any attack runs (a measured forward+backward
+"""What evaluating it costs: the estimate from a measured pass before any attack, the progress bar, the wall time of
+every leg across resumes.
+
+What evaluating your model costs: the estimate printed before any attack runs (a measured forward+backward
 pass times the image-steps its units need, spread over the workers), the progress bar, and the wall time of every
 leg kept across resumes.
 

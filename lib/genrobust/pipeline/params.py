@@ -1,4 +1,6 @@
-"""Notebook (and command-line) parameters -> a profile: the one place where flat parameter names map to config
+"""Notebook / command-line parameters -> profile (one table per notebook)
+
+Notebook (and command-line) parameters -> a profile: the one place where flat parameter names map to config
 keys. Each notebook's first cell (tagged ``parameters``) declares literals; :data:`NOTEBOOK_PARAMETERS` says, per
 notebook, which config key each name sets (None: the notebook's own switch, not a config key). A test checks that
 every notebook's parameters cell declares exactly these names. ``None`` values mean "the profile's value".

@@ -1,4 +1,6 @@
-"""Every claim's verdict in one results directory (:func:`claim_verdicts`, what README's verdicts table renders), and
+"""Which verdicts changed between two results directories and why (`genrobust report --changes-since DIR`)
+
+Every claim's verdict in one results directory (:func:`claim_verdicts`, what README's verdicts table renders), and
 which verdicts changed between two results directories of a profile and why (:func:`verdict_changes`), e.g. the
 committed results/cpu before and after a regeneration.
 

@@ -1,4 +1,6 @@
-"""What the report says about its results files themselves: their status, their provenance, and whether they
+"""The files' status and provenance tables; whether they describe the same models, code, machines.
+
+What the report says about its results files themselves: their status, their provenance, and whether they
 describe the same classifiers, code and machines (the weights digests each later file records against the models
 01 trained and 02 calibrated)."""
 from __future__ import annotations

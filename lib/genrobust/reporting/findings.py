@@ -1,4 +1,6 @@
-"""The findings in long form (REPORT.md's "Findings, long form"; README holds them as one compact table): one item
+"""The findings' long form (REPORT.md) from the verdicts; the second looks at the evidence.
+
+The findings in long form (REPORT.md's "Findings, long form"; README holds them as one compact table): one item
 per decided claim with each subject's verdict rendered, then the claims not established with what their n could
 have detected; and the verdicts whose evidence grew after a look at it (:data:`SECOND_LOOKS`). Rendered from
 :func:`genrobust.reporting.verdicts.claim_verdicts` only.

@@ -1,4 +1,6 @@
-"""`genrobust evaluate --model`'s table, as text for the terminal or as markdown / LaTeX to paste into a paper: one
+"""`evaluate --model`'s table (clean, paper's attack, worst case, ours) as text, markdown, LaTeX.
+
+`genrobust evaluate --model`'s table, as text for the terminal or as markdown / LaTeX to paste into a paper: one
 clean row, the paper's attack at every eps on the n_test images, the per-example worst case over every attack at each
 eps where more than one ran (on n_strong), and each of our classifiers on the same images under the attacks both
 faced, with yours minus ours and its exact McNemar p. Rendering only: every number comes from the record

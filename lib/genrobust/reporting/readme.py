@@ -1,4 +1,6 @@
-"""README's results table (paper vs ours) and its findings table, generated from a profile's committed metrics
+"""README's results table (paper vs ours) and compact findings table from a profile's metrics files.
+
+README's results table (paper vs ours) and its findings table, generated from a profile's committed metrics
 files and :mod:`genrobust.core.paper`, so that no number or verdict in them is typed by hand.
 ``genrobust report --profile cpu --readme`` rewrites the blocks between the markers; tests/test_docs.py fails while
 README's blocks differ from the files."""

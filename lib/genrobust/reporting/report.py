@@ -1,4 +1,6 @@
-"""The reproduction report (notebook 06, ``results/<profile>/REPORT.md``, ``genrobust report``): every number the
+"""The report (notebook 06, REPORT.md, `genrobust report`) from the metrics files alone: assembles and writes it.
+
+The reproduction report (notebook 06, ``results/<profile>/REPORT.md``, ``genrobust report``): every number the
 paper reports beside ours, built ONLY from the metrics JSON files notebooks 01-05 write into ``results/<profile>/``
 (no training, no attacks: it runs in seconds and can be regenerated at any time). This module assembles and writes
 it; its parts each have their own module: the sections per paper table (``sections``), what differs from the

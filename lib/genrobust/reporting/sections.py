@@ -1,4 +1,6 @@
-"""The report's sections, one per table or figure of the paper: the paper's value (genrobust.core.paper) beside ours
+"""The report's sections, one per paper table or figure (Tab. 1-4, Fig. 1, paired tests, Figs. 5-8)
+
+The report's sections, one per table or figure of the paper: the paper's value (genrobust.core.paper) beside ours
 (read from the metrics files only), the difference, what differs in the setting (genrobust.reporting.setting) and
 the file it comes from. The claims render the stored verdicts (genrobust.reporting.verdicts); nothing here decides.
 A metrics file that does not exist yet gives "not run yet" rows, never an error; an unreadable one the same.

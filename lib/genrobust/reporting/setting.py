@@ -1,4 +1,6 @@
-"""What differs between our setting and the paper's, derived from the configs the results files record (never
+"""What differs from the paper's setting, derived from the recorded configs (the SETTING column)
+
+What differs between our setting and the paper's, derived from the configs the results files record (never
 typed): each recorded value is compared key by key with the ``paper`` profile of :mod:`genrobust.core.config`, and
 the recorded data source with the paper's original CIFAR-10. The report's SETTING column and its settings table
 (:func:`settings_table`) read it.

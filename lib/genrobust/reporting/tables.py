@@ -1,4 +1,6 @@
-"""Tables (pandas DataFrames, the paper's value beside ours) and conclusions written from the numbers, for the
+"""paper-vs-ours tables and conclusions written from the numbers (notebooks)
+
+Tables (pandas DataFrames, the paper's value beside ours) and conclusions written from the numbers, for the
 notebooks; the report (:mod:`genrobust.reporting.report`) reuses them. Everything here reads records (evaluation,
 calibration, generation, ablation), so it works as well on a reloaded metrics file.
 """

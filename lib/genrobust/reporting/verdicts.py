@@ -1,4 +1,7 @@
-"""The one reader of the verdicts of notebooks 03-05: every claim they judge in one results directory, as
+"""The one reader of the verdicts of 03-05 (claim_verdicts -> ClaimVerdicts) from the stored records or verdicts.json;
+everything that shows a verdict renders what it returns.
+
+The one reader of the verdicts of notebooks 03-05: every claim they judge in one results directory, as
 :class:`ClaimVerdicts`, from the stored records only. Per notebook, in this order: verdicts.json's re-derivation
 from the file's evidence (where it judged that very file, same sha256), else the verdicts the file stores (05: the
 ``verdict_record`` of each comparison, never the fields copied beside it), else, for a file written before verdicts

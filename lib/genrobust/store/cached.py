@@ -1,4 +1,7 @@
-"""One on-disk cache entry, the one mechanism of every cache and unit file: read a file and verify it, and on a
+"""The one cache-file mechanism (CachedFile): read and verify, a corrupt file warned once, deleted and computed again;
+atomic fsynced writes (units, the decoded-data cache, FID's caches)
+
+One on-disk cache entry, the one mechanism of every cache and unit file: read a file and verify it, and on a
 corrupt, truncated or foreign file warn once (one line naming the file and what was wrong), delete it (and its
 companion files) and let it be computed again; writes are atomic and fsynced.
 

@@ -1,4 +1,7 @@
-"""Job executors: run fn(*args) for many argument tuples as independent jobs -- in this process ('inline'), as
+"""Jobs: inline, local subprocesses or SLURM via submitit (run_jobs): the driver's loop that submits, watches and
+collects them, and cancels them on SIGTERM.
+
+Job executors: run fn(*args) for many argument tuples as independent jobs -- in this process ('inline'), as
 local subprocesses through submitit at most ``workers`` at a time ('local'), or on SLURM ('slurm', one job each).
 Training, ablation sweeps and evaluation units all fan out through :func:`run_jobs`.
 

@@ -1,4 +1,7 @@
-"""In-flight records: ``inflight.json`` in each run directory a queued or running job writes, so that a run
+"""In-flight records in the run directories a job writes: never submitted twice, a queued SLURM job adopted by a
+rerun.
+
+In-flight records: ``inflight.json`` in each run directory a queued or running job writes, so that a run
 directory is never submitted twice and a rerun adopts a SLURM job still in the queue (after ``kill -9`` of its
 driver) instead of submitting another.
 

@@ -1,4 +1,7 @@
-"""Where things live: the project checkout, runs/ (checkpoints, units), cache/ (decoded data, features) and
+"""Project root, runs/, cache/, results/<profile>/ (each redirectable by $GENROBUST_*); outside a checkout, your own
+model's outputs under the current directory (output_root)
+
+Where things live: the project checkout, runs/ (checkpoints, units), cache/ (decoded data, features) and
 results/<profile>/ (executed notebooks, metrics JSON, figures). Each honours an environment variable so tests and
 clusters can redirect it: ``GENROBUST_ROOT`` (the checkout), ``GENROBUST_RUNS``, ``GENROBUST_CACHE``,
 ``GENROBUST_RESULTS`` (and ``GENROBUST_DATA``, where CIFAR-10 is: genrobust.data.sources). An evaluation of a

@@ -1,4 +1,6 @@
-"""Released models: the classifiers a reproduction evaluated, in ``results/<profile>/models/``, so that anyone can
+"""results/<profile>/models/: the evaluated classifiers as safetensors, models.json, model card.
+
+Released models: the classifiers a reproduction evaluated, in ``results/<profile>/models/``, so that anyone can
 load them on a fresh clone, check a number on the exact models, and re-run notebooks 03-04 without training
 (``genrobust reproduce --profile P --from-released``).
 

@@ -1,4 +1,6 @@
-"""Binary models d_k (Eq. 3 out-distribution AT, Eq. 9 combined AT): one run per class, or all classes together as
+"""d_k per class, or all classes at once (both: fit + steppers.BinaryStepper)
+
+Binary models d_k (Eq. 3 out-distribution AT, Eq. 9 combined AT): one run per class, or all classes together as
 one vmapped network (:mod:`genrobust.training.fused`) with the same run files and, in tests, the same weights.
 A run is keyed by :func:`genrobust.store.runs.binary_run_config` and trained by :func:`genrobust.training.loop.fit`
 with a :class:`genrobust.training.steppers.BinaryStepper` (K = 1 per class, K > 1 together).
