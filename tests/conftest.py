@@ -55,3 +55,15 @@ def tmp_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("GENROBUST_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("GENROBUST_RESULTS", str(tmp_path / "results"))
     return tmp_path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for `make test`'s two workers (pytest-xdist, `--dist loadgroup`): the notebooks run in one group, in
+    order, since 02-06 reuse what 01 trained in the same runs/ (two workers would train one run twice at once); the
+    tests of one file run together, so that a module-scoped fixture (a smoke training) is built once. Runs before
+    xdist's own hook, which reads the marks."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = "notebooks" if item.path.suffix == ".ipynb" else item.path.name
+            item.add_marker(pytest.mark.xdist_group(group))

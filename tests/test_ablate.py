@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from genrobust.core import metrics, models, scoring
+from genrobust.core import models, scoring, stats
 from genrobust.measure import ablate
 from genrobust.measure import claims as C
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, resolve_profile
@@ -67,7 +67,7 @@ def test_binary_auroc_scores_match_binary_auroc():
     x = torch.rand(24, 3, 32, 32)
     scores = scoring.binary_auroc_scores(model, x[:12], x[12:], (0.0, 0.5), steps=2, seed=3)
     ref = scoring.binary_auroc(model, x[:12], x[12:], (0.0, 0.5), steps=2, seed=3)
-    assert {e: metrics.auroc(*scores[e]) for e in scores} == ref
+    assert {e: stats.auroc(*scores[e]) for e in scores} == ref
     # the adversarial scenario pushes positives down and negatives up
     assert scores[0.5][0].mean() < scores[0.0][0].mean() and scores[0.5][1].mean() > scores[0.0][1].mean()
 
@@ -92,7 +92,7 @@ def test_bootstrap_auroc_is_roc_auc_on_each_resample_and_paired():
     rng = np.random.default_rng(1)
     p, q = rng.integers(0, 5, 30).astype(float), rng.integers(0, 4, 20).astype(float)  # many ties
     q2 = q + rng.normal(0, 0.5, 20)
-    boot = metrics.bootstrap_auroc([(p, q), (p, q2), (p, q)], n_boot=50, seed=7)
+    boot = stats.bootstrap_auroc([(p, q), (p, q2), (p, q)], n_boot=50, seed=7)
     assert boot.shape == (50, 3)
     np.testing.assert_array_equal(boot[:, 0], boot[:, 2])  # same resamples for every pair
     # each resample is a vector of draw counts: AUROC with those counts as sample weights
@@ -103,13 +103,13 @@ def test_bootstrap_auroc_is_roc_auc_on_each_resample_and_paired():
         ref = roc_auc_score(np.r_[np.ones(30), np.zeros(20)], np.r_[p, q2], sample_weight=np.r_[w_pos[b], w_neg[b]])
         assert boot[b, 1] == pytest.approx(ref, abs=1e-12)
     with pytest.raises(ValueError, match="same positives"):
-        metrics.bootstrap_auroc([(p, q), (p[:5], q)])
+        stats.bootstrap_auroc([(p, q), (p[:5], q)])
 
 
 def _record(fig, setting, seed, pos, neg, eps=(0.0, 0.5)):
     """A scored point with given (per eps) score arrays."""
     return {"figure": fig, "setting": setting, "seed": seed, "eps": list(eps), "run": f"{setting}-{seed}",
-            "auroc": [metrics.auroc(torch.as_tensor(p), torch.as_tensor(n)) for p, n in zip(pos, neg)],
+            "auroc": [stats.auroc(torch.as_tensor(p), torch.as_tensor(n)) for p, n in zip(pos, neg)],
             "scores_pos": [list(map(float, p)) for p in pos], "scores_neg": [list(map(float, n)) for n in neg]}
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from genrobust.core import metrics, registry
+from genrobust.core import registry, stats
 from genrobust.core.attacks import pgd_untargeted
 from genrobust.core.registry import PAPER_ATTACK
 from genrobust.measure import accuracy as E
@@ -43,14 +43,14 @@ def check(checks, kind, name_start):
 # ----------------------------------------------------------------------------------------------------------------
 # Pure helpers
 def test_wilson_interval_properties():
-    lo, hi = metrics.wilson_interval(50, 100)
+    lo, hi = stats.wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
-    assert metrics.wilson_interval(0, 20)[0] == 0.0 and metrics.wilson_interval(20, 20)[1] == 1.0
+    assert stats.wilson_interval(0, 20)[0] == 0.0 and stats.wilson_interval(20, 20)[1] == 1.0
     for k, n in [(0, 5), (3, 7), (99, 100)]:
-        lo, hi = metrics.wilson_interval(k, n)
+        lo, hi = stats.wilson_interval(k, n)
         assert 0 <= lo <= k / n <= hi <= 1
-    assert metrics.wilson_interval(500, 1000)[1] - metrics.wilson_interval(500, 1000)[0] < \
-        metrics.wilson_interval(50, 100)[1] - metrics.wilson_interval(50, 100)[0]
+    assert stats.wilson_interval(500, 1000)[1] - stats.wilson_interval(500, 1000)[0] < \
+        stats.wilson_interval(50, 100)[1] - stats.wilson_interval(50, 100)[0]
 
 
 def test_eval_indices_are_seeded_prefixes():
@@ -68,7 +68,7 @@ def test_flags_round_trip():
 def _run(attack, eps, flags, role="strong"):
     f = torch.as_tensor(flags, dtype=torch.bool)
     return {"attack": attack, "eps": eps, "role": role, "n": len(f), "robust": E.flags_to_str(f),
-            "accuracy": f.float().mean().item(), "ci95": metrics.wilson_interval(int(f.sum()), len(f)), "steps": 5,
+            "accuracy": f.float().mean().item(), "ci95": stats.wilson_interval(int(f.sum()), len(f)), "steps": 5,
             "step_size": 0.1, "restarts": 1, "time_s": 0.1, "n_attacked": len(f)}
 
 
@@ -77,7 +77,7 @@ def _record(clean, runs, kind="softmax", checks=None):
     return {"classifier": kind, "paper_attack": PAPER_ATTACK[kind], "n": len(c), "n_strong": len(c),
             "norm": "l2", "clean": {"n": len(c), "robust": E.flags_to_str(c), "n_robust": int(c.sum()),
                                     "accuracy": c.float().mean().item(),
-                                    "ci95": metrics.wilson_interval(int(c.sum()), len(c))},
+                                    "ci95": stats.wilson_interval(int(c.sum()), len(c))},
             "runs": runs, "model_checks": checks or {"n": 4, "randomness_max_diff": 0.0,
                                                      "probability_outputs": False, "zero_gradients": 0},
             "autoattack_warnings": []}
@@ -108,12 +108,12 @@ def test_paired_increase_is_a_one_sided_exact_test():
     base = torch.zeros(40, dtype=torch.bool)
     more = base.clone()
     more[:6] = True  # 6 recovered, 0 lost: p = 2^-6
-    t = metrics.paired_increase(base, more)
+    t = stats.paired_increase(base, more)
     assert (t["b"], t["c"], t["significant"]) == (6, 0, True) and t["p"] == pytest.approx(2 ** -6)
     one = base.clone()
     one[0] = True
-    assert not metrics.paired_increase(base, one)["significant"]  # one example is noise
-    assert not metrics.paired_increase(more, base)["significant"]  # a decrease is never flagged
+    assert not stats.paired_increase(base, one)["significant"]  # one example is noise
+    assert not stats.paired_increase(more, base)["significant"]  # a decrease is never flagged
 
 
 def test_masking_checks_flag_bad_records_and_pass_good_ones():
@@ -510,15 +510,15 @@ def test_every_check_gives_one_row_per_classifier():
 def test_mcnemar_exact_values_and_symmetry():
     a = torch.tensor([True] * 12 + [False] * 8)
     b = torch.tensor([False] * 10 + [True] * 2 + [False] * 8)
-    t = metrics.mcnemar(a, b)
+    t = stats.mcnemar(a, b)
     assert (t["n_first"], t["n_second"], t["n"]) == (10, 0, 20)
     assert t["p"] == pytest.approx(2 * 0.5 ** 10) and t["diff"] == pytest.approx(0.5)
     assert "significant" not in t  # a description: the verdict engine decides (Holm), not a 5% flag here
-    back = metrics.mcnemar(b, a)
+    back = stats.mcnemar(b, a)
     assert back["p"] == t["p"] and back["diff"] == -t["diff"]
-    assert metrics.mcnemar(a, a)["p"] == 1.0
+    assert stats.mcnemar(a, a)["p"] == 1.0
     with pytest.raises(ValueError, match="same examples"):
-        metrics.mcnemar(a, a[:5])
+        stats.mcnemar(a, a[:5])
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from genrobust.core import metrics, paper
+from genrobust.core import paper, stats
 from genrobust.core.config import PAPER, config_hash, get_profile
 from genrobust.core.registry import PAPER_ATTACK
 from genrobust.measure import accuracy as evaluate
@@ -48,7 +48,7 @@ def _eval_record(kind: str, n: int = 100) -> dict:
     k = int(clean.sum())
     return {"classifier": kind, "paper_attack": PAPER_ATTACK[kind], "n": n, "n_strong": ecfg.n_strong,
             "norm": "l2", "clean": {"n": n, "robust": evaluate.flags_to_str(clean), "n_robust": k, "accuracy": k / n,
-                                    "ci95": metrics.wilson_interval(k, n)},
+                                    "ci95": stats.wilson_interval(k, n)},
             "runs": runs, "model_checks": {}, "autoattack_warnings": []}
 
 

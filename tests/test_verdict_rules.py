@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from genrobust.core import metrics, paper
+from genrobust.core import paper, stats
 from genrobust.measure import ablate, claims as C
 from genrobust.measure import fid
 from genrobust.measure.record import records
@@ -31,7 +31,7 @@ def one_way(b: int, n: int, right: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_an_attack_gap_is_judged_against_a_tolerance_not_by_mcnemar():
     n = 250
     paper_f, worst_f = one_way(6, n, 100)
-    old = metrics.mcnemar(paper_f, worst_f)               # the rule it replaces: p = 2^(1 - b), 'significant'
+    old = stats.mcnemar(paper_f, worst_f)               # the rule it replaces: p = 2^(1 - b), 'significant'
     assert old["n_second"] == 0 and old["p"] == pytest.approx(2.0 ** -5) and old["p"] < 0.05
     (v,) = C.judge("protocol_softmax", [C.gap_subject(paper_f, worst_f, "eps 0.5", {}, 0.02)])
     assert v.decision == "not established" and v.effect == pytest.approx(6 / 250)   # 2.4 points vs 2: undecided

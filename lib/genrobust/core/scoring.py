@@ -22,7 +22,7 @@ import torch
 
 from .attacks import eval_mode, pgd_score
 from .fold import folded_copy
-from .metrics import auroc
+from .stats import auroc
 from .objectives import d_score
 
 

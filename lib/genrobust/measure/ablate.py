@@ -23,7 +23,7 @@ import torch
 
 from ..core.config import Profile, SlurmConfig, from_dict, to_dict
 from ..core.device import default_device
-from ..core.metrics import auroc
+from ..core.stats import auroc
 from ..core.scoring import binary_auroc_scores
 from ..data.batches import to_float
 from ..data.splits import prepare_data

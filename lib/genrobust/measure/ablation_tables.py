@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..core.metrics import bootstrap_auroc
+from ..core.stats import bootstrap_auroc
 
 
 def _scores(rec: dict, i: int):

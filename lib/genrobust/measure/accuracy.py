@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..core.compiling import maybe_compile
 from ..core.config import EvalConfig, budget_values
 from ..core.fold import folded_copy
-from ..core.metrics import mcnemar, wilson_interval
+from ..core.stats import mcnemar, wilson_interval
 from ..core.models import GenerativeClassifier
 from ..core.registry import ATTACKS, CLASSIFIER_KINDS, PAPER_ATTACK, AttackCall, attack_spec
 from ..core.upgrade import unit_key_before_budgets
@@ -331,7 +331,7 @@ def evaluate_classifier(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfi
 # Worst case per example, tables' rows
 def paired_tests(stored: dict) -> list[dict]:
     """Paired comparisons on the same test images (two-sided exact McNemar on the per-example flags,
-    :func:`genrobust.core.metrics.mcnemar`): the generative vs the softmax classifier at every eps both ran, under
+    :func:`genrobust.core.stats.mcnemar`): the generative vs the softmax classifier at every eps both ran, under
     the paper's attacks (each classifier's own, Sec. 3.2) and as the worst case over all attacks; and, for each
     classifier, the paper's attack vs AutoAttack's worst case at the eps where AutoAttack ran. Each row names
     what is compared, eps, n (the common prefix of the evaluation order) and the test."""

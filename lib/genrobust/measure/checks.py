@@ -7,7 +7,7 @@ and returns one row {classifier, check, passed, detail, type}. type 'masking': a
 accuracies are not trustworthy (gradient masking or a weak attack); type 'finding': a result to report (the paper's
 attack vs AutoAttack gap), not a failure. ``passed`` is None when the runs a check needs are missing. Paired
 comparisons (same examples under two runs) use the one-sided exact McNemar test of
-:func:`genrobust.core.metrics.paired_increase` at 5%.
+:func:`genrobust.core.stats.paired_increase` at 5%.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..core.config import EvalConfig
 from ..core.fmt import pct_text
-from ..core.metrics import paired_increase
+from ..core.stats import paired_increase
 from ..core.registry import ATTACK_LABELS, ATTACKS
 from .record import AttackResult, EvalRecord, records
 

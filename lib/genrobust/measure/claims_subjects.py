@@ -22,7 +22,7 @@ import torch
 from scipy.stats import beta, binom, norm
 from scipy.stats import t as student_t
 
-from ..core.metrics import mcnemar
+from ..core.stats import mcnemar
 from ..core.registry import PAPER_ATTACK
 from .claims_rule import ALPHA, ClaimError
 

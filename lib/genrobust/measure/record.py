@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from ..core.metrics import wilson_interval
+from ..core.stats import wilson_interval
 
 EPS_TOL = 1e-12
 ROLES_ATTACKED = ("paper", "strong", "more steps", "more restarts")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..core.cifar10 import NUM_CLASSES
-from ..core.metrics import paired_increase
+from ..core.stats import paired_increase
 from ..core.models import CIFAR10_MEAN, CIFAR10_STD, ModelError
 from ..measure.claims import holm
 from ..store.checkpoints import state_digest

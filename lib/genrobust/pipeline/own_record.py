@@ -13,7 +13,7 @@ import torch
 
 from ..core.cifar10 import NUM_CLASSES
 from ..core.config import Profile
-from ..core.metrics import mcnemar, wilson_interval
+from ..core.stats import mcnemar, wilson_interval
 from ..core.registry import EVAL_BUDGETS
 from ..measure.record import EvalRecord
 from ..store.paths import checkout_of, runs_dir

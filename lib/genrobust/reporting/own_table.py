@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.fmt import ci_pct, pct
-from ..core.metrics import wilson_interval
+from ..core.stats import wilson_interval
 from ..core.registry import ATTACK_LABELS
 from ..measure.record import EvalRecord
 from .report import markdown_table

@@ -171,7 +171,7 @@ def paired_section(sources: dict[str, Source]) -> Section:
         table = paired_table(src.record["classifiers"])
         table["source"] = src.cite()
     notes = ["Two-sided exact McNemar test on the per-example flags of the two sides on the same images "
-             "(genrobust.core.metrics.mcnemar): 'first' is the side named first. The paper reports no test. The p "
+             "(genrobust.core.stats.mcnemar): 'first' is the side named first. The paper reports no test. The p "
              "values are unadjusted descriptions; the claims' verdicts (Holm over each claim's subjects, and for an "
              "attack against a worst case that contains it, a test against the tolerance) are in the sections "
              "above and in the findings."]
