@@ -1,5 +1,6 @@
-"""Clean / robust accuracy under the paper's attacks (Eq. 10, Eq. 11-12), AutoAttack and multi-targeted, per-example
-worst case, Wilson CIs, paired McNemar tests (Tab. 1, Fig. 1); its units (one attack run over one shard)
+"""What an evaluation computes: clean / robust accuracy under the paper's attacks (Eq. 10, Eq. 11-12), AutoAttack and
+multi-targeted, per-example worst case, Wilson CIs, paired McNemar tests (Tab. 1, Fig. 1); its units (one attack run
+over one shard; run by genrobust.pipeline.evaluation).
 
 Clean and robust accuracy of a classifier (Section 3.2, Tab. 1, Fig. 1): the paper's protocol (PGD on
 cross-entropy, Eq. 10, for the softmax classifier; the adaptive attack of Eq. 11-12 for the generative one) over an

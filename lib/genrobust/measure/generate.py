@@ -1,4 +1,5 @@
-"""Generation's public surface (Tab. 2, Figs. 2-3): the names of the three generate_* modules below.
+"""What generation computes (Tab. 2, Figs. 2-3; run by genrobust.pipeline.generation): the public surface of the
+three generate_* modules below.
 
 Generated samples and counterfactuals of the two classifiers, scored by FID (Section 3.3.2; Tab. 2, Figs. 2-3):
 the public surface of three modules, one job each (callers write ``from genrobust.measure import generate`` and

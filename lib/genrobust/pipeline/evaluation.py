@@ -1,4 +1,5 @@
-"""Notebook 03 and ``genrobust evaluate`` as keyed, resumable, distributable units.
+"""How an evaluation runs: notebook 03 and ``genrobust evaluate`` planned as keyed, resumable units, costed, fanned out
+as jobs and assembled (what each unit computes is genrobust.measure.accuracy).
 
 The work of an evaluation (:mod:`genrobust.measure.accuracy`) is units: one attack run over one shard of the
 evaluation order for one classifier, keyed by the classifier's weights digest, the evaluation set, the attack's

@@ -1,4 +1,5 @@
-"""Notebook 04's generation as units, with its cost estimate.
+"""How generation runs: notebook 04's generation planned as keyed, resumable units with its cost estimate, saved and
+reloaded (what each unit computes is genrobust.measure.generate).
 
 Notebook 04's generation as keyed, resumable units (:class:`genrobust.measure.generate.GenUnits`): one unit per
 classifier, kind (samples / counterfactuals) and batch of starting images, under ``runs/generate/``. Before the
