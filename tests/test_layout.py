@@ -163,21 +163,20 @@ def test_the_checks_catch_what_they_claim(case, expect):
 LAYOUT_MAP = PKG.parents[1] / "docs" / "layout.md"
 
 
+def _layout_map_tool():
+    """tools/layout_map.py, the map's generator (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("layout_map", PKG.parents[1] / "tools" / "layout_map.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def unmapped_modules(map_text: str, root: Path = PKG) -> list[str]:
     """Modules of the package (``room/name.py``, or ``name.py`` at the top; ``__init__`` files aside) that the
     layout map's tree does not name: each must stand at the start of an indented line below its room's line
-    (``  room/``), before the next room starts."""
-    named, room_now = set(), ""
-    for line in map_text.splitlines():
-        top = re.match(r"^  (\w+)/", line)
-        if top:
-            room_now = top.group(1)
-            continue
-        file = re.match(r"^(\s+)(\w+\.py)\b", line)
-        if file:
-            named.add(f"{room_now}/{file.group(2)}" if len(file.group(1)) > 2 else file.group(2))
-            if len(file.group(1)) == 2:
-                room_now = ""
+    (``  room/``), before the next room starts (read by the map generator's own parser)."""
+    named = {f"{room}/{name}" if room else name
+             for room, names in _layout_map_tool().existing_order(map_text).items() for name in names}
     have = {str(p.relative_to(root)) for p in root.rglob("*.py") if p.name != "__init__.py"}
     return sorted(have - named)
 
@@ -203,12 +202,6 @@ def test_layout_map_lists_every_profile():
     missing = [name for name in profiles if not re.search(rf"\b{name}\b", from_map)]
     assert not missing, f"docs/layout.md's profiles.py line does not list the profile(s): {', '.join(missing)}"
 
-
-def _layout_map_tool():
-    spec = importlib.util.spec_from_file_location("layout_map", PKG.parents[1] / "tools" / "layout_map.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_layout_map_is_what_the_docstrings_say():
