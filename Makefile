@@ -31,15 +31,15 @@ reproduce: $(VENV)/.installed
 	$(VENV)/bin/genrobust reproduce --profile $(PROFILE)
 
 # Two workers (pytest-xdist; tests run torch on one thread each): the notebooks are one group on one worker, given
-# first since they are the longest; each test file is a group (tests/conftest.py). JOBS=0 runs them in this process.
+# first since they are the longest; each test file is a group (tests/conftest.py's scheduler). JOBS=0 runs them in this process.
 JOBS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup --nbval-lax notebooks tests
+	$(PY) -m pytest -q -n $(JOBS) --dist loadscope --nbval-lax notebooks tests
 
 # The edit loop: every test not marked slow (pyproject.toml's marker), no notebooks. `make test` stays the full suite
 # (CI's command); a test that takes seconds of training or subprocesses is marked slow so that this stays short.
 check: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow" tests
+	$(PY) -m pytest -q -n $(JOBS) --dist loadscope -m "not slow" tests
 
 report: $(VENV)/.installed
 	$(VENV)/bin/genrobust report --profile $(PROFILE)

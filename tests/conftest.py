@@ -57,13 +57,18 @@ def tmp_runs(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Groups for `make test`'s two workers (pytest-xdist, `--dist loadgroup`): the notebooks run in one group, in
-    order, since 02-06 reuse what 01 trained in the same runs/ (two workers would train one run twice at once); the
-    tests of one file run together, so that a module-scoped fixture (a smoke training) is built once. Runs before
-    xdist's own hook, which reads the marks."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = "notebooks" if item.path.suffix == ".ipynb" else item.path.name
-            item.add_marker(pytest.mark.xdist_group(group))
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s two workers (pytest-xdist): the notebooks are one unit of work, run in order on one worker,
+    since 02-06 reuse what 01 trained in the same runs/ (two workers would train one run twice at once); each test
+    file is one unit, so that a module-scoped fixture (a smoke training) is built once. (xdist's own --dist
+    loadgroup marks do not reach the scheduler under pytest 9: it sets a private node id.)"""
+    from xdist.scheduler import LoadScopeScheduling  # optional third-party: only here when xdist runs
+
+    class NotebooksTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "notebooks" if path.endswith(".ipynb") else path
+
+    return NotebooksTogether(config, log)
