@@ -19,7 +19,7 @@ from genrobust.core.attacks import pgd_untargeted
 from genrobust.core.registry import PAPER_ATTACK
 from genrobust.measure import accuracy as E
 from genrobust.measure import claims
-from genrobust.measure.record import records
+from genrobust.measure.record import EvalRecord, records
 from genrobust.measure.checks import CHECKS, masking_checks
 from genrobust.reporting import metrics_files, tables
 from genrobust.core.config import ConfigError, EvalConfig, get_profile
@@ -276,7 +276,7 @@ def test_smoke_profile_passes_the_masking_checks(smoke_records):
         assert {(a, "strong") for a in cfg.eval.strong_attacks} <= attacks
         assert (PAPER_ATTACK[kind], "paper") in attacks
         for e in cfg.eval.eps_grid:
-            w = records({kind: rec})[kind].worst(e).to_dict()
+            w = EvalRecord.from_dict(rec).worst(e).to_dict()
             same = [r for r in rec["runs"] if r["eps"] == e]
             assert all(w["n_robust"] <= int(E.str_to_flags(r["robust"])[:w["n"]].sum()) for r in same)
     assert saved["notebook"] == "03_accuracy" and saved["provenance"]["seed"] == cfg.eval.seed
@@ -529,7 +529,7 @@ def test_paired_tests_compare_the_same_images(smoke_records):
     assert {r["eps"] for r in both} == set(cfg.eval.eps_grid) | {cfg.eval.strong_eps}
     for r in both:
         kinds = [records[k] for k in ("generative", "softmax")]
-        assert r["n"] == min(rec["n"] if r["attack"] != "worst case" else records({"k": rec})["k"].worst(r["eps"]).n
+        assert r["n"] == min(rec["n"] if r["attack"] != "worst case" else EvalRecord.from_dict(rec).worst(r["eps"]).n
                              for rec in kinds)
         assert 0.0 <= r["p"] <= 1.0 and r["n_first"] + r["n_second"] <= r["n"]
     aa = [r for r in rows if r["attack"] == "paper's vs AutoAttack"]
