@@ -33,11 +33,10 @@ METRICS = NOTEBOOKS[:5]          # 06 writes no metrics file, only its notebook 
 MIN_N_TEST, MIN_N_STRONG, STRONG_EPS, MIN_SEEDS = 1000, 250, {0.25, 0.5, 1.0}, 5
 N_CHECK = 200                    # images whose recorded clean answers the committed models must give again
 TIE = 1e-4                       # logits closer than this may be ordered differently by another CPU's rounding
-# Notebooks whose committed file lacks the evidence today's rule reads, with why. 04's FID replicates need notebook 04
-# re-run (issue 39's run on the committed models could not finish on the shared 2 cores: its Inception pass was
-# estimated at ~6 h there, benchmarks/logs/cpu-2026-12-06-issue39/). Its verdicts show as NOT re-judged wherever
-# they are rendered; once 04 is regenerated, this entry must go (the tests below fail until it does).
-NOT_YET_REJUDGED = {"04_generation_fid": "no half-subsampling replicates: re-run notebook 04 (--from-released)"}
+# Notebooks whose committed file lacks the evidence today's rule reads, with why (their verdicts then show as NOT
+# re-judged wherever they are rendered). Empty since 04 was regenerated on the committed models (2026-12-06, its
+# half-subsampling replicates stored); the tests below fail when an entry is wrong either way.
+NOT_YET_REJUDGED: dict[str, str] = {}
 
 
 def _json(path: Path) -> dict:
