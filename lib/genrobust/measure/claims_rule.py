@@ -33,6 +33,7 @@ __all__ = ["ALPHA", "POWER", "DECISIONS", "CLAIM_DECISIONS", "claim_info", "Clai
 
 ALPHA = 0.05
 POWER = 0.8
+P_FLOOR = 1e-12  # p values below this print as "< 1e-12" (Verdict.p_text)
 DECISIONS = ("supported", "contradicted", "not established")
 CLAIM_DECISIONS = DECISIONS + ("mixed", "not tested")
 
@@ -96,11 +97,14 @@ class Verdict:
 
     def p_text(self, p: Optional[float] = None) -> str:
         """'p = 0.031', or 'p < 0.002' at a bootstrap p's floor: a two-sided p from B replicates cannot go below
-        2 / (B + 1), so a p at the floor says only that it is below it."""
+        2 / (B + 1), so a p at the floor says only that it is below it; 'p < 1e-12' below P_FLOOR, where a normal or
+        t tail's digits say more about the approximation than about the data."""
         p = self.p if p is None else p
         b = self.evidence.get("n_boot")
         if "bootstrap" in self.test and b and p <= max(2 / (b + 1), 1 / b) + 1e-12:
             return f"< {2 / (b + 1):.2g}"
+        if p < P_FLOOR:
+            return f"< {P_FLOOR:.0e}"
         return f"= {p:.2g}"
 
     def decision_text(self) -> str:
