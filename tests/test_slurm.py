@@ -182,7 +182,9 @@ def test_kill_9_then_a_rerun_adopts_the_jobs_and_a_scancelled_one_is_reported(en
     errors = [ln for ln in out.splitlines() if ln.startswith("genrobust: error:")]
     assert len(errors) == 1, out
     assert f"SLURM job {records[victim]['job_id']}) left the queue without a result" in errors[0], errors
-    assert records[victim]["log"] in errors[0] and "1 of 3 job(s) failed, the others finished" in errors[0]
+    # the rerun adopts the jobs still in flight when it starts (3, or fewer where a tiny one finished first)
+    assert records[victim]["log"] in errors[0] and re.search(r"1 of [123] job\(s\) failed, the others finished",
+                                                             errors[0]), errors
     assert _submitted(env) == before  # nothing submitted twice
     for run_dir in records:
         assert not (run_dir / INFLIGHT).exists()
