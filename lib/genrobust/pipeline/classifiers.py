@@ -17,6 +17,7 @@ from ..core.device import default_device
 from ..measure.record import records as eval_records
 from ..store.checkpoints import load_classifier
 from ..store.executors import RunError, call, configure_threads, run_jobs
+from ..store.inflight import clear_finished
 from ..store.paths import runs_dir
 from ..store.provenance import provenance
 from ..store.released import release_models, released_paths
@@ -70,6 +71,11 @@ def train_all(profile: Profile, *, softmax: bool = False, executor: str | None =
     fails does not stop the others: they finish, then RunError names it. Returns the binary results (and the
     softmax result if asked)."""
     jobs, claims = [], []
+    for k in profile.train.classes:  # finished without their driver (killed): their in-flight records are stale
+        if binary_result(profile, k) is not None:
+            clear_finished(run_dir_for(binary_run_config(profile, k)))
+    if softmax and softmax_result(profile) is not None:
+        clear_finished(run_dir_for(softmax_run_config(profile)))
     if softmax and softmax_result(profile) is None:
         jobs.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
         claims.append([run_dir_for(softmax_run_config(profile))])

@@ -67,6 +67,12 @@ def in_flight(claims: list[list[Path]], executor: str) -> dict[int, dict]:
     return adopt
 
 
+def clear_finished(run_dir: Path) -> None:
+    """Remove the in-flight record of a run whose result is written (its job ended, perhaps after its driver was
+    killed, before any rerun could adopt it): a finished run holds no in-flight record."""
+    (Path(run_dir) / INFLIGHT).unlink(missing_ok=True)
+
+
 def write_record(t: Tracked, executor: str) -> None:
     """The in-flight record of a job just submitted, in every run directory it claims."""
     rec = {"executor": executor, "job_id": str(t.job.job_id), "folder": str(t.job.paths.folder),
