@@ -8,6 +8,7 @@ top (they re-export for notebooks).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -163,6 +164,7 @@ def test_the_checks_catch_what_they_claim(case, expect):
 LAYOUT_MAP = PKG.parents[1] / "docs" / "layout.md"
 
 
+@functools.cache
 def _layout_map_tool():
     """tools/layout_map.py, the map's generator (tools/ is not a package)."""
     spec = importlib.util.spec_from_file_location("layout_map", PKG.parents[1] / "tools" / "layout_map.py")

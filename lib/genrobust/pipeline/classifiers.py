@@ -71,16 +71,18 @@ def train_all(profile: Profile, *, softmax: bool = False, executor: str | None =
     fails does not stop the others: they finish, then RunError names it. Returns the binary results (and the
     softmax result if asked)."""
     jobs, claims = [], []
-    for k in profile.train.classes:  # finished without their driver (killed): their in-flight records are stale
-        if binary_result(profile, k) is not None:
-            clear_finished(run_dir_for(binary_run_config(profile, k)))
-    if softmax and softmax_result(profile) is not None:
-        clear_finished(run_dir_for(softmax_run_config(profile)))
-    if softmax and softmax_result(profile) is None:
-        jobs.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
-        claims.append([run_dir_for(softmax_run_config(profile))])
+    dirs = {k: run_dir_for(binary_run_config(profile, k)) for k in profile.train.classes}
     missing = [k for k in profile.train.classes if binary_result(profile, k) is None]
-    dirs = {k: run_dir_for(binary_run_config(profile, k)) for k in missing}
+    # a run that finished after its driver was killed, before any rerun, still holds the job's in-flight record
+    for k in set(profile.train.classes) - set(missing):
+        clear_finished(dirs[k])
+    if softmax:
+        softmax_dir = run_dir_for(softmax_run_config(profile))
+        if softmax_result(profile) is None:
+            jobs.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
+            claims.append([softmax_dir])
+        else:
+            clear_finished(softmax_dir)
     if training_path(profile) == "fused" and len(missing) > 1:
         jobs.append((_fused_job, (to_dict(profile), missing)))  # one job (one device) trains them together
         claims.append([dirs[k] for k in missing])
