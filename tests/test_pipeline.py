@@ -1,4 +1,5 @@
 """Batch runs: the local executor end to end (real subprocesses), SLURM job parameters, CLI errors."""
+import math
 import socket
 import subprocess
 import sys
@@ -218,6 +219,25 @@ def test_a_live_in_flight_record_is_not_submitted_twice(tmp_runs):
         job.kill()
         job.wait()
     assert inflight.in_flight([[run_dir]], "local") == {}  # its job ended: stale, overwritten at submission
+
+
+def test_a_finished_job_removes_its_own_in_flight_records(tmp_runs):
+    """The job side: a job whose function returned removes the records in its run directories that name it,
+    with no driver collecting it (as after kill -9 of the driver); a record naming another job stays, and a job
+    whose function raised leaves its record (the driver's release, or a rerun's staleness check, handles it)."""
+    dirs = [tmp_runs / "runs" / "binary" / n for n in ("ok", "other", "failed")]
+    ex = executors.make_executor("local", tmp_runs / "runs" / "jobs")
+    ok = executors.Tracked(ex.submit(executors._job, time.sleep, (1.0,), dirs[:2]), dirs[:1])
+    failed = executors.Tracked(ex.submit(executors._job, math.sqrt, (-1.0,), dirs[2:]), dirs[2:])
+    inflight.write_record(ok, "local")
+    inflight.write_record(failed, "local")
+    write_json(dirs[1] / inflight.INFLIGHT, {"executor": "local", "job_id": "someone-else"})
+    assert ok.job.result() is None  # the sleep: records are written (as by the driver) well before it ends
+    with pytest.raises(Exception, match="math domain error"):
+        failed.job.result()
+    assert not (dirs[0] / inflight.INFLIGHT).exists()  # removed by the job itself: no driver called release
+    assert (dirs[1] / inflight.INFLIGHT).exists()      # not this job's record
+    assert (dirs[2] / inflight.INFLIGHT).exists()      # the failed job's record stays for the driver
 
 
 RESOURCE_OPTIONS = ("--partition", "--gpus", "--cpus", "--mem", "--time")

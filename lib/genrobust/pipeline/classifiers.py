@@ -17,7 +17,6 @@ from ..core.device import default_device
 from ..measure.record import records as eval_records
 from ..store.checkpoints import load_classifier
 from ..store.executors import RunError, call, configure_threads, run_jobs
-from ..store.inflight import clear_finished
 from ..store.paths import runs_dir
 from ..store.provenance import provenance
 from ..store.released import release_models, released_paths
@@ -73,16 +72,11 @@ def train_all(profile: Profile, *, softmax: bool = False, executor: str | None =
     jobs, claims = [], []
     dirs = {k: run_dir_for(binary_run_config(profile, k)) for k in profile.train.classes}
     missing = [k for k in profile.train.classes if binary_result(profile, k) is None]
-    # a run that finished after its driver was killed, before any rerun, still holds the job's in-flight record
-    for k in set(profile.train.classes) - set(missing):
-        clear_finished(dirs[k])
     if softmax:
         softmax_dir = run_dir_for(softmax_run_config(profile))
         if softmax_result(profile) is None:
             jobs.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
             claims.append([softmax_dir])
-        else:
-            clear_finished(softmax_dir)
     if training_path(profile) == "fused" and len(missing) > 1:
         jobs.append((_fused_job, (to_dict(profile), missing)))  # one job (one device) trains them together
         claims.append([dirs[k] for k in missing])

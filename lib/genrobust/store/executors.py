@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.config import ConfigError, Profile, SlurmConfig
-from .inflight import in_flight, release, write_record
+from .inflight import in_flight, release, release_own, write_record
 from .job_reports import Interrupted, RunError, Tracked, failure, last_line, watch_queue
 from .paths import runs_dir
 from .slurm import check_fits, queue_states, slurm_parameters
@@ -164,7 +164,7 @@ def run_jobs(fn, arg_list: list[tuple], *, executor: str = "local", workers: int
             while (pending or running) and not caught:
                 while pending and len(running) < limit and not caught:
                     i = pending.pop(0)
-                    running[i] = Tracked(ex.submit(fn, *arg_list[i]), claims[i], kind)
+                    running[i] = Tracked(ex.submit(_job, fn, arg_list[i], claims[i]), claims[i], kind)
                     write_record(running[i], executor)
                 if executor == "slurm" and running and time.time() - last_queue >= QUEUE_POLL_S:
                     last_queue = time.time()
@@ -187,6 +187,16 @@ def run_jobs(fn, arg_list: list[tuple], *, executor: str = "local", workers: int
         raise RunError(f"{desc}: {len(failures)} of {len(arg_list)} job(s) failed, the others finished (a rerun redoes "
                        f"only what has no result): " + " | ".join(failures))
     return results
+
+
+def _job(fn, args: tuple, claims: list[Path]):
+    """What each submitted job runs: fn(*args), then (the job side of the in-flight records) its own records in
+    ``claims`` removed, so a run whose result is written holds no record even if its driver died meanwhile."""
+    result = fn(*args)
+    if claims:
+        import submitit  # optional at import time, as in make_executor
+        release_own(claims, submitit.JobEnvironment().job_id)
+    return result
 
 
 def call(fn, args):

@@ -5,9 +5,11 @@ In-flight records: ``inflight.json`` in each run directory a queued or running j
 directory is never submitted twice and a rerun adopts a SLURM job still in the queue (after ``kill -9`` of its
 driver) instead of submitting another.
 
-A record is written at submission (:func:`write_record`), removed when its job ends (:func:`release`, only while
-it still names that job), and read by the next driver (:func:`in_flight`); a record whose job has ended is stale
-and ignored.
+A record is written by the driver at submission (:func:`write_record`) and removed twice over, each time only
+while it still names that job: by the job itself once its function has returned (:func:`release_own`, the job side:
+a finished job leaves no record even when its driver was killed and no rerun adopted it) and by the driver when it
+collects the job (:func:`release`: a job that failed or was cancelled). The next driver reads them
+(:func:`in_flight`); a record whose job has ended is stale and ignored.
 """
 from __future__ import annotations
 
@@ -67,12 +69,6 @@ def in_flight(claims: list[list[Path]], executor: str) -> dict[int, dict]:
     return adopt
 
 
-def clear_finished(run_dir: Path) -> None:
-    """Remove the in-flight record of a run whose result is written (its job ended, perhaps after its driver was
-    killed, before any rerun could adopt it): a finished run holds no in-flight record."""
-    (Path(run_dir) / INFLIGHT).unlink(missing_ok=True)
-
-
 def write_record(t: Tracked, executor: str) -> None:
     """The in-flight record of a job just submitted, in every run directory it claims."""
     rec = {"executor": executor, "job_id": str(t.job.job_id), "folder": str(t.job.paths.folder),
@@ -82,10 +78,20 @@ def write_record(t: Tracked, executor: str) -> None:
         write_json(Path(d) / INFLIGHT, rec)
 
 
-def release(t: Tracked) -> None:
-    """Remove this job's in-flight records (only those that still name it)."""
-    for d in t.claims:
+def _remove_if_names(claims, job_id: str) -> None:
+    for d in claims:
         rec = _read_record(Path(d))
-        if rec is not None and rec.get("job_id") == str(t.job.job_id):
+        if rec is not None and rec.get("job_id") == job_id:
             with contextlib.suppress(FileNotFoundError):
                 (Path(d) / INFLIGHT).unlink()
+
+
+def release(t: Tracked) -> None:
+    """The driver's side: remove this job's in-flight records (only those that still name it)."""
+    _remove_if_names(t.claims, str(t.job.job_id))
+
+
+def release_own(claims, job_id: str) -> None:
+    """The job's side, called inside a job after its function returned (``job_id``: submitit's id of the running
+    job, the one its driver recorded): remove the records in ``claims`` that name this job."""
+    _remove_if_names(claims, str(job_id))
