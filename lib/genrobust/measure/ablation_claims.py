@@ -90,8 +90,8 @@ def evaluate_claims(cfg: Profile, records: list[dict]) -> dict:
     """Every claim of paper.ABLATION_CLAIMS: {claim: {"source", "claim", "verdict", "why", "comparisons"}}; each
     tested comparison carries its stored Verdict ('verdict_record', its one stored form: metrics schema 5), judged
     under the one rule of genrobust.measure.claims (t over seeds, Holm over the claim's comparisons); an untested
-    one its own 'verdict' ("not tested") and 'why'. ``records``: sweep records, or the
-    points of a stored 05_ablations.json (only figure, setting, seed, eps, auroc, n_pos, n_neg are read)."""
+    one its own 'verdict' ("not tested") and 'why'. ``records``: sweep records, or the points of a stored
+    05_ablations.json (only figure, setting, seed, eps, auroc, n_pos, n_neg are read)."""
     out = {}
     for key, comps in comparisons(cfg).items():
         source, text = paper.ABLATION_CLAIMS[key]
