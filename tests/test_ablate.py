@@ -3,6 +3,7 @@ the runtime estimate, and one tiny sweep end to end (inline executor, isolated r
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,12 +11,14 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from genrobust.core import models, scoring, stats
+from genrobust.core import upgrade as U
 from genrobust.measure import ablate
 from genrobust.measure import claims as C
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, resolve_profile
 from genrobust.reporting import metrics_files, plots, tables
-from genrobust.core.config import ConfigError, apply_overrides, get_profile, to_dict
+from genrobust.core.config import ConfigError, apply_overrides, from_dict, get_profile, to_dict
 
+ROOT = Path(__file__).resolve().parents[1]
 # the smoke ablation, shrunk further: 3 train steps per run, 16 test images per side
 TINY = {"data.synthetic_train_per_class": 72, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
         "train.batch_size": 32, "train.epochs": 1, "executor": "inline", "ablation.n_boot": 200}
@@ -136,6 +139,26 @@ def test_compare_verdicts():
     c = ablate.Comparison("fig8_combined", "clean", lo, hi)
     assert ablate.compare(points([0.03, 0.02, 0.04]), c)["diff"] == 0
     assert verdict(points([0.03, 0.02, 0.04]), c).decision == "not established"
+
+
+def test_each_comparison_stores_its_verdict_once():
+    """evaluate_claims (05's writer, and verdicts.json's re-derivation) stores each tested comparison's verdict as
+    its verdict_record only, none of its fields copied beside it (issue 41 point 1); an untested comparison keeps its
+    own verdict and why. Negative control: the check finds the copies in the committed 05 file (schema 3 wrote them)."""
+    stored = json.loads((ROOT / "results" / "cpu" / "05_ablations.json").read_text())
+
+    def copies(claims):
+        return [(k, f) for k, c in claims.items() for r in c["comparisons"] if "verdict_record" in r
+                for f in U.COPIED_VERDICT_FIELDS if f in r]
+    assert len(copies(stored["claims"])) >= 5 * 5
+    claims = ablate.evaluate_claims(from_dict(stored["provenance"]["config"]), stored["points"])
+    tested = [r for c in claims.values() for r in c["comparisons"] if "verdict_record" in r]
+    assert len(tested) >= 5 and copies(claims) == []
+    cfg = tiny(**{"ablation.augmentations": ("crop_flip", "autoaugment_cutout")})
+    points = [{"figure": "fig7", "setting": s, "seed": 0, "eps": [0.0], "auroc": [0.9]}
+              for s in (ablate.AUGMENTATION_NAMES["crop_flip"], ablate.AUGMENTATION_NAMES["autoaugment_cutout"])]
+    untested, = ablate.evaluate_claims(cfg, points)["fig7_augmentation"]["comparisons"]
+    assert untested["verdict"] == "not tested" and untested["why"] and "verdict_record" not in untested
 
 
 def test_claims_not_testable_with_one_value():

@@ -18,7 +18,7 @@ from genrobust.core.config import get_profile
 from genrobust.data import prepare_data
 from genrobust.measure.accuracy import evaluation_set
 from genrobust.measure.record import records
-from genrobust.reporting.metrics_files import VERDICTS_NAME, judge_evidence
+from genrobust.reporting.metrics_files import VERDICTS_NAME, judge_evidence, read_verdicts
 from genrobust.reporting.verdicts import claim_verdicts
 from genrobust.store.checkpoints import load_classifier, weights_digest
 from genrobust.store.io import ResultsError
@@ -108,8 +108,9 @@ def problems(results: Path) -> list[str]:
 
 def verdict_problems(results: Path) -> list[str]:
     """verdicts.json against the verdicts re-derived from the metrics files alone (judge_evidence: 03's per-example
-    flags, 04's subsampling replicates, 05's per-seed AUROCs), and every notebook judged (issue 39)."""
-    stored = _json(results / VERDICTS_NAME)["notebooks"]
+    flags, 04's subsampling replicates, 05's per-seed AUROCs), and every notebook judged (issue 39). verdicts.json
+    is read in today's form (genrobust.core.upgrade: a schema-1 file's copies of 05's verdict fields dropped)."""
+    stored = read_verdicts(results)["notebooks"]
     again = json.loads(json.dumps(judge_evidence(results)))   # as stored: through JSON
     out = []
     for nb, entry in again.items():
@@ -124,8 +125,9 @@ def verdict_problems(results: Path) -> list[str]:
 
 def test_every_stored_verdict_is_recomputed_from_the_committed_files():
     """Issue 39: each verdict verdicts.json stores (and README, REPORT.md, CHANGES.md render) comes back, equal, from
-    the committed metrics files alone; only the notebooks NOT_YET_REJUDGED names are not re-judged."""
-    stored = _json(RESULTS / VERDICTS_NAME)["notebooks"]
+    the committed metrics files alone (both in today's form); only the notebooks NOT_YET_REJUDGED names are not
+    re-judged."""
+    stored = read_verdicts(RESULTS)["notebooks"]
     again = json.loads(json.dumps(judge_evidence(RESULTS)))
     assert again == stored
     assert {nb for nb, e in again.items() if "not_judged" in e} == set(NOT_YET_REJUDGED)

@@ -10,8 +10,10 @@ import pytest
 
 from genrobust.core import upgrade as U
 from genrobust.core.config import budget_values, get_profile, to_dict
-from genrobust.reporting.metrics_files import load_sources, read_metrics
+from genrobust.reporting.metrics_files import VERDICTS_NAME, load_sources, read_metrics, read_verdicts
 from genrobust.reporting.sections import claims_section
+from genrobust.reporting.tables import claims_table
+from genrobust.store.io import ResultsError
 from genrobust.reporting.verdicts import ablation_claims, notebook_verdicts
 
 OLDER = Path(__file__).parent / "fixtures" / "older_metrics"
@@ -54,6 +56,56 @@ def test_schema_3_04_keeps_its_fields_and_its_verdicts():
     assert {k: v for k, v in up.items() if k not in ("schema_version", "upgraded_from")} == \
         {k: v for k, v in rec.items() if k != "schema_version"}
     assert up["upgraded_from"] == 3 and U.written_with_verdicts(up)
+
+
+def _copied(claims: dict) -> list[str]:
+    """The copied verdict fields found beside a verdict_record, as 'claim: field'."""
+    return [f"{key}: {f}" for key, c in claims.items() for comp in c["comparisons"] if "verdict_record" in comp
+            for f in U.COPIED_VERDICT_FIELDS if f in comp]
+
+
+def test_schema_4_05_drops_the_copies_beside_each_verdict_record(tmp_path):
+    """Schema 5 stores 05's verdict once: the copies of a verdict_record's fields beside it are dropped on reading;
+    the record, the comparison's description, an untested comparison's own verdict and the claim's decision stay;
+    what the readers show is unchanged."""
+    rec = _fixture("v4_05_ablations.json")
+    before = copy.deepcopy(rec)
+    assert len(_copied(rec["claims"])) == 5                             # negative control: the check sees them
+    up = U.upgrade_metrics(rec, "05_ablations.json")
+    assert rec == before and up["upgraded_from"] == 4 and U.written_with_verdicts(up)
+    assert _copied(up["claims"]) == []
+    tested, = up["claims"]["fig5_capacity"]["comparisons"]
+    assert tested == {k: v for k, v in before["claims"]["fig5_capacity"]["comparisons"][0].items()
+                      if k not in U.COPIED_VERDICT_FIELDS}
+    assert up["claims"]["fig7_augmentation"] == before["claims"]["fig7_augmentation"]  # no record: its own reading
+    assert {k: c["verdict"] for k, c in up["claims"].items()} == {k: c["verdict"] for k, c in before["claims"].items()}
+    # the notebook's table reads the record: what it showed from the copies; a changed record shows (control)
+    copied = before["claims"]["fig5_capacity"]["comparisons"][0]
+    row = claims_table(up["claims"]).loc["fig5_capacity"]
+    assert (row["verdict"], row["95% CI"]) == (copied["verdict"], f"[{copied['ci'][0]:+.4f}, {copied['ci'][1]:+.4f}]")
+    tested["verdict_record"] = {**tested["verdict_record"], "decision": "contradicted"}
+    assert claims_table(up["claims"]).loc["fig5_capacity"]["verdict"] == "contradicted"
+    shutil.copy(OLDER / "v4_05_ablations.json", tmp_path / "05_ablations.json")
+    capacity = next(c for c in ablation_claims(load_sources(tmp_path)["05_ablations"]) if c.claim == "fig5_capacity")
+    assert [v.decision for v in capacity.subjects] == ["supported"] and capacity.stored
+    assert not set(U.COPIED_VERDICT_FIELDS) & set(capacity.comparisons[0][0])
+
+
+def test_verdicts_json_of_schema_1_drops_05s_copies_and_an_unknown_version_is_refused(tmp_path):
+    shutil.copy(OLDER / "v1_verdicts.json", tmp_path / VERDICTS_NAME)
+    raw = _fixture("v1_verdicts.json")
+    assert len(_copied(raw["notebooks"]["05_ablations"]["claims"])) == 5  # negative control
+    up = read_verdicts(tmp_path)
+    assert (up["schema_version"], up["upgraded_from"]) == (U.VERDICTS_SCHEMA, 1)
+    assert _copied(up["notebooks"]["05_ablations"]["claims"]) == []
+    assert up["notebooks"]["03_accuracy"] == raw["notebooks"]["03_accuracy"] and up["provenance"] == raw["provenance"]
+    today = {**raw, "schema_version": U.VERDICTS_SCHEMA}
+    assert U.upgrade_verdicts(today, "v.json") is today                  # today's form passes unchanged
+    (tmp_path / VERDICTS_NAME).write_text(json.dumps({**raw, "schema_version": 99}))
+    with pytest.raises(ResultsError, match=r"verdicts.json: schema_version 99, which this genrobust .* does not know"
+                       ) as err:
+        read_verdicts(tmp_path)
+    assert "\n" not in str(err.value)
 
 
 def test_todays_form_passes_unchanged_and_an_unknown_version_is_refused():

@@ -1,9 +1,11 @@
 """Older files in today's form: every compatibility rule of genrobust in one place (as timm keeps its deprecations in
-one table): metrics files of older schemas, eval.aa_* configs, older unit keys, retired claim ids.
+one table): metrics files and verdicts.json of older schemas, eval.aa_* configs, older unit keys, retired
+claim ids.
 
 A reader calls one function of this module once, where it reads, and works on today's form only:
 
-    upgrade_metrics(record, name)    a metrics file of results/<profile>/ (schema_version 1-4) -> schema 4's form
+    upgrade_metrics(record, name)    a metrics file of results/<profile>/ (schema_version 1-5) -> schema 5's form
+    upgrade_verdicts(record, name)   results/<profile>/verdicts.json (schema_version 1-2) -> schema 2's form
     upgrade_eval(values)             a recorded config's eval section (or overrides) with eval.aa_* -> eval.budgets
     unit_key_before_budgets(key, v)  the key an AutoAttack unit was stored under before the attacks owned budgets
     RETIRED_CLAIMS                   the claim ids of older stored verdicts that no longer name a claim
@@ -21,7 +23,7 @@ from .version import __version__
 
 # ---------------------------------------------------------------------------------------------------------------
 # Metrics files (results/<profile>/<notebook>.json): their schema_version, and what each version changed
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CHANGES = {
     1: "the files before versions were recorded (read as 1 when schema_version is absent)",
     2: "adds schema_version; 05's per-job cost-model seconds move from runtime.jobs to runtime.estimated_jobs "
@@ -32,6 +34,8 @@ CHANGES = {
        "kept beside it; 04's 'conclusion' dropped)",
     4: "04's 'paired' holds the half-subsampling replicates of each FID difference (issue 39), the evidence its "
        "verdicts are re-derived from (upgrade: none; without them Tab. 2 cannot be judged, and the report says so)",
+    5: "05's comparisons store their verdict once, as 'verdict_record': schema 3-4 also copied its fields (verdict, "
+       "ci, p, p_adjusted, why) beside it, which nothing read (upgrade: the copies dropped; issue 41)",
 }
 KNOWN_SCHEMAS = tuple(CHANGES)
 
@@ -64,7 +68,52 @@ def upgrade_metrics(record: dict, name: str) -> dict:
         out.pop("conclusion", None)
         if out.get("claims"):
             out["claims"] = {key: _older_claim(claim, name) for key, claim in out["claims"].items()}
+    if version < 5 and out.get("claims"):
+        out["claims"] = without_copies(out["claims"])
     return {**out, "schema_version": SCHEMA_VERSION, "upgraded_from": version}
+
+
+# the fields of a 05 comparison's verdict_record that schema 3-4 (and verdicts.json 1) copied beside it
+COPIED_VERDICT_FIELDS = ("verdict", "ci", "p", "p_adjusted", "why")
+
+
+def without_copies(claims: dict) -> dict:
+    """05's claims ({claim: {..., "comparisons": [...]}}) with each comparison that holds a 'verdict_record' stripped
+    of the copies of its fields (COPIED_VERDICT_FIELDS); a comparison without a record (not tested, or judged under
+    the rule before stored verdicts) keeps its own 'verdict' and 'why'. A new dict; ``claims`` is not changed."""
+    def strip(comp: dict) -> dict:
+        if "verdict_record" not in comp:
+            return comp
+        return {k: v for k, v in comp.items() if k not in COPIED_VERDICT_FIELDS}
+    return {key: {**claim, "comparisons": [strip(c) for c in claim["comparisons"]]} if claim.get("comparisons")
+            else claim for key, claim in claims.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# verdicts.json (genrobust.reporting.metrics_files.write_verdicts): its schema_version, and what each changed
+VERDICTS_SCHEMA = 2
+VERDICTS_CHANGES = {
+    1: "every verdict of 03-05 re-derived from the metrics files' evidence (issue 39); 05's entry as "
+       "evaluate_claims gave it, with copies of each verdict_record's fields beside it",
+    2: "05's comparisons store their verdict once, as 'verdict_record' (upgrade: the copies dropped, as metrics "
+       "schema 5)",
+}
+
+
+def upgrade_verdicts(record: dict, name: str) -> dict:
+    """verdicts.json's ``record`` in today's form: a copy with 05's copied verdict fields dropped (schema 1),
+    ``schema_version`` today's and ``upgraded_from`` its own; today's form is returned as it is. ValueError, one
+    line naming ``name``, for a version this code does not know."""
+    version = record.get("schema_version", 1)
+    if version not in VERDICTS_CHANGES:
+        raise ValueError(f"{name}: schema_version {version!r}, which this genrobust ({__version__}) does not know "
+                         f"(it reads {', '.join(map(str, VERDICTS_CHANGES))}); update genrobust, or write it again "
+                         "with this one (genrobust report)")
+    if version == VERDICTS_SCHEMA:
+        return record
+    notebooks = {nb: {**entry, "claims": without_copies(entry["claims"])} if entry.get("claims") else entry
+                 for nb, entry in (record.get("notebooks") or {}).items()}
+    return {**record, "notebooks": notebooks, "schema_version": VERDICTS_SCHEMA, "upgraded_from": version}
 
 
 def written_with_verdicts(record: dict) -> bool:

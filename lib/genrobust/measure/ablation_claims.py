@@ -88,18 +88,18 @@ def seeds_label(cfg: Profile) -> str:
 
 def evaluate_claims(cfg: Profile, records: list[dict]) -> dict:
     """Every claim of paper.ABLATION_CLAIMS: {claim: {"source", "claim", "verdict", "why", "comparisons"}}; each
-    comparison carries its stored Verdict ('verdict_record'), judged under the one rule of
-    genrobust.measure.claims (t over seeds, Holm over the claim's comparisons). ``records``: sweep records, or the
-    points of a stored 05_ablations.json (only figure, setting, seed, eps, auroc, n_pos, n_neg are read)."""
+    tested comparison carries its stored Verdict ('verdict_record', its one stored form: metrics schema 5), judged
+    under the one rule of genrobust.measure.claims (t over seeds, Holm over the claim's comparisons); an untested
+    one its own 'verdict' ("not tested") and 'why'. ``records``: sweep records, or the points of a stored
+    05_ablations.json (only figure, setting, seed, eps, auroc, n_pos, n_neg are read)."""
     out = {}
     for key, comps in comparisons(cfg).items():
         source, text = paper.ABLATION_CLAIMS[key]
         results = [compare(records, c) for c in comps]
         tested = [r for r in results if "_subject" in r]
         verdicts = judge(key, [r.pop("_subject") for r in tested], seeds_label(cfg))
-        for r, v in zip(tested, verdicts):
-            r.update(verdict=v.decision, ci=None if v.ci95 is None else list(v.ci95), p=v.p,
-                     p_adjusted=v.p_adjusted, why=v.render(), verdict_record=v.to_dict())
+        for r, v in zip(tested, verdicts):  # the verdict stored once: its record, no copies of its fields beside it
+            r["verdict_record"] = v.to_dict()
         verdict, why = claim_decision(verdicts, [r["why"] for r in results if "verdict_record" not in r],
                                       f"the sweep has a single value of what {source} varies; give it two or more")
         out[key] = {"source": source, "claim": text, "verdict": verdict, "why": why, "comparisons": results}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core import paper
 from ..core.config import config_hash, from_dict
-from ..core.upgrade import SCHEMA_VERSION, schema_problem, upgrade_metrics
+from ..core.upgrade import SCHEMA_VERSION, VERDICTS_SCHEMA, schema_problem, upgrade_metrics, upgrade_verdicts
 from ..measure.ablate import base_profile, evaluate_claims, record_for_json, regime_note
 from ..measure.accuracy import paired_tests
 from ..measure.claims import ONE_RUN, ClaimError, accuracy_verdicts, generation_verdicts, scale_label
@@ -276,11 +276,18 @@ def write_verdicts(directory: str | os.PathLike) -> Path:
     """``directory``/verdicts.json (atomic): :func:`judge_evidence` with a provenance record naming the commit that
     judged. The report, README and CHANGES.md render it; tests recompute it from the metrics files."""
     directory = Path(directory)
-    return write_json(directory / VERDICTS_NAME, {"schema_version": 1, "notebooks": judge_evidence(directory),
-                                                  "evidence": EVIDENCE, "provenance": provenance()})
+    return write_json(directory / VERDICTS_NAME, {"schema_version": VERDICTS_SCHEMA,
+                                                  "notebooks": judge_evidence(directory), "evidence": EVIDENCE,
+                                                  "provenance": provenance()})
 
 
 def read_verdicts(directory: str | os.PathLike) -> dict | None:
-    """``directory``/verdicts.json, or None where none was written (an older results directory)."""
+    """``directory``/verdicts.json in today's form (genrobust.core.upgrade.upgrade_verdicts), or None where none was
+    written (an older results directory); one of a schema_version this code does not know is a ResultsError."""
     path = Path(directory) / VERDICTS_NAME
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return upgrade_verdicts(read_json(path), str(path))
+    except ValueError as err:
+        raise ResultsError(str(err)) from None

@@ -270,19 +270,22 @@ def inception_speed(rec: dict, cfg) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Notebook 05: the ablation claims
 def claims_table(claims: dict) -> pd.DataFrame:
-    """One row per comparison: settings, values, difference with its CI, per-seed differences, verdict."""
+    """One row per comparison: settings, values, difference with its CI, per-seed differences, verdict (decision
+    and interval from its verdict_record; a comparison without one, not tested or of the older rule, shows its own)."""
     rows = []
     for key, c in claims.items():
         for r in c["comparisons"] or [{"metric_name": "-", "higher": "-", "lower": "-", "verdict": c["verdict"],
                                        "why": c["why"]}]:
+            v = Verdict.from_dict(r["verdict_record"]) if "verdict_record" in r else None
+            decision, ci = (v.decision, v.ci95) if v is not None else (r["verdict"], r.get("ci"))
             rows.append({"claim": key, "metric": r["metric_name"], "expected higher": r["higher"],
                          "expected lower": r["lower"],
                          "higher": round(r["higher_value"], 4) if "diff" in r else None,
                          "lower": round(r["lower_value"], 4) if "diff" in r else None,
                          "difference": round(r["diff"], 4) if "diff" in r else None,
-                         "95% CI": f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]" if r.get("ci") else None,
+                         "95% CI": f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else None,
                          "per seed": ", ".join(f"{d:+.4f}" for d in r["seed_diffs"]) if "seed_diffs" in r else None,
-                         "verdict": r["verdict"]})
+                         "verdict": decision})
     return pd.DataFrame(rows).set_index("claim")
 
 

@@ -4,7 +4,7 @@ everything that shows a verdict renders what it returns.
 The one reader of the verdicts of notebooks 03-05: every claim they judge in one results directory, as
 :class:`ClaimVerdicts`, from the stored records only. Per notebook, in this order: verdicts.json's re-derivation
 from the file's evidence (where it judged that very file, same sha256), else the verdicts the file stores (05: the
-``verdict_record`` of each comparison, never the fields copied beside it), else, for a file written before verdicts
+``verdict_record`` of each comparison, their one stored form), else, for a file written before verdicts
 were stored, the one verdict engine applied to its evidence (:func:`genrobust.reporting.metrics_files.
 judge_notebook`, the same call verdicts.json makes). Older files arrive in today's form (genrobust.core.upgrade).
 
@@ -25,9 +25,6 @@ from .metrics_files import VERDICTS_NAME, Source, judge_notebook, lacks_evidence
 
 STORED_VERDICTS = ("03_accuracy", "04_generation_fid")  # their claims come from verdicts (05's from its claims)
 ABLATIONS = "05_ablations"
-# 05 copies these fields of each comparison's verdict_record beside it (genrobust.measure.ablate.evaluate_claims):
-# the reader takes the verdict from the record only.
-COPIED = ("verdict", "ci", "p", "p_adjusted", "why")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +116,12 @@ def _notebook_claims(src: Source) -> list[ClaimVerdicts]:
 
 
 def _comparison(comp: dict) -> tuple[dict, Verdict | None]:
-    """One stored 05 comparison: its description, and its Verdict from ``verdict_record`` (the copies beside it
-    dropped); one without a record (not tested, or the older rule) as it is stored."""
+    """One stored 05 comparison: its description, and its Verdict from ``verdict_record`` (older files' copies of
+    its fields beside it are dropped by genrobust.core.upgrade); one without a record (not tested, or the older
+    rule) as it is stored."""
     if "verdict_record" not in comp:
         return comp, None
-    return ({k: v for k, v in comp.items() if k not in COPIED and k != "verdict_record"},
-            Verdict.from_dict(comp["verdict_record"]))
+    return {k: v for k, v in comp.items() if k != "verdict_record"}, Verdict.from_dict(comp["verdict_record"])
 
 
 def ablation_claims(src: Source) -> list[ClaimVerdicts]:
