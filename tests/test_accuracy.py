@@ -334,6 +334,14 @@ def test_autoattack_takes_one_budget_set_named_by_its_standard_budgets():
         budget_set({"apgd_iter": 7})
     with pytest.raises(AttackError, match="^targets must be an int >= 1, got 0"):
         budget_set({"targets": 0})
+    # autoattack() itself refuses them (and a bad norm or eps) with the same one-line errors, before any work
+    pytest.importorskip("pyautoattack")
+    from genrobust.core.autoattack import autoattack
+    x, y = torch.rand(2, 3, 32, 32), torch.zeros(2, dtype=torch.int64)
+    for kw, msg in (({"budgets": {"square_querie": 5}}, "^unknown AutoAttack budget"), ({"norm": "l1"}, "^norm"),
+                    ({"eps": -1.0}, "^eps")):
+        with pytest.raises(AttackError, match=msg):
+            autoattack(nn.Flatten(), x, y, "square", **{"eps": 0.5, **kw})
 
 
 def test_autoattack_warnings_are_collected_once_each_and_the_logger_restored():

@@ -13,7 +13,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from .attack_args import AttackError, check_int, check_norm
+from .attack_args import AttackError, check_eps, check_int, check_norm
 
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 # AutoAttack's standard version (AutoAttack._set_version('standard')): the budgets' values, written only here; the
@@ -92,10 +92,10 @@ def autoattack(model, x: torch.Tensor, y: torch.Tensor, attack: str, *, eps: flo
 
     if attack not in AUTOATTACK_ATTACKS:
         raise AttackError(f"unknown AutoAttack attack {attack!r}; choose one of {list(AUTOATTACK_ATTACKS)}")
-    b = budget_set(budgets)
+    b, eps, aa_norm = budget_set(budgets), check_eps(eps), _AA_NORM[check_norm(norm)]
     if x.shape[0] == 0:
         return x.clone()
-    dev, aa_norm = str(x.device), _AA_NORM[check_norm(norm)]
+    dev = str(x.device)
     aa = AutoAttack(model, norm=aa_norm, eps=eps, seed=seed, version="standard", device=dev)
     # APGD derives its step-size checkpoints from n_iter at construction: rebuild with the standard arguments.
     aa.apgd = APGDAttack(model, n_restarts=1, n_iter=b["apgd_iters"], verbose=False, eps=eps, norm=aa_norm,
