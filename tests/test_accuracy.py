@@ -322,6 +322,41 @@ def test_attack_registry_is_what_planning_labels_and_config_read():
     assert "apgd-x" not in registry.ATTACKS
 
 
+def test_autoattack_takes_one_budget_set_named_by_its_standard_budgets():
+    """autoattack()'s budgets are one set: the standard values where not given, an unknown name or a bad value a
+    one-line AttackError naming it (the registry's AutoAttack budgets are exactly these names)."""
+    from genrobust.core.attacks import AttackError
+    from genrobust.core.autoattack import STANDARD_BUDGETS, budget_set
+    assert budget_set() == budget_set({}) == STANDARD_BUDGETS
+    assert budget_set({"apgd_iters": 7}) == {**STANDARD_BUDGETS, "apgd_iters": 7} != STANDARD_BUDGETS
+    assert set(registry.BUDGETS) == set(STANDARD_BUDGETS)
+    with pytest.raises(AttackError, match=r"^unknown AutoAttack budget\(s\) \['apgd_iter'\]; allowed: "):
+        budget_set({"apgd_iter": 7})
+    with pytest.raises(AttackError, match="^targets must be an int >= 1, got 0"):
+        budget_set({"targets": 0})
+    # autoattack() itself refuses them (and a bad norm or eps) with the same one-line errors, before any work
+    pytest.importorskip("pyautoattack")
+    from genrobust.core.autoattack import autoattack
+    x, y = torch.rand(2, 3, 32, 32), torch.zeros(2, dtype=torch.int64)
+    for kw, msg in (({"budgets": {"square_querie": 5}}, "^unknown AutoAttack budget"), ({"norm": "l1"}, "^norm"),
+                    ({"eps": -1.0}, "^eps")):
+        with pytest.raises(AttackError, match=msg):
+            autoattack(nn.Flatten(), x, y, "square", **{"eps": 0.5, **kw})
+
+
+def test_autoattack_warnings_are_collected_once_each_and_the_logger_restored():
+    import logging
+    from genrobust.core.autoattack import autoattack_warnings
+    log, sink = logging.getLogger("auto-attack"), ["seen before"]
+    propagate = log.propagate
+    with autoattack_warnings(sink):
+        for msg in ("zero gradients", "zero gradients", "seen before"):
+            log.warning(msg)
+        log.info("below warning level")
+    assert sink == ["seen before", "zero gradients"]
+    assert log.propagate == propagate and not any(type(h).__name__ == "_Collect" for h in log.handlers)
+
+
 @pytest.mark.parametrize("name", list(registry.ATTACKS))
 def test_config_accepts_exactly_the_registered_strong_attacks_and_budgets(name):
     """eval.strong_attacks' choices and eval.budgets' names are the registry's: a strong entry validates, a

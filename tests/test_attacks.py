@@ -412,6 +412,14 @@ def test_bad_arguments_raise_attack_error(attack, param, kw, x, y, trained_gen):
         ATTACKS[attack](trained_gen, x, y, **kw)
 
 
+@pytest.mark.parametrize("param,kw,x,y", [case for case in _bad_cases() if case[0] != "y"])
+def test_maximize_checks_the_common_arguments_as_every_attack(param, kw, x, y, trained_gen):
+    """maximize takes the common keyword arguments as **kw, checked by the same begin_attack as the other attacks:
+    the same one-line AttackError naming the parameter (an unknown name included: no TypeError)."""
+    with pytest.raises(AttackError, match=rf"^{param}\b"):
+        ATTACKS["maximize"](trained_gen, x, y, **kw)
+
+
 def test_bad_arguments_of_other_attacks(softmax_model, trained_gen, data):
     x, y = _small_batch(data)
     with pytest.raises(AttackError, match="model"):

@@ -77,8 +77,13 @@ def test_synthetic_is_learnable():
 
 
 def test_load_dispatcher_synthetic_and_unknown():
-    s = D.load("synthetic", synthetic_train_per_class=3, synthetic_test_per_class=2, seed=1)
+    s = D.load("synthetic", synthetic=D.SyntheticSpec(3, 2, seed=1))
     assert s.source.synthetic and len(s.train_y) == 30 and len(s.test_y) == 20
+    assert torch.equal(s.train_x, D.make_synthetic(3, 2, seed=1).train_x)
+    assert not torch.equal(s.train_x, D.load("synthetic", synthetic=D.SyntheticSpec(3, 2, seed=2)).train_x)
+    assert len(D.load("synthetic").train_y) == 5000  # the default spec: make_synthetic's 500 per class
+    with pytest.raises(DataError, match="^synthetic= only applies to source 'synthetic'"):
+        D.load("batches", synthetic=D.SyntheticSpec(3, 2))  # never silently ignored
     with pytest.raises(DataError, match="auto, batches, imagefolder, synthetic"):
         D.load("cifar100")
     with pytest.raises(DataError):

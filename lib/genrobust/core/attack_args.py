@@ -1,9 +1,9 @@
 """The attacks' arguments, checked once: one-line AttackErrors, the validated PGD settings with their defaults, the
-common start of every label-driven attack.
+common start of every attack.
 
 The attacks' arguments, checked once: one-line AttackErrors naming the parameter, the validated PGD settings
 (eps, norm, steps, step size, restarts, generator, chunking) with their defaults, and the common start of every
-label-driven attack.
+attack (:func:`begin_attack`).
 
 What each keyword means is in :mod:`genrobust.core.attacks` (the attacks' public surface). ``check_values`` picks
 whether x's range and the labels' range are read on the host (one sync per call on CUDA); shapes, dtypes and devices
@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["NORMS", "AttackError", "PGDSettings", "PGD_DEFAULTS", "default_step_size", "pgd_settings", "pgd_kwargs",
+__all__ = ["NORMS", "AttackError", "PGDSettings", "PGD_DEFAULTS", "default_step_size", "pgd_kwargs",
            "begin_attack", "check_norm", "check_eps", "check_int", "check_flag", "check_x", "check_labels",
            "check_grad_mode"]
 
@@ -111,7 +111,8 @@ def _check_generator(generator, x: torch.Tensor) -> torch.Generator:
 # The validated settings, their defaults, and the common start of the label-driven attacks.
 @dataclass(frozen=True)
 class PGDSettings:
-    """Validated PGD settings shared by all attacks."""
+    """Validated PGD settings shared by all attacks; build them with :meth:`checked` (the one place the common
+    keyword arguments are validated and step_size's default is filled)."""
     eps: float
     norm: str
     steps: int
@@ -122,30 +123,31 @@ class PGDSettings:
     batch_size: Optional[int]
     check_values: bool  # x in [0, 1], labels in [0, K): checked (a host read each) or vouched for by the caller
 
-
-def pgd_settings(x, *, eps, norm, steps, step_size, random_start, restarts, generator, batch_size,
-                 check_values=True) -> PGDSettings:
-    """The common keyword arguments (module docstring of genrobust.core.attacks), checked, with step_size's default."""
-    eps = check_eps(eps)
-    norm = check_norm(norm)
-    random_start = check_flag("random_start", random_start)
-    check_values = check_flag("check_values", check_values)
-    restarts = check_int("restarts", restarts, 1)
-    if restarts > 1 and not random_start:
-        raise AttackError(f"restarts > 1 requires random_start=True (restarts from delta=0 are identical), "
-                          f"got restarts={restarts}")
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, 1)
-    generator = _check_generator(generator, x)
-    if eps == 0:
-        # Nothing to optimize: x is returned unchanged, so steps / step_size are not needed (steps=0 is allowed).
-        check_int("steps", steps, 0)
-        if step_size is not None:
-            _check_step_size(step_size)
-        return PGDSettings(0.0, norm, steps, 1.0, random_start, restarts, generator, batch_size, check_values)
-    steps = check_int("steps", steps, 1)
-    step_size = default_step_size(eps, steps) if step_size is None else _check_step_size(step_size)
-    return PGDSettings(eps, norm, steps, step_size, random_start, restarts, generator, batch_size, check_values)
+    @classmethod
+    def checked(cls, x: torch.Tensor, kw: dict) -> "PGDSettings":
+        """The common keyword arguments ``kw`` (module docstring of genrobust.core.attacks; defaults filled and
+        unknown names refused by :func:`pgd_kwargs`), each checked, with step_size's default. ``x`` (checked by the
+        caller): the default generator is made on its device."""
+        kw = pgd_kwargs(kw)
+        eps, norm = check_eps(kw["eps"]), check_norm(kw["norm"])
+        random_start = check_flag("random_start", kw["random_start"])
+        check_values = check_flag("check_values", kw["check_values"])
+        restarts = check_int("restarts", kw["restarts"], 1)
+        if restarts > 1 and not random_start:
+            raise AttackError(f"restarts > 1 requires random_start=True (restarts from delta=0 are identical), "
+                              f"got restarts={restarts}")
+        batch_size = None if kw["batch_size"] is None else check_int("batch_size", kw["batch_size"], 1)
+        generator = _check_generator(kw["generator"], x)
+        steps, step_size = kw["steps"], kw["step_size"]
+        if eps == 0:
+            # Nothing to optimize: x is returned unchanged, so steps / step_size are not needed (steps=0 is allowed).
+            check_int("steps", steps, 0)
+            if step_size is not None:
+                _check_step_size(step_size)
+            return cls(0.0, norm, steps, 1.0, random_start, restarts, generator, batch_size, check_values)
+        steps = check_int("steps", steps, 1)
+        step_size = default_step_size(eps, steps) if step_size is None else _check_step_size(step_size)
+        return cls(eps, norm, steps, step_size, random_start, restarts, generator, batch_size, check_values)
 
 
 def check_grad_mode():
@@ -176,13 +178,13 @@ def pgd_kwargs(kw: dict) -> dict:
 
 
 def begin_attack(x, kw, labels, K):
-    """Common start of the label-driven attacks: check the grad mode, x, the PGD keywords and each (name, labels)
-    pair against K (None: unknown yet). Returns (x ready to attack, settings), or (a clone of x, None) when there is
-    nothing to attack (eps = 0 or no examples)."""
+    """Common start of every attack: check the grad mode, x, the PGD keywords and each (name, labels) pair against
+    K (None: unknown yet; no pairs for :func:`~genrobust.core.attack_engine.maximize`). Returns (x ready to attack,
+    settings), or (a clone of x, None) when there is nothing to attack (eps = 0 or no examples)."""
     check_grad_mode()
     kw = pgd_kwargs(kw)
     x = check_x(x, values=check_flag("check_values", kw["check_values"]))
-    cfg = pgd_settings(x, **kw)
+    cfg = PGDSettings.checked(x, kw)
     for name, lab in labels:
         check_labels(name, lab, x, K, values=cfg.check_values)
     if cfg.eps == 0 or x.shape[0] == 0:

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn as nn
 
-from .attack_args import AttackError, PGDSettings, check_flag, check_grad_mode, check_x, pgd_settings
+from .attack_args import AttackError, PGDSettings, begin_attack, check_grad_mode
 from .attack_steps import ascent_step, per_example, project, random_start
 
 __all__ = ["ScoreFn", "eval_mode", "frozen_state", "attack_context", "chunks", "improves", "maximize_chunk",
@@ -134,31 +134,25 @@ def maximize_chunk(model, score: ScoreFn, select: ScoreFn, x: torch.Tensor, cfg:
     return best_x, best_v
 
 
-def maximize(model: nn.Module, score: ScoreFn, x: torch.Tensor, *, eps: float, norm: str = "l2", steps: int = 10,
-             step_size: Optional[float] = None, random_start: bool = False, restarts: int = 1,
-             generator: Optional[torch.Generator] = None, select: Optional[ScoreFn] = None,
-             batch_size: Optional[int] = None, check_values: bool = True) -> torch.Tensor:
+def maximize(model: nn.Module, score: ScoreFn, x: torch.Tensor, *, select: Optional[ScoreFn] = None,
+             **kw) -> torch.Tensor:
     """PGD ascent of a per-example objective within the eps-ball; returns x_adv (N, 3, H, W) in [0, 1].
 
     score(model, x_adv) -> (N,) is maximized (gradient of its sum w.r.t. the input only); select(model, x_adv) ->
-    (N,) picks, per example, the best restart (default: score; larger = better for the attacker). The model's mode
-    is used as is (wrap in :func:`eval_mode` to attack in eval mode). eps == 0 returns x.clone().
-    check_values=False: x is known to lie in [0, 1] (module docstring); no host read of x.
+    (N,) picks, per example, the best restart (default: score; larger = better for the attacker). kw: the common
+    keyword arguments of every attack (eps required; norm, steps, step_size, random_start, restarts, generator,
+    batch_size, check_values: module docstring of genrobust.core.attacks), checked once by
+    :func:`~genrobust.core.attack_args.begin_attack` as for the other attacks. The model's mode is used as is (wrap
+    in :func:`eval_mode` to attack in eval mode). eps == 0 returns x.clone().
     """
-    check_grad_mode()
-    x = check_x(x, values=check_flag("check_values", check_values))
-    cfg = pgd_settings(x, eps=eps, norm=norm, steps=steps, step_size=step_size, random_start=random_start,
-                       restarts=restarts, generator=generator, batch_size=batch_size, check_values=check_values)
+    x, cfg = begin_attack(x, kw, [], None)
     if not callable(score):
         raise AttackError(f"score must be a callable score(model, x_adv) -> (N,), got {type(score).__name__}")
     if select is not None and not callable(select):
         raise AttackError(f"select must be None or a callable select(model, x_adv) -> (N,), got {type(select).__name__}")
-    if cfg.eps == 0 or x.shape[0] == 0:
-        return x.clone()
+    if cfg is None:
+        return x
     select = score if select is None else select
-    x = x.detach()
-    if x.is_inference():  # an inference tensor cannot take part in autograd; a clone outside inference_mode can
-        x = x.clone()
     out = []
     with attack_context(model, x):
         for sl in chunks(x.shape[0], cfg.batch_size):

@@ -30,7 +30,7 @@ from typing import Callable, Mapping, Optional
 import torch
 
 from .attacks import default_step_size, eq11_12_attack, multi_targeted, pgd_untargeted
-from .autoattack import AUTOATTACK_ATTACKS, STANDARD_BUDGETS, autoattack
+from .autoattack import AUTOATTACK_ATTACKS, STANDARD_BUDGETS, autoattack, autoattack_warnings
 from .cifar10 import NUM_CLASSES
 
 CLASSIFIER_KINDS = ("generative", "softmax")
@@ -145,9 +145,10 @@ def _ours(fn) -> Callable:
 
 def _autoattack(name: str) -> Callable:
     def run(model, x, y, c: AttackCall):
-        # only this attack's own budgets are passed; autoattack() runs this attack alone, the rest is unused
-        return autoattack(model, x, y, name, eps=c.eps, norm=c.norm, seed=c.seed, batch_size=len(x),
-                          warnings=c.warnings, **c.budgets)
+        # only this attack's own budgets are passed (autoattack() runs this attack alone, the rest is unused); its
+        # warnings go to c.warnings, or nowhere when that is None
+        with autoattack_warnings([] if c.warnings is None else c.warnings):
+            return autoattack(model, x, y, name, eps=c.eps, norm=c.norm, seed=c.seed, budgets=c.budgets)
     return run
 
 

@@ -13,8 +13,8 @@ from .base import AUGMENTATIONS, CLASSES, NUM_CLASSES, SOURCES, DataError, DataS
 from .batches import BinaryBatches, augment, to_float
 from .sources import default_search_paths, load, load_cifar10
 from .splits import Prepared, prepare_data, stratified_split, subset_per_class
-from .synthetic import make_synthetic
+from .synthetic import SyntheticSpec, make_synthetic
 
 __all__ = ["AUGMENTATIONS", "BinaryBatches", "CLASSES", "DataError", "DataSource", "NUM_CLASSES", "Prepared", "SOURCES",
-           "Splits", "augment", "default_search_paths", "describe_source", "load", "load_cifar10", "make_synthetic",
+           "Splits", "SyntheticSpec", "augment", "default_search_paths", "describe_source", "load", "load_cifar10", "make_synthetic",
            "prepare_data", "stratified_split", "subset_per_class", "to_float"]

@@ -13,8 +13,9 @@ Sources (``load(source, ...)``):
 * ``"imagefolder"``: a directory or a ``.zip`` laid out as ``[prefix/]train/<class>/<image>`` and
   ``[prefix/]test/<class>/<image>`` with the 10 CIFAR-10 class names as folders. Decoding is slow (~12 s for
   60k JPEGs), so decoded arrays are cached in ``<cache_dir>/cifar10-<sha256[:16]>.npz``.
-* ``"synthetic"``: :func:`make_synthetic`, a learnable stand-in for tests and CI smoke runs. It is never used
-  as a fallback: asking for CIFAR-10 and not finding it raises :class:`DataError`.
+* ``"synthetic"``: :func:`~genrobust.data.synthetic.make_synthetic` (its sizes and seed: a
+  :class:`~genrobust.data.synthetic.SyntheticSpec`), a learnable stand-in for tests and CI smoke runs. It is never
+  used as a fallback: asking for CIFAR-10 and not finding it raises :class:`DataError`.
 * ``"auto"``: the first CIFAR-10 found in the order of :func:`default_search_paths`.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..store.paths import project_root as default_project_root
 from .base import BATCHES_DIR, FIX_HINT, SOURCES, DataError, Splits
 from .cifar_batches import load_batches
 from .imagefolder import image_root, load_imagefolder
-from .synthetic import make_synthetic
+from .synthetic import SyntheticSpec
 
 
 def default_search_paths(project_root: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -85,18 +86,21 @@ def load(
     project_root: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
-    synthetic_train_per_class: int = 500,
-    synthetic_test_per_class: int = 100,
-    seed: int = 0,
     progress: bool = True,
+    synthetic: SyntheticSpec | None = None,
 ) -> Splits:
-    """Dispatch on ``source`` in ``SOURCES``; ``seed`` and ``synthetic_*`` only matter for ``"synthetic"``."""
+    """Dispatch on ``source`` in ``SOURCES``: CIFAR-10 through :func:`load_cifar10` (path, project_root, cache_dir,
+    download, progress), or the synthetic stand-in drawn as ``synthetic`` says (default :class:`SyntheticSpec`();
+    only for source 'synthetic')."""
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; use one of {', '.join(SOURCES)}")
     if source == "synthetic":
         if path is not None:
             raise DataError(f"source 'synthetic' takes no path (got {path!r}); drop path= or pick another source")
-        return make_synthetic(synthetic_train_per_class, synthetic_test_per_class, seed=seed)
+        return (SyntheticSpec() if synthetic is None else synthetic).make()
+    if synthetic is not None:
+        raise DataError(f"synthetic= only applies to source 'synthetic' (got source {source!r}); drop synthetic= "
+                        "or use source 'synthetic'")
     return load_cifar10(
         source, path, project_root=project_root, cache_dir=cache_dir, download=download, progress=progress
     )

@@ -9,6 +9,7 @@ import torch
 from ..core.config import DataConfig, config_hash
 from .base import DataError, check_labels
 from .sources import load
+from .synthetic import SyntheticSpec
 
 
 def _first_per_class(y: torch.Tensor, n: int, seed: int, fn: str, arg: str, also: str = "") -> torch.Tensor:
@@ -79,8 +80,9 @@ class Prepared:
 
 
 def prepare_data(dcfg: DataConfig, *, progress: bool = True) -> Prepared:
-    splits = load(dcfg.source, dcfg.path, synthetic_train_per_class=dcfg.synthetic_train_per_class,
-                        synthetic_test_per_class=dcfg.synthetic_test_per_class, seed=dcfg.seed, progress=progress)
+    synthetic = SyntheticSpec(dcfg.synthetic_train_per_class, dcfg.synthetic_test_per_class, dcfg.seed) \
+        if dcfg.source == "synthetic" else None
+    splits = load(dcfg.source, dcfg.path, synthetic=synthetic, progress=progress)
     tr_idx, va_idx = stratified_split(splits.train_y, dcfg.val_per_class, dcfg.seed)
     if dcfg.train_per_class is not None:
         keep = subset_per_class(splits.train_y[tr_idx], dcfg.train_per_class, dcfg.seed)

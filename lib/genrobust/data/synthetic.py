@@ -2,6 +2,8 @@
 fallback: asking for CIFAR-10 and not finding it raises :class:`DataError`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .base import IMAGE_SIZE, NAME_SYNTHETIC, DataError, DataSource, Splits
@@ -53,6 +55,19 @@ def make_synthetic(
     )
     source = DataSource(kind="synthetic", name=NAME_SYNTHETIC, path=None, sha256=None, synthetic=True, extra=params)
     return Splits(train_x, train_y, test_x, test_y, source)
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What the synthetic source draws (:func:`make_synthetic`'s sizes and seed): images per class of the train and
+    test sets, and the seed. ``load("synthetic", synthetic=SyntheticSpec(...))``; the data config's
+    synthetic_train_per_class, synthetic_test_per_class and seed fill it in prepare_data."""
+    train_per_class: int = 500
+    test_per_class: int = 100
+    seed: int = 0
+
+    def make(self) -> Splits:
+        return make_synthetic(self.train_per_class, self.test_per_class, seed=self.seed)
 
 
 def _synthetic_split(n_per_class: int, num_classes: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

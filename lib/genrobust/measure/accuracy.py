@@ -236,12 +236,10 @@ def run_units(work, x, y, clean, kind: str, run: AttackRun, ecfg: EvalConfig,
     return out
 
 
-def attack_flags(model, x: torch.Tensor, y: torch.Tensor, candidates: torch.Tensor, run: AttackRun, *,
-                 ecfg: EvalConfig, kind: str = "softmax", units: UnitContext | None = None,
-                 warnings: Optional[list] = None) -> tuple[torch.Tensor, dict]:
-    """Robust flags (run.n,) bool of one run, assembled from its units (computed where missing), and (n_attacked,
-    time_s, max_perturbation) summed / maxed over them. ``candidates``: the clean-correct flags."""
-    recs = run_units(model, x, y, candidates, kind, run, ecfg, units)
+def assemble_flags(recs: list[dict], warnings: Optional[list] = None) -> tuple[torch.Tensor, dict]:
+    """One run from its units' records (:func:`run_units`, in order): robust flags (run.n,) bool and (n_attacked,
+    time_s, max_perturbation) summed / maxed over the units. Their AutoAttack warnings are added to ``warnings``
+    (each once; None: dropped)."""
     for r in recs:
         for w in r["warnings"]:
             if warnings is not None and w not in warnings:
@@ -321,8 +319,8 @@ def evaluate_classifier(model, x: torch.Tensor, y: torch.Tensor, ecfg: EvalConfi
                                            "ci95": wilson_interval(k, n)},
               "runs": [], "model_checks": checks, "autoattack_warnings": []}
     for run in tqdm(runs, desc=f"{kind}: attacks", disable=not progress):
-        flags, info = attack_flags(work, x, y, clean, run, ecfg=ecfg, kind=kind, units=units,
-                                   warnings=record["autoattack_warnings"])
+        flags, info = assemble_flags(run_units(work, x, y, clean, kind, run, ecfg, units),
+                                     record["autoattack_warnings"])
         record["runs"].append(_run_record(run, flags, info, ecfg))
     record["wall_time_s"] = round(time.perf_counter() - t0, 1)
     return record
