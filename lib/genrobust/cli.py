@@ -231,7 +231,7 @@ def main(argv=None) -> int:
             keys = TRAIN_PARAMETERS if args.cmd == "train" else EVALUATE_PARAMETERS
             profile = resolve_profile(args.profile, params, keys, budget=getattr(args, "budget", None))
             configure_threads(profile)
-            jobs = JobSettings.of(profile, executor=args.executor, workers=args.workers)  # --gpus etc.: in profile.slurm
+            jobs = JobSettings.of(profile, executor=args.executor, workers=args.workers)  # --gpus...: profile.slurm
             if args.dry_run:
                 print(sbatch_script(slurm_parameters(jobs.slurm), runs_dir() / "jobs"))
                 return 0

@@ -223,7 +223,7 @@ class Stepper(Protocol):
 def fit(runs: Sequence[TrainingRun], stepper: Stepper, *, data_source: dict, device, desc: str,
         progress: bool = True, engine: Engine | None = None) -> list[dict]:
     """Train ``runs`` with ``stepper`` to their ``epochs``: the one training loop. The runs stand at one epoch, with
-    one epoch length and one number of epochs, and share their training config (its ``select_every``).
+    one epoch length, one number of epochs and one selection interval (``select_every``).
 
     Per step: one batch from each run's ``make_batches`` into ``stepper.step`` (the whole step), the NaN guard; the
     per-run statistics are summed on the device (float64: the numbers of a per-step float() sum) and read once per
@@ -241,13 +241,8 @@ def fit(runs: Sequence[TrainingRun], stepper: Stepper, *, data_source: dict, dev
 
 def _fit(runs, stepper, *, data_source, device, desc, progress):
     runs = list(runs)
-    starts, steps, ends = ({r.start_epoch for r in runs}, {r.steps_per_epoch for r in runs},
-                           {r.epochs for r in runs})
-    if len(starts) != 1 or len(steps) != 1 or len(ends) != 1:
-        raise ValueError(f"{desc}: fit steps runs that stand at one epoch with one epoch length and one number of "
-                         f"epochs; got epochs {sorted(starts)}, epoch lengths {sorted(steps)} and numbers of epochs "
-                         f"{sorted(ends)}")
-    start, steps_per_epoch, epochs, n_runs = starts.pop(), steps.pop(), ends.pop(), len(runs)
+    start, steps_per_epoch, epochs, select_every = _shared(runs, desc)
+    n_runs = len(runs)
     device = torch.device(device)
     sync_every_step = device.type != "cuda"  # a host read costs nothing on the CPU and names the step
     t_start = time.time()
@@ -270,7 +265,7 @@ def _fit(runs, stepper, *, data_source, device, desc, progress):
         train_time = time.time() - t0
         stepper.sync()
         means = {key: (v / max(1, steps_per_epoch)).tolist() for key, v in sums.items()}  # one read per epoch
-        selecting = _selects(epoch, epochs, getattr(runs[0].cfg, "select_every", 1))
+        selecting = _selects(epoch, epochs, select_every)
         selected = stepper.select() if selecting else [None] * n_runs
         for i, r in enumerate(runs):
             rec = {"epoch": epoch + 1, "lr": r.lr, "train_time_s": round(train_time, 2),
@@ -284,6 +279,22 @@ def _fit(runs, stepper, *, data_source, device, desc, progress):
                                  if k.startswith(("train_loss", "adv_auroc", "val"))})
     return [finish(r, data_source=data_source, device=device, wall_time_s=time.time() - t_start,
                    **stepper.result_extra) for r in runs]
+
+
+# What the runs of one fit share: they step together, epoch by epoch
+_SHARED = {"epochs": lambda r: r.start_epoch, "epoch lengths": lambda r: r.steps_per_epoch,
+           "numbers of epochs": lambda r: r.epochs, "selection intervals": lambda r: getattr(r.cfg, "select_every", 1)}
+
+
+def _shared(runs: Sequence[TrainingRun], desc: str) -> tuple:
+    """(first epoch, epoch length, number of epochs, select_every) of ``runs``, one value each; ValueError naming
+    those that differ."""
+    values = {name: sorted({of(r) for r in runs}) for name, of in _SHARED.items()}
+    differ = [f"{name} {v}" for name, v in values.items() if len(v) != 1]
+    if differ:
+        raise ValueError(f"{desc}: fit steps runs that stand at one epoch with one epoch length, one number of "
+                         f"epochs and one selection interval; got {', '.join(differ)}")
+    return tuple(v[0] for v in values.values())
 
 
 def add_stats(sums: dict, stats: dict) -> None:
