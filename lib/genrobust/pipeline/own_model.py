@@ -102,7 +102,7 @@ def evaluate_model(model: torch.nn.Module | str, profile: Profile | str = "cpu",
     profile = resolve_profile(profile, opts.parameters, EVALUATE_PARAMETERS, budget=opts.budget)
     workers = opts.workers
     if workers is None:
-        workers = 1 if spec is None or profile.executor == "inline" else profile.workers
+        workers = 1 if spec is None else JobSettings.of(profile).slots  # the profile's: 1 inline, else its workers
     if workers > 1 and spec is None:
         raise ModelError(f"workers {workers} need the model as a 'module:factory' spec (each process rebuilds it); "
                          "pass the spec, or workers=1")
