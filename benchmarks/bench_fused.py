@@ -27,7 +27,7 @@ import torch
 from genrobust.core.config import TrainConfig
 from genrobust.core.models import create_model
 from genrobust.training.fused import choose_training_path
-from genrobust.training.loop import Run
+from genrobust.training.loop import BestCheckpoint, TrainingRun
 from genrobust.training.steppers import BinaryStepper
 from timing import timed
 
@@ -35,12 +35,13 @@ K, BATCH, PGD_STEPS = 10, 128, 2
 NAMES = {0.5: "ResNet18Thinner w0.5 (paper)", 0.125: "ResNet18 w0.125 (cpu)"}
 
 
-def memory_runs(models, cfg, seed: int = 0) -> list[Run]:
+def memory_runs(models, cfg, seed: int = 0) -> list[TrainingRun]:
     """Runs of ``models`` (class k = model k) that live in memory only (no directory, no checkpoint): what a
     stepper reads of a run (its model, generator, lr schedule)."""
-    return [Run(run_dir=None, run_config={}, ckpt_kind="binary", ckpt_config={}, label=f"d_{k}", model=m,
-                generator=torch.Generator().manual_seed(seed), make_batches=None, steps_per_epoch=1, cfg=cfg,
-                base_lr=cfg.lr_for(k), epochs=1) for k, m in enumerate(models)]
+    return [TrainingRun(run_dir=None, run_config={}, label=f"d_{k}", model=m,
+                        generator=torch.Generator().manual_seed(seed), make_batches=None, steps_per_epoch=1, cfg=cfg,
+                        base_lr=cfg.lr_for(k), epochs=1, checkpoint=BestCheckpoint("binary", {}))
+            for k, m in enumerate(models)]
 
 
 def measure_training_paths(make_model: Callable[[int], torch.nn.Module], cfg, device, *, num_models: int = 10,

@@ -10,6 +10,7 @@ import torch
 from genrobust.core.config import get_profile
 from genrobust.data import prepare_data
 from genrobust.pipeline.classifiers import ensure_classifiers, train_all
+from genrobust.store.executors import JobSettings
 from genrobust.training.calibrate import calibrate
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -44,7 +45,7 @@ def smoke_classifiers(tmp_path_factory, name: str):
         mp.setenv("GENROBUST_RESULTS", str(tmp / "results"))
         cfg = get_profile("smoke")
         data = prepare_data(cfg.data, progress=False)
-        train_all(cfg, softmax=True, executor="inline", progress=False)
+        train_all(cfg, softmax=True, jobs=JobSettings("inline"), progress=False)
         calibrate(cfg, data, progress=False)
         yield cfg, data, ensure_classifiers(cfg, data=data, train_missing=False), tmp
 

@@ -2,6 +2,7 @@
 device and kept out of run keys; the on-device batch source (run here on CPU tensors) draws the distribution of
 the CPU one; the K-model fit with data on the device trains, resumes and refuses runs at different epochs."""
 import contextlib
+import dataclasses
 import traceback
 
 import pytest
@@ -150,8 +151,16 @@ def test_fit_refuses_runs_at_different_epochs(tmp_path, monkeypatch):
           for k in (0, 1)]
     rs[1].start_epoch = 1
     with pytest.raises(ValueError, match="one epoch"):
-        loop.fit(rs, binary.BinaryStepper(rs, p.train, "cpu"), cfg=p.train, epochs=2, data_source={},
-                 device="cpu", desc="test", progress=False)
+        loop.fit(rs, binary.BinaryStepper(rs, p.train, "cpu"), data_source={}, device="cpu", desc="test",
+                 progress=False)
+    rs[1].start_epoch, rs[1].epochs = 0, 3  # same start, another end: the runs' epochs are fit's, so they must agree
+    with pytest.raises(ValueError, match=r"numbers of epochs \[2, 3\]"):
+        loop.fit(rs, binary.BinaryStepper(rs, p.train, "cpu"), data_source={}, device="cpu", desc="test",
+                 progress=False)
+    rs[1].epochs, rs[1].cfg = 2, dataclasses.replace(rs[1].cfg, select_every=2)  # fit reads one select_every
+    with pytest.raises(ValueError, match=r"got selection intervals \[1, 2\]$"):
+        loop.fit(rs, binary.BinaryStepper(rs, p.train, "cpu"), data_source={}, device="cpu", desc="test",
+                 progress=False)
 
 
 def test_bf16_autocast_keeps_weights_bn_statistics_loss_and_pgd_state_fp32(tmp_path, monkeypatch):

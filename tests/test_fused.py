@@ -222,9 +222,10 @@ def test_choose_training_path():
 
 def _memory_runs(models, cfg, steps):
     """Runs of ``models`` (class k = model k) that live in memory only: what the stepper reads of a run."""
-    return [loop.Run(run_dir=None, run_config={}, ckpt_kind="binary", ckpt_config={}, label=f"d_{k}", model=m,
-                     generator=torch.Generator().manual_seed(0), make_batches=None, steps_per_epoch=1, cfg=cfg,
-                     base_lr=cfg.lr_for(k), epochs=steps) for k, m in enumerate(models)]
+    return [loop.TrainingRun(run_dir=None, run_config={}, label=f"d_{k}", model=m,
+                             generator=torch.Generator().manual_seed(0), make_batches=None, steps_per_epoch=1,
+                             cfg=cfg, base_lr=cfg.lr_for(k), epochs=steps,
+                             checkpoint=loop.BestCheckpoint("binary", {})) for k, m in enumerate(models)]
 
 
 @pytest.mark.parametrize("k", [K, 1])

@@ -12,6 +12,7 @@ from genrobust.cli import build_parser, main
 from genrobust.pipeline import classifiers, notebooks
 from genrobust.pipeline.params import NOTEBOOK_PARAMETERS, notebook_profile, resolve_profile
 from genrobust.store import executors, inflight, slurm
+from genrobust.store.executors import JobSettings
 from genrobust.store.io import write_json
 from genrobust.core.device import default_device
 from genrobust.core.config import ConfigError, SlurmConfig, apply_overrides, get_profile
@@ -20,12 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.synthetic_train_per_class": 48, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
         "train.batch_size": 32, "train.epochs": 1, "train.classes": (0, 1), "softmax.epochs": 1,
         "softmax.batch_size": 32, "softmax.width": 0.5}
+INLINE, LOCAL_2 = JobSettings("inline"), JobSettings("local", workers=2)  # the profile's slurm: unused by both
 
 
 @pytest.mark.slow
 def test_local_executor_trains_classes_and_softmax_in_subprocesses(tmp_runs):
     p = apply_overrides(get_profile("smoke"), TINY)
-    rows, soft = classifiers.train_all(p, softmax=True, executor="local", workers=2, progress=False)
+    rows, soft = classifiers.train_all(p, softmax=True, jobs=LOCAL_2, progress=False)
     assert [r["k"] for r in rows] == [0, 1]
     for r in rows:
         assert r["metrics"][-1]["epoch"] == 1 and r["checkpoint"].endswith("best.pt")
@@ -34,7 +36,7 @@ def test_local_executor_trains_classes_and_softmax_in_subprocesses(tmp_runs):
     logs = list((tmp_runs / "runs" / "jobs").glob("*_log.out"))
     assert len(logs) == 3
     # and a second call reuses them (no new jobs)
-    rows2, _ = classifiers.train_all(p, softmax=True, executor="local", workers=2, progress=False)
+    rows2, _ = classifiers.train_all(p, softmax=True, jobs=LOCAL_2, progress=False)
     assert rows2 == rows and len(list((tmp_runs / "runs" / "jobs").glob("*_log.out"))) == 3
 
 
@@ -46,18 +48,29 @@ def test_fused_training_path_is_one_job(tmp_runs, monkeypatch):
     calls = []
     real = classifiers._fused_job
     monkeypatch.setattr(classifiers, "_fused_job", lambda *a: calls.append(a[1]) or real(*a))
-    rows = classifiers.train_all(p, executor="inline", progress=False)
+    rows = classifiers.train_all(p, jobs=INLINE, progress=False)
     assert calls == [[0, 1]] and [r["k"] for r in rows] == [0, 1]
     assert all(r["path"] == "fused (2 models)" for r in rows)
     with pytest.raises(ConfigError, match="train_path"):
         apply_overrides(p, {"train_path": "grouped"})
 
 
+
+def test_job_settings_are_the_profiles_unless_given():
+    p = apply_overrides(get_profile("smoke"), {"executor": "local", "workers": 3, "slurm.gpus": 1})
+    jobs = JobSettings.of(p)
+    assert (jobs.executor, jobs.workers, jobs.slurm.gpus) == ("local", 3, 1) and jobs.slurm == p.slurm
+    assert JobSettings.of(p, executor="inline", workers=2) == JobSettings("inline", 2, p.slurm)  # each one replaced
+    assert JobSettings.of(p, slurm=SlurmConfig()).slurm.gpus == 0
+    assert (jobs.slots, JobSettings.of(p, executor="inline").slots) == (3, 1)  # inline: one job at a time
+    with pytest.raises(ConfigError, match="unknown executor 'lokal'; choose 'inline', 'local' or 'slurm'"):
+        JobSettings("lokal")
+
 @pytest.mark.slow
 def test_failed_job_is_reported(tmp_runs):
     p = apply_overrides(get_profile("smoke"), {**TINY, "train.batch_size": 512, "train.classes": (0,)})
     with pytest.raises(executors.RunError, match=r"job 0 \(local job \d+\) failed: .*Error"):
-        classifiers.train_all(p, executor="local", workers=1, progress=False)
+        classifiers.train_all(p, jobs=JobSettings("local", 1), progress=False)
 
 
 def test_slurm_parameters_build_a_valid_submission(tmp_path):
@@ -154,12 +167,11 @@ def test_a_failed_job_does_not_stop_the_others_and_a_rerun_redoes_only_it(tmp_ru
     tiny = {**TINY, "train.classes": (0,)}
     bad = apply_overrides(get_profile("smoke"), {**tiny, "softmax.checkpoint": str(tmp_runs / "missing.pt")})
     with pytest.raises(executors.RunError, match=r"1 of 2 job\(s\) failed, the others finished.*job 0 \(local job"):
-        classifiers.train_all(bad, softmax=True, executor="local", workers=2, progress=False)
+        classifiers.train_all(bad, softmax=True, jobs=LOCAL_2, progress=False)
     assert classifiers.binary_result(bad, 0) is not None
     submitted = lambda: len(list((tmp_runs / "runs" / "jobs").glob("*_submitted.pkl")))  # noqa: E731
     assert submitted() == 2
-    classifiers.train_all(apply_overrides(get_profile("smoke"), tiny), softmax=True, executor="local", workers=2,
-                          progress=False)
+    classifiers.train_all(apply_overrides(get_profile("smoke"), tiny), softmax=True, jobs=LOCAL_2, progress=False)
     assert submitted() == 3  # only the failed job ran again
 
 
@@ -172,7 +184,7 @@ def test_train_command_trains_the_softmax_baseline_that_notebook_01_finds(tmp_ru
     soft = classifiers.softmax_result(p)
     assert soft is not None and f"softmax: best epoch 1 -> {soft['checkpoint']}" in capsys.readouterr().out
     # notebook 01's call finds it (and d_0) instead of training them again
-    rows, found = classifiers.train_all(p, softmax=True, executor="inline", progress=False)
+    rows, found = classifiers.train_all(p, softmax=True, jobs=INLINE, progress=False)
     assert found == soft and rows[0]["k"] == 0
 
 

@@ -11,7 +11,7 @@ from genrobust.store import provenance as prov
 from genrobust.store import runs
 from genrobust.store.checkpoints import load_classifier, load_model, save_checkpoint, weights_digest
 from genrobust.store.io import ResultsError, append_jsonl, atomic_path, read_json, read_jsonl, write_json
-from genrobust.training.loop import Run, resume
+from genrobust.training.loop import BestCheckpoint, TrainingRun, resume
 from genrobust.training.steppers import RunSGD
 
 
@@ -163,9 +163,9 @@ def test_legacy_checkpoints_load_and_give_the_same_outputs():
 
 def test_legacy_resume_point_loads_into_the_training_loop():
     model = create_model("small_cnn", 1, 0.5)
-    run = Run(run_dir=None, run_config={}, ckpt_kind="binary", ckpt_config={}, label="d_0", model=model,
-              generator=torch.Generator(), make_batches=None, steps_per_epoch=1, cfg=get_profile("smoke").train,
-              base_lr=0.05, epochs=1)
+    run = TrainingRun(run_dir=None, run_config={}, label="d_0", model=model, generator=torch.Generator(),
+                      make_batches=None, steps_per_epoch=1, cfg=get_profile("smoke").train, base_lr=0.05, epochs=1,
+                      checkpoint=BestCheckpoint("binary", {}))
     resume(LEGACY / "binary_last.pt", run)
     saved = torch.load(LEGACY / "binary_last.pt", weights_only=False)
     assert (run.start_epoch, run.best_epoch, run.step) == (saved["epoch"] + 1, saved["best_epoch"],

@@ -39,7 +39,7 @@ from .reporting.report import build, write_report
 from .reporting.own_table import FORMATS, render
 from .reporting.tables import accuracy_table, checks_table
 from .store.checkpoints import load_classifier
-from .store.executors import RunError, configure_threads
+from .store.executors import JobSettings, RunError, configure_threads
 from .store.io import ResultsError, write_json
 from .store.paths import results_dir, runs_dir
 from .store.slurm import sbatch_script, slurm_parameters
@@ -83,7 +83,7 @@ def _evaluate_own_model(args) -> None:
     print("\n" + "\n".join(notes))
 
 
-def _evaluate(profile, args, slurm) -> None:
+def _evaluate(profile, args, jobs: JobSettings) -> None:
     """`genrobust evaluate`: the profile's classifiers (trained and calibrated already) or the given checkpoints
     through notebook 03's attacks and masking checks, as units; the accuracy table and checks on stdout."""
     if args.model:
@@ -100,7 +100,7 @@ def _evaluate(profile, args, slurm) -> None:
             paths[kind] = path
     else:
         paths = ensure_classifiers(profile, data=data, train_missing=False, from_released=args.from_released)
-    records = evaluate(profile, data, paths, executor=args.executor, workers=args.workers, slurm=slurm)
+    records = evaluate(profile, data, paths, jobs=jobs)
     checks = masking_checks(records, profile.eval)
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 80):
         print(accuracy_table(records).to_string(index=False))
@@ -231,20 +231,19 @@ def main(argv=None) -> int:
             keys = TRAIN_PARAMETERS if args.cmd == "train" else EVALUATE_PARAMETERS
             profile = resolve_profile(args.profile, params, keys, budget=getattr(args, "budget", None))
             configure_threads(profile)
-            slurm = profile.slurm
+            jobs = JobSettings.of(profile, executor=args.executor, workers=args.workers)  # --gpus...: profile.slurm
             if args.dry_run:
-                print(sbatch_script(slurm_parameters(slurm), runs_dir() / "jobs"))
+                print(sbatch_script(slurm_parameters(jobs.slurm), runs_dir() / "jobs"))
                 return 0
             if args.cmd == "train":
-                out = train_all(profile, softmax=not args.no_softmax, executor=args.executor, workers=args.workers,
-                                slurm=slurm)
+                out = train_all(profile, softmax=not args.no_softmax, jobs=jobs)
                 rows, soft = out if not args.no_softmax else (out, None)
                 for row in rows:
                     print(f"d_{row['k']}: best epoch {row['best_epoch']} -> {row['checkpoint']}")
                 if soft is not None:
                     print(f"softmax: best epoch {soft['best_epoch']} -> {soft['checkpoint']}")
             else:
-                _evaluate(profile, args, slurm)
+                _evaluate(profile, args, jobs)
     except (ConfigError, RunError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"genrobust: error: {e}", file=sys.stderr)
         return 2

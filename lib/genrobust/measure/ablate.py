@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import Profile, SlurmConfig, from_dict, to_dict
+from ..core.config import Profile, from_dict, to_dict
 from ..core.device import default_device
 from ..core.stats import auroc
 from ..core.scoring import binary_auroc_scores
 from ..data.batches import to_float
 from ..data.splits import prepare_data
 from ..store.checkpoints import load_model
-from ..store.executors import RunError, configure_threads, run_jobs
+from ..store.executors import JobSettings, RunError, configure_threads, run_jobs
 from ..store.io import read_json, write_json
 from ..store.paths import runs_dir
 from ..store.provenance import provenance
@@ -118,11 +118,10 @@ def _ablation_job(profile_dict: dict, spec: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Running the sweep
-def run_sweep(cfg: Profile, *, executor: str | None = None, workers: int | None = None,
-              slurm: SlurmConfig | None = None, progress: bool = True) -> list[dict]:
+def run_sweep(cfg: Profile, *, jobs: JobSettings | None = None, progress: bool = True) -> list[dict]:
     """Train and score every sweep point (missing ones only), as jobs through the one executor
-    (:func:`genrobust.store.executors.run_jobs`: the profile's executor, workers and SLURM resources unless given),
-    longest first; one record per (figure, setting, seed)."""
+    (:func:`genrobust.store.executors.run_jobs` under ``jobs``; None: the profile's executor, workers and SLURM
+    resources), longest first; one record per (figure, setting, seed)."""
     spec = eval_spec(cfg)
     points = sweep_points(cfg)
     profiles = {pt: point_profile(cfg, pt) for pt in points}
@@ -133,8 +132,7 @@ def run_sweep(cfg: Profile, *, executor: str | None = None, workers: int | None 
             todo.setdefault(path, p)
     if todo:
         order = sorted(todo, key=lambda path: relative_cost(todo[path], spec), reverse=True)  # longest first
-        run_jobs(_ablation_job, [(to_dict(todo[path]), spec) for path in order],
-                 executor=executor or cfg.executor, workers=workers or cfg.workers, slurm=slurm or cfg.slurm,
+        run_jobs(_ablation_job, [(to_dict(todo[path]), spec) for path in order], jobs=jobs or JobSettings.of(cfg),
                  desc=f"ablation runs ({len(order)} jobs)", progress=progress)
     records = []
     for pt, p in profiles.items():

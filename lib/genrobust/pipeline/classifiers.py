@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import Profile, SlurmConfig, from_dict, to_dict
+from ..core.config import Profile, from_dict, to_dict
 from ..core.device import default_device
 from ..measure.record import records as eval_records
 from ..store.checkpoints import load_classifier
-from ..store.executors import RunError, call, configure_threads, run_jobs
+from ..store.executors import JobSettings, RunError, call, configure_threads, run_jobs
 from ..store.paths import runs_dir
 from ..store.provenance import provenance
 from ..store.released import release_models, released_paths
@@ -62,31 +62,29 @@ def _softmax_job(profile_dict: dict) -> dict:
     return {"best_epoch": res["best_epoch"], "checkpoint": res["checkpoint"]}
 
 
-def train_all(profile: Profile, *, softmax: bool = False, executor: str | None = None,
-              workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True):
+def train_all(profile: Profile, *, softmax: bool = False, jobs: JobSettings | None = None, progress: bool = True):
     """Train the binary models of profile.train.classes (and, with softmax=True, the softmax baseline) as
-    independent jobs, train-if-missing. On SLURM each job gets ``slurm`` (default: profile.slurm). A job still in
-    flight from an earlier driver is adopted, not resubmitted (genrobust.store.executors.run_jobs); one that
-    fails does not stop the others: they finish, then RunError names it. Returns the binary results (and the
-    softmax result if asked)."""
-    jobs, claims = [], []
+    independent jobs under ``jobs`` (None: the profile's executor, workers and SLURM resources), train-if-missing.
+    A job still in flight from an earlier driver is adopted, not resubmitted (genrobust.store.executors.run_jobs);
+    one that fails does not stop the others: they finish, then RunError names it. Returns the binary results (and
+    the softmax result if asked)."""
+    todo, claims = [], []
     dirs = {k: run_dir_for(binary_run_config(profile, k)) for k in profile.train.classes}
     missing = [k for k in profile.train.classes if binary_result(profile, k) is None]
     if softmax:
         softmax_dir = run_dir_for(softmax_run_config(profile))
         if softmax_result(profile) is None:
-            jobs.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
+            todo.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
             claims.append([softmax_dir])
     if training_path(profile) == "fused" and len(missing) > 1:
-        jobs.append((_fused_job, (to_dict(profile), missing)))  # one job (one device) trains them together
+        todo.append((_fused_job, (to_dict(profile), missing)))  # one job (one device) trains them together
         claims.append([dirs[k] for k in missing])
     else:
-        jobs += [(_binary_job, (to_dict(profile), k)) for k in missing]
+        todo += [(_binary_job, (to_dict(profile), k)) for k in missing]
         claims += [[dirs[k]] for k in missing]
-    if jobs:
-        run_jobs(call, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
-                 slurm=slurm or profile.slurm, desc=f"training ({len(jobs)} jobs)", progress=progress,
-                 claims=claims)
+    if todo:
+        run_jobs(call, todo, jobs=jobs or JobSettings.of(profile), desc=f"training ({len(todo)} jobs)",
+                 progress=progress, claims=claims)
     out = []
     for k in profile.train.classes:
         res = binary_result(profile, k)

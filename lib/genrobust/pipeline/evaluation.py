@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import EvalConfig, Profile, SlurmConfig, from_dict, to_dict
+from ..core.config import EvalConfig, Profile, from_dict, to_dict
 from ..core.device import default_device
 from ..core.registry import attack_spec
 from ..data.splits import Prepared, prepare_data
 from ..measure.accuracy import (AttackRun, UnitContext, attack_unit, evaluate_classifier, evaluation_set, plan_runs,
                                 prepare_attacks, run_attack, shards)
 from ..store.checkpoints import load_classifier, weights_digest
-from ..store.executors import configure_threads, run_jobs
+from ..store.executors import JobSettings, configure_threads, run_jobs
 from ..store.paths import runs_dir
 from ..store.units import UnitStore
 
@@ -167,22 +167,22 @@ def _eval_units_job(profile_dict: dict, kind: str, checkpoint: str, units: list[
     return compute_units(work, x, y, clean, unit_context(checkpoint, data, profile.eval), kind, units, profile.eval)
 
 
-def run_missing(profile: Profile, plans: dict[str, ClassifierPlan], *, executor: str | None = None,
-                workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True) -> int:
-    """Run every missing unit as jobs of at most eval.units_per_job units of one classifier (largest first).
-    Returns the number of jobs."""
-    jobs = []
+def run_missing(profile: Profile, plans: dict[str, ClassifierPlan], *, jobs: JobSettings | None = None,
+                progress: bool = True) -> int:
+    """Run every missing unit as jobs of at most eval.units_per_job units of one classifier (largest first), under
+    ``jobs`` (None: the profile's). Returns the number of jobs."""
+    todo = []
     for kind, p in plans.items():
         miss = sorted(((n, u) for u, d, n in zip(p.units, p.done, p.to_attack) if not d),
                       key=lambda t: -t[0])  # most attacked images first: fewer idle workers at the end
         size = profile.eval.units_per_job
         for i in range(0, len(miss), size):
             group = [(dataclasses.asdict(run), lo, hi) for _, (run, lo, hi) in miss[i:i + size]]
-            jobs.append((to_dict(profile), kind, p.checkpoint, group))
-    if jobs:
-        run_jobs(_eval_units_job, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
-                 slurm=slurm or profile.slurm, desc=f"attack units ({len(jobs)} jobs)", progress=progress)
-    return len(jobs)
+            todo.append((to_dict(profile), kind, p.checkpoint, group))
+    if todo:
+        run_jobs(_eval_units_job, todo, jobs=jobs or JobSettings.of(profile), desc=f"attack units ({len(todo)} jobs)",
+                 progress=progress)
+    return len(todo)
 
 
 @dataclass
@@ -211,26 +211,21 @@ def plan_evaluation(profile: Profile, data: Prepared, paths: dict[str, str]) -> 
     return Evaluation(profile, dict(paths), x, y, models, prepared, plans, seconds, source)
 
 
-def finish_evaluation(ev: Evaluation, *, executor: str | None = None, workers: int | None = None,
-                      slurm: SlurmConfig | None = None, progress: bool = True) -> dict[str, dict]:
-    """Run ``ev``'s missing units as jobs, then assemble {kind: evaluation record} from the units."""
+def finish_evaluation(ev: Evaluation, *, jobs: JobSettings | None = None, progress: bool = True) -> dict[str, dict]:
+    """Run ``ev``'s missing units as jobs (``jobs``; None: the profile's), then assemble {kind: evaluation record}
+    from the units."""
     e = ev.profile.eval
-    run_missing(ev.profile, ev.plans, executor=executor, workers=workers, slurm=slurm, progress=progress)
+    run_missing(ev.profile, ev.plans, jobs=jobs, progress=progress)
     return {kind: evaluate_classifier(ev.models[kind], ev.x, ev.y, e, kind=kind, progress=False,
                                       units=ev.plans[kind].context, prepared=ev.prepared[kind])
             | {"checkpoint": str(ev.paths[kind])} for kind in ev.paths}
 
 
-def slots_of(profile: Profile, executor: str | None, workers: int | None) -> int:
-    """How many units run at once under ``executor`` / ``workers`` (None: the profile's)."""
-    return 1 if (executor or profile.executor) == "inline" else (workers or profile.workers)
-
-
-def evaluate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
-             workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True,
-             echo=print) -> dict[str, dict]:
+def evaluate(profile: Profile, data: Prepared, paths: dict[str, str], *, jobs: JobSettings | None = None,
+             progress: bool = True, echo=print) -> dict[str, dict]:
     """{kind: evaluation record} of every checkpoint in ``paths`` ({kind: path}), from units: plan, say what
-    remains and what it costs (``echo``), run the missing units as jobs, assemble."""
+    remains and what it costs (``echo``), run the missing units as jobs (``jobs``; None: the profile's), assemble."""
+    jobs = jobs or JobSettings.of(profile)
     ev = plan_evaluation(profile, data, paths)
-    echo(describe(ev.plans, ev.seconds, ev.source, slots_of(profile, executor, workers)))
-    return finish_evaluation(ev, executor=executor, workers=workers, slurm=slurm, progress=progress)
+    echo(describe(ev.plans, ev.seconds, ev.source, jobs.slots))
+    return finish_evaluation(ev, jobs=jobs, progress=progress)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import ConfigError, Profile, SlurmConfig, config_hash, from_dict, to_dict
+from ..core.config import ConfigError, Profile, config_hash, from_dict, to_dict
 from ..core.device import default_device
 from ..core.fold import folded_copy
 from ..data.splits import Prepared, prepare_data
@@ -29,7 +29,7 @@ from ..measure import fid as gfid
 from ..measure.generate import (KINDS, GenUnits, Generated, generate as run_generation, starting_images, starts_of,
                                 targeted_pgd, unit_of)
 from ..store.checkpoints import load_classifier, weights_digest
-from ..store.executors import configure_threads, run_jobs
+from ..store.executors import JobSettings, configure_threads, run_jobs
 from ..store.io import ResultsError, load_torch, read_json, save_torch, sha256_file, write_json
 from ..store.paths import runs_dir
 from ..store.provenance import provenance
@@ -104,31 +104,30 @@ def _generation_job(profile_dict: dict, name: str, checkpoint: str, kind: str,
     return len(ranges)
 
 
-def run_missing(profile: Profile, paths: dict[str, str], plan, *, executor: str | None = None,
-                workers: int | None = None, slurm: SlurmConfig | None = None, progress: bool = True) -> int:
-    """The missing units as jobs of at most gen.units_per_job batches of one classifier and kind. Returns the
-    number of jobs."""
+def run_missing(profile: Profile, paths: dict[str, str], plan, *, jobs: JobSettings | None = None,
+                progress: bool = True) -> int:
+    """The missing units as jobs of at most gen.units_per_job batches of one classifier and kind, under ``jobs``
+    (None: the profile's). Returns the number of jobs."""
     groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for name, kind, lo, hi, done in plan:
         if not done:
             groups.setdefault((name, kind), []).append((lo, hi))
-    size, jobs = profile.gen.units_per_job, []
+    size, todo = profile.gen.units_per_job, []
     for (name, kind), ranges in groups.items():
-        jobs += [(to_dict(profile), name, str(paths[name]), kind, ranges[i:i + size])
+        todo += [(to_dict(profile), name, str(paths[name]), kind, ranges[i:i + size])
                  for i in range(0, len(ranges), size)]
-    if jobs:
-        run_jobs(_generation_job, jobs, executor=executor or profile.executor, workers=workers or profile.workers,
-                 slurm=slurm or profile.slurm, desc=f"generation units ({len(jobs)} jobs)", progress=progress)
-    return len(jobs)
+    if todo:
+        run_jobs(_generation_job, todo, jobs=jobs or JobSettings.of(profile),
+                 desc=f"generation units ({len(todo)} jobs)", progress=progress)
+    return len(todo)
 
 
-def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, executor: str | None = None,
-             workers: int | None = None, slurm: SlurmConfig | None = None, echo=print, progress: bool = True,
-             estimate_fid: bool = True) -> Generated:
+def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, jobs: JobSettings | None = None,
+             echo=print, progress: bool = True, estimate_fid: bool = True) -> Generated:
     """Seeds, samples and counterfactuals of the classifiers in ``paths`` ({name: checkpoint}), as units: first
     what is done, what remains and its estimated cost (``echo``; with ``estimate_fid``, also the FID passes', which
-    needs the Inception weights), then the missing batches as jobs through the profile's executor, then the
-    assembly (nothing recomputed)."""
+    needs the Inception weights), then the missing batches as jobs (``jobs``; None: the profile's executor,
+    workers and SLURM resources), then the assembly (nothing recomputed)."""
     units = generation_units(paths, data)
     models = {name: load_classifier(path) for name, path in paths.items()}
     plan = _plan(profile, units)
@@ -140,7 +139,7 @@ def generate(profile: Profile, data: Prepared, paths: dict[str, str], *, executo
          f"{seconds / 60:.1f} min of targeted PGD (rates from {source})")
     if estimate_fid:
         echo(_inception_estimate(profile, data))
-    run_missing(profile, paths, plan, executor=executor, workers=workers, slurm=slurm, progress=progress)
+    run_missing(profile, paths, plan, jobs=jobs, progress=progress)
     return run_generation(profile.gen, data, models, progress=progress, units=units)
 
 

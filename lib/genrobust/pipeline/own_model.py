@@ -40,13 +40,13 @@ from ..core.registry import EVAL_BUDGETS
 from ..data.splits import prepare_data
 from ..measure.accuracy import UnitContext, evaluate_classifier, evaluation_set, prepare_attacks
 from ..measure.checks import masking_checks
-from ..store.executors import RunError
+from ..store.executors import JobSettings, RunError
 from ..store.io import write_json
 from ..store.paths import output_root, outputs_under, runs_dir
 from ..store.provenance import provenance
 from ..store.units import UnitStore
 from .classifiers import ensure_classifiers
-from .evaluation import classifier_plan, describe, eval_set_identity, finish_evaluation, plan_evaluation, slots_of
+from .evaluation import classifier_plan, describe, eval_set_identity, finish_evaluation, plan_evaluation
 from .own_checks import (CONTRACT_IMAGES, INPUT_RANGES, PROBE_IMAGES, build_model, check_contract, check_input_range,
                          classifier_id, describe_model, import_model, prepare_model)
 from .own_cost import Estimate, WallLedger, Watch, assign, seconds_per_image_step, unit_steps
@@ -102,7 +102,7 @@ def evaluate_model(model: torch.nn.Module | str, profile: Profile | str = "cpu",
     profile = resolve_profile(profile, opts.parameters, EVALUATE_PARAMETERS, budget=opts.budget)
     workers = opts.workers
     if workers is None:
-        workers = 1 if spec is None or profile.executor == "inline" else profile.workers
+        workers = 1 if spec is None else JobSettings.of(profile).slots  # the profile's: 1 inline, else its workers
     if workers > 1 and spec is None:
         raise ModelError(f"workers {workers} need the model as a 'module:factory' spec (each process rebuilds it); "
                          "pass the spec, or workers=1")
@@ -159,8 +159,8 @@ def _evaluate_model(model, spec: str | None, profile: Profile, opts: EvaluateOpt
     with Watch(ledger):
         rec = evaluate_classifier(model, here.x, here.y, ecfg, kind="softmax", progress=False, units=ctx,
                                   prepared=(work, here.clean))
-        ours = {} if ours_ev is None else finish_evaluation(
-            ours_ev, executor="local" if workers > 1 else "inline", workers=workers, progress=opts.progress)
+        ours = {} if ours_ev is None else finish_evaluation(ours_ev, jobs=_local_jobs(profile, workers),
+                                                            progress=opts.progress)
     wall = ledger.tick()
     rec = rec | {"model": desc["name"], "weights_digest": desc["weights_digest"], "wall_time_s": wall}
     record = {"schema_version": OWN_SCHEMA, "budget": budget_record(profile, opts.budget, opts.parameters),
@@ -181,6 +181,12 @@ def _evaluate_model(model, spec: str | None, profile: Profile, opts: EvaluateOpt
     return record
 
 
+def _local_jobs(profile: Profile, workers: int) -> JobSettings:
+    """The job settings of an evaluation beside your model's: ``workers`` local processes, or this process for one
+    (your model's evaluation never goes to SLURM)."""
+    return JobSettings.of(profile, executor="local" if workers > 1 else "inline", workers=workers)
+
+
 def _plan_ours(profile: Profile, data, opts: EvaluateOptions):
     """(the evaluation plan of the profile's classifiers on the same images, None) -- printed -- or (None, why
     they are not compared) when they are not there."""
@@ -189,9 +195,8 @@ def _plan_ours(profile: Profile, data, opts: EvaluateOptions):
     except (RunError, ValueError) as e:  # ResultsError is a ValueError
         return None, not_compared_note(profile, e, opts.from_released)
     ours_ev = plan_evaluation(profile, data, paths)
-    slots = slots_of(profile, "local" if opts.workers > 1 else "inline", opts.workers)
     opts.echo("ours, on the same images under the same budget:\n" + describe(
-        ours_ev.plans, ours_ev.seconds, ours_ev.source, slots))
+        ours_ev.plans, ours_ev.seconds, ours_ev.source, _local_jobs(profile, opts.workers).slots))
     return ours_ev, None
 
 

@@ -14,7 +14,7 @@ from ..core.config import Profile, from_dict, to_dict
 from ..core.device import default_device
 from ..data.splits import prepare_data
 from ..measure.accuracy import UnitContext, evaluation_set, prepare_attacks
-from ..store.executors import RunError, configure_threads, run_jobs
+from ..store.executors import JobSettings, RunError, configure_threads, run_jobs
 from ..store.paths import runs_dir
 from ..store.units import UnitStore
 from .evaluation import ClassifierPlan, compute_units, eval_set_identity
@@ -69,6 +69,5 @@ def run_own_units(profile: Profile, p: ClassifierPlan, steps: list[float], here:
     if workers == 1 or len(groups) == 1:  # nothing to fan out: this process has the model already
         return compute_units(here.work, here.x, here.y, here.clean, p.context, "softmax",
                              _unit_list(p, sum(groups, [])), profile.eval)
-    jobs = [(to_dict(profile), spec, input_range, p.context.classifier, _unit_list(p, g)) for g in groups]
-    return sum(run_jobs(_own_units_job, jobs, executor="local", workers=workers, desc="attack jobs",
-                        progress=False))
+    todo = [(to_dict(profile), spec, input_range, p.context.classifier, _unit_list(p, g)) for g in groups]
+    return sum(run_jobs(_own_units_job, todo, jobs=JobSettings("local", workers), desc="attack jobs", progress=False))

@@ -3,7 +3,9 @@ collects them, and cancels them on SIGTERM.
 
 Job executors: run fn(*args) for many argument tuples as independent jobs -- in this process ('inline'), as
 local subprocesses through submitit at most ``workers`` at a time ('local'), or on SLURM ('slurm', one job each).
-Training, ablation sweeps and evaluation units all fan out through :func:`run_jobs`.
+Training, ablation sweeps and evaluation units all fan out through :func:`run_jobs`, with the job settings (executor,
+workers, SLURM resources) as one value, :class:`JobSettings` (:meth:`JobSettings.of`: the profile's, each replaced
+where a caller gives one).
 
 This module is the driver's loop (submit, watch, collect, cancel on a signal); SLURM's commands are in
 :mod:`.slurm`, the in-flight records in :mod:`.inflight`, the errors and the lost-job reports in :mod:`.job_reports`.
@@ -28,6 +30,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +44,33 @@ from .slurm import check_fits, queue_states, slurm_parameters
 
 CANCEL_WAIT_S = 45.0        # how long an interrupted driver waits for cancelled jobs to leave the queue (KillWait)
 QUEUE_POLL_S = 2.0          # squeue at most this often
+EXECUTORS = ("inline", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How a batch of jobs runs: in this process ('inline'), as local subprocesses at most ``workers`` at a time
+    ('local'), or as one SLURM job each with ``slurm``'s resources ('slurm'). ``JobSettings.of(profile)`` reads a
+    profile's; the pipeline functions take one as ``jobs`` (None: the profile's)."""
+    executor: str = "local"
+    workers: int = 1  # jobs side by side on the local executor
+    slurm: SlurmConfig = SlurmConfig()  # each SLURM job's resources
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"unknown executor {self.executor!r}; choose 'inline', 'local' or 'slurm'")
+
+    @classmethod
+    def of(cls, profile: Profile, *, executor: str | None = None, workers: int | None = None,
+           slurm: SlurmConfig | None = None) -> "JobSettings":
+        """The profile's executor, workers and SLURM resources, each replaced where given (None: the profile's):
+        the one place a profile's job settings are read."""
+        return cls(executor or profile.executor, workers or profile.workers, slurm or profile.slurm)
+
+    @property
+    def slots(self) -> int:
+        """How many jobs the cost estimates assume side by side: 1 inline, else ``workers``."""
+        return 1 if self.executor == "inline" else self.workers
 
 
 def configure_threads(profile: Profile) -> None:
@@ -111,18 +141,17 @@ def _cancel(running: dict[int, Tracked], executor: str) -> str:
     return f"cancelled SLURM job(s) {', '.join(ids)}; {tail}"
 
 
-def run_jobs(fn, arg_list: list[tuple], *, executor: str = "local", workers: int = 1,
-             slurm: SlurmConfig | None = None, desc: str = "jobs", progress: bool = True,
-             claims: list[list[Path]] | None = None) -> list:
-    """Run fn(*args) for each args; results in order (None for a failed job, after which RunError is raised once
-    every other job has finished). Local: at most ``workers`` subprocesses at once. SLURM: one job each, with the
-    resources of ``slurm`` (default: SlurmConfig()), refused before submission if no node fits them.
+def run_jobs(fn, arg_list: list[tuple], *, jobs: JobSettings = JobSettings(), desc: str = "jobs",
+             progress: bool = True, claims: list[list[Path]] | None = None) -> list:
+    """Run fn(*args) for each args under ``jobs``; results in order (None for a failed job, after which RunError is
+    raised once every other job has finished). Local: at most ``jobs.workers`` subprocesses at once. SLURM: one job
+    each, with the resources of ``jobs.slurm``, refused before submission if no node fits them.
     ``claims[i]``: the run directories job i writes; they carry its in-flight record (see the module's doc)."""
+    executor, workers, cfg = jobs.executor, jobs.workers, jobs.slurm
     if executor == "inline":
         return [fn(*a) for a in tqdm(arg_list, desc=desc, disable=not progress)]
     # jobs inherit the environment: passive OpenMP waiting keeps parallel jobs from spinning on each other's cores
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cfg = slurm or SlurmConfig()
     folder = runs_dir() / "jobs"  # submitit's pickles and every job's log
     claims = claims or [[] for _ in arg_list]
     if executor == "slurm":

@@ -19,26 +19,26 @@ from ..data.batches import DEVICE_AUGMENTATIONS, BinaryBatches, DeviceBinaryBatc
 from ..data.splits import Prepared, prepare_data
 from ..store.io import read_json
 from ..store.runs import binary_result, binary_run_config, run_dir_for
-from .loop import Engine, Run, engine_for, fit, open_run, seeded_model, select_split
+from .loop import (BestCheckpoint, Engine, Selection, TrainingRun, engine_for, fit, open_run, seeded_model,
+                   select_split)
 from .steppers import BinarySelection, BinaryStepper
 
 
-def _binary_selection(data: Prepared, cfg: TrainConfig, k: int, device):
-    """(select_metrics, select_key) of d_k: clean and adversarial AUROC on the selection split (class-k images vs
-    as many other-class images, drawn evenly and seeded; a :class:`BinarySelection`, which the K-model stepper
-    scores for all K d_k at once); (None, None) without a selection split."""
+def _binary_selection(data: Prepared, cfg: TrainConfig, k: int, device) -> Selection:
+    """d_k's selection: clean and adversarial AUROC on the selection split (class-k images vs as many other-class
+    images, drawn evenly and seeded; a :class:`BinarySelection`, which the K-model stepper scores for all K d_k at
+    once), keeping the best adversarial AUROC; no selection without a selection split."""
     sel = select_split(data, cfg.select_on, cfg.select_n, cfg.seed)
     if sel is None:
-        return None, None
+        return Selection()
     x, y = sel
     pos = to_float(x[y == k])
     neg_idx = (y != k).nonzero(as_tuple=True)[0]
     gen = torch.Generator().manual_seed(cfg.seed)
     neg = to_float(x[neg_idx[torch.randperm(len(neg_idx), generator=gen)[:len(pos)]]])
     split_name = cfg.select_on if cfg.select_on != "last" else "val"
-    select_metrics = BinarySelection(pos, neg, split_name, cfg.eps, cfg.select_attack_steps, cfg.seed,
-                                     torch.device(device))
-    return select_metrics, (None if cfg.select_on == "last" else f"{split_name}_adv_auroc")
+    metrics = BinarySelection(pos, neg, split_name, cfg.eps, cfg.select_attack_steps, cfg.seed, torch.device(device))
+    return Selection(metrics, None if cfg.select_on == "last" else f"{split_name}_adv_auroc")
 
 
 def _binary_batches(data: Prepared, cfg: TrainConfig, k: int, x_train: torch.Tensor, on_device: bool):
@@ -78,18 +78,18 @@ def _binary_ckpt_config(profile: Profile, k: int) -> dict:
 
 
 def _open_binary_run(profile: Profile, k: int, data: Prepared, device, channels_last: bool, engine: Engine,
-                     x_train: torch.Tensor) -> Run:
+                     x_train: torch.Tensor) -> TrainingRun:
     """d_k's run record: its directory and config, seeded model, optimizer and schedule, resumed from last.pt."""
     cfg: TrainConfig = profile.train
     run_config = binary_run_config(profile, k)
     batches, steps_per_epoch = _binary_batches(data, cfg, k, x_train, engine.data_on_device)
-    select_metrics, select_key = _binary_selection(data, cfg, k, device)
-    model = seeded_model(profile.model.name, 1, profile.model.width, cfg.seed * 1000 + k)
-    return open_run(run_dir_for(run_config), run_config, model=model, cfg=cfg, lr=cfg.lr_for(k), epochs=cfg.epochs,
-                    make_batches=batches, steps_per_epoch=steps_per_epoch, device=device,
-                    channels_last=channels_last, label=f"d_{k} ({CLASSES[k]})", ckpt_kind="binary",
-                    ckpt_config=_binary_ckpt_config(profile, k), select_metrics=select_metrics,
-                    select_key=select_key)
+    run = TrainingRun(run_dir_for(run_config), run_config, label=f"d_{k} ({CLASSES[k]})",
+                      model=seeded_model(profile.model.name, 1, profile.model.width, cfg.seed * 1000 + k),
+                      generator=torch.Generator().manual_seed(cfg.seed), make_batches=batches,
+                      steps_per_epoch=steps_per_epoch, cfg=cfg, base_lr=cfg.lr_for(k), epochs=cfg.epochs,
+                      checkpoint=BestCheckpoint("binary", _binary_ckpt_config(profile, k)),
+                      selection=_binary_selection(data, cfg, k, device))
+    return open_run(run, device=device, channels_last=channels_last)
 
 
 def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, device=None, progress=True) -> dict:
@@ -104,9 +104,8 @@ def train_binary(profile: Profile, k: int, data: Prepared | None = None, *, devi
     engine = _engine(profile, device)
     run = _open_binary_run(profile, k, data, device, profile.train.channels_last, engine,
                            _train_images(data, engine, device))
-    return fit([run], BinaryStepper([run], profile.train, device, engine), cfg=profile.train,
-               epochs=profile.train.epochs, data_source=data.source, device=device, desc=run.label,
-               progress=progress, engine=engine)[0]
+    return fit([run], BinaryStepper([run], profile.train, device, engine), data_source=data.source, device=device,
+               desc=run.label, progress=progress, engine=engine)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,6 +145,6 @@ def train_binaries_fused(profile: Profile, classes=None, data: Prepared | None =
     runs = [_open_binary_run(profile, k, data, device, False, engine, x_train) for k in classes]
     if len({r.start_epoch for r in runs}) > 1 or len({r.steps_per_epoch for r in runs}) > 1:
         return sequentially("the classes stand at different epochs or have different epoch lengths")
-    fit(runs, BinaryStepper(runs, profile.train, device, engine), cfg=profile.train, epochs=profile.train.epochs,
-        data_source=data.source, device=device, desc=f"d_k x {len(runs)} (fused)", progress=progress, engine=engine)
+    fit(runs, BinaryStepper(runs, profile.train, device, engine), data_source=data.source, device=device,
+        desc=f"d_k x {len(runs)} (fused)", progress=progress, engine=engine)
     return [binary_result(profile, k) for k in wanted]

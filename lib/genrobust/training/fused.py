@@ -138,7 +138,7 @@ class FusedSGD(torch.optim.Optimizer):
     with one learning rate per model: for model k, buf_k = momentum * buf_k + g_k + wd * p_k; p_k -= lr_k * buf_k
     (the first step sets buf = g + wd * p, as torch's SGD). ``lrs``: (K,) current learning rates (numbers or a
     tensor; kept as host numbers), set per step
-    with :meth:`set_lrs` (a schedule per model, each run's :attr:`genrobust.training.loop.Run.lr`; a
+    with :meth:`set_lrs` (a schedule per model, each run's :attr:`genrobust.training.loop.TrainingRun.lr`; a
     ``torch.optim.lr_scheduler`` cannot schedule entries of one tensor differently, and the paper's step schedule
     drops classes 0, 1, 6 by 0.2x and the others by 0.1x). Model k's slice of the state is written and read in
     torch.optim.SGD's format (:meth:`model_state`, :meth:`load_model_states`), so each d_k's last.pt resumes on

@@ -7,12 +7,12 @@ A run is keyed by a hash of its config (``runs/<kind>/<hash>/``) and holds:
   metrics.jsonl   one line per epoch: loss, train accuracy, clean/adversarial selection metrics, lr, images/s
   result.json     written last, atomically: its presence means "finished" (train-if-missing reuses the run)
 
-:func:`fit` steps a list of :class:`Run` records through a :class:`Stepper` (``genrobust.training.steppers``: the K
-d_k as one network, K = 1 the per-class path, or the softmax model), whose ``step`` is the whole training step
-(attack, loss, backward, update); the epochs, resume, the NaN guard, the metric sums, selection and checkpoints are
-here, once. A run killed at any moment (even ``kill -9``) and started again with the
-same config resumes after its last completed epoch: it loses at most the epoch in progress. A NaN/inf loss stops the run with ``TrainingDiverged`` and
-leaves last.pt (the last good epoch) in place.
+:func:`fit` steps a list of :class:`TrainingRun` records (one model's training state each) through a
+:class:`Stepper` (``genrobust.training.steppers``: the K d_k as one network, K = 1 the per-class path, or the softmax
+model), whose ``step`` is the whole training step (attack, loss, backward, update); the epochs, resume, the NaN
+guard, the metric sums, selection and checkpoints are here, once. A run killed at any moment (even ``kill -9``) and
+started again with the same config resumes after its last completed epoch: it loses at most the epoch in progress. A
+NaN/inf loss stops the run with ``TrainingDiverged`` and leaves last.pt (the last good epoch) in place.
 """
 from __future__ import annotations
 
@@ -95,8 +95,8 @@ def cudnn_benchmark(on: bool):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Learning-rate schedules: the lr of a run is a function of its optimizer step (Run.lr); the stepper's optimizer
-# takes it before each update
+# Learning-rate schedules: the lr of a run is a function of its optimizer step (TrainingRun.lr); the stepper's
+# optimizer takes it before each update
 def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: int, drop_epoch, drop_ratio) -> float:
     """Multiplier of the base lr at optimizer step ``step`` (0-based).
     step: base lr, then base * drop_ratio after ``drop_epoch`` epochs (the paper: 0.1 -> 0.01 after epoch 1500);
@@ -123,7 +123,7 @@ def scheduled_lr(cfg, base_lr: float, step: int, epochs: int, steps_per_epoch: i
                                drop_ratio)
 
 
-def scheduler_state(run: "Run") -> dict:
+def scheduler_state(run: "TrainingRun") -> dict:
     """The schedule's position in last.pt, in the format torch's LambdaLR writes (the format of every last.pt so far,
     so older files resume and these resume in older code): ``last_epoch`` is the run's optimizer steps taken."""
     return {"base_lrs": [run.base_lr], "last_epoch": run.step, "_step_count": run.step + 1, "_is_initial": False,
@@ -137,32 +137,47 @@ def to_device(x_uint8, device, channels_last):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+@dataclass(frozen=True)
+class BestCheckpoint:
+    """What a run's best.pt says it holds (:func:`genrobust.store.checkpoints.save_checkpoint`)."""
+    kind: str  # 'binary' (a d_k) or 'softmax'
+    config: dict  # what rebuilds the model: name, width, num_outputs (and k for a d_k)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How a run's best epoch is chosen: ``metrics(model) -> {metric: value}`` on the selection split (None: no
+    selection split), and ``key``, the metric whose highest value is kept (None: the last epoch is the best)."""
+    metrics: Callable | None = None
+    key: str | None = None
+
+
 @dataclass
-class Run:
-    """One run directory's training state, the typed record :func:`fit` steps: one per d_k, or the softmax model.
+class TrainingRun:
+    """One model's training state, the typed record :func:`fit` steps (one per d_k, or the softmax model): its run
+    directory, model, generator, batches and lr schedule, and how far it has come.
 
     ``model`` and ``generator`` are the run's own; the stepper builds the optimizer that steps the model (one for
     several runs where it steps them as one network) and writes the run's state back with ``sync``: the weights
     into ``model``, the momentum buffers into ``optimizer_state`` (torch.optim.SGD's state_dict format, as last.pt
     holds it; None before the first step), and counts ``step``, the optimizer steps taken, which sets ``lr``.
-    ``make_batches(generator)`` yields one epoch of this run's batches (uint8 images drawn from ``generator``; a
-    d_k's also augmented there). ``best``/``best_epoch``: the selection so far (last.pt keeps them)."""
+    ``make_batches(generator)`` yields one epoch (``steps_per_epoch`` batches) of this run's batches (uint8 images
+    drawn from ``generator``; a d_k's also augmented there). ``best``/``best_epoch``: the selection so far (last.pt
+    keeps them). Built directly, then :func:`open_run` gives it its directory and resumes it."""
     run_dir: Path
     run_config: dict
-    ckpt_kind: str
-    ckpt_config: dict
     label: str  # names the run in messages: 'd_3 (cat)', 'softmax resnet50'
     model: torch.nn.Module
     generator: torch.Generator
     make_batches: Callable[[torch.Generator], Iterable]
     steps_per_epoch: int
-    cfg: object  # the TrainConfig / SoftmaxConfig: momentum, weight decay, the lr schedule
+    cfg: object  # the TrainConfig / SoftmaxConfig: momentum, weight decay, the lr schedule, the seed
     base_lr: float
     epochs: int
+    checkpoint: BestCheckpoint
+    selection: Selection = Selection()
     step: int = 0  # optimizer steps taken (resumed from last.pt)
     optimizer_state: dict | None = None
-    select_metrics: Callable | None = None  # select_metrics(model) -> {metric: value} of this run's own model
-    select_key: str | None = None
     start_epoch: int = 0  # the first epoch to run (after resume)
     best: float = -math.inf
     best_epoch: int = -1
@@ -173,21 +188,15 @@ class Run:
         return scheduled_lr(self.cfg, self.base_lr, self.step, self.epochs, self.steps_per_epoch)
 
 
-def open_run(run_dir: Path, run_config: dict, *, model, cfg, lr: float, epochs: int, make_batches, steps_per_epoch,
-             device, channels_last: bool, label: str, ckpt_kind: str, ckpt_config: dict, select_metrics=None,
-             select_key=None) -> Run:
-    """The run's directory and config.json, its model on ``device``, its lr schedule (base ``lr``), its generator
-    (seeded cfg.seed), resumed from last.pt when one is there (:func:`resume`)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", run_config)
-    model.to(device)
+def open_run(run: TrainingRun, *, device, channels_last: bool) -> TrainingRun:
+    """``run`` given its directory and config.json, its model placed on ``device`` (in the channels-last memory
+    format if asked), and resumed from last.pt when one is there (:func:`resume`). Returns ``run``."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run.run_dir / "config.json", run.run_config)
+    run.model.to(device)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
-    run = Run(run_dir=run_dir, run_config=run_config, ckpt_kind=ckpt_kind, ckpt_config=ckpt_config, label=label,
-              model=model, generator=torch.Generator().manual_seed(cfg.seed), make_batches=make_batches,
-              steps_per_epoch=steps_per_epoch, cfg=cfg, base_lr=lr, epochs=epochs, select_metrics=select_metrics,
-              select_key=select_key)
-    resume(run_dir / "last.pt", run)
+        run.model.to(memory_format=torch.channels_last)
+    resume(run.run_dir / "last.pt", run)
     return run
 
 
@@ -211,9 +220,10 @@ class Stepper(Protocol):
         without selection (the K d_k stepped together: all K in one pass over their network)."""
 
 
-def fit(runs: Sequence[Run], stepper: Stepper, *, cfg, epochs: int, data_source: dict, device, desc: str,
+def fit(runs: Sequence[TrainingRun], stepper: Stepper, *, data_source: dict, device, desc: str,
         progress: bool = True, engine: Engine | None = None) -> list[dict]:
-    """Train ``runs`` (all at the same epoch) with ``stepper`` for ``epochs``: the one training loop.
+    """Train ``runs`` with ``stepper`` to their ``epochs``: the one training loop. The runs stand at one epoch, with
+    one epoch length, one number of epochs and one selection interval (``select_every``).
 
     Per step: one batch from each run's ``make_batches`` into ``stepper.step`` (the whole step), the NaN guard; the
     per-run statistics are summed on the device (float64: the numbers of a per-step float() sum) and read once per
@@ -226,17 +236,13 @@ def fit(runs: Sequence[Run], stepper: Stepper, *, cfg, epochs: int, data_source:
     """
     engine = engine or engine_for(None, device)
     with cudnn_benchmark(engine.cudnn_benchmark):
-        return _fit(runs, stepper, cfg=cfg, epochs=epochs, data_source=data_source, device=device, desc=desc,
-                    progress=progress)
+        return _fit(runs, stepper, data_source=data_source, device=device, desc=desc, progress=progress)
 
 
-def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
+def _fit(runs, stepper, *, data_source, device, desc, progress):
     runs = list(runs)
-    starts, steps = {r.start_epoch for r in runs}, {r.steps_per_epoch for r in runs}
-    if len(starts) != 1 or len(steps) != 1:
-        raise ValueError(f"{desc}: fit steps runs that stand at one epoch with one epoch length; got epochs "
-                         f"{sorted(starts)} and epoch lengths {sorted(steps)}")
-    start, steps_per_epoch, n_runs = starts.pop(), steps.pop(), len(runs)
+    start, steps_per_epoch, epochs, select_every = _shared(runs, desc)
+    n_runs = len(runs)
     device = torch.device(device)
     sync_every_step = device.type != "cuda"  # a host read costs nothing on the CPU and names the step
     t_start = time.time()
@@ -259,7 +265,7 @@ def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
         train_time = time.time() - t0
         stepper.sync()
         means = {key: (v / max(1, steps_per_epoch)).tolist() for key, v in sums.items()}  # one read per epoch
-        selecting = _selects(epoch, epochs, getattr(cfg, "select_every", 1))
+        selecting = _selects(epoch, epochs, select_every)
         selected = stepper.select() if selecting else [None] * n_runs
         for i, r in enumerate(runs):
             rec = {"epoch": epoch + 1, "lr": r.lr, "train_time_s": round(train_time, 2),
@@ -271,8 +277,24 @@ def _fit(runs, stepper, *, cfg, epochs, data_source, device, desc, progress):
             if n_runs == 1:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items()
                                  if k.startswith(("train_loss", "adv_auroc", "val"))})
-    return [finish(r, cfg=cfg, epochs=epochs, data_source=data_source, device=device,
-                   wall_time_s=time.time() - t_start, **stepper.result_extra) for r in runs]
+    return [finish(r, data_source=data_source, device=device, wall_time_s=time.time() - t_start,
+                   **stepper.result_extra) for r in runs]
+
+
+# What the runs of one fit share: they step together, epoch by epoch
+_SHARED = {"epochs": lambda r: r.start_epoch, "epoch lengths": lambda r: r.steps_per_epoch,
+           "numbers of epochs": lambda r: r.epochs, "selection intervals": lambda r: getattr(r.cfg, "select_every", 1)}
+
+
+def _shared(runs: Sequence[TrainingRun], desc: str) -> tuple:
+    """(first epoch, epoch length, number of epochs, select_every) of ``runs``, one value each; ValueError naming
+    those that differ."""
+    values = {name: sorted({of(r) for r in runs}) for name, of in _SHARED.items()}
+    differ = [f"{name} {v}" for name, v in values.items() if len(v) != 1]
+    if differ:
+        raise ValueError(f"{desc}: fit steps runs that stand at one epoch with one epoch length, one number of "
+                         f"epochs and one selection interval; got {', '.join(differ)}")
+    return tuple(v[0] for v in values.values())
 
 
 def add_stats(sums: dict, stats: dict) -> None:
@@ -281,7 +303,7 @@ def add_stats(sums: dict, stats: dict) -> None:
         sums[key] = sums[key] + v.double() if key in sums else v.double()
 
 
-def _diverged(desc: str, runs: Sequence[Run], bad: torch.Tensor, epoch: int, where: str) -> TrainingDiverged:
+def _diverged(desc: str, runs: Sequence[TrainingRun], bad: torch.Tensor, epoch: int, where: str) -> TrainingDiverged:
     names = [r.label for r, b in zip(runs, bad.tolist()) if b]
     kept = f"last.pt of epoch {epoch}" if epoch > 0 else "no checkpoint yet"
     whose = "loss" if len(runs) == 1 else f"loss of {', '.join(names)}"
@@ -291,7 +313,7 @@ def _diverged(desc: str, runs: Sequence[Run], bad: torch.Tensor, epoch: int, whe
         f"learning rate (train.lr) and run again")
 
 
-def resume(last: Path, run: Run) -> None:
+def resume(last: Path, run: TrainingRun) -> None:
     """Load the resume point ``last`` (last.pt, written by :func:`end_epoch`) into ``run``: its model, generator,
     optimizer state, optimizer steps taken (the schedule's ``last_epoch``), first epoch and selection so far.
     Without the file the run stays at its start."""
@@ -309,29 +331,31 @@ def _selects(epoch: int, epochs: int, every: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
-def end_epoch(run: Run, rec: dict, *, epoch: int, selected: dict | None) -> None:
+def end_epoch(run: TrainingRun, rec: dict, *, epoch: int, selected: dict | None) -> None:
     """After the training steps of ``epoch`` (0-based), for one run: its selection metrics ``selected`` (None when
     the epoch selects nothing; :func:`fit` asks the stepper every cfg.select_every epochs and the last) into the
     metrics line, best.pt if improved (run.best, run.best_epoch updated), the metrics line, then last.pt (the
     resume point, written after best.pt and the metrics line so that both are consistent with it)."""
     if selected is not None:
         rec.update(selected)
-    if run.select_key is None or (selected is not None and rec.get(run.select_key, -math.inf) >= run.best):
-        run.best, run.best_epoch = (rec[run.select_key] if run.select_key else run.best), epoch + 1
-        save_checkpoint(run.run_dir / "best.pt", kind=run.ckpt_kind, state={"model": _cpu_state(run.model)},
-                        config=run.ckpt_config, epoch=epoch + 1, run_config=run.run_config)
+    key = run.selection.key
+    if key is None or (selected is not None and rec.get(key, -math.inf) >= run.best):
+        run.best, run.best_epoch = (rec[key] if key else run.best), epoch + 1
+        save_checkpoint(run.run_dir / "best.pt", kind=run.checkpoint.kind, state={"model": _cpu_state(run.model)},
+                        config=run.checkpoint.config, epoch=epoch + 1, run_config=run.run_config)
     append_jsonl(run.run_dir / "metrics.jsonl", rec)
     save_torch(run.run_dir / "last.pt", {"model": run.model.state_dict(), "optimizer": run.optimizer_state,
                                          "scheduler": scheduler_state(run), "generator": run.generator.get_state(),
                                          "epoch": epoch, "best": run.best, "best_epoch": run.best_epoch})
 
 
-def finish(run: Run, *, cfg, epochs: int, data_source, device, wall_time_s: float, **extra) -> dict:
+def finish(run: TrainingRun, *, data_source, device, wall_time_s: float, **extra) -> dict:
     """result.json (written last, atomically: the run is finished) and its content as a later call reads it."""
-    result = {"best_epoch": run.best_epoch, "best_metric": None if run.select_key is None else run.best,
-              "select_key": run.select_key, "epochs": epochs, "metrics": read_jsonl(run.run_dir / "metrics.jsonl"),
+    key = run.selection.key
+    result = {"best_epoch": run.best_epoch, "best_metric": None if key is None else run.best,
+              "select_key": key, "epochs": run.epochs, "metrics": read_jsonl(run.run_dir / "metrics.jsonl"),
               "checkpoint": str(run.run_dir / "best.pt"), "parameters": count_parameters(run.model), **extra,
-              "provenance": provenance(run.run_config, data_source=data_source, seed=cfg.seed,
+              "provenance": provenance(run.run_config, data_source=data_source, seed=run.cfg.seed,
                                        wall_time_s=round(wall_time_s, 1), device=device)}
     write_json(run.run_dir / "result.json", result)
     return read_json(run.run_dir / "result.json")  # the same object that a later train-if-missing call returns

@@ -8,7 +8,7 @@ import torch
 
 from ..core.attacks import pgd_untargeted
 from ..core.fold import folded_copy
-from ..core.config import Profile
+from ..core.config import Profile, SoftmaxConfig
 from ..core.device import default_device
 from ..core.models import count_parameters, create_model
 from ..data.batches import to_float
@@ -17,7 +17,7 @@ from ..store.checkpoints import robustness_state_dict, save_checkpoint
 from ..store.io import read_json, write_json
 from ..store.provenance import provenance
 from ..store.runs import run_dir_for, softmax_run_config
-from .loop import engine_for, fit, open_run, seeded_model, select_split
+from .loop import BestCheckpoint, Selection, TrainingRun, engine_for, fit, open_run, seeded_model, select_split
 from .steppers import SoftmaxStepper
 
 
@@ -60,31 +60,34 @@ def train_softmax(profile: Profile, data: Prepared | None = None, *, device=None
         return import_robustness_checkpoint(cfg.checkpoint, run_dir, run_config)
     device = torch.device(device) if device else default_device()
     data = data or prepare_data(profile.data, progress=progress)
-    model = seeded_model(cfg.model, 10, cfg.width, cfg.seed)
-    steps_per_epoch = len(data.train_y) // cfg.batch_size
-
-    sel = select_split(data, cfg.select_on, 50, cfg.seed)
-    select_metrics, select_key = None, None
-    if sel is not None:
-        x, y = to_float(sel[0]).to(device), sel[1].to(device)
-        split_name = cfg.select_on if cfg.select_on != "last" else "val"
-
-        def select_metrics(model):
-            work = folded_copy(model, channels_last=None)  # frozen, eval mode, BN folded: the attack's hot path
-            with torch.no_grad():
-                clean = (work(x).argmax(1) == y).float().mean().item()
-            xa = pgd_untargeted(work, x, y, eps=cfg.eps, norm="l2", steps=5,
-                                generator=torch.Generator().manual_seed(cfg.seed))
-            with torch.no_grad():
-                rob = (work(xa).argmax(1) == y).float().mean().item()
-            return {f"{split_name}_clean_acc": clean, f"{split_name}_robust_acc": rob}
-        select_key = None if cfg.select_on == "last" else f"{split_name}_robust_acc"
-    run = open_run(run_dir, run_config, model=model, cfg=cfg, lr=cfg.lr, epochs=cfg.epochs,
-                   make_batches=lambda g: _class_batches(data.train_x, data.train_y, cfg.batch_size, g),
-                   steps_per_epoch=steps_per_epoch, device=device, channels_last=cfg.channels_last,
-                   label=f"softmax {cfg.model}", ckpt_kind="softmax",
-                   ckpt_config={"name": cfg.model, "width": cfg.width, "num_outputs": 10},
-                   select_metrics=select_metrics, select_key=select_key)
+    run = open_run(TrainingRun(
+        run_dir, run_config, label=f"softmax {cfg.model}", model=seeded_model(cfg.model, 10, cfg.width, cfg.seed),
+        generator=torch.Generator().manual_seed(cfg.seed),
+        make_batches=lambda g: _class_batches(data.train_x, data.train_y, cfg.batch_size, g),
+        steps_per_epoch=len(data.train_y) // cfg.batch_size, cfg=cfg, base_lr=cfg.lr, epochs=cfg.epochs,
+        checkpoint=BestCheckpoint("softmax", {"name": cfg.model, "width": cfg.width, "num_outputs": 10}),
+        selection=_softmax_selection(data, cfg, device)), device=device, channels_last=cfg.channels_last)
     engine = engine_for(profile.engine, device)
-    return fit([run], SoftmaxStepper(run, cfg, device, engine), cfg=cfg, epochs=cfg.epochs, data_source=data.source,
-               device=device, desc=run.label, progress=progress, engine=engine)[0]
+    return fit([run], SoftmaxStepper(run, cfg, device, engine), data_source=data.source, device=device,
+               desc=run.label, progress=progress, engine=engine)[0]
+
+
+def _softmax_selection(data: Prepared, cfg: SoftmaxConfig, device) -> Selection:
+    """The softmax model's selection: clean and robust accuracy (L2 PGD-5 within ``cfg.eps``) on 50 images per
+    class of the selection split, keeping the best robust accuracy; no selection without a selection split."""
+    sel = select_split(data, cfg.select_on, 50, cfg.seed)
+    if sel is None:
+        return Selection()
+    x, y = to_float(sel[0]).to(device), sel[1].to(device)
+    split_name = cfg.select_on if cfg.select_on != "last" else "val"
+
+    def metrics(model):
+        work = folded_copy(model, channels_last=None)  # frozen, eval mode, BN folded: the attack's hot path
+        with torch.no_grad():
+            clean = (work(x).argmax(1) == y).float().mean().item()
+        xa = pgd_untargeted(work, x, y, eps=cfg.eps, norm="l2", steps=5,
+                            generator=torch.Generator().manual_seed(cfg.seed))
+        with torch.no_grad():
+            rob = (work(xa).argmax(1) == y).float().mean().item()
+        return {f"{split_name}_clean_acc": clean, f"{split_name}_robust_acc": rob}
+    return Selection(metrics, None if cfg.select_on == "last" else f"{split_name}_robust_acc")

@@ -15,7 +15,7 @@ batches), in the per-class path's order, so the K models stepped together get th
 another (tests/test_training.py); the inner attack's random starts (``train.attack_random_start``) come from the
 first run's generator. Where the engine says so (:func:`genrobust.training.loop.engine_for`: CUDA), the forward
 passes run under bf16 autocast. The stepper builds the one optimizer it steps; each run's lr is its schedule at
-its step count (:attr:`genrobust.training.loop.Run.lr`).
+its step count (:attr:`genrobust.training.loop.TrainingRun.lr`).
 """
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ from ..core import objectives
 from ..core.scoring import binary_auroc_k
 from ..data.batches import augment
 from .fused import FusedBinaryModels, FusedSGD
-from .loop import Engine, Run, engine_for, to_device
+from .loop import Engine, TrainingRun, engine_for, to_device
 
 
 class RunSGD(torch.optim.SGD):
     """torch.optim.SGD over one run's model, resumed from the run's optimizer state, with FusedSGD's ``set_lrs``
     (here one lr: the run's scheduled lr of the step)."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: TrainingRun):
         super().__init__(run.model.parameters(), lr=run.lr, momentum=run.cfg.momentum,
                          weight_decay=run.cfg.weight_decay)
         if run.optimizer_state is not None:
@@ -48,7 +48,7 @@ class RunSGD(torch.optim.SGD):
 
 class _Stepper:
     """What every stepper shares: train mode, the one-run sync and selection, the precision of the forwards."""
-    def __init__(self, runs: Sequence[Run], net, opt, engine: Engine):
+    def __init__(self, runs: Sequence[TrainingRun], net, opt, engine: Engine):
         self.runs, self.net, self.opt, self.engine = list(runs), net, opt, engine
         self.result_extra: dict = {}  # added to each run's result.json
 
@@ -60,12 +60,12 @@ class _Stepper:
         self.runs[0].optimizer_state = self.opt.state_dict()
 
     def select(self) -> list[dict | None]:
-        """Each run's own ``select_metrics`` on its own model (eval mode), one run after another."""
+        """Each run's own ``selection.metrics`` on its own model (eval mode), one run after another."""
         out = []
         for r in self.runs:
-            if r.select_metrics is not None:
+            if r.selection.metrics is not None:
                 r.model.eval()
-            out.append(None if r.select_metrics is None else r.select_metrics(r.model))
+            out.append(None if r.selection.metrics is None else r.selection.metrics(r.model))
         return out
 
     def _precision(self):
@@ -85,7 +85,7 @@ def _stack(images: list[torch.Tensor]) -> torch.Tensor:
 class BinarySelection:
     """d_k's model selection (Section 3.4): clean and adversarial AUROC (L2 PGD within ``eps``, ``steps`` steps,
     generator seeded ``seed``) of d_k on its selection images. Called on one d_k (the per-class path, a run's
-    ``select_metrics``), or scored for the K d_k stepped together on their K-model network at once
+    ``selection.metrics``), or scored for the K d_k stepped together on their K-model network at once
     (:meth:`together`; each d_k on its own positives vs its own negatives, the same images and attacks)."""
     pos: torch.Tensor  # (n_k, 3, H, W) float in [0, 1]: the selection split's class-k images
     neg: torch.Tensor  # (n_k, 3, H, W): as many other-class images, drawn evenly and seeded
@@ -114,7 +114,7 @@ class BinarySelection:
 class BinaryStepper(_Stepper):
     """The d_k of ``runs`` (one run per class, all at one epoch) stepped together; see the module docstring."""
 
-    def __init__(self, runs: Sequence[Run], cfg, device, engine: Engine | None = None):
+    def __init__(self, runs: Sequence[TrainingRun], cfg, device, engine: Engine | None = None):
         runs = list(runs)
         self.cfg, self.device = cfg, torch.device(device)
         engine = engine or engine_for(None, self.device)
@@ -167,7 +167,7 @@ class BinaryStepper(_Stepper):
     def select(self) -> list[dict | None]:
         """K > 1: the K d_k's selection metrics in one pass over the K-model network (each d_k on its own images;
         :meth:`BinarySelection.together`); K = 1, or runs with another selection: one run after another."""
-        sels = [r.select_metrics for r in self.runs]
+        sels = [r.selection.metrics for r in self.runs]
         if len(self.runs) == 1 or not all(isinstance(t, BinarySelection) for t in sels):
             return super().select()
         return BinarySelection.together(self.net, sels)
@@ -176,7 +176,7 @@ class BinaryStepper(_Stepper):
 class SoftmaxStepper(_Stepper):
     """The softmax model of one run: PGD-AT (Madry) on (x, y) batches of uint8 images and labels."""
 
-    def __init__(self, run: Run, cfg, device, engine: Engine | None = None):
+    def __init__(self, run: TrainingRun, cfg, device, engine: Engine | None = None):
         self.cfg, self.device = cfg, torch.device(device)
         super().__init__([run], run.model, RunSGD(run), engine or engine_for(None, self.device))
 
