@@ -609,7 +609,15 @@ def test_notebook_03_from_units_gives_the_records_before_units(smoke_records):
         # and the same per-example results as the loop before units, run now on the same classifier
         x, y = E.evaluation_set(data, cfg.eval)
         work, clean = E.prepare_attacks(load_classifier(paths[kind]), x, y, cfg.eval)
+        # Replayed: each attack's run at its largest eps (every attack function and its record, at the eps where
+        # it does the most; the other eps of an attack go through the same code with another number, and the
+        # units-vs-in-memory comparison above covers them; replaying all doubled this test's time).
+        largest = {}
         for r in rec["runs"]:
+            if r["eps"] > 0 and r["eps"] >= largest.get(r["attack"], {"eps": 0})["eps"]:
+                largest[r["attack"]] = r
+        assert len(largest) >= 3, sorted(largest)  # the paper's attack and the strong ones
+        for r in largest.values():
             # the recorded step size is the one the run used (2.5 eps / steps when the config says None), and the
             # recorded budgets are the attack's own: the record alone rebuilds the run
             run = E.AttackRun(**{k: r[k] for k in ("attack", "eps", "n", "role", "steps", "step_size", "restarts",

@@ -206,6 +206,8 @@ def test_pyautoattack_example_resnet18_under_the_quick_budget(real_zip, tmp_path
     class Expects(torch.nn.Module):
         def forward(self, z):
             return model((z + 1) / 2)
-    with pytest.raises(ModelError, match=r"expects \[-1, 1\] inputs .*--assume-input-range neg1-1"):
-        check_model(Expects(), x, y)
+    # 60 images are plenty for a network this accurate to lose clearly on the wrong scale (a ResNet18 forward over 4
+    # ranges x 200 images is ~20 s of CI's CPU)
+    with pytest.raises(ModelError, match=r"same 60 images.* expects \[-1, 1\] inputs .*--assume-input-range neg1-1"):
+        check_model(Expects(), x[:60], y[:60])
     assert torch.equal(to_range(x, "neg1-1"), 2 * x - 1)

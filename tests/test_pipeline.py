@@ -20,7 +20,9 @@ from genrobust.core.config import ConfigError, SlurmConfig, apply_overrides, get
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.synthetic_train_per_class": 48, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
         "train.batch_size": 32, "train.epochs": 1, "train.classes": (0, 1), "softmax.epochs": 1,
-        "softmax.batch_size": 32, "softmax.width": 0.5}
+        "softmax.batch_size": 32, "softmax.width": 0.5,
+        # one job per class: these tests count jobs (smoke itself trains fused)
+        "train_path": "sequential"}
 INLINE, LOCAL_2 = JobSettings("inline"), JobSettings("local", workers=2)  # the profile's slurm: unused by both
 
 

@@ -29,7 +29,9 @@ pytestmark = pytest.mark.slow
 
 # the smallest smoke training that runs every stage: one epoch on 48 synthetic images per class
 TINY = {"data.synthetic_train_per_class": 48, "data.synthetic_test_per_class": 16, "data.val_per_class": 8,
-        "train.batch_size": 32, "epochs": 1, "softmax_epochs": 1, "softmax.batch_size": 32, "softmax.width": 0.5}
+        "train.batch_size": 32, "epochs": 1, "softmax_epochs": 1, "softmax.batch_size": 32, "softmax.width": 0.5,
+        # one job per class: these tests count jobs (smoke itself trains fused)
+        "train_path": "sequential"}
 
 
 def _why_no_slurm() -> str | None:
