@@ -117,7 +117,7 @@ def measure_selection(profile, device, together: bool) -> dict:
                               "train.select_on": "test", "train.select_n": None})
     data = prepare_data(sel.data, progress=False)
     classes = p.train.classes
-    sels = [binary._binary_selection(data, sel.train, k, device)[0] for k in classes]
+    sels = [binary._binary_selection(data, sel.train, k, device).metrics for k in classes]
     models = [loop.seeded_model(p.model.name, 1, p.model.width, k).to(device).eval() for k in classes]
     out = {"one": timed(lambda: sels[0](models[0]), device, warmup=1, repeats=1), "images": 2 * n}
     if together and len(classes) > 1:
