@@ -235,6 +235,7 @@ def test_a_live_in_flight_record_is_not_submitted_twice(tmp_runs):
     assert inflight.in_flight([[run_dir]], "local") == {}  # its job ended: stale, overwritten at submission
 
 
+@pytest.mark.slow
 def test_a_finished_job_removes_its_own_in_flight_records(tmp_runs):
     """The job side: a job whose function returned removes the records in its run directories that name it,
     with no driver collecting it (as after kill -9 of the driver); a record naming another job stays, and a job
