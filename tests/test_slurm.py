@@ -162,6 +162,17 @@ def _queue_empties(ids, timeout: float = 30) -> bool:
     return True
 
 
+def _freeze(job_id: str) -> None:
+    """Keep a job in the queue without letting it finish: suspended if it runs, held if it waits (the scheduler's
+    own states: a rerun sees it in the queue and adopts it). A job that already ended cannot be frozen: the test
+    says so instead of racing it."""
+    for how in ("suspend", "hold"):  # it may start between the two
+        if subprocess.run(["scontrol", how, job_id], capture_output=True).returncode == 0:
+            break
+    state = queue_states([job_id]) or {}
+    assert state.get(job_id) in ("SUSPENDED", "PENDING"), f"job {job_id} could not be frozen: {state}"
+
+
 def test_kill_9_then_a_rerun_adopts_the_jobs_and_a_scancelled_one_is_reported(env, tmp_path, drivers):
     """kill -9 of the driver: its jobs run on; a rerun adopts them (nothing is submitted twice, each run directory
     has one writer). Then `scancel` of one adopted job, seen by a driver without accounting: reported in one line
@@ -173,11 +184,12 @@ def test_kill_9_then_a_rerun_adopts_the_jobs_and_a_scancelled_one_is_reported(en
     first.wait(timeout=30)
     ids = {r["job_id"] for r in records.values()}
     assert set(queue_states(ids)) == ids  # the jobs ran on without their driver
+    victim = next(d for d in records if d.parent.name == "binary" and records[d]["job_id"] == max(
+        (r["job_id"] for p, r in records.items() if p.parent.name == "binary"), key=int))
+    _freeze(records[victim]["job_id"])  # the jobs are tiny: the victim must not finish before its scancel
     before = _submitted(env)
     rerun, log = drivers(_blind(env, tmp_path), args, "rerun")
     _wait_for(log, "already in flight adopted, not resubmitted")
-    victim = next(d for d in records if d.parent.name == "binary" and records[d]["job_id"] == max(
-        (r["job_id"] for p, r in records.items() if p.parent.name == "binary"), key=int))
     subprocess.run(["scancel", records[victim]["job_id"]], check=True)
     assert rerun.wait(timeout=150) == 2  # today's rerun submits all three again, and then would wait forever
     out = log.read_text()
