@@ -69,13 +69,11 @@ def train_all(profile: Profile, *, softmax: bool = False, jobs: JobSettings | No
     one that fails does not stop the others: they finish, then RunError names it. Returns the binary results (and
     the softmax result if asked)."""
     todo, claims = [], []
-    dirs = {k: run_dir_for(binary_run_config(profile, k)) for k in profile.train.classes}
+    if softmax and softmax_result(profile) is None:
+        todo.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
+        claims.append([run_dir_for(softmax_run_config(profile))])
     missing = [k for k in profile.train.classes if binary_result(profile, k) is None]
-    if softmax:
-        softmax_dir = run_dir_for(softmax_run_config(profile))
-        if softmax_result(profile) is None:
-            todo.append((_softmax_job, (to_dict(profile),)))  # first: it is the longest job
-            claims.append([softmax_dir])
+    dirs = {k: run_dir_for(binary_run_config(profile, k)) for k in missing}
     if training_path(profile) == "fused" and len(missing) > 1:
         todo.append((_fused_job, (to_dict(profile), missing)))  # one job (one device) trains them together
         claims.append([dirs[k] for k in missing])

@@ -22,8 +22,8 @@ from .verdicts import ClaimVerdicts, claim_verdicts
 CHANGES_NAME = "CHANGES.md"  # which verdicts changed since an older copy (REPORT.md links it while it exists)
 # evidence fields compared between two verdicts of one subject, with how a change is named
 # (the resampling's replicates: "n_boot" for the older bootstrap, "n_rep" for half-subsamples)
-EVIDENCE = (("n", "n"), ("seeds", "training seeds"), (("n_boot", "n_rep"), "resampling replicates"),
-            ("attacks", "attacks"))
+EVIDENCE = ((("n",), "n"), (("seeds",), "training seeds"), (("n_boot", "n_rep"), "resampling replicates"),
+            (("attacks",), "attacks"))
 
 
 def _short(v: Verdict | None) -> str:
@@ -42,8 +42,7 @@ def evidence_changes(before: Verdict | None, after: Verdict | None) -> list[str]
     if before is None or after is None:
         return []
     out = []
-    for key, name in EVIDENCE:
-        keys = key if isinstance(key, tuple) else (key,)
+    for keys, name in EVIDENCE:
         a, b = (next((e[k] for k in keys if e.get(k) is not None), None) for e in (before.evidence, after.evidence))
         if a != b and not (a is None and b is None):
             if isinstance(a, list) or isinstance(b, list):

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.config import ConfigError, Profile, SlurmConfig
-from .inflight import in_flight, release, release_own, write_record
+from .inflight import in_flight, release, write_record
 from .job_reports import Interrupted, RunError, Tracked, failure, last_line, watch_queue
 from .paths import runs_dir
 from .slurm import check_fits, queue_states, slurm_parameters
@@ -126,7 +126,7 @@ def _cancel(running: dict[int, Tracked], executor: str) -> str:
             proc = getattr(t.job, "_process", None)
             with contextlib.suppress(Exception):
                 proc and proc.wait(timeout=10)
-            release(t)
+            release(t.claims, t.job.job_id)
         return f"cancelled local job(s) {', '.join(ids)}"
     left, deadline = ids, time.time() + CANCEL_WAIT_S
     while left and time.time() < deadline:
@@ -135,7 +135,7 @@ def _cancel(running: dict[int, Tracked], executor: str) -> str:
         left = ids if states is None else [j for j in ids if j in states]
     for t in running.values():
         if str(t.job.job_id) not in left:
-            release(t)
+            release(t.claims, t.job.job_id)
     tail = "all left the queue" if not left else \
         f"still in the queue: {', '.join(left)} (cancel them with: scancel {' '.join(left)})"
     return f"cancelled SLURM job(s) {', '.join(ids)}; {tail}"
@@ -184,7 +184,7 @@ def run_jobs(fn, arg_list: list[tuple], *, jobs: JobSettings = JobSettings(), de
         if why is not None:
             failures.append(failure(i, t, why))
             print(f"{desc}: {failures[-1]}", flush=True)
-        release(t)
+        release(t.claims, t.job.job_id)
         bar.update(1)
 
     caught: list[str] = []
@@ -224,7 +224,7 @@ def _job(fn, args: tuple, claims: list[Path]):
     result = fn(*args)
     if claims:
         import submitit  # optional at import time, as in make_executor
-        release_own(claims, submitit.JobEnvironment().job_id)
+        release(claims, submitit.JobEnvironment().job_id)
     return result
 
 

@@ -5,11 +5,11 @@ In-flight records: ``inflight.json`` in each run directory a queued or running j
 directory is never submitted twice and a rerun adopts a SLURM job still in the queue (after ``kill -9`` of its
 driver) instead of submitting another.
 
-A record is written by the driver at submission (:func:`write_record`) and removed twice over, each time only
-while it still names that job: by the job itself once its function has returned (:func:`release_own`, the job side:
-a finished job leaves no record even when its driver was killed and no rerun adopted it) and by the driver when it
-collects the job (:func:`release`: a job that failed or was cancelled). The next driver reads them
-(:func:`in_flight`); a record whose job has ended is stale and ignored.
+A record is written by the driver at submission (:func:`write_record`) and removed twice over through
+:func:`release`, each time only while it still names that job: by the job itself once its function has returned (a
+finished job leaves no record even when its driver was killed and no rerun adopted it) and by the driver when it
+collects the job (a job that failed or was cancelled). The next driver reads them (:func:`in_flight`); a record whose
+job has ended is stale and ignored.
 """
 from __future__ import annotations
 
@@ -78,20 +78,12 @@ def write_record(t: Tracked, executor: str) -> None:
         write_json(Path(d) / INFLIGHT, rec)
 
 
-def _remove_if_names(claims, job_id: str) -> None:
+def release(claims, job_id) -> None:
+    """Remove the in-flight records in ``claims`` that name job ``job_id`` (others are left alone): called by the
+    driver when it collects a job, and inside the job itself once its function returned (``job_id``: submitit's id of
+    the running job, the one its driver recorded)."""
     for d in claims:
         rec = _read_record(Path(d))
-        if rec is not None and rec.get("job_id") == job_id:
+        if rec is not None and rec.get("job_id") == str(job_id):
             with contextlib.suppress(FileNotFoundError):
                 (Path(d) / INFLIGHT).unlink()
-
-
-def release(t: Tracked) -> None:
-    """The driver's side: remove this job's in-flight records (only those that still name it)."""
-    _remove_if_names(t.claims, str(t.job.job_id))
-
-
-def release_own(claims, job_id: str) -> None:
-    """The job's side, called inside a job after its function returned (``job_id``: submitit's id of the running
-    job, the one its driver recorded): remove the records in ``claims`` that name this job."""
-    _remove_if_names(claims, str(job_id))
