@@ -125,7 +125,7 @@ SMOKE = Profile(
     workers=2,
     num_threads=1,
     # the K d_k in one job, as the gpu profile trains them on CUDA: the same numbers as one job per class (to float
-    # rounding), without nine more process starts (notebook 01: 64 s -> 24 s on 2 idle cores, docs/profiles.md)
+    # rounding), without nine more process starts (`genrobust train --profile smoke`: 64 s -> 24 s on 2 idle cores; docs/profiles.md)
     train_path="fused",
 )
 
