@@ -198,6 +198,23 @@ def test_a_bootstrap_p_at_its_floor_prints_below_the_floor():
     assert "p < 0.002" in old.render()
 
 
+def test_holm_prints_through_the_same_floor_as_the_p_it_adjusts():
+    """An adjusted p is never printed smaller than its raw p: below 1e-12 neither prints digits (a raw 'p < 1e-12'
+    beside 'Holm 3.1e-198' read as the adjustment lowering it), a floored Holm equal to the raw one is not repeated,
+    and above the floor Holm is printed as before."""
+    tiny = C.Verdict("tab2_fid", "x", {"n": 2050}, "paired half-subsampling", 30.0, (28.0, 32.0), 1e-199, 3.1e-198,
+                     "contradicted", unit="FID")
+    assert "p < 1e-12;" in tiny.render() and "Holm" not in tiny.render() and "e-198" not in tiny.render()
+    near = C.Verdict("tab2_fid", "x", {"n": 2050}, "paired half-subsampling", 30.0, (28.0, 32.0), 1e-13, 0.04,
+                     "contradicted", unit="FID")
+    assert "p < 1e-12 (Holm 0.04);" in near.render()
+    plain = C.Verdict("tab1_robust", "x", {"n": 250}, "exact McNemar", -0.05, (-0.09, -0.01), 0.02, 0.04,
+                      "contradicted")
+    assert "p = 0.02 (Holm 0.04);" in plain.render()
+    same = C.Verdict("tab1_robust", "x", {"n": 250}, "exact McNemar", -0.05, (-0.09, -0.01), 0.02, 0.02,
+                     "contradicted")
+    assert "Holm" not in same.render()
+
 def test_the_detectable_effect_is_computed_at_the_level_holm_used():
     s = C.mcnemar_subject(flags(55, 100), flags(50, 100), "eps 0.5", {})
     alone = C.judge("tab1_robust", [s])[0]

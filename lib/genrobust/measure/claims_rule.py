@@ -114,8 +114,11 @@ class Verdict:
     def render(self) -> str:
         """One line from the stored fields only."""
         ci = "" if self.ci95 is None else f", 95% CI [{self.fmt(self.ci95[0])}, {self.fmt(self.ci95[1])}]"
+        # Holm's p through the same floors as the raw p: below 1e-12 neither prints digits (an adjusted p printed
+        # as 3e-198 beside a raw 'p < 1e-12' read as smaller than the p it adjusts); shown where it reads otherwise.
+        adjusted = None if self.p_adjusted is None else self.p_text(self.p_adjusted)
         p = "" if self.p is None else f", p {self.p_text()}" + (
-            "" if self.p_adjusted is None or self.p_adjusted == self.p else f" (Holm {self.p_adjusted:.2g})")
+            "" if adjusted is None or adjusted == self.p_text() else f" (Holm {adjusted.removeprefix('= ')})")
         n = self.evidence.get("n")
         tail = ""
         if self.decision == "not established" and self.detectable is not None:
