@@ -1,7 +1,9 @@
 """Shared fixtures. Tests run torch single-threaded (stable timings on a shared 2-core machine) and write runs,
 results and caches into temporary directories so they never touch a user's runs/ or results/."""
 import contextlib
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,18 +37,38 @@ def _single_thread():
     torch.set_num_threads(prev)
 
 
+def trained_smoke_runs(tmp_path_factory) -> Path:
+    """runs/ holding the smoke profile's d_k, softmax baseline and calibration, trained inline once per test run:
+    by whichever of the xdist workers asks first (a file lock on a folder this run's workers share: the basetemp's
+    parent); the others wait for it. Callers copy it (a test writes into its own runs/)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "trained-smoke"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "done").is_file():
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("GENROBUST_RUNS", str(shared / "runs"))
+                mp.setenv("GENROBUST_RESULTS", str(shared / "results"))
+                cfg = get_profile("smoke")
+                train_all(cfg, softmax=True, jobs=JobSettings("inline"), progress=False)
+                calibrate(cfg, prepare_data(cfg.data, progress=False), progress=False)
+            (shared / "done").touch()
+    return shared / "runs"
+
+
 @contextlib.contextmanager
 def smoke_classifiers(tmp_path_factory, name: str):
-    """The smoke profile's calibrated generative classifier and softmax baseline, trained inline in a temporary
-    runs/ and results/ (for module-scoped fixtures, which cannot take monkeypatch). Yields (cfg, data, paths, tmp)."""
+    """The smoke profile's calibrated generative classifier and softmax baseline in a temporary runs/ (a copy of
+    trained_smoke_runs) and an empty results/ (for module-scoped fixtures, which cannot take monkeypatch). Yields
+    (cfg, data, paths, tmp)."""
     with pytest.MonkeyPatch.context() as mp:
         tmp = tmp_path_factory.mktemp(name)
+        shutil.copytree(trained_smoke_runs(tmp_path_factory), tmp / "runs")
         mp.setenv("GENROBUST_RUNS", str(tmp / "runs"))
         mp.setenv("GENROBUST_RESULTS", str(tmp / "results"))
         cfg = get_profile("smoke")
         data = prepare_data(cfg.data, progress=False)
-        train_all(cfg, softmax=True, jobs=JobSettings("inline"), progress=False)
-        calibrate(cfg, data, progress=False)
         yield cfg, data, ensure_classifiers(cfg, data=data, train_missing=False), tmp
 
 

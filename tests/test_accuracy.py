@@ -22,10 +22,12 @@ from genrobust.measure import claims
 from genrobust.measure.record import EvalRecord, records
 from genrobust.measure.checks import CHECKS, masking_checks
 from genrobust.reporting import metrics_files, tables
-from genrobust.core.config import ConfigError, EvalConfig, get_profile
+from genrobust.core.config import ConfigError, EvalConfig, apply_overrides, get_profile
 from genrobust.core.models import GenerativeClassifier, create_model
 from genrobust.data import prepare_data
 from genrobust.pipeline.classifiers import ensure_classifiers
+from genrobust.pipeline.evaluation import evaluate
+from genrobust.store.checkpoints import load_classifier
 from genrobust.store.io import read_json
 from genrobust.store.units import UnitStore
 from conftest import smoke_classifiers
@@ -255,18 +257,21 @@ def test_unknown_attack_and_contract_violations_raise(net, test_set):
 # The smoke profile end to end: its trained classifiers pass every masking check.
 @pytest.fixture(scope="module")
 def smoke_records(tmp_path_factory):
+    """Notebook 03's road on the smoke profile: evaluate() from units (inline), the checks, the metrics file. (That
+    the units give what one in-memory evaluation gives: tests/test_units.py.) Also yields what evaluate() said."""
     with smoke_classifiers(tmp_path_factory, "smoke03") as (cfg, data, paths, _):
-        x, y = E.evaluation_set(data, cfg.eval)
-        records = E.evaluate_classifiers(paths, x, y, cfg.eval, progress=False)
+        said = []
+        records = evaluate(apply_overrides(cfg, {"executor": "inline"}), data, paths, progress=False,
+                           echo=said.append)
         checks = masking_checks(records, cfg.eval)
         path = metrics_files.write_accuracy_metrics(cfg, records, checks, data, wall_time_s=1.0)
         saved = read_json(path)
-        yield cfg, records, checks, saved
+        yield cfg, records, checks, saved, said, data, paths
 
 
 @pytest.mark.slow
 def test_smoke_profile_passes_the_masking_checks(smoke_records):
-    cfg, records, checks, saved = smoke_records
+    cfg, records, checks, saved, _, _, _ = smoke_records
     assert set(records) == {"generative", "softmax"}
     failed = [c for c in checks if c["type"] == "masking" and c["passed"] is not True]
     assert not failed, failed
@@ -558,7 +563,7 @@ def test_mcnemar_exact_values_and_symmetry():
 
 @pytest.mark.slow
 def test_paired_tests_compare_the_same_images(smoke_records):
-    cfg, records, checks, saved = smoke_records
+    cfg, records, checks, saved, _, _, _ = smoke_records
     rows = E.paired_tests(records)
     both = [r for r in rows if r["comparison"] == "generative vs softmax"]
     assert {r["eps"] for r in both} == set(cfg.eval.eps_grid) | {cfg.eval.strong_eps}
@@ -590,28 +595,15 @@ def _old_attack_flags(work, x, y, candidates, run, ecfg):
 
 @pytest.mark.slow
 def test_notebook_03_from_units_gives_the_records_before_units(smoke_records):
-    from genrobust.core.config import apply_overrides
-    from genrobust.pipeline.evaluation import evaluate
-    from genrobust.store.checkpoints import load_classifier
-    cfg, records, checks, saved = smoke_records
-    data = prepare_data(cfg.data, progress=False)
-    paths = ensure_classifiers(cfg, data=data, train_missing=False)
-    said = []
-    from_units = evaluate(apply_overrides(cfg, {"executor": "inline"}), data, paths, progress=False,
-                          echo=said.append)
+    cfg, records, checks, saved, said, data, paths = smoke_records
     assert "units" in said[0] and "estimated attack time" in said[0]
-    drop = ("time_s", "wall_time_s")
     for kind, rec in records.items():
-        u = from_units[kind]
-        assert [{k: v for k, v in r.items() if k not in drop} for r in u["runs"]] == \
-            [{k: v for k, v in r.items() if k not in drop} for r in rec["runs"]]
-        assert u["clean"] == rec["clean"] and u["model_checks"] == rec["model_checks"]
         # and the same per-example results as the loop before units, run now on the same classifier
         x, y = E.evaluation_set(data, cfg.eval)
         work, clean = E.prepare_attacks(load_classifier(paths[kind]), x, y, cfg.eval)
         # Replayed: each attack's run at its largest eps (every attack function and its record, at the eps where
-        # it does the most; the other eps of an attack go through the same code with another number, and the
-        # units-vs-in-memory comparison above covers them; replaying all doubled this test's time).
+        # it does the most; the other eps of an attack go through the same code with another number, and
+        # tests/test_units.py compares units with one in-memory evaluation; replaying all doubled this test's time).
         largest = {}
         for r in rec["runs"]:
             if r["eps"] > 0 and r["eps"] >= largest.get(r["attack"], {"eps": 0})["eps"]:

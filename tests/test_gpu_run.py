@@ -36,7 +36,8 @@ _spec.loader.exec_module(gpu_run)
 DOC = ROOT / "docs" / "gpu-profile.md"
 
 # The gpu profile at rehearsal size: the same sections the real run sets, shrunk (tiny d_k and softmax networks,
-# a handful of images everywhere); every key is one the real profile has.
+# a handful of images everywhere; one evaluation job per classifier: each job is a process start); every key is one
+# the real profile has.
 SHRINK = {
     "train_path": "fused",  # the 10 d_k in one job, as on CUDA (on a CPU 'auto' trains them one job each)
     "data.val_per_class": 4, "model.name": "small_cnn", "model.width": 0.5, "train.epochs": 1,
@@ -44,7 +45,7 @@ SHRINK = {
     "train.select_every": 1, "softmax.model": "small_cnn", "softmax.width": 1.0, "softmax.epochs": 1,
     "softmax.attack_steps": 2, "softmax.batch_size": 16, "calib.max_steps": 50, "calib.patience": 10,
     "eval.n_test": 20, "eval.n_strong": 6, "eval.eps_grid": [0.0, 0.5], "eval.strong_eps_more": [],
-    "eval.steps": 3, "eval.batch_size": 10, "eval.channels_last": False,
+    "eval.steps": 3, "eval.batch_size": 10, "eval.channels_last": False, "eval.units_per_job": 10,
     "eval.budgets": [["apgd_iters", 5], ["targets", 2], ["fab_iters", 5], ["square_queries", 20]],
     "gen.n_samples": 20, "gen.n_reference": 40, "gen.batch_size": 10, "gen.kid_subsets": 2,
     "gen.kid_subset_size": 10, "gen.n_boot": 0, "gen.n_show": 2, "gen.eps": 10.0,

@@ -116,11 +116,24 @@ def test_resolve_profile_maps_notebook_parameters():
     (["reproduce", "--profile", "smoke", "-p", "epoch", "1"], "unknown parameter(s) ['epoch']"),
     (["reproduce", "--profile", "smoke", "--notebooks", "04_generation,07_extra"], "no notebook '07_extra'"),
 ])
+def test_cli_bad_input_is_one_line_and_nonzero(args, needle, tmp_runs, capsys):
+    """In this process (cli.main, what the entry point calls): each case refused before any work starts. The entry
+    point itself, `python -m genrobust` in a process of its own, is the next test."""
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own refusals exit
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
-def test_cli_bad_input_is_one_line_and_nonzero(args, needle, tmp_runs):
-    r = subprocess.run([sys.executable, "-m", "genrobust", *args], capture_output=True, text=True, timeout=120)
+def test_the_entry_point_refuses_bad_input_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "genrobust", "reproduce", "--profile", "smoke", "--notebooks",
+                        "04_generation,07_extra"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "no notebook '07_extra'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_reproduce_gives_each_notebook_only_its_own_parameters(monkeypatch, tmp_runs):

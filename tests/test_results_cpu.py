@@ -22,6 +22,7 @@ from genrobust.reporting.metrics_files import VERDICTS_NAME, judge_evidence, rea
 from genrobust.reporting.verdicts import claim_verdicts
 from genrobust.store.checkpoints import load_classifier, weights_digest
 from genrobust.store.io import ResultsError
+from genrobust.store.paths import cache_dir
 from genrobust.store.released import released_paths
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -220,7 +221,9 @@ def test_committed_models_load_and_give_notebook_03s_clean_answers(tmp_path, mon
     the first N_CHECK evaluation images as notebook 03 recorded them, image by image (clean-correct flags); the
     same check on a model with its last layer nudged finds differences (negative control)."""
     monkeypatch.delenv("GENROBUST_DATA", raising=False)          # source 'auto' finds ../shared, as 03's run did
-    monkeypatch.setenv("GENROBUST_CACHE", str(tmp_path / "cache"))   # a fresh clone's empty cache: decoded here
+    # the project's cache (decoded once for every test that reads the real zip; a fresh clone's is empty): its
+    # arrays are keyed by the zip's sha256, checked against 03's record below
+    monkeypatch.setenv("GENROBUST_CACHE", str(cache_dir()))
     monkeypatch.setenv("GENROBUST_RESULTS", str(RESULTS.parent))  # released_paths reads the committed RESULTS
     stored = _json(RESULTS / "03_accuracy.json")
     profile = get_profile("cpu")

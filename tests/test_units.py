@@ -19,6 +19,7 @@ from genrobust.core.models import GenerativeClassifier, create_model
 from genrobust.core.upgrade import unit_key_before_budgets
 from genrobust.measure import accuracy as E
 from genrobust.store.units import UnitStore, UnitWarning
+from conftest import trained_smoke_runs
 
 TIMING = ("time_s", "wall_time_s")
 
@@ -110,7 +111,7 @@ def test_corrupt_or_truncated_unit_is_reported_and_recomputed(small, tmp_path):
 # `genrobust evaluate` on the smoke profile: killed with SIGKILL mid-way, run again -> the same records as an
 # uninterrupted run (both from the same trained classifiers).
 SMOKE = {"eval.batch_size": 10, "eval.eps_grid": [0.0, 0.5], "eval.strong_attacks": ["apgd-ce", "multi_targeted"],
-         "eval.n_test": 60, "eval.n_strong": 30, "eval.units_per_job": 2}
+         "eval.n_test": 40, "eval.n_strong": 20, "eval.units_per_job": 2}
 
 
 def _cli(runs: Path, out: Path | None, tmp_path: Path) -> list[str]:
@@ -128,13 +129,7 @@ def _env(runs: Path, tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     """runs/ with the smoke profile's classifiers trained and calibrated (each test copies it)."""
-    from genrobust.pipeline.classifiers import ensure_classifiers
-    tmp = tmp_path_factory.mktemp("smoke_units")
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in _env(tmp / "runs", tmp).items():
-            mp.setenv(k, v)
-        ensure_classifiers(apply_overrides(get_profile("smoke"), {"executor": "inline"}), progress=False)
-    return tmp / "runs"
+    return trained_smoke_runs(tmp_path_factory)
 
 
 def _kill_when(proc, folder: Path, pattern: str, count: int, timeout: float = 300) -> int:

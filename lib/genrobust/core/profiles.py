@@ -114,9 +114,10 @@ SMOKE = Profile(
     softmax=SoftmaxConfig(model="small_cnn", width=1.5, eps=0.5, attack_steps=2, epochs=2, batch_size=64, lr=0.05,
                           lr_schedule="onecycle", lr_drop_epoch=None, select_on="val", channels_last=False),
     calib=CalibConfig(select_on="val", max_steps=300, patience=30),
-    # tiny AutoAttack budgets: notebook 03 runs every attack and masking check in seconds
+    # tiny AutoAttack budgets: notebook 03 runs every attack and masking check in seconds (FAB-T and Square, the
+    # slowest per image, at 5 iterations and 50 queries: ~half of the smoke evaluation's attack time at 10 and 100)
     eval=EvalConfig(n_test=100, steps=5, n_strong=40, eps_grid=(0.0, 0.5, 1.0), strong_eps_more=(1.0,),
-                    budgets=(("apgd_iters", 10), ("targets", 3), ("fab_iters", 10), ("square_queries", 100))),
+                    budgets=(("apgd_iters", 10), ("targets", 3), ("fab_iters", 5), ("square_queries", 50))),
     # tiny N: exercises the real Inception path in CI; singular covariances, numbers not comparable to anything
     gen=GenConfig(n_samples=20, n_reference=40, eps=10.0, n_show=2),
     ablation=AblationConfig(widths=(0.5, 1.0), weight_decays=(0.0, 1e-4), train_eps=(0.1, 0.3),
