@@ -32,9 +32,10 @@ reproduce: $(VENV)/.installed
 
 # Two workers (pytest-xdist; tests run torch on one thread each): the notebooks are one group on one worker, given
 # first since they are the longest; each test file is a group (tests/conftest.py's scheduler). JOBS=0 runs them in this process.
+# The 25 slowest tests are printed at the end: CI's own log says where its minutes go (the brief's 15).
 JOBS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadscope --nbval-lax notebooks tests
+	$(PY) -m pytest -q -n $(JOBS) --dist loadscope --durations=25 --nbval-lax notebooks tests
 
 # The edit loop: every test not marked slow (pyproject.toml's marker), no notebooks. `make test` stays the full suite
 # (CI's command); a test that takes seconds of training or subprocesses is marked slow so that this stays short.

@@ -115,7 +115,7 @@ SMOKE = Profile(
                           lr_schedule="onecycle", lr_drop_epoch=None, select_on="val", channels_last=False),
     calib=CalibConfig(select_on="val", max_steps=300, patience=30),
     # tiny AutoAttack budgets: notebook 03 runs every attack and masking check in seconds (FAB-T and Square, the
-    # slowest per image, at 5 iterations and 50 queries: ~half of the smoke evaluation's attack time at 10 and 100)
+    # slowest per image, halved from 10 and 100 for CI's time: docs/profiles.md#smoke)
     eval=EvalConfig(n_test=100, steps=5, n_strong=40, eps_grid=(0.0, 0.5, 1.0), strong_eps_more=(1.0,),
                     budgets=(("apgd_iters", 10), ("targets", 3), ("fab_iters", 5), ("square_queries", 50))),
     # tiny N: exercises the real Inception path in CI; singular covariances, numbers not comparable to anything
