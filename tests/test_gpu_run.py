@@ -131,9 +131,7 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     doc = DOC.read_text()
     for c in calls.values():  # the doc types exactly these calls, within the tool's limits
         assert len(c["command"]) <= gpu_run.COMMAND_CHARS and len(c["carry"]) <= 8 and c["timeout_s"] <= 600
-        typed = (f'run(command="{c["command"]}", carry={json.dumps(c["carry"])}, timeout_s={c["timeout_s"]}, '
-                 f'kind="{c["kind"]}")')
-        assert typed in doc, typed
+        assert _typed(c) in doc, _typed(c)
         assert all((device / p).is_dir() for p in c["carry"])
 
     # call 1: the engine check, on a bare machine
@@ -203,6 +201,68 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     names = _returned_names(out3)
     assert {"01_training.ipynb", "02_calibration.json"} <= names and "03_accuracy.json" not in names
     _returned_within_limits(out3)
+
+
+def _typed(call: dict) -> str:
+    """A call as docs/gpu-profile.md types it for the device tool."""
+    return (f'run(command="{call["command"]}", carry={json.dumps(call["carry"])}, timeout_s={call["timeout_s"]}, '
+            f'kind="{call["kind"]}")')
+
+
+def test_every_kinds_calls_are_typed_in_the_doc_within_the_limits():
+    """The H200's calls and the H100 fallback's (plan(kind)); an unknown kind is refused in one line."""
+    doc = DOC.read_text()
+    for kind in gpu_run.SIZED_FOR:
+        calls = gpu_run.plan(kind)
+        assert [c["name"] for c in calls] == ["engine", "run"] and {c["kind"] for c in calls} == {kind}
+        for c in calls:
+            assert len(c["command"]) <= gpu_run.COMMAND_CHARS and len(c["carry"]) <= 8 and c["timeout_s"] <= 600
+            assert _typed(c) in doc, _typed(c)
+        assert ("--kind" in calls[1]["command"]) == (kind != gpu_run.KIND)
+    with pytest.raises(gpu_run.GpuRunError, match="no sizing for kind 'nvidia-a100'"):
+        gpu_run.plan("nvidia-a100")
+
+
+def test_the_h100_sizing_reaches_the_notebooks_and_keeps_the_issues_n(monkeypatch):
+    """sized_overrides: the kind's overrides with $GENROBUST_OVERRIDES (the rehearsal's shrink) on top; the H200 adds
+    none. Through the notebooks' own reader, the H100's gives 4 epochs and the n the issue asks for."""
+    from genrobust.pipeline.params import OVERRIDES_ENV, notebook_profile
+    h100 = "nvidia-h100-x1"
+    assert gpu_run.sized_overrides(gpu_run.KIND, {}) == "" and gpu_run.SIZED_FOR[gpu_run.KIND] == {}
+    assert gpu_run.sized_overrides(gpu_run.KIND, {OVERRIDES_ENV: '{"eval.n_test": 20}'}) == '{"eval.n_test": 20}'
+    both = json.loads(gpu_run.sized_overrides(h100, {OVERRIDES_ENV: '{"train.epochs": 1, "eval.n_test": 20}'}))
+    assert both == {"train.epochs": 1, "eval.n_test": 20}  # the environment's win
+    assert gpu_run.sized_overrides(h100, {OVERRIDES_ENV: "{bad"}) == "{bad"  # left for the notebooks to refuse
+    monkeypatch.setenv(OVERRIDES_ENV, gpu_run.sized_overrides(h100, {}))
+    p, gpu = notebook_profile("01_training", {"profile": "gpu"}), notebook_profile("03_accuracy", {"profile": "gpu"})
+    assert p.train.epochs == 4 and gpu.train.epochs == 4 and OVERRIDES_ENV in p.description
+    assert (gpu.eval.n_test, gpu.eval.n_strong, gpu.gen.n_samples) == (2000, 250, 2050)
+    assert 0.5 in (gpu.eval.strong_eps, *gpu.eval.strong_eps_more) and gpu.model.width == 0.5
+
+
+def test_run_on_the_h100_gives_its_sizing_to_every_notebook_and_return_json(tmp_path, monkeypatch):
+    """run(kind=...) with the device side stubbed (setup, the notebook processes): each notebook's environment and
+    return.json carry the H100's overrides; the default kind carries the environment's as they are."""
+    seen = []
+
+    class Done:
+        def __init__(self, cmd, env, **kw):
+            seen.append(env.get("GENROBUST_OVERRIDES"))
+
+        def wait(self, timeout=None):
+            return 0
+    monkeypatch.setattr(gpu_run, "setup", lambda carry, log=None: dict(os.environ))
+    monkeypatch.setattr(gpu_run.subprocess, "Popen", Done)
+    monkeypatch.setenv("GENROBUST_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "results" / "gpu").mkdir(parents=True)  # what the notebooks would have written: nothing here
+    monkeypatch.delenv("GENROBUST_OVERRIDES", raising=False)
+    assert gpu_run.run(tmp_path / "out", carry=tmp_path / "carry", kind="nvidia-h100-x1") == 0
+    assert seen == ['{"train.epochs": 4}'] * len(gpu_run.NOTEBOOKS)
+    assert json.loads((tmp_path / "out" / "return.json").read_text())["overrides"] == '{"train.epochs": 4}'
+    assert "sized for nvidia-h100-x1" in (tmp_path / "out" / "run.log").read_text()
+    seen.clear()
+    assert gpu_run.run(tmp_path / "out2", carry=tmp_path / "carry") == 0  # negative control: the H200, no overrides
+    assert seen == [""] * len(gpu_run.NOTEBOOKS)
 
 
 def test_the_calls_carry_at_most_60_mib_each():

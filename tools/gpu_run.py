@@ -11,6 +11,7 @@ fresh machine.
            python tools/gpu_run.py plan               # the two device calls, exactly as docs/gpu-profile.md types them
   call 1:  python3 tools/gpu_run.py engine --out $OUT           # canary + old-vs-new engine, timeout_s 240
   call 2:  python3 tools/gpu_run.py run --out $OUT --deadline 420  # notebooks 01-04 of the gpu profile, timeout_s 480
+           (on an H100 instead: `plan --kind nvidia-h100-x1` gives the calls with the sizing that fits its rates)
   here:    python tools/gpu_run.py finish --from DIR  # unpack results/gpu, score FID/KID with notebook 04, REPORT.md
 
 Only the standard library is imported here, so the device side runs before any wheel is installed. Every carried
@@ -57,6 +58,11 @@ PACKAGES = Path(__file__).with_name("gpu_run_packages.txt")
 NEEDED_IMPORTS = ("torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "safetensors",
                   "papermill", "nbformat", "ipykernel", "jupyter_client", "pyautoattack", "cleanfid", "pytorch_fid",
                   "submitit", "tqdm", "PIL")
+# The kind the calls name (the machine the sizes were measured on) and, per other kind, the overrides of the gpu
+# profile that fit that kind's rates into the same deadline (docs/gpu-profile.md, "On an H100"): a fallback where
+# the first kind cannot be had; the run records them (return.json, every notebook's description and provenance).
+KIND = "nvidia-h200"
+SIZED_FOR = {KIND: {}, "nvidia-h100-x1": {"train.epochs": 4}}
 # Time limits of the two calls (seconds; the device tool's timeout_s) and the run's own deadline inside call 2,
 # which leaves time to collect and return what finished (docs/gpu-profile.md has the arithmetic).
 ENGINE_TIMEOUT_S, RUN_TIMEOUT_S, RUN_DEADLINE_S = 240, 480, 420
@@ -183,19 +189,34 @@ def slim_wheel(wheel: Path, drop_prefix: str) -> int:
     return dropped
 
 
-# the machine the profile's sizes were measured on (docs/gpu-profile.md: on an H100 it would not fit the deadline)
-KIND = "nvidia-h200"
-
-
-def plan() -> list[dict]:
-    """The two device calls as docs/gpu-profile.md types them: command, carry, timeout_s, kind."""
+def plan(kind: str = KIND) -> list[dict]:
+    """The two device calls as docs/gpu-profile.md types them for ``kind`` (one of SIZED_FOR): command, carry,
+    timeout_s, kind. Another kind than KIND names itself to call 2, which then applies its SIZED_FOR overrides."""
+    if kind not in SIZED_FOR:
+        raise GpuRunError(f"no sizing for kind {kind!r}; sized for {sorted(SIZED_FOR)} (SIZED_FOR)")
+    sized = "" if kind == KIND else f" --kind {kind}"
     return [
         {"name": "engine", "command": "python3 tools/gpu_run.py engine --out $OUT",
          "carry": [".gpu_carry/data", ".gpu_carry/wheels", ".gpu_carry/old"], "timeout_s": ENGINE_TIMEOUT_S,
-         "kind": KIND},
-        {"name": "run", "command": f"python3 tools/gpu_run.py run --out $OUT --deadline {RUN_DEADLINE_S}",
-         "carry": [".gpu_carry/data", ".gpu_carry/wheels"], "timeout_s": RUN_TIMEOUT_S, "kind": KIND},
+         "kind": kind},
+        {"name": "run", "command": f"python3 tools/gpu_run.py run --out $OUT --deadline {RUN_DEADLINE_S}{sized}",
+         "carry": [".gpu_carry/data", ".gpu_carry/wheels"], "timeout_s": RUN_TIMEOUT_S, "kind": kind},
     ]
+
+
+def sized_overrides(kind: str, environ=os.environ) -> str:
+    """GENROBUST_OVERRIDES for call 2 on ``kind``: SIZED_FOR[kind], with $GENROBUST_OVERRIDES (the rehearsal's
+    shrink) on top; '' where both are empty. A bad $GENROBUST_OVERRIDES is the notebooks' one-line error."""
+    if kind not in SIZED_FOR:
+        raise GpuRunError(f"no sizing for kind {kind!r}; sized for {sorted(SIZED_FOR)} (SIZED_FOR)")
+    given = environ.get("GENROBUST_OVERRIDES", "")
+    if not SIZED_FOR[kind]:
+        return given
+    try:
+        extra = json.loads(given) if given else {}
+    except json.JSONDecodeError:
+        return given  # not merged: every notebook refuses it in one line (pipeline.params)
+    return json.dumps({**SIZED_FOR[kind], **extra}) if isinstance(extra, dict) else given
 
 
 def _git_lines(repo: Path, *args: str) -> list[str]:
@@ -215,10 +236,10 @@ def carried_bytes(call: dict, repo: Path = ROOT) -> dict:
     return {"tracked": size(tracked), "untracked": size(untracked), "carry": size(carry)}
 
 
-def check_plan(repo: Path = ROOT) -> list[str]:
+def check_plan(repo: Path = ROOT, kind: str = KIND) -> list[str]:
     """Each call within the device tool's limits and our 60 MiB budget; one line per call."""
     out = []
-    for call in plan():
+    for call in plan(kind):
         if len(call["command"]) > COMMAND_CHARS or len(call["carry"]) > 8 or call["timeout_s"] > 600:
             raise GpuRunError(f"call {call['name']}: over the device tool's limits ({len(call['command'])} chars, "
                               f"{len(call['carry'])} carry paths, timeout_s {call['timeout_s']})")
@@ -381,18 +402,22 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 
 def run(out: Path, deadline_s: float = RUN_DEADLINE_S, profile: str = PROFILE, carry: Path = CARRY,
-        notebooks=NOTEBOOKS) -> int:
+        notebooks=NOTEBOOKS, kind: str = KIND) -> int:
     """Setup, then each notebook in its own process group until ``deadline_s`` after this call started (the one
     in flight is stopped there), then results/<profile> collected into ``out`` with return.json saying which
-    notebooks finished. Exit code 0 only when all finished."""
+    notebooks finished. ``kind``: the machine's, whose SIZED_FOR overrides apply. Exit code 0 only when all
+    finished."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     status = {n: "not started" for n in notebooks}
     results = Path(os.environ.get("GENROBUST_RESULTS") or ROOT / "results") / profile
-    overrides = os.environ.get("GENROBUST_OVERRIDES", "")
+    overrides = sized_overrides(kind)
     with open(out / "run.log", "w") as log:
         try:
             env = setup(carry, log)
+            env["GENROBUST_OVERRIDES"] = overrides
+            if kind != KIND:
+                _log(f"sized for {kind}: GENROBUST_OVERRIDES={overrides}", log)
             for name in notebooks:
                 params = {"profile": profile, **DEVICE_PARAMETERS.get(name, {})}
                 if _done_already(results, name, params):
@@ -541,13 +566,16 @@ def main(argv=None) -> int:
     p.add_argument("--carry", default=str(CARRY))
     p.add_argument("--no-wheels", action="store_true", help="carry no wheels (the rehearsal in this venv)")
     p.add_argument("--commit", default=None, help="the commit the results record (default: this checkout's)")
-    sub.add_parser("plan", help="print the two device calls and check their sizes (here)")
+    pl = sub.add_parser("plan", help="print the two device calls and check their sizes (here)")
+    pl.add_argument("--kind", default=KIND, choices=sorted(SIZED_FOR), help=f"the calls for this kind (default {KIND})")
     e = sub.add_parser("engine", help="call 1: setup + the old-vs-new engine check (device)")
     e.add_argument("--out", required=True)
     r = sub.add_parser("run", help="call 2: setup + notebooks 01-04 under a deadline, results returned (device)")
     r.add_argument("--out", required=True)
     r.add_argument("--deadline", type=float, default=RUN_DEADLINE_S, help="seconds after the call's start")
     r.add_argument("--profile", default=PROFILE)
+    r.add_argument("--kind", default=KIND, choices=sorted(SIZED_FOR),
+                   help=f"the machine's kind: its sizing (SIZED_FOR) applies (default {KIND}, the profile's own)")
     f = sub.add_parser("finish", help="unpack the returned files, score FID/KID, write REPORT.md (here)")
     f.add_argument("--from", dest="returned", required=True)
     args = ap.parse_args(argv)
@@ -560,12 +588,12 @@ def main(argv=None) -> int:
                 print(f"gpu_run: warning: the results would record commit {m['commit']}, which "
                       "tests/test_results_gpu.py refuses; commit your changes and prepare again", file=sys.stderr)
         elif args.cmd == "plan":
-            print(json.dumps(plan(), indent=1))
-            print("\n".join(check_plan()))
+            print(json.dumps(plan(args.kind), indent=1))
+            print("\n".join(check_plan(kind=args.kind)))
         elif args.cmd == "engine":
             return engine(Path(args.out))
         elif args.cmd == "run":
-            return run(Path(args.out), args.deadline, args.profile)
+            return run(Path(args.out), args.deadline, args.profile, kind=args.kind)
         elif args.cmd == "finish":
             m = finish(Path(args.returned))
             print(f"results/{m['profile_dir']}: notebooks {m['status']}; FID/KID scored here: {m['scored']}; "
