@@ -181,26 +181,8 @@ def test_rehearsal_of_both_device_calls_and_finish(tmp_path):
     for n in gpu_run.NOTEBOOKS:
         assert json.loads((res / f"{n}.json").read_text())["provenance"]["git_commit"] == "rehearsal0"
 
-    # the deadline: 03 and 04 undone again, a deadline of a few seconds: 01-02 still come back, 03-04 are named
-    for n in ("03_accuracy", "04_generation_fid"):
-        for p in (device / "results" / "gpu").glob(f"*{n}*"):
-            p.unlink()
-        (device / "results" / "gpu" / f".{n}.done.json").unlink(missing_ok=True)
-    out3 = tmp_path / "out3"
-    short = calls["run"]["command"].replace(f"--deadline {gpu_run.RUN_DEADLINE_S}", "--deadline 15")
-    assert short != calls["run"]["command"]
-    got = subprocess.run(["bash", "-c", short], cwd=device, capture_output=True, text=True,
-                         env=_device_env(tmp_path, out3, GENROBUST_OVERRIDES=json.dumps(SHRINK)), timeout=300)
-    keep(out3 / "run.log", "call2-deadline-run.log")
-    keep(out3 / "return.json", "call2-deadline-return.json")
-    assert got.returncode == 1
-    meta = json.loads((out3 / "return.json").read_text())
-    assert [s.startswith("done") for s in meta["status"].values()] == [True, True, False, False], meta["status"]
-    assert meta["status"]["03_accuracy"].startswith(("stopped by the deadline", "not started"))
-    assert "not finished: ['03_accuracy', '04_generation_fid']" in got.stdout
-    names = _returned_names(out3)
-    assert {"01_training.ipynb", "02_calibration.json"} <= names and "03_accuracy.json" not in names
-    _returned_within_limits(out3)
+    # the deadline (01-02 already done, 03 stopped, 04 never started, what finished returned) is
+    # test_the_deadline_stops_the_notebook_in_flight_and_returns_what_finished, with the device side stubbed
 
 
 def _typed(call: dict) -> str:
@@ -263,6 +245,50 @@ def test_run_on_the_h100_gives_its_sizing_to_every_notebook_and_return_json(tmp_
     seen.clear()
     assert gpu_run.run(tmp_path / "out2", carry=tmp_path / "carry") == 0  # negative control: the H200, no overrides
     assert seen == [""] * len(gpu_run.NOTEBOOKS)
+
+
+def test_the_deadline_stops_the_notebook_in_flight_and_returns_what_finished(tmp_path, monkeypatch):
+    """Call 2 on a warm machine where 01-02 ran (their markers written by genrobust's own execute_notebook, papermill
+    stubbed), 03 still running at the deadline: 03 is stopped with its process tree, 04 not started, exit 1;
+    return.json and the returned pieces hold 01-02's files and name 03-04. (That the real tree dies:
+    test_the_deadline_kills_the_notebooks_whole_process_tree.)"""
+    import papermill
+    from genrobust.pipeline import notebooks as nb
+    results = tmp_path / "results" / "gpu"
+
+    def fake_papermill(src, dst, **kw):
+        Path(dst).write_text("{}")
+    monkeypatch.setattr(papermill, "execute_notebook", fake_papermill)
+    for name in ("01_training", "02_calibration"):
+        nb.execute_notebook(name, "gpu", gpu_run.DEVICE_PARAMETERS.get(name), out_dir=results)
+        (results / f"{name}.json").write_text("{}")
+    killed, started = [], []
+
+    class StillRunning:
+        pid = -1
+
+        def __init__(self, cmd, **kw):
+            started.append(cmd[cmd.index("notebook") + 1])
+
+        def wait(self, timeout=None):  # with a timeout: the deadline came first (at once here)
+            if timeout is not None:
+                raise subprocess.TimeoutExpired("notebook", timeout)
+            return -9
+    monkeypatch.setattr(gpu_run, "setup", lambda carry, log=None: dict(os.environ))
+    monkeypatch.setattr(gpu_run.subprocess, "Popen", StillRunning)
+    monkeypatch.setattr(gpu_run, "_kill_tree", lambda proc: killed.append(proc))
+    monkeypatch.setenv("GENROBUST_RESULTS", str(results.parent))
+    out = tmp_path / "out"
+    assert gpu_run.run(out, deadline_s=60, carry=tmp_path / "carry") == 1
+    meta = json.loads((out / "return.json").read_text())
+    assert started == ["03_accuracy"] and len(killed) == 1
+    assert meta["status"]["01_training"].startswith("done (already") and meta["status"]["02_calibration"].startswith(
+        "done (already")
+    assert meta["status"]["03_accuracy"].startswith("stopped by the deadline")
+    assert meta["status"]["04_generation_fid"] == "not started"
+    names = _returned_names(out)
+    assert {"01_training.ipynb", "02_calibration.json"} <= names and "03_accuracy.json" not in names
+    _returned_within_limits(out)
 
 
 def test_the_calls_carry_at_most_60_mib_each():
