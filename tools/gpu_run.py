@@ -189,11 +189,17 @@ def slim_wheel(wheel: Path, drop_prefix: str) -> int:
     return dropped
 
 
+def sizing(kind: str) -> dict:
+    """SIZED_FOR[kind]: the gpu profile's overrides on that kind of machine; an unknown kind in one line."""
+    if kind not in SIZED_FOR:
+        raise GpuRunError(f"no sizing for kind {kind!r}; sized for {sorted(SIZED_FOR)} (SIZED_FOR)")
+    return SIZED_FOR[kind]
+
+
 def plan(kind: str = KIND) -> list[dict]:
     """The two device calls as docs/gpu-profile.md types them for ``kind`` (one of SIZED_FOR): command, carry,
     timeout_s, kind. Another kind than KIND names itself to call 2, which then applies its SIZED_FOR overrides."""
-    if kind not in SIZED_FOR:
-        raise GpuRunError(f"no sizing for kind {kind!r}; sized for {sorted(SIZED_FOR)} (SIZED_FOR)")
+    sizing(kind)  # an unknown kind refused here, before a call is typed
     sized = "" if kind == KIND else f" --kind {kind}"
     return [
         {"name": "engine", "command": "python3 tools/gpu_run.py engine --out $OUT",
@@ -207,16 +213,14 @@ def plan(kind: str = KIND) -> list[dict]:
 def sized_overrides(kind: str, environ=os.environ) -> str:
     """GENROBUST_OVERRIDES for call 2 on ``kind``: SIZED_FOR[kind], with $GENROBUST_OVERRIDES (the rehearsal's
     shrink) on top; '' where both are empty. A bad $GENROBUST_OVERRIDES is the notebooks' one-line error."""
-    if kind not in SIZED_FOR:
-        raise GpuRunError(f"no sizing for kind {kind!r}; sized for {sorted(SIZED_FOR)} (SIZED_FOR)")
-    given = environ.get("GENROBUST_OVERRIDES", "")
-    if not SIZED_FOR[kind]:
+    sized, given = sizing(kind), environ.get("GENROBUST_OVERRIDES", "")
+    if not sized:
         return given
     try:
         extra = json.loads(given) if given else {}
     except json.JSONDecodeError:
         return given  # not merged: every notebook refuses it in one line (pipeline.params)
-    return json.dumps({**SIZED_FOR[kind], **extra}) if isinstance(extra, dict) else given
+    return json.dumps({**sized, **extra}) if isinstance(extra, dict) else given
 
 
 def _git_lines(repo: Path, *args: str) -> list[str]:
