@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,8 +25,6 @@ from genrobust.measure.checks import CHECKS, masking_checks
 from genrobust.reporting import metrics_files, tables
 from genrobust.core.config import ConfigError, EvalConfig, apply_overrides, get_profile
 from genrobust.core.models import GenerativeClassifier, create_model
-from genrobust.data import prepare_data
-from genrobust.pipeline.classifiers import ensure_classifiers
 from genrobust.pipeline.evaluation import evaluate
 from genrobust.store.checkpoints import load_classifier
 from genrobust.store.io import read_json
@@ -258,7 +257,8 @@ def test_unknown_attack_and_contract_violations_raise(net, test_set):
 @pytest.fixture(scope="module")
 def smoke_records(tmp_path_factory):
     """Notebook 03's road on the smoke profile: evaluate() from units (inline), the checks, the metrics file. (That
-    the units give what one in-memory evaluation gives: tests/test_units.py.) Also yields what evaluate() said."""
+    the units give what one in-memory evaluation gives: tests/test_units.py.) Also what evaluate() said, the data
+    and the classifiers' paths."""
     with smoke_classifiers(tmp_path_factory, "smoke03") as (cfg, data, paths, _):
         said = []
         records = evaluate(apply_overrides(cfg, {"executor": "inline"}), data, paths, progress=False,
@@ -266,12 +266,13 @@ def smoke_records(tmp_path_factory):
         checks = masking_checks(records, cfg.eval)
         path = metrics_files.write_accuracy_metrics(cfg, records, checks, data, wall_time_s=1.0)
         saved = read_json(path)
-        yield cfg, records, checks, saved, said, data, paths
+        yield SimpleNamespace(cfg=cfg, records=records, checks=checks, saved=saved, said=said, data=data,
+                              paths=paths)
 
 
 @pytest.mark.slow
 def test_smoke_profile_passes_the_masking_checks(smoke_records):
-    cfg, records, checks, saved, _, _, _ = smoke_records
+    cfg, records, checks, saved = smoke_records.cfg, smoke_records.records, smoke_records.checks, smoke_records.saved
     assert set(records) == {"generative", "softmax"}
     failed = [c for c in checks if c["type"] == "masking" and c["passed"] is not True]
     assert not failed, failed
@@ -563,7 +564,7 @@ def test_mcnemar_exact_values_and_symmetry():
 
 @pytest.mark.slow
 def test_paired_tests_compare_the_same_images(smoke_records):
-    cfg, records, checks, saved, _, _, _ = smoke_records
+    cfg, records, checks, saved = smoke_records.cfg, smoke_records.records, smoke_records.checks, smoke_records.saved
     rows = E.paired_tests(records)
     both = [r for r in rows if r["comparison"] == "generative vs softmax"]
     assert {r["eps"] for r in both} == set(cfg.eval.eps_grid) | {cfg.eval.strong_eps}
@@ -595,8 +596,8 @@ def _old_attack_flags(work, x, y, candidates, run, ecfg):
 
 @pytest.mark.slow
 def test_notebook_03_from_units_gives_the_records_before_units(smoke_records):
-    cfg, records, checks, saved, said, data, paths = smoke_records
-    assert "units" in said[0] and "estimated attack time" in said[0]
+    cfg, records, data, paths = smoke_records.cfg, smoke_records.records, smoke_records.data, smoke_records.paths
+    assert "units" in smoke_records.said[0] and "estimated attack time" in smoke_records.said[0]
     for kind, rec in records.items():
         # and the same per-example results as the loop before units, run now on the same classifier
         x, y = E.evaluation_set(data, cfg.eval)
